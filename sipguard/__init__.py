@@ -1,0 +1,5 @@
+"""sipguard: a SIP edge authentication proxy (IP whitelist and digest auth in front of a SIP platform)."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

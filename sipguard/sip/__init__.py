@@ -1,0 +1,1 @@
+"""sip layer of sipguard."""
