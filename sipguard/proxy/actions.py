@@ -79,10 +79,12 @@ class Info:
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """Send `data` (a response we built) back to `to`, over `connection` for streams."""
+    """Send `data` (a response we built) back to `to`: from the listener `local` (UDP), or over
+    stream `connection` when it is still open (else over any connection to `to`)."""
 
     data: bytes
     to: Address
+    local: Address | None
     connection: int | None
     cause: Cause
     info: Info = field(default_factory=Info)
@@ -90,11 +92,15 @@ class Reply:
 
 @dataclass(frozen=True, slots=True)
 class Forward:
-    """Send `data` (a request or response we relay) to `to`. `connection` names the stream
-    connection to use when the message must go back on an existing one."""
+    """Send `data` (a request or response we relay) to `to`.
+
+    `local` is the listener whose address our Via names (UDP: send from that socket, so answers
+    come back to it); `connection` names the stream connection to use when the message must go
+    back on an existing one; None lets the shell use any open connection to `to` or open one."""
 
     data: bytes
     to: Address
+    local: Address | None
     connection: int | None
     cause: Cause
     info: Info = field(default_factory=Info)
@@ -110,3 +116,12 @@ class Drop:
 
 
 Action = Reply | Forward | Drop
+
+
+@dataclass(frozen=True, slots=True)
+class BanEvent:
+    """A source was banned (or unbanned, `until` == 0) by the guard; the shell logs it."""
+
+    ip: str
+    until: float
+    failures: int = 0
