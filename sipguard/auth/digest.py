@@ -43,6 +43,7 @@ __all__ = [
     "compute_response",
     "compute_userhash",
     "hash_hex",
+    "is_hex_digest",
     "is_session",
     "session_ha1",
     "verify",
@@ -178,6 +179,13 @@ def compute_response(
 
 def _is_hex(text: str, length: int) -> bool:
     return len(text) == length and all(c in _HEX for c in text)
+
+
+def is_hex_digest(algorithm: str, text: str) -> bool:
+    """True when `text` is hex of the length of `algorithm`'s digest (an HA1 or a response);
+    False for an unknown algorithm."""
+    canonical = canonical_algorithm(algorithm)
+    return canonical is not None and _is_hex(text, HEX_LENGTH[canonical])
 
 
 @dataclass(frozen=True, slots=True)

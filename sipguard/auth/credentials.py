@@ -1,0 +1,152 @@
+"""The HA1 table built from the configured trunks (sans-IO).
+
+Owns: turning `Trunk.credentials` into HA1 values per algorithm once per (re)load, the lookup
+by username (or RFC 7616 §3.4.4 userhash) and algorithm, and the dummy HA1 that lets the caller
+spend the same work on an unknown user as on a known one (SECURITY-CASES 26).
+
+Never does: read files or the environment, decide admission, log, or keep a password after
+hashing it. HA1 values are `repr=False`.
+
+RFC 7616 §3.4.2: HA1 = H(username ":" realm ":" password) for the base algorithm; a `-sess`
+answer uses the same stored HA1 (the session A1 is derived per nonce by `digest`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Final
+
+from sipguard.auth.digest import (
+    BASE_ALGORITHMS,
+    base_algorithm,
+    canonical_algorithm,
+    compute_ha1,
+    compute_userhash,
+    hash_hex,
+    is_hex_digest,
+)
+from sipguard.settings import Trunk
+
+__all__ = ["CredentialStore", "Entry"]
+
+_DUMMY_TAG: Final = b"sipguard-dummy-ha1\x00"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One username's HA1 for one base algorithm, in one trunk."""
+
+    trunk: str
+    username: str
+    algorithm: str  # a base algorithm: MD5, SHA-256 or SHA-512-256
+    ha1: str = field(repr=False)
+    valid_until: datetime | None = None
+    # valid_until as seconds since the epoch, so the core compares it with its `now: float`.
+    expires: float | None = field(default=None, repr=False, compare=False)
+
+    def valid_at(self, now: float) -> bool:
+        """False once the credential's `valid_until` has passed (the core refuses it like a
+        wrong password, DESIGN §4 step 3)."""
+        return self.expires is None or now < self.expires
+
+
+class CredentialStore:
+    """Immutable after `build`; rebuilt and swapped on reload."""
+
+    __slots__ = ("_by_name", "_by_userhash", "_dummy", "realm")
+
+    def __init__(
+        self,
+        realm: str,
+        entries: Iterable[Entry],
+        *,
+        secret: bytes | None = None,
+    ) -> None:
+        self.realm = realm
+        self._by_name: dict[tuple[str, str], tuple[Entry, ...]] = {}
+        self._by_userhash: dict[tuple[str, str], tuple[Entry, ...]] = {}
+        for entry in entries:
+            key = (entry.username, entry.algorithm)
+            self._by_name[key] = (*self._by_name.get(key, ()), entry)
+            hkey = (compute_userhash(entry.algorithm, entry.username, realm), entry.algorithm)
+            self._by_userhash[hkey] = (*self._by_userhash.get(hkey, ()), entry)
+        # Derived from the nonce key when given, so nobody can predict it; it must never
+        # authenticate anyone anyway (the caller refuses a missing entry whatever `verify` says).
+        seed = _DUMMY_TAG + (secret or b"") + realm.encode("utf-8", "surrogatepass")
+        self._dummy = {a: hash_hex(a, seed) for a in BASE_ALGORITHMS}
+
+    def __repr__(self) -> str:
+        return f"CredentialStore(realm={self.realm!r}, entries={len(self)})"
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._by_name.values())
+
+    @classmethod
+    def build(
+        cls, trunks: Iterable[Trunk], realm: str, *, secret: bytes | None = None
+    ) -> CredentialStore:
+        """Hash every password once for each base algorithm; take configured HA1 values as
+        they are (lowercased). A configured HA1 of the wrong length is a programming error
+        here (`sipguard.config` reports it to the operator) and raises ValueError."""
+        entries: list[Entry] = []
+        for trunk in trunks:
+            for cred in trunk.credentials:
+                expires = cred.valid_until.timestamp() if cred.valid_until is not None else None
+                if cred.password is not None:
+                    ha1s = {
+                        a: compute_ha1(a, cred.username, realm, cred.password)
+                        for a in BASE_ALGORITHMS
+                    }
+                else:
+                    ha1s = _given_ha1(cred.username, cred.ha1)
+                entries.extend(
+                    Entry(trunk.name, cred.username, a, ha1, cred.valid_until, expires)
+                    for a, ha1 in ha1s.items()
+                )
+        return cls(realm, entries, secret=secret)
+
+    def candidates(self, username: str, algorithm: str) -> tuple[Entry, ...]:
+        """Every entry for this username and algorithm (`-sess` uses its base), in config
+        order; several when one username is configured in several trunks."""
+        return self._by_name.get((username, base_algorithm(algorithm)), ())
+
+    def lookup(
+        self, username: str, algorithm: str, trunks: Collection[str] | None = None
+    ) -> Entry | None:
+        """The first entry for `username` and `algorithm`, restricted to `trunks` (the
+        candidate trunks of the source) when given. None: unknown user, or no HA1 for that
+        algorithm; call `dummy_ha1` and verify anyway so both paths cost the same."""
+        return _first(self.candidates(username, algorithm), trunks)
+
+    def lookup_userhash(
+        self, userhash: str, algorithm: str, trunks: Collection[str] | None = None
+    ) -> Entry | None:
+        """As `lookup`, for an answer with `userhash=true` (RFC 7616 §3.4.4)."""
+        base = base_algorithm(algorithm)
+        return _first(self._by_userhash.get((userhash.lower(), base), ()), trunks)
+
+    def dummy_ha1(self, algorithm: str) -> str:
+        """An HA1-shaped value for an unknown user: verify against it, then refuse."""
+        return self._dummy[base_algorithm(algorithm)]
+
+
+def _first(entries: tuple[Entry, ...], trunks: Collection[str] | None) -> Entry | None:
+    for entry in entries:
+        if trunks is None or entry.trunk in trunks:
+            return entry
+    return None
+
+
+def _given_ha1(username: str, given: Mapping[str, str]) -> dict[str, str]:
+    ha1s: dict[str, str] = {}
+    for name, value in given.items():
+        algorithm = canonical_algorithm(name)
+        if algorithm is None or algorithm not in BASE_ALGORITHMS:
+            raise ValueError(f"credential {username!r}: unknown ha1 algorithm {name!r}")
+        if not is_hex_digest(algorithm, value):
+            # Never echo the value: it is a password equivalent.
+            raise ValueError(f"credential {username!r}: ha1 {algorithm} is not a hex digest")
+        ha1s[algorithm] = value.lower()
+    return ha1s
