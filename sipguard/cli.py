@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return check_config_command(args.file)
     if args.command == "hash-password":
-        from sipguard.auth.hashpw import hash_password_command
+        from sipguard.hashpw import hash_password_command
 
         return hash_password_command(args.username, args.realm, args.algorithm)
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover - argparse rejects it
