@@ -1,1 +1,80 @@
-"""sip layer of sipguard."""
+"""The SIP codec: bytes in, values and bytes out (sans-IO).
+
+Owns: parsing one message (`parse_message`), framing streams (`StreamFramer`), typed header
+values parsed on demand (`Via`, `SipUri`, `NameAddr`, `CSeq`, `Credentials`), minimal byte edits
+of received messages and building replies. Never does I/O, never imports the event loop,
+logging, time or randomness; raises only `sipguard.errors.ParseError` (and subclasses) for peer
+input. RFC 3261 §7, §18.3, §19.1, §20, §25; RFC 5626 §3.5.1; RFC 4475; RFC 5118.
+"""
+
+from __future__ import annotations
+
+from sipguard.sip.edit import (
+    Edits,
+    apply_edits,
+    build_error_response,
+    build_response,
+    insert_headers,
+    prepend_via,
+    remove_first_route,
+    remove_header_lines,
+    remove_header_lines_if,
+    remove_headers,
+    remove_top_via,
+    replace_max_forwards,
+    set_top_via_params,
+)
+from sipguard.sip.fields import (
+    Credentials,
+    CSeq,
+    NameAddr,
+    SipUri,
+    Via,
+    canonical_key,
+    parse_challenge,
+    parse_credentials,
+    parse_uri,
+    split_list,
+)
+from sipguard.sip.framing import Frame, KeepAlive, StreamFramer
+from sipguard.sip.limits import DEFAULT_LIMITS, ParserLimits
+from sipguard.sip.message import Header, Message, RecoveredHeaders, Request, Response
+from sipguard.sip.parser import parse_message, recover_headers
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "CSeq",
+    "Credentials",
+    "Edits",
+    "Frame",
+    "Header",
+    "KeepAlive",
+    "Message",
+    "NameAddr",
+    "ParserLimits",
+    "RecoveredHeaders",
+    "Request",
+    "Response",
+    "SipUri",
+    "StreamFramer",
+    "Via",
+    "apply_edits",
+    "build_error_response",
+    "build_response",
+    "canonical_key",
+    "insert_headers",
+    "parse_challenge",
+    "parse_credentials",
+    "parse_message",
+    "parse_uri",
+    "prepend_via",
+    "recover_headers",
+    "remove_first_route",
+    "remove_header_lines",
+    "remove_header_lines_if",
+    "remove_headers",
+    "remove_top_via",
+    "replace_max_forwards",
+    "set_top_via_params",
+    "split_list",
+]
