@@ -214,19 +214,27 @@ class DigestAnswer:
         return int(self.nc, 16) if self.nc is not None else 0
 
     @classmethod
-    def from_params(cls, params: Mapping[str, str]) -> DigestAnswer:
+    def from_params(cls, params: Mapping[str, str], *, latin1: bool = False) -> DigestAnswer:
         """Validate unquoted Digest parameters (names case-insensitive, RFC 3261 §7.3.1).
+
+        `latin1=True`: the values were decoded from the wire as latin-1 (one char per octet,
+        as `sipguard.sip.parse_credentials` does); they are turned back into their octets and
+        read as UTF-8 (RFC 3261 §25, RFC 7616 §4), so that `username` compares equal to the
+        configured one and the octets hashed are the octets the client hashed.
 
         Raises `MalformedAnswer` (a `ValueError`) and nothing else, whatever the input."""
         lowered: dict[str, str] = {}
-        for name, value in params.items():
+        for name, raw_value in params.items():
             key = name.lower()
             if key in lowered:
                 # `realm=a, REALM=b`: never pick one (SECURITY-CASES 23).
                 raise MalformedAnswer(f"duplicate parameter {key!r}"[:80])
-            if len(value) > MAX_PARAM_LENGTH or len(key) > MAX_PARAM_LENGTH:
+            if len(raw_value) > MAX_PARAM_LENGTH or len(key) > MAX_PARAM_LENGTH:
                 raise MalformedAnswer(f"parameter {key!r} is too long"[:80])
             try:
+                value = raw_value
+                if latin1:
+                    value = raw_value.encode("latin-1").decode("utf-8", "surrogateescape")
                 _b(value)
             except UnicodeEncodeError:
                 raise MalformedAnswer(f"parameter {key!r} is not text"[:80]) from None

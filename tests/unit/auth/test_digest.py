@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from typing import Any
@@ -341,3 +342,35 @@ def test_build_challenges_one_per_algorithm_same_nonce() -> None:
 def test_hash_hex() -> None:
     assert hash_hex("SHA-256-sess", b"") == hashlib.sha256(b"").hexdigest()
     assert hash_hex("SHA-512-256", b"abc") == hashlib.new("sha512_256", b"abc").hexdigest()
+
+
+# --- through the real codec ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("vector", VECTORS, ids=[v["id"] for v in VECTORS])
+def test_vector_through_the_codec(vector: dict[str, Any]) -> None:
+    """The codec hands values decoded as latin-1; `latin1=True` gives back the UTF-8 text, so a
+    non-ASCII username (RFC 7616 §3.9.2) matches the configured one and its HA1."""
+    from sipguard.sip import parse_credentials
+    from tests.sipclient import format_auth_params
+
+    value = format_auth_params(_params(vector)).encode("utf-8")
+    credentials = parse_credentials(value)
+    answer = DigestAnswer.from_params(credentials.params, latin1=True)
+    assert answer.username == vector["username"]
+    ha1 = compute_ha1(vector["algorithm"], vector["username"], vector["realm"], vector["password"])
+    assert verify(answer, ha1, vector["method"], _body(vector))
+
+
+def test_latin1_values_that_are_not_utf8_stay_distinct() -> None:
+    # Invalid UTF-8 octets survive as surrogates and hash as the same octets.
+    answer = DigestAnswer.from_params(GOOD | {"username": "\xff\xfe"}, latin1=True)
+    assert answer.username == "\udcff\udcfe"
+    with pytest.raises(MalformedAnswer, match="not text"):
+        DigestAnswer.from_params(GOOD | {"username": "\u0100"}, latin1=True)
+
+
+@given(st.dictionaries(st.text(max_size=12), st.text(max_size=70), max_size=12))
+def test_from_params_latin1_raises_only_malformed_answer(params: dict[str, str]) -> None:
+    with contextlib.suppress(MalformedAnswer):
+        DigestAnswer.from_params(params, latin1=True)
