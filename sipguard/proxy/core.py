@@ -555,7 +555,7 @@ class Core:
         if not ours:
             return self._challenge(msg, flow, now, algorithms, False, Cause.CHALLENGED, info)
         try:
-            answer = DigestAnswer.from_params(ours[0].params)
+            answer = DigestAnswer.from_params(ours[0].params, latin1=True)
         except MalformedAnswer as exc:
             info = Info(info.method, info.call_id, detail=str(exc)[:80])
             return self._challenge(msg, flow, now, algorithms, False, Cause.CHALLENGED, info)
@@ -579,7 +579,7 @@ class Core:
             failure = "wrong password"
         elif not entry.valid_at(now):
             failure = "credential expired"
-        elif answer.uri.encode("latin-1", "replace") != msg.uri:
+        elif answer.uri.encode("utf-8") != msg.uri:
             failure = "digest uri differs from the Request-URI"
         elif answer.opaque is not None and not self._issuer.check_opaque(
             answer.opaque, self._realm
