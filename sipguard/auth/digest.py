@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -85,7 +86,7 @@ _BY_LOWER: Final[Mapping[str, str]] = {name.lower(): name for name in ALGORITHMS
 MAX_PARAM_LENGTH: Final = 4096
 
 _QOPS: Final = frozenset({"auth", "auth-int"})
-_HEX: Final = frozenset("0123456789abcdefABCDEF")
+_HEX_RE: Final = re.compile(r"[0-9a-fA-F]*")
 
 
 class MalformedAnswer(ValueError):
@@ -178,7 +179,7 @@ def compute_response(
 
 
 def _is_hex(text: str, length: int) -> bool:
-    return len(text) == length and all(c in _HEX for c in text)
+    return len(text) == length and _HEX_RE.fullmatch(text) is not None
 
 
 def is_hex_digest(algorithm: str, text: str) -> bool:
@@ -231,13 +232,14 @@ class DigestAnswer:
                 raise MalformedAnswer(f"duplicate parameter {key!r}"[:80])
             if len(raw_value) > MAX_PARAM_LENGTH or len(key) > MAX_PARAM_LENGTH:
                 raise MalformedAnswer(f"parameter {key!r} is too long"[:80])
-            try:
-                value = raw_value
-                if latin1:
-                    value = raw_value.encode("latin-1").decode("utf-8", "surrogateescape")
-                _b(value)
-            except UnicodeEncodeError:
-                raise MalformedAnswer(f"parameter {key!r} is not text"[:80]) from None
+            value = raw_value
+            if not value.isascii():  # ASCII is the same text in every reading; skip the work
+                try:
+                    if latin1:
+                        value = raw_value.encode("latin-1").decode("utf-8", "surrogateescape")
+                    _b(value)
+                except UnicodeEncodeError:
+                    raise MalformedAnswer(f"parameter {key!r} is not text"[:80]) from None
             lowered[key] = value
 
         def required(name: str) -> str:
