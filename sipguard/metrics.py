@@ -1,0 +1,410 @@
+"""Prometheus metrics of sipguard, and the tiny HTTP endpoint that serves them.
+
+Owns: the `Metrics` collection (its own `CollectorRegistry`, so tests and several instances in one
+process never collide), the mapping from a core decision (`Action` + the socket peer) to the
+series it moves, and `serve_metrics`, an asyncio handler for `GET /metrics` (Prometheus text
+exposition format 0.0.4) and `GET /healthz`.
+
+Never does: put an unbounded value in a label. Every label value comes from a closed set: the
+transport, the SIP method with an `other` bucket, the `Cause`, a status class, a result word, or a
+trunk name from the config (capped, see `MAX_TRUNK_SERIES`). Never an IP address, a user, a
+Call-ID or any other header value: label cardinality is memory in Prometheus, and a label fed by
+the peer would let any scanner grow it without bound.
+
+Speed: `Counter.labels()` costs ~1.3 µs per call; the children are created once and kept in dicts
+keyed by bounded tuples, so the hot path is one dict lookup and one `inc()` (~0.3 µs).
+
+RFC 3261 §7.1 (methods are case-sensitive tokens), §7.2 (status classes 1xx..6xx), §27.4 (the
+registered methods listed in `METHODS`, with RFC 3262, 3265, 3311, 3428, 3515, 3903, 6086).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import generate_latest
+
+from sipguard import __version__
+from sipguard.proxy.actions import Action, Address, Cause, Forward, Reply, Transport
+
+# RFC 3261 §27.4 and the extensions sipguard meets in the field. Anything else is "other", so a
+# peer inventing methods cannot create series (RFC 3261 §7.1: methods are case-sensitive).
+METHODS: Final[tuple[str, ...]] = (
+    "REGISTER",
+    "INVITE",
+    "ACK",
+    "BYE",
+    "CANCEL",
+    "OPTIONS",
+    "MESSAGE",
+    "SUBSCRIBE",
+    "NOTIFY",
+    "REFER",
+    "INFO",
+    "UPDATE",
+    "PRACK",
+    "PUBLISH",
+)
+OTHER: Final = "other"
+_METHOD_LABEL: Final[dict[str, str]] = {m: m for m in METHODS}
+
+# RFC 3261 §7.2: six status classes; a reply we cannot classify is "other".
+STATUS_CLASSES: Final[tuple[str, ...]] = ("1xx", "2xx", "3xx", "4xx", "5xx", "6xx")
+_STATUS_CLASS_OF_DIGIT: Final[dict[int, str]] = {ord(c[0]): c for c in STATUS_CLASSES}
+
+AUTH_RESULTS: Final[tuple[str, ...]] = ("ok", "challenged", "stale", "failed")
+_AUTH_RESULT: Final[dict[Cause, str]] = {
+    Cause.ADMITTED_DIGEST: "ok",
+    Cause.CHALLENGED: "challenged",
+    Cause.STALE_NONCE: "stale",
+    Cause.AUTH_FAILED: "failed",
+}
+_ADMITTED: Final = frozenset({Cause.ADMITTED_IP, Cause.ADMITTED_DIGEST})
+
+# Causes that accompany a Forward of the same message: the 100/200 reply a proxy sends next to
+# the request it relays (e.g. 200 to a CANCEL, RFC 3261 §16.10). The Forward is the decision;
+# such a Reply is counted only as a response sent, so one message is one request in the metrics.
+FORWARDING_CAUSES: Final = frozenset(
+    {
+        Cause.ADMITTED_IP,
+        Cause.ADMITTED_DIGEST,
+        Cause.IN_DIALOG,
+        Cause.CANCEL_FORWARDED,
+        Cause.FROM_UPSTREAM,
+    }
+)
+
+# Per-message processing time of the core: ~5 µs for a keep-alive, ~10-50 µs for a parsed and
+# edited INVITE, up to a few ms for a stalled interpreter. Prometheus' defaults (5 ms..10 s)
+# would put every observation in the first bucket.
+PROCESSING_BUCKETS: Final[tuple[float, ...]] = (
+    5e-6,
+    1e-5,
+    2.5e-5,
+    5e-5,
+    1e-4,
+    2.5e-4,
+    5e-4,
+    1e-3,
+    2.5e-3,
+    5e-3,
+    1e-2,
+)
+
+# Trunk names come from the config, so they are bounded by it; the cap only protects against a
+# caller passing something else. Beyond it the label is "other".
+MAX_TRUNK_SERIES: Final = 1000
+
+# The classic text format: every Prometheus server reads it, and with names that are valid
+# legacy names (all of ours) it is byte-identical to what generate_latest() writes.
+CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+
+# HTTP endpoint limits: Prometheus sends a ~200-byte request; anything much bigger is not a
+# scraper. The deadline defeats slow-loris on the metrics port; the connection cap bounds memory.
+MAX_HTTP_REQUEST_BYTES: Final = 8192
+HTTP_READ_DEADLINE: Final = 5.0
+MAX_HTTP_CONNECTIONS: Final = 32
+
+
+def method_label(method: str) -> str:
+    """The `method` label of a request: a registered method name, else "other"."""
+    return _METHOD_LABEL.get(method, OTHER)
+
+
+def status_class(action: Reply | Forward) -> str:
+    """`1xx`..`6xx` from `info.status`, else from the status line of the bytes, else "other"."""
+    status = action.info.status
+    if 100 <= status <= 699:
+        return STATUS_CLASSES[status // 100 - 1]
+    data = action.data
+    # RFC 3261 §7.2: Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
+    if data.startswith(b"SIP/2.0 ") and len(data) > 8:
+        return _STATUS_CLASS_OF_DIGIT.get(data[8], OTHER)
+    return OTHER
+
+
+def is_response(action: Action) -> bool:
+    """A response sipguard built (`Reply`) or relays (`Forward` with cause RESPONSE)."""
+    return isinstance(action, Reply) or action.cause is Cause.RESPONSE
+
+
+class Metrics:
+    """Every sipguard series, in a registry of its own.
+
+    `record_decision` is the hot path (one call per core action); the other methods are rare
+    events. Series with small, known label sets are created up front so dashboards and alerts see
+    zeros from the first scrape; `requests_total` (3 x 15 x 25 possible children) is created per
+    label combination on first use and cached.
+    """
+
+    def __init__(self, *, version: str = __version__, trunks: Iterable[str] = ()) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        transports = [t.value for t in Transport]
+        self.requests = Counter(
+            "sipguard_requests",
+            "Requests (and unparseable messages) decided by the core, by outcome (the Cause).",
+            ["transport", "method", "outcome"],
+            registry=r,
+        )
+        self.responses = Counter(
+            "sipguard_responses",
+            "SIP responses: 'sent' were built by sipguard, 'relayed' were forwarded.",
+            ["direction", "status_class"],
+            registry=r,
+        )
+        self.auth = Counter(
+            "sipguard_auth",
+            "Digest authentication results: ok, challenged, stale (nonce), failed.",
+            ["result"],
+            registry=r,
+        )
+        self.acl_denied = Counter(
+            "sipguard_acl_denied",
+            "Requests refused because no trunk's whitelist admits the source address.",
+            ["transport"],
+            registry=r,
+        )
+        self.parse_errors = Counter(
+            "sipguard_parse_errors", "Malformed messages.", ["transport"], registry=r
+        )
+        self.processing = Histogram(
+            "sipguard_processing_seconds",
+            "Time the core took to decide about one message.",
+            buckets=PROCESSING_BUCKETS,
+            registry=r,
+        )
+        self.connections = Gauge(
+            "sipguard_connections", "Open TCP/TLS connections.", ["transport"], registry=r
+        )
+        self.upstream_errors = Counter(
+            "sipguard_upstream_errors", "Failures to send to the upstream.", registry=r
+        )
+        self.config_reloads = Counter(
+            "sipguard_config_reloads", "Configuration reloads by result.", ["result"], registry=r
+        )
+        self.build_info = Gauge(
+            "sipguard_build_info", "Always 1; the version as a label.", ["version"], registry=r
+        )
+        self.bans_active = Gauge("sipguard_bans_active", "Sources banned right now.", registry=r)
+        self.bans = Counter(
+            "sipguard_bans", "Bans imposed after failed authentications.", registry=r
+        )
+        self.bugs = Counter(
+            "sipguard_bugs", "Exceptions that escaped the core (defects).", registry=r
+        )
+        self.log_suppressed_lines = Counter(
+            "sipguard_log_suppressed",
+            "Log lines not written because their event exceeded its rate (by event name).",
+            ["event"],
+            registry=r,
+        )
+        self.admitted = Counter(
+            "sipguard_admitted",
+            "Requests admitted, by trunk (names from the config).",
+            ["trunk"],
+            registry=r,
+        )
+
+        self.build_info.labels(version).set(1)
+        self._responses = {
+            (d, c): self.responses.labels(d, c)
+            for d in ("sent", "relayed")
+            for c in (*STATUS_CLASSES, OTHER)
+        }
+        self._auth = {cause: self.auth.labels(result) for cause, result in _AUTH_RESULT.items()}
+        self._acl_denied = {t: self.acl_denied.labels(t.value) for t in Transport}
+        self._parse_errors = {t: self.parse_errors.labels(t.value) for t in Transport}
+        self._connections = {name: self.connections.labels(name) for name in transports}
+        self._reload_ok = self.config_reloads.labels("ok")
+        self._reload_error = self.config_reloads.labels("error")
+        self._requests: dict[tuple[Transport, str, Cause], Counter] = {}
+        self._admitted: dict[str, Counter] = {}
+        self._log_suppressed: dict[str, Counter] = {}
+        self.set_trunks(trunks)
+
+    # -- hot path ---------------------------------------------------------------------------
+
+    def record_decision(self, action: Action, source: Address, elapsed: float) -> None:
+        """Count one core action about a message from `source` (the socket peer).
+
+        `elapsed` (seconds the core took) goes to the processing histogram, except for a Reply
+        that accompanies a Forward of the same message (see `FORWARDING_CAUSES`)."""
+        cause = action.cause
+        if isinstance(action, Reply):
+            self._responses["sent", status_class(action)].inc()
+            if cause in FORWARDING_CAUSES:
+                return  # the Forward of the same message is the decision
+        elif cause is Cause.RESPONSE:
+            if isinstance(action, Forward):
+                self._responses["relayed", status_class(action)].inc()
+            self.processing.observe(elapsed)
+            return
+        self.processing.observe(elapsed)
+        key = (source.transport, _METHOD_LABEL.get(action.info.method, OTHER), cause)
+        child = self._requests.get(key)
+        if child is None:
+            child = self._requests[key] = self.requests.labels(key[0].value, key[1], cause.value)
+        child.inc()
+        if cause in _ADMITTED:
+            self._trunk_child(action.info.trunk).inc()
+        auth = self._auth.get(cause)
+        if auth is not None:
+            auth.inc()
+        elif cause is Cause.ACL_DENIED:
+            self._acl_denied[source.transport].inc()
+        elif cause is Cause.PARSE_ERROR:
+            self._parse_errors[source.transport].inc()
+
+    def _trunk_child(self, trunk: str) -> Counter:
+        child = self._admitted.get(trunk)
+        if child is None:
+            label = trunk if trunk and len(self._admitted) < MAX_TRUNK_SERIES else OTHER
+            child = self._admitted.get(label) or self.admitted.labels(label)
+            self._admitted[label] = child
+        return child
+
+    # -- rare events ------------------------------------------------------------------------
+
+    def set_trunks(self, names: Iterable[str]) -> None:
+        """Create the `admitted_total` series of the configured trunks (at start and reload).
+
+        Series of trunks removed from the config stay until restart: a counter that vanishes
+        and comes back would look like a reset to `rate()`."""
+        for name in names:
+            self._trunk_child(name)
+
+    def connection_opened(self, transport: str) -> None:
+        self._connection_child(transport).inc()
+
+    def connection_closed(self, transport: str) -> None:
+        self._connection_child(transport).dec()
+
+    def _connection_child(self, transport: str) -> Gauge:
+        child = self._connections.get(transport)
+        if child is None:  # not a Transport value: keep the label set closed
+            child = self._connections.get(OTHER) or self.connections.labels(OTHER)
+            self._connections[OTHER] = child
+        return child
+
+    def upstream_error(self) -> None:
+        self.upstream_errors.inc()
+
+    def bug(self) -> None:
+        self.bugs.inc()
+
+    def config_reloaded(self, ok: bool) -> None:
+        (self._reload_ok if ok else self._reload_error).inc()
+
+    def banned(self) -> None:
+        self.bans.inc()
+
+    def log_suppressed(self, event: str) -> None:
+        """A line of `event` (a name from the observer's closed vocabulary) was not written."""
+        child = self._log_suppressed.get(event)
+        if child is None:
+            child = self._log_suppressed[event] = self.log_suppressed_lines.labels(event)
+        child.inc()
+
+    def scrape(self) -> bytes:
+        """The registry in the Prometheus text exposition format."""
+        return generate_latest(self.registry)
+
+
+# -- the HTTP endpoint ------------------------------------------------------------------------
+
+_REASONS: Final[dict[int, str]] = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+}
+
+
+def _http_response(status: int, body: bytes, content_type: str, head: bool = False) -> bytes:
+    header = (
+        f"HTTP/1.1 {status} {_REASONS[status]}\r\n"
+        f"Content-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Cache-Control: no-store\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode("ascii")
+    return header if head else header + body
+
+
+def answer_http(metrics: Metrics, request_line: bytes) -> bytes:
+    """The whole HTTP response to one request line (the rest of the request is ignored)."""
+    text = "text/plain; charset=utf-8"
+    parts = request_line.rstrip(b"\r\n").split(b" ")
+    if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
+        return _http_response(400, b"bad request\n", text)
+    method, target, _ = parts
+    if method not in (b"GET", b"HEAD"):
+        return _http_response(405, b"method not allowed\n", text)
+    head = method == b"HEAD"
+    path = target.split(b"?", 1)[0]
+    if path == b"/metrics":
+        return _http_response(200, metrics.scrape(), CONTENT_TYPE, head)
+    if path == b"/healthz":
+        return _http_response(200, b"ok\n", text, head)
+    return _http_response(404, b"not found\n", text, head)
+
+
+async def _read_request_head(reader: asyncio.StreamReader) -> bytes | None:
+    """The request line, after reading (and discarding) the headers up to the blank line.
+
+    The headers are read so that closing the socket does not reset the connection under unread
+    bytes (which could make the client lose the response). None: too big or malformed."""
+    request_line = await reader.readline()
+    total = len(request_line)
+    line = request_line
+    while line not in (b"\r\n", b"\n", b""):
+        line = await reader.readline()
+        total += len(line)
+        if total > MAX_HTTP_REQUEST_BYTES:
+            return None
+    return request_line if request_line.endswith(b"\n") else None
+
+
+async def serve_metrics(metrics: Metrics, host: str, port: int) -> asyncio.Server:
+    """Listen on `host:port` and answer `GET /metrics`, `GET /healthz`; 404 for anything else.
+
+    One request per connection (HTTP/1.1 with `Connection: close`): a scraper needs no more."""
+    active = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal active
+        active += 1
+        try:
+            if active > MAX_HTTP_CONNECTIONS:
+                return
+            try:
+                request_line = await asyncio.wait_for(
+                    _read_request_head(reader), HTTP_READ_DEADLINE
+                )
+            except TimeoutError:
+                writer.write(_http_response(408, b"timeout\n", "text/plain; charset=utf-8"))
+            except (ValueError, asyncio.LimitOverrunError, asyncio.IncompleteReadError):
+                # readline() raises ValueError when a line exceeds the StreamReader limit
+                writer.write(_http_response(400, b"bad request\n", "text/plain; charset=utf-8"))
+            else:
+                if request_line is None:
+                    writer.write(_http_response(400, b"bad request\n", "text/plain; charset=utf-8"))
+                else:
+                    writer.write(answer_http(metrics, request_line))
+            with contextlib.suppress(OSError):
+                await asyncio.wait_for(writer.drain(), HTTP_READ_DEADLINE)
+        except (OSError, TimeoutError):
+            pass  # the scraper went away: nothing to answer
+        finally:
+            active -= 1
+            writer.close()
+            with contextlib.suppress(OSError, TimeoutError):
+                await asyncio.wait_for(writer.wait_closed(), HTTP_READ_DEADLINE)
+
+    return await asyncio.start_server(handle, host, port, limit=MAX_HTTP_REQUEST_BYTES)

@@ -1,0 +1,346 @@
+"""What the daemon reports: each core decision and lifecycle event, to metrics, logs and systemd.
+
+Owns: the `Observer` the shell (`sipguard.server`) calls, and the event vocabulary: which
+`Cause` is which log event at which level (`EVENTS`), which series it moves (through
+`Metrics.record_decision`), when systemd hears READY/RELOADING/STOPPING.
+
+Never does: a SIP decision, or log a header value as the source: `src_ip`/`src_port` are always
+the socket peer handed in by the shell (fail2ban-style tools ban on them; a Via or Contact can say
+anything). Never logs per packet at info: relayed responses, in-dialog requests, keep-alives and
+answered OPTIONS are debug; admissions, challenges, failures and denials are info or warning.
+Each decision event is bounded to `log_rate` lines per second (burst `log_burst`) so a flood
+cannot fill the disk; the next line written carries `suppressed=N` and the metric
+`sipguard_log_suppressed_total{event}` counts the rest. Metrics count every decision regardless.
+
+RFC 3261 §16.10 (the 200 to a CANCEL accompanies its forwarding: see `FORWARDING_CAUSES`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+from structlog.typing import FilteringBoundLogger
+
+from sipguard import __version__
+from sipguard.metrics import FORWARDING_CAUSES, Metrics
+from sipguard.notify import Notifier
+from sipguard.proxy.actions import Action, Address, BanEvent, Cause, Drop, Forward, Reply
+from sipguard.settings import Settings
+
+DEBUG: Final = 10
+INFO: Final = 20
+WARNING: Final = 30
+ERROR: Final = 40
+
+# Cause -> (event name, level). Event names are a stable interface (README "Log events").
+EVENTS: Final[dict[Cause, tuple[str, int]]] = {
+    Cause.ADMITTED_IP: ("admitted", INFO),
+    Cause.ADMITTED_DIGEST: ("admitted", INFO),
+    Cause.IN_DIALOG: ("in_dialog", DEBUG),
+    Cause.CHALLENGED: ("challenged", INFO),
+    Cause.STALE_NONCE: ("challenged", INFO),  # cause=stale_nonce tells them apart
+    Cause.AUTH_FAILED: ("auth_failed", WARNING),
+    Cause.ACL_DENIED: ("acl_denied", WARNING),
+    Cause.PARSE_ERROR: ("parse_error", INFO),
+    Cause.TOO_LARGE: ("too_large", INFO),
+    Cause.TOO_MANY_HOPS: ("too_many_hops", INFO),
+    Cause.LOOP_DETECTED: ("loop_detected", WARNING),  # usually a routing misconfiguration
+    Cause.BAD_EXTENSION: ("bad_extension", INFO),
+    Cause.UNSUPPORTED_URI_SCHEME: ("unsupported_uri_scheme", INFO),
+    Cause.OPTIONS_ANSWERED: ("options_answered", DEBUG),  # providers ping every few seconds
+    Cause.ACK_ABSORBED: ("ack_absorbed", DEBUG),
+    Cause.CANCEL_FORWARDED: ("cancel_forwarded", INFO),
+    Cause.STRAY: ("stray", DEBUG),
+    Cause.BANNED: ("ban_dropped", DEBUG),  # the ban itself is the `banned` event
+    Cause.RATE_LIMITED: ("rate_limited", WARNING),
+    Cause.SCANNER: ("scanner_dropped", WARNING),
+    Cause.KEEPALIVE: ("keepalive", DEBUG),
+    Cause.FROM_UPSTREAM: ("from_upstream", DEBUG),
+    Cause.RESPONSE: ("response_relayed", DEBUG),
+    Cause.UPSTREAM_ERROR: ("upstream_unavailable", WARNING),
+    Cause.BUG: ("bug_dropped", DEBUG),  # `bug()` writes the error line with the traceback
+}
+
+# Lines per second per event name, and the burst allowed above it (see the module docstring).
+DEFAULT_LOG_RATE: Final = 100.0
+DEFAULT_LOG_BURST: Final = 1000.0
+# Bans remembered for the `sipguard_bans_active` gauge; expired ones are pruned beyond this.
+MAX_TRACKED_BANS: Final = 100_000
+
+_ACTION_KIND: Final[dict[type, str]] = {Reply: "reply", Forward: "forward", Drop: "drop"}
+
+
+def peer_ip(host: str) -> str:
+    """The address to log for a peer: IPv4-mapped IPv6 (`::ffff:192.0.2.1`, RFC 4291 §2.5.5.2)
+    from a dual-stack socket is written as IPv4, as the firewall sees it."""
+    if host.startswith(("::ffff:", "::FFFF:")) and "." in host:
+        return host[7:]
+    return host
+
+
+def reply_status(action: Action) -> int:
+    """The status of a reply or relayed response: `info.status`, else read from the bytes."""
+    status = action.info.status
+    if status or isinstance(action, Drop):
+        return status
+    data = action.data
+    # RFC 3261 §7.2: Status-Line = "SIP/2.0" SP 3DIGIT SP Reason-Phrase
+    if data.startswith(b"SIP/2.0 ") and data[8:11].isdigit():
+        return int(data[8:11])
+    return 0
+
+
+class _Budget:
+    """Token bucket for the lines of one event name."""
+
+    __slots__ = ("stamp", "suppressed", "tokens")
+
+    def __init__(self, tokens: float, stamp: float) -> None:
+        self.tokens = tokens
+        self.stamp = stamp
+        self.suppressed = 0
+
+
+class Observer:
+    """Turns what the shell reports into metrics, log lines and systemd notifications.
+
+    Any of `metrics`, `logger`, `notifier` may be None (not configured / not under systemd).
+    `clock` must be the clock whose `now` the server passes to the core, since ban expiry times
+    (`BanEvent.until`) are on it; `monotonic` paces the log rate limit."""
+
+    def __init__(
+        self,
+        metrics: Metrics | None,
+        logger: FilteringBoundLogger | None,
+        notifier: Notifier | None,
+        *,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        log_rate: float | None = DEFAULT_LOG_RATE,
+        log_burst: float = DEFAULT_LOG_BURST,
+    ) -> None:
+        self.metrics = metrics
+        self.notifier = notifier
+        self._clock = clock
+        self._monotonic = monotonic
+        self._log_rate = log_rate
+        self._log_burst = log_burst
+        self._budgets: dict[str, _Budget] = {}
+        self._bans: dict[str, float] = {}
+        self._emit: dict[int, Callable[..., Any]] = {}
+        self.set_logger(logger)
+        if metrics is not None:
+            metrics.bans_active.set_function(self.active_bans)
+
+    def set_logger(self, logger: FilteringBoundLogger | None) -> None:
+        """Use `logger` from now on (after `configure_logging` ran again on a reload)."""
+        self.logger = logger
+        self._emit = {}
+        if logger is None:
+            return
+        is_enabled = getattr(logger, "is_enabled_for", lambda level: True)
+        methods = {DEBUG: "debug", INFO: "info", WARNING: "warning", ERROR: "error"}
+        # Bound once: the per-call attribute lookup through structlog's lazy proxy costs ~0.5 µs;
+        # a level that is off has no emitter, so its fields are never even built.
+        for level, name in methods.items():
+            if is_enabled(level):
+                self._emit[level] = getattr(logger, name)
+
+    # -- the hot path -----------------------------------------------------------------------
+
+    def decision(self, action: Action, source: Address, elapsed: float) -> None:
+        """One action the core returned for a message from `source` (the socket peer), after
+        `elapsed` seconds of processing."""
+        if self.metrics is not None:
+            self.metrics.record_decision(action, source, elapsed)
+        cause = action.cause
+        if cause in FORWARDING_CAUSES and type(action) is Reply:
+            return  # the reply that accompanies a Forward (200 to CANCEL): the Forward is logged
+        event, level = EVENTS[cause]
+        emit = self._emit.get(level)
+        if emit is None:
+            return
+        suppressed = self._allow(event)
+        if suppressed is None:
+            return
+        info = action.info
+        fields: dict[str, Any] = {
+            "src_ip": peer_ip(source.host),
+            "src_port": source.port,
+            "transport": source.transport.value,
+            "cause": cause.value,
+            "action": _ACTION_KIND[type(action)],
+        }
+        if info.method:
+            fields["method"] = info.method
+        if info.call_id:
+            fields["call_id"] = info.call_id
+        if info.trunk:
+            fields["trunk"] = info.trunk
+        if info.user:
+            fields["user"] = info.user
+        status = reply_status(action)
+        if status:
+            fields["status"] = status
+        if info.detail:
+            fields["detail"] = info.detail
+        if isinstance(action, Forward):
+            fields["dst_ip"] = action.to.host
+            fields["dst_port"] = action.to.port
+        elif isinstance(action, Drop) and action.close:
+            fields["closed"] = True
+        if suppressed:
+            fields["suppressed"] = suppressed
+        emit(event, **fields)
+
+    def _allow(self, event: str) -> int | None:
+        """None: drop this line; else the number of lines of `event` dropped since the last."""
+        if self._log_rate is None:
+            return 0
+        now = self._monotonic()
+        budget = self._budgets.get(event)
+        if budget is None:
+            budget = self._budgets[event] = _Budget(self._log_burst, now)
+        else:
+            budget.tokens = min(
+                self._log_burst, budget.tokens + (now - budget.stamp) * self._log_rate
+            )
+            budget.stamp = now
+        if budget.tokens < 1.0:
+            budget.suppressed += 1
+            if self.metrics is not None:
+                self.metrics.log_suppressed(event)
+            return None
+        budget.tokens -= 1.0
+        suppressed, budget.suppressed = budget.suppressed, 0
+        return suppressed
+
+    def _log(self, level: int, event: str, **fields: Any) -> None:
+        emit = self._emit.get(level)
+        if emit is not None:
+            emit(event, **fields)
+
+    # -- connections and errors -------------------------------------------------------------
+
+    def connection_opened(self, transport: str) -> None:
+        if self.metrics is not None:
+            self.metrics.connection_opened(transport)
+
+    def connection_closed(self, transport: str) -> None:
+        if self.metrics is not None:
+            self.metrics.connection_closed(transport)
+
+    def upstream_error(self, to: Address, detail: str) -> None:
+        """Sending to the upstream `to` failed (connection refused, TLS error, ...)."""
+        if self.metrics is not None:
+            self.metrics.upstream_error()
+        if ERROR in self._emit and (suppressed := self._allow("upstream_error")) is not None:
+            self._log(
+                ERROR,
+                "upstream_error",
+                upstream_ip=to.host,
+                upstream_port=to.port,
+                transport=to.transport.value,
+                detail=detail,
+                **({"suppressed": suppressed} if suppressed else {}),
+            )
+
+    def bug(self, exc: BaseException, source: Address) -> None:
+        """An exception escaped the handling of one message from `source`: a defect."""
+        if self.metrics is not None:
+            self.metrics.bug()
+        if ERROR in self._emit and (suppressed := self._allow("bug")) is not None:
+            self._log(
+                ERROR,
+                "bug",
+                src_ip=peer_ip(source.host),
+                src_port=source.port,
+                transport=source.transport.value,
+                exc_type=type(exc).__name__,
+                exc_info=exc,
+                **({"suppressed": suppressed} if suppressed else {}),
+            )
+
+    def listener_error(self, listener: str, detail: str) -> None:
+        self._log(ERROR, "listener_error", listener=listener, detail=detail)
+        if self.notifier is not None:
+            self.notifier.status(f"listener {listener} failed: {detail}")
+
+    # -- bans -------------------------------------------------------------------------------
+
+    def banned(self, event: BanEvent) -> None:
+        """The guard banned `event.ip` until `event.until`, or lifted the ban (`until` == 0)."""
+        if event.until:
+            if self.metrics is not None:
+                self.metrics.banned()
+            if len(self._bans) >= MAX_TRACKED_BANS:
+                self._prune_bans()
+            self._bans[event.ip] = event.until
+            self._log(
+                WARNING,
+                "banned",
+                src_ip=peer_ip(event.ip),
+                failures=event.failures,
+                until=event.until,
+                ban_seconds=max(0, round(event.until - self._clock())),
+            )
+        else:
+            self._bans.pop(event.ip, None)
+            self._log(INFO, "unbanned", src_ip=peer_ip(event.ip))
+
+    def active_bans(self) -> float:
+        """Bans not yet expired (the `sipguard_bans_active` gauge, computed at scrape time)."""
+        now = self._clock()
+        return float(sum(1 for until in self._bans.values() if until > now))
+
+    def _prune_bans(self) -> None:
+        now = self._clock()
+        self._bans = {ip: until for ip, until in self._bans.items() if until > now}
+        while len(self._bans) >= MAX_TRACKED_BANS:  # all still active: forget the oldest
+            del self._bans[next(iter(self._bans))]
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def started(self, listeners: Sequence[str]) -> None:
+        """Every listener is bound: tell systemd the service is up."""
+        self._log(INFO, "started", listeners=list(listeners), version=__version__, pid=os.getpid())
+        if self.notifier is not None:
+            self.notifier.ready(f"serving on {', '.join(listeners)}")
+
+    def reloading(self) -> None:
+        """A reload begins (SIGHUP); `config_reloaded` or `config_reload_failed` follows."""
+        self._log(INFO, "config_reloading")
+        if self.notifier is not None:
+            self.notifier.reloading("reloading the configuration")
+
+    def config_reloaded(self, settings: Settings) -> None:
+        if self.metrics is not None:
+            self.metrics.config_reloaded(ok=True)
+            self.metrics.set_trunks(trunk.name for trunk in settings.trunks)
+        self._log(
+            INFO,
+            "config_reloaded",
+            file=settings.source,
+            listeners=[listener.url for listener in settings.listen],
+            upstream=[upstream.uri for upstream in settings.upstream],
+            trunks=len(settings.trunks),
+        )
+        if self.notifier is not None:
+            self.notifier.ready("serving; configuration reloaded")
+
+    def config_reload_failed(self, problems: list[str]) -> None:
+        """The new file was refused; the old configuration keeps running."""
+        if self.metrics is not None:
+            self.metrics.config_reloaded(ok=False)
+        self._log(ERROR, "config_reload_failed", problems=problems[:20], count=len(problems))
+        # systemd waits for READY=1 after RELOADING=1, whatever the outcome (sd_notify(3))
+        if self.notifier is not None:
+            self.notifier.ready("serving; configuration reload FAILED, previous one kept")
+
+    def stopping(self) -> None:
+        self._log(INFO, "stopping")
+        if self.notifier is not None:
+            self.notifier.stopping("stopping")
