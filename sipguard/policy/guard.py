@@ -21,6 +21,7 @@ shell's answer to a refused request).
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from collections.abc import Callable, Container
 from dataclasses import dataclass, field
@@ -158,7 +159,12 @@ class Guard:
             self._exempt: Callable[[str], bool] = never_ban
         else:
             self._exempt = never_ban.__contains__
-        self._scanners = tuple(ua.encode("ascii").lower() for ua in settings.scanner_user_agents)
+        # One alternation over the ASCII-lowered bytes: measured ~2x faster than one `in` per
+        # name, and faster than re.IGNORECASE.
+        names = sorted({ua.encode("ascii").lower() for ua in settings.scanner_user_agents})
+        self._scanners: re.Pattern[bytes] | None = (
+            re.compile(b"|".join(re.escape(name) for name in names)) if names else None
+        )
         # Seconds after which an idle bucket is full again, i.e. no different from no bucket.
         self._refill_time = settings.burst / settings.rate
         self._buckets.clear()
@@ -330,10 +336,9 @@ class Guard:
 
     def is_scanner(self, user_agent: bytes | None) -> bool:
         """True if the User-Agent contains a configured scanner name (ASCII case-insensitive)."""
-        if not user_agent:
+        if not user_agent or self._scanners is None:
             return False
-        lowered = user_agent.lower()
-        return any(name in lowered for name in self._scanners)
+        return self._scanners.search(user_agent.lower()) is not None
 
     # -- housekeeping -------------------------------------------------------------------------
 
