@@ -56,8 +56,9 @@ class GuardSettings:
         default=_nobody_exempt, compare=False, hash=False
     )
     # A source where someone authenticated within `proven_for` seconds hosts real users (a NAT
-    # office): it tolerates this many failures per window instead (see `Guard.record_success`).
-    ban_failures_proven: int = 10
+    # office): it tolerates this many failures per window instead (see `Guard.record_success`);
+    # None = twice ban_failures, so raising ban_failures alone never makes the settings invalid.
+    ban_failures_proven: int | None = None
     proven_for: float = 600.0
     # Token bucket for unauthenticated requests per source; arithmetic in `Guard.allow_request`.
     rate: float = 50.0
@@ -71,7 +72,7 @@ class GuardSettings:
         # Guards against programming errors; sipguard.config validates operator input.
         if self.ban_failures < 1:
             raise ValueError("guard: ban_failures must be >= 1")
-        if self.ban_failures_proven < self.ban_failures:
+        if self.ban_failures_proven is not None and self.ban_failures_proven < self.ban_failures:
             raise ValueError("guard: ban_failures_proven must be >= ban_failures")
         if not (self.ban_window > 0 and self.ban_duration > 0 and self.proven_for >= 0):
             raise ValueError("guard: ban_window and ban_duration must be > 0, proven_for >= 0")
@@ -135,7 +136,7 @@ class Guard:
     def __init__(self, settings: GuardSettings | None = None) -> None:
         # ip -> ban end; insertion order is expiry order (constant duration, monotonic now).
         self._bans: OrderedDict[str, float] = OrderedDict()
-        # ip -> times of recent failures, ascending, at most ban_failures_proven long.
+        # ip -> times of recent failures, ascending, at most _proven_failures long.
         self._failures: OrderedDict[str, list[float]] = OrderedDict()
         # ip -> end of the "someone authenticated here" period.
         self._proven: OrderedDict[str, float] = OrderedDict()
@@ -154,6 +155,7 @@ class Guard:
         Cached never_ban answers live in the buckets, so the buckets are forgotten: a forgotten
         bucket is a full one, which only errs on the side of serving."""
         self._settings = settings
+        self._proven_failures = settings.ban_failures_proven or 2 * settings.ban_failures
         never_ban = settings.never_ban
         if callable(never_ban):
             self._exempt: Callable[[str], bool] = never_ban
@@ -217,11 +219,11 @@ class Guard:
             while times and times[0] <= horizon:
                 del times[0]
             times.append(now)
-            if len(times) > settings.ban_failures_proven:
+            if len(times) > self._proven_failures:
                 del times[0]
         proven_until = self._proven.get(ip)
         if proven_until is not None and now < proven_until:
-            threshold = settings.ban_failures_proven
+            threshold = self._proven_failures
         else:
             threshold = settings.ban_failures
         if len(times) < threshold:
@@ -242,15 +244,15 @@ class Guard:
         banned; a NAT office would give the same cover to anyone inside it.
 
         What it does instead: the source becomes *proven* for `proven_for` seconds (default 10
-        min, so a small office whose phones refresh every few minutes stays proven), and a proven
-        source is banned at `ban_failures_proven` (10) failures per window instead of
-        `ban_failures` (5). One misconfigured phone behind a NAT retries its REGISTER on a timer
-        (typically every 20-60 s, one failure per attempt: a few per minute), far below 10 per
-        minute, so it does not get the office banned while the other phones authenticate; a
-        runaway client or a guesser still is. The price is bounded: an attacker with a valid
-        account gets at most 9 guesses per window instead of 4 (a ban limits the guessing *rate*
-        in any case; one pacing itself under the threshold is never banned). Offices that must
-        never be banned belong in `never_ban`."""
+        min, so a small office whose phones refresh every few minutes stays proven), and a
+        proven source is banned at `ban_failures_proven` failures per window (default twice
+        `ban_failures`: 10) instead of `ban_failures` (5). One misconfigured phone behind a NAT
+        retries its REGISTER on a timer (typically every 20-60 s, one failure per attempt: a
+        few per minute), far below 10 per minute, so it does not get the office banned while
+        the other phones authenticate; a runaway client or a guesser still is. The price is
+        bounded: an attacker with a valid account gets at most 9 guesses per window instead of
+        4 (a ban limits the guessing *rate* in any case; one pacing itself under the threshold
+        is never banned). Offices that must never be banned belong in `never_ban`."""
         proven = self._proven
         if ip in proven:
             proven.move_to_end(ip)

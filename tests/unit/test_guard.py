@@ -117,6 +117,13 @@ def test_nat_office_one_misconfigured_phone_not_banned() -> None:
     assert guard.is_banned(IP, 3601.0)
 
 
+def test_proven_threshold_follows_ban_failures() -> None:
+    guard = Guard(GuardSettings(ban_failures=20))  # valid alone: proven threshold becomes 40
+    guard.record_success(IP, 0.0)
+    assert not any(fail(guard, IP, [1.0] * 39))
+    assert guard.record_failure(IP, 1.0) == BanEvent(IP, 601.0, 40)
+
+
 def test_proven_status_lapses() -> None:
     guard = Guard(GuardSettings(proven_for=30.0))
     guard.record_success(IP, 0.0)
