@@ -1,1 +1,165 @@
-"""transport layer of sipguard."""
+"""The transport shell: sockets, TLS, timers and the execution of the core's actions.
+
+Owns: what the transports need from the sans-IO core (`CoreProtocol`) and what they report to
+observability (`ObserverProtocol`, with the do-nothing `NullObserver`), and the cheap checks every
+send path shares (`is_unicast`, `family_of`).
+
+Never does: SIP decisions. Which message goes where, with which bytes, is the core's answer; the
+transports only frame streams (RFC 3261 §18.3, through the codec's framer), answer RFC 5626 §4.4.1
+CRLF keep-alives, enforce resource limits and deliver what the core returns. Never logs per
+packet: observability is the observer's business, called once per decision.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from sipguard.errors import ParseError
+from sipguard.proxy.actions import Action, Address, BanEvent, Forward
+from sipguard.sip.limits import ParserLimits
+
+__all__ = [
+    "CoreProtocol",
+    "MessageSink",
+    "NullObserver",
+    "ObserverProtocol",
+    "family_of",
+    "is_unicast",
+]
+
+
+class CoreProtocol(Protocol):
+    """The part of `sipguard.proxy.core.Core` the shell calls (bytes + peer + now in, actions out).
+
+    `now` is `time.time()`. `connection` is the shell's id of the stream connection the bytes came
+    on (None for UDP). `local` is the listener's address (for an outbound connection: its local
+    side)."""
+
+    def handle(
+        self,
+        data: bytes,
+        source: Address,
+        local: Address,
+        connection: int | None,
+        now: float,
+    ) -> list[Action]: ...
+
+    def upstream_failed(self, forward: Forward, now: float) -> list[Action]: ...
+
+    def tick(self, now: float) -> Sequence[BanEvent]: ...
+
+    def reconfigure(self, settings: Any) -> None: ...
+
+    @property
+    def parser_limits(self) -> ParserLimits: ...
+
+
+class MessageSink(Protocol):
+    """Where transports hand what they receive (implemented by `dispatch.Dispatcher`)."""
+
+    def receive(
+        self, data: bytes, source: Address, local: Address, connection: int | None
+    ) -> None: ...
+
+    def framing_failed(
+        self, error: ParseError, source: Address, local: Address, connection: int
+    ) -> None: ...
+
+    def undeliverable(self, forward: Forward, detail: str) -> None: ...
+
+
+class ObserverProtocol(Protocol):
+    """What the shell reports. Implemented by `sipguard.observer` (logs, metrics, systemd)."""
+
+    def started(self, listeners: Sequence[str]) -> None: ...
+
+    def decision(self, action: Action, source: Address, elapsed: float) -> None: ...
+
+    def connection_opened(self, transport: str) -> None: ...
+
+    def connection_closed(self, transport: str) -> None: ...
+
+    def upstream_error(self, to: Address, detail: str) -> None: ...
+
+    def bug(self, exc: BaseException, source: Address) -> None: ...
+
+    def config_reloaded(self, settings: Any) -> None: ...
+
+    def config_reload_failed(self, problems: list[str]) -> None: ...
+
+    def banned(self, event: Any) -> None: ...
+
+    def stopping(self) -> None: ...
+
+    def listener_error(self, listener: str, detail: str) -> None: ...
+
+
+class NullObserver:
+    """An observer that observes nothing: the default, and the base of test observers."""
+
+    def started(self, listeners: Sequence[str]) -> None:
+        pass
+
+    def decision(self, action: Action, source: Address, elapsed: float) -> None:
+        pass
+
+    def connection_opened(self, transport: str) -> None:
+        pass
+
+    def connection_closed(self, transport: str) -> None:
+        pass
+
+    def upstream_error(self, to: Address, detail: str) -> None:
+        pass
+
+    def bug(self, exc: BaseException, source: Address) -> None:
+        pass
+
+    def config_reloaded(self, settings: Any) -> None:
+        pass
+
+    def config_reload_failed(self, problems: list[str]) -> None:
+        pass
+
+    def banned(self, event: Any) -> None:
+        pass
+
+    def stopping(self) -> None:
+        pass
+
+    def listener_error(self, listener: str, detail: str) -> None:
+        pass
+
+
+def family_of(host: str) -> socket.AddressFamily:
+    """AF_INET6 for an IPv6 literal, else AF_INET (hosts are IP literals: no DNS at runtime)."""
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+_LIMITED_BROADCAST = b"\xff\xff\xff\xff"  # 255.255.255.255, RFC 919
+_UNICAST_CACHE: dict[str, bool] = {}
+_UNICAST_CACHE_SIZE = 4096
+
+
+def is_unicast(host: str) -> bool:
+    """True when `host` is an IP literal we may send to: not multicast, not the limited
+    broadcast, not unspecified (SECURITY-CASES 16). The core never asks for those; this is the
+    shell's cheap second check (one dict lookup on the hot path)."""
+    known = _UNICAST_CACHE.get(host)
+    if known is not None:
+        return known
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        ok = False
+    else:
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        ok = not (ip.is_multicast or ip.is_unspecified or ip.packed == _LIMITED_BROADCAST)
+    if len(_UNICAST_CACHE) >= _UNICAST_CACHE_SIZE:
+        _UNICAST_CACHE.clear()
+    _UNICAST_CACHE[host] = ok
+    return ok

@@ -1,0 +1,189 @@
+"""Executing the core's actions: the one place where received bytes meet the core.
+
+Owns: `Dispatcher`, which hands every received message to `core.handle`, reports each resulting
+action to the observer, and carries it out: a UDP datagram from the listener the action names
+(or the first UDP listener of the same family), or a write on a stream connection (the one named,
+else any open one to the destination, else, for a Forward only, a new outbound connection).
+A Forward that cannot be delivered goes back to the core (`upstream_failed`), which answers.
+
+The only broad `except Exception` of sipguard lives in `_contain`, around one message's handling
+(the core's work plus the execution of its actions): an exception there is a defect, reported
+as `bug`, and the message is dropped while the listener keeps serving (DESIGN §2).
+
+Never does: SIP decisions; sending to multicast, broadcast or unspecified addresses
+(SECURITY-CASES 16: refused and counted even though the core should never ask).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from sipguard.errors import ParseError
+from sipguard.proxy.actions import Address, Drop, Forward, Reply, Transport
+from sipguard.transport import CoreProtocol, ObserverProtocol, family_of, is_unicast
+from sipguard.transport.stream import Framer, StreamLimits, Streams
+from sipguard.transport.udp import UdpEndpoint
+from sipguard.transport.upstream import Connector
+
+__all__ = ["HOUSEKEEPING", "Dispatcher"]
+
+# The "source" reported for failures that belong to no peer (the core's periodic tick).
+HOUSEKEEPING = Address(Transport.UDP, "", 0)
+# Forward -> undeliverable -> core.upstream_failed -> Forward ... is bounded (failover chains).
+MAX_FAILOVER_DEPTH = 4
+
+
+class Dispatcher:
+    """Runs the core on what transports receive, and executes what it returns."""
+
+    def __init__(
+        self,
+        core: CoreProtocol,
+        observer: ObserverProtocol,
+        framer_factory: Callable[[], Framer],
+        limits: StreamLimits,
+        *,
+        client_tls: Any = None,
+    ) -> None:
+        self.core = core
+        self.observer = observer
+        self.streams = Streams(self, observer, framer_factory, limits)
+        self.connector = Connector(self.streams, client_tls)
+        self.udp: dict[Address, UdpEndpoint] = {}
+        self._udp_by_family: dict[int, list[UdpEndpoint]] = {}
+        self._depth = 0
+        self.last_message = 0.0  # perf_counter time of the last message handled (shutdown drain)
+        # Counters a metrics layer may read; they are not SIP decisions.
+        self.bugs = 0
+        self.refused_destinations = 0
+        self.unsent = 0
+
+    # -- listeners -------------------------------------------------------------------------
+
+    def add_udp(self, endpoint: UdpEndpoint) -> None:
+        self.udp[endpoint.local] = endpoint
+        self._udp_by_family.setdefault(endpoint.family, []).append(endpoint)
+
+    def remove_udp(self, endpoint: UdpEndpoint) -> None:
+        self.udp.pop(endpoint.local, None)
+        same = self._udp_by_family.get(endpoint.family, [])
+        if endpoint in same:
+            same.remove(endpoint)
+
+    # -- MessageSink -----------------------------------------------------------------------
+
+    def receive(self, data: bytes, source: Address, local: Address, connection: int | None) -> None:
+        """One message from a transport: core.handle, then its actions."""
+        self._contain(
+            source, connection, self.core.handle, data, source, local, connection, time.time()
+        )
+
+    def framing_failed(
+        self, error: ParseError, source: Address, local: Address, connection: int
+    ) -> None:
+        """A stream lost its framing. The core may answer it (a 400/513 when routable) if it
+        provides `framing_error`; the connection closes afterwards in any case."""
+        answer = getattr(self.core, "framing_error", None)
+        if answer is not None and error.routable:
+            self._contain(source, connection, answer, error, source, local, connection, time.time())
+
+    def undeliverable(self, forward: Forward, detail: str) -> None:
+        """A Forward could not be delivered: the core answers (503 toward the client)."""
+        self.observer.upstream_error(forward.to, detail)
+        if self._depth >= MAX_FAILOVER_DEPTH:
+            return
+        self._depth += 1
+        try:
+            self._contain(forward.to, None, self.core.upstream_failed, forward, time.time())
+        finally:
+            self._depth -= 1
+
+    def tick(self) -> None:
+        """The core's housekeeping (called every second); returns ban events to report."""
+        self._contain(HOUSEKEEPING, None, self.core.tick, time.time())
+
+    # -- execution -------------------------------------------------------------------------
+
+    def _contain(
+        self,
+        source: Address,
+        connection: int | None,
+        func: Callable[..., Iterable[object]],
+        *args: object,
+    ) -> None:
+        start = self.last_message = time.perf_counter()
+        try:
+            results = func(*args)
+            elapsed = time.perf_counter() - start
+            for item in results:
+                self._execute(item, source, connection, elapsed)
+        except Exception as exc:  # the one broad except: one message's failure (DESIGN §2)
+            self.bugs += 1
+            self.observer.bug(exc, source)
+
+    def _execute(
+        self, item: object, source: Address, connection: int | None, elapsed: float
+    ) -> None:
+        kind = type(item)
+        if kind is Forward or kind is Reply:
+            action: Forward | Reply = item  # type: ignore[assignment]
+            self.observer.decision(action, source, elapsed)
+            to = action.to
+            if not is_unicast(to.host) or to.port == 0:
+                self.refused_destinations += 1
+                self.observer.upstream_error(to, "refused: not a unicast destination")
+            elif to.transport is Transport.UDP:
+                self._send_udp(action)
+            else:
+                self._send_stream(action)
+        elif kind is Drop:
+            drop: Drop = item  # type: ignore[assignment]
+            self.observer.decision(drop, source, elapsed)
+            if drop.close and connection is not None:
+                stream = self.streams.by_id.get(connection)
+                if stream is not None:
+                    stream.close()
+        else:  # the tick's events (bans)
+            self.observer.banned(item)
+
+    def _send_udp(self, action: Forward | Reply) -> None:
+        to = action.to
+        endpoint = self.udp.get(action.local) if action.local is not None else None
+        family = family_of(to.host)
+        if endpoint is None or endpoint.family != family:
+            same = self._udp_by_family.get(family)
+            endpoint = same[0] if same else None
+        forward = action if type(action) is Forward else None
+        if endpoint is not None and endpoint.send(action.data, to, forward):
+            return
+        self.unsent += 1
+        if forward is not None:
+            detail = "no UDP listener of this family" if endpoint is None else "send buffer full"
+            self.undeliverable(forward, detail)
+
+    def _send_stream(self, action: Forward | Reply) -> None:
+        to = action.to
+        stream = self.streams.find(action.connection, to)
+        is_forward = type(action) is Forward
+        if stream is None:
+            if not is_forward:
+                # RFC 3261 §18.2.2 would have us open a connection to the sent-by; the core
+                # asked for this connection or peer, and it is gone: the reply is lost.
+                self.unsent += 1
+                return
+            stream = self.connector.open(to)
+        forward: Forward | None = action if is_forward else None  # type: ignore[assignment]
+        if not stream.send(action.data, forward):
+            self.unsent += 1
+            if forward is not None:
+                self.undeliverable(forward, "connection closed before the write")
+
+    # -- shutdown --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self.connector.cancel()
+        for endpoint in list(self.udp.values()):
+            endpoint.close()
+        self.streams.close_all()

@@ -1,0 +1,541 @@
+"""TCP and TLS connections, inbound and outbound, and the table that finds them again.
+
+Owns: `StreamConnection` (an `asyncio.Protocol`, not a StreamReader: one callback per read,
+no task per connection once open), `Streams` (every open connection by id and by peer, with the
+per-source and total caps), `StreamLimits`, and the server-side TLS context.
+
+Rules it enforces (SECURITY-CASES 5, 6, 7, 9):
+- RFC 3261 §18.3: messages are framed by Content-Length through the codec's framer; a framing
+  violation (no Content-Length, header block or body over the caps) ends the connection: the
+  boundary of the next message is unknowable, so nothing more is read from it.
+- RFC 5626 §4.4.1: a CRLFCRLF ping is answered with one CRLF (pong); a lone CRLF is ignored.
+- A message must arrive whole within `read_deadline` seconds of its first byte (slow-loris); a
+  connection silent for `idle_timeout` seconds is closed; a TLS handshake must finish within
+  `handshake_timeout`; over the per-source or total connection cap a new connection is aborted
+  at once, before any TLS work (half-open handshakes count against the caps).
+- A peer that does not read what we write is cut off when its write buffer passes a cap.
+
+Never does: SIP decisions (the sink, i.e. the core, decides), logging per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import ssl
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, cast
+
+from sipguard.errors import ParseError
+from sipguard.proxy.actions import Address, Forward, Transport
+from sipguard.sip.framing import KeepAlive
+from sipguard.transport import MessageSink, ObserverProtocol
+
+__all__ = [
+    "CRLF",
+    "Framer",
+    "StreamConnection",
+    "StreamLimits",
+    "Streams",
+    "server_tls_context",
+]
+
+CRLF = b"\r\n"  # RFC 5626 §4.4.1 pong
+
+
+class Framer(Protocol):
+    """The codec's stream framer (`sipguard.sip.framing.StreamFramer`)."""
+
+    def feed(self, data: bytes) -> Sequence[bytes | KeepAlive]: ...
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for an incomplete message."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class StreamLimits:
+    """The bounds a stream connection lives under (from `settings.limits` and `settings.tls`)."""
+
+    read_deadline: float = 10.0  # seconds from a message's first byte to its last
+    idle_timeout: float = 300.0  # seconds without traffic either way
+    handshake_timeout: float = 10.0  # seconds for a TLS handshake (inbound and outbound)
+    max_connections: int = 10000  # inbound connections in total
+    max_connections_per_source: int = 64  # inbound connections from one IP address
+    # Bytes queued toward a peer that does not read (kernel buffer full) before we cut it off:
+    # 16 largest messages; a live peer drains it within a round trip.
+    max_write_buffer: int = 16 * 65535
+    # Bytes queued on an outbound connection that is still connecting: a burst of requests
+    # toward an upstream that is being (re)connected.
+    max_pending_bytes: int = 16 * 65535
+    # After we decide to close, how long a peer has to read our last bytes (e.g. a 400).
+    linger: float = 2.0
+
+
+class State(enum.Enum):
+    CONNECTING = "connecting"  # outbound, TCP connect and TLS handshake in progress
+    HANDSHAKING = "handshaking"  # inbound TLS handshake in progress
+    OPEN = "open"
+    CLOSING = "closing"  # close requested; nothing more is read or written
+    CLOSED = "closed"
+
+
+class StreamConnection(asyncio.Protocol):
+    """One TCP or TLS connection. Inbound ones are made by the listener's protocol factory,
+    outbound ones by `Streams.outbound` (see `sipguard.transport.upstream`)."""
+
+    def __init__(
+        self,
+        streams: Streams,
+        kind: Transport,
+        local: Address,
+        *,
+        peer: Address | None = None,
+        tls: Callable[[], ssl.SSLContext | None] | None = None,
+    ) -> None:
+        self.streams = streams
+        self.kind = kind
+        self.local = local
+        self.peer = peer if peer is not None else Address(kind, "", 0)
+        self.id = streams.new_id()
+        self.outbound = peer is not None
+        self.state = State.CONNECTING if self.outbound else State.HANDSHAKING
+        self.transport: asyncio.Transport | None = None
+        self._tls = tls
+        self._loop = asyncio.get_running_loop()
+        self._framer = streams.framer_factory()
+        self._deadline: asyncio.TimerHandle | None = None
+        self._idle: asyncio.TimerHandle | None = None
+        self._last_activity = self._loop.time()
+        # Inbound TLS runs on memory BIOs: the same code on asyncio and uvloop, and the caps
+        # apply before the handshake (loop.start_tls cannot: uvloop delivers the ClientHello
+        # to the plain protocol before it could be called).
+        self._tls_object: ssl.SSLObject | None = None
+        self._tls_in: ssl.MemoryBIO | None = None
+        self._tls_out: ssl.MemoryBIO | None = None
+        self._pending: list[tuple[bytes, Forward | None]] = []  # queued while connecting
+        self._pending_bytes = 0
+        self._opened = False  # connection_opened was reported
+        self._handshake: asyncio.TimerHandle | None = None
+
+    def __repr__(self) -> str:
+        return f"<StreamConnection #{self.id} {self.kind} {self.peer.host}:{self.peer.port}>"
+
+    # -- asyncio callbacks -----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport; they have its methods.
+        transport = cast(asyncio.Transport, transport)
+        if self.state is State.CLOSING or self.state is State.CLOSED:
+            transport.abort()  # given up while connecting (shutdown)
+            return
+        self.transport = transport
+        streams = self.streams
+        if self.outbound:
+            sockname = transport.get_extra_info("sockname")
+            if sockname:
+                self.local = Address(self.kind, sockname[0], sockname[1])
+            self._open()
+            self._flush_pending()
+            return
+        peername = transport.get_extra_info("peername")
+        if not peername:  # the peer is already gone
+            transport.abort()
+            self.state = State.CLOSED
+            return
+        self.peer = Address(self.kind, peername[0], peername[1])
+        if not streams.admit(self):
+            # Over a cap: cut it before spending anything on it (SECURITY-CASES 9).
+            self.state = State.CLOSED
+            transport.abort()
+            return
+        context = self._tls() if self._tls is not None else None
+        if context is None:
+            self._open()
+            return
+        # The caps were checked before the TLS handshake, so half-open handshakes count too.
+        self._tls_in = ssl.MemoryBIO()
+        self._tls_out = ssl.MemoryBIO()
+        self._tls_object = context.wrap_bio(self._tls_in, self._tls_out, server_side=True)
+        self._handshake = self._loop.call_later(
+            streams.limits.handshake_timeout, self._handshake_expired
+        )
+
+    def data_received(self, data: bytes) -> None:
+        self._last_activity = self._loop.time()
+        if self._tls_object is not None:
+            self._tls_received(data)
+        elif self.state is State.OPEN:
+            self._feed(data)
+
+    def eof_received(self) -> bool | None:
+        # The peer will send nothing more; a half-received message can never complete.
+        self.close()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._finish()
+
+    def pause_writing(self) -> None:
+        pass  # the write-buffer cap in send() handles peers that do not read
+
+    def resume_writing(self) -> None:
+        pass
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def send(self, data: bytes, forward: Forward | None = None) -> bool:
+        """Write `data`, or queue it while connecting. False when it cannot be delivered: the
+        connection is closing or the queue is full (the caller reports a failed Forward)."""
+        state = self.state
+        if state is State.OPEN:
+            transport = self.transport
+            assert transport is not None
+            self._write(transport, data)
+            self._last_activity = self._loop.time()
+            if transport.get_write_buffer_size() > self.streams.limits.max_write_buffer:
+                # The peer does not read: memory would grow without bound.
+                self.abort()
+            return True
+        if state is State.CONNECTING or state is State.HANDSHAKING:
+            if self._pending_bytes + len(data) > self.streams.limits.max_pending_bytes:
+                return False
+            self._pending.append((data, forward))
+            self._pending_bytes += len(data)
+            return True
+        return False
+
+    @property
+    def is_open(self) -> bool:
+        return self.state is State.OPEN
+
+    @property
+    def is_usable(self) -> bool:
+        return self.state is not State.CLOSING and self.state is not State.CLOSED
+
+    # -- closing ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop reading, flush what was written, then close (abort after `linger`)."""
+        if not self.is_usable:
+            return
+        transport = self.transport
+        if transport is None or self.state is State.CONNECTING:
+            self.abort()
+            return
+        if self._tls_object is not None and self.state is State.OPEN:
+            with contextlib.suppress(ssl.SSLError):
+                self._tls_object.unwrap()  # close_notify (RFC 8446 §6.1)
+            self._flush_tls()
+        self.state = State.CLOSING
+        self._cancel_timers()
+        transport.close()
+        # A peer that never reads would keep the socket forever: bound the flush.
+        self._idle = self._loop.call_later(self.streams.limits.linger, self._abort_transport)
+
+    def abort(self) -> None:
+        """Close at once, discarding unsent data."""
+        if self.state is State.CLOSED:
+            return
+        self.state = State.CLOSING
+        self._cancel_timers()
+        self._abort_transport()
+        if self.transport is None:
+            self._finish()
+
+    def connect_failed(self, detail: str) -> None:
+        """An outbound connection could not be made: every queued Forward is undeliverable."""
+        if self.state is State.CLOSED:
+            return
+        self._finish(detail or "connection failed")
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _tls_received(self, data: bytes) -> None:
+        """Inbound TLS (RFC 3261 §26.3.1): decrypt, then frame like TCP."""
+        tls, incoming = self._tls_object, self._tls_in
+        assert tls is not None and incoming is not None
+        incoming.write(data)
+        if self.state is State.HANDSHAKING:
+            try:
+                tls.do_handshake()
+            except ssl.SSLWantReadError:
+                self._flush_tls()
+                return
+            except (ssl.SSLError, OSError):
+                # A refused protocol version or cipher, a bad client certificate, noise.
+                self._flush_tls()  # the alert, when there is one
+                self.close()
+                return
+            self._flush_tls()
+            if self._handshake is not None:
+                self._handshake.cancel()
+                self._handshake = None
+            self._open()
+            self._flush_pending()
+        if self.state is not State.OPEN:
+            return
+        chunks: list[bytes] = []
+        while True:
+            try:
+                chunk = tls.read(65536)
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLZeroReturnError:  # close_notify
+                self.close()
+                break
+            except ssl.SSLError:
+                self.abort()
+                return
+            if not chunk:
+                break
+            chunks.append(chunk)
+        self._flush_tls()  # TLS 1.3 tickets, key updates
+        if chunks and self.state is State.OPEN:
+            self._feed(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+
+    def _write(self, transport: asyncio.Transport, data: bytes) -> None:
+        tls = self._tls_object
+        if tls is None:
+            transport.write(data)
+        else:
+            tls.write(data)
+            self._flush_tls()
+
+    def _flush_tls(self) -> None:
+        outgoing, transport = self._tls_out, self.transport
+        if outgoing is not None and transport is not None and outgoing.pending:
+            transport.write(outgoing.read())
+
+    def _handshake_expired(self) -> None:
+        self._handshake = None
+        if self.state is State.HANDSHAKING:
+            self.abort()
+
+    def _open(self) -> None:
+        self.state = State.OPEN
+        self._opened = True
+        self.streams.observer.connection_opened(self.kind.value)
+        self._arm_idle()
+
+    def _flush_pending(self) -> None:
+        pending, self._pending = self._pending, []
+        self._pending_bytes = 0
+        for data, forward in pending:
+            if not self.send(data, forward) and forward is not None:
+                self.streams.sink.undeliverable(forward, "connection closed before the write")
+
+    def _feed(self, data: bytes) -> None:
+        framer = self._framer
+        try:
+            items = framer.feed(data)
+        except ParseError as exc:
+            self._framing_failed(exc)
+            return
+        if items:
+            self._cancel_deadline()
+            sink = self.streams.sink
+            for item in items:
+                if self.state is not State.OPEN:
+                    return
+                if type(item) is bytes:
+                    sink.receive(item, self.peer, self.local, self.id)
+                elif item is KeepAlive.PING:
+                    transport = self.transport
+                    assert transport is not None
+                    self._write(transport, CRLF)
+                # KeepAlive.PONG: nothing to do (RFC 5626 §4.4.1)
+            if self.state is not State.OPEN:
+                return
+        if not framer.buffered:
+            self._cancel_deadline()
+        elif self._deadline is None and (
+            framer.buffered > 3 or (not items and data.strip(b"\r\n"))
+        ):
+            # RFC 3261 §18.3 sets no bound; SECURITY-CASES 6 does: a whole message within
+            # read_deadline of its first byte, or the connection goes (slow-loris). A held
+            # lone CRLF (pong or half a ping) starts no message and no clock.
+            self._deadline = self._loop.call_later(
+                self.streams.limits.read_deadline, self._deadline_expired
+            )
+
+    def _framing_failed(self, error: ParseError) -> None:
+        # The core may answer a routable error (400/513) before we close; then nothing more.
+        self.streams.sink.framing_failed(error, self.peer, self.local, self.id)
+        self.close()
+
+    def _deadline_expired(self) -> None:
+        self._deadline = None
+        if self.state is State.OPEN:
+            self.abort()
+
+    def _idle_check(self) -> None:
+        self._idle = None
+        if self.state is not State.OPEN and self.state is not State.HANDSHAKING:
+            return
+        remaining = self._last_activity + self.streams.limits.idle_timeout - self._loop.time()
+        if remaining <= 0:
+            self.close()
+        else:
+            self._idle = self._loop.call_later(remaining, self._idle_check)
+
+    def _arm_idle(self) -> None:
+        if self._idle is None:
+            self._idle = self._loop.call_later(self.streams.limits.idle_timeout, self._idle_check)
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _cancel_timers(self) -> None:
+        self._cancel_deadline()
+        if self._handshake is not None:
+            self._handshake.cancel()
+            self._handshake = None
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+
+    def _abort_transport(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _finish(self, failure: str = "connection lost before the write") -> None:
+        """The end of a connection, whatever the way: idempotent."""
+        if self.state is State.CLOSED:
+            return
+        self.state = State.CLOSED
+        self._cancel_timers()
+        streams = self.streams
+        streams.remove(self)
+        if self._opened:
+            streams.observer.connection_closed(self.kind.value)
+        pending, self._pending = self._pending, []
+        self._pending_bytes = 0
+        if self.outbound and pending:
+            streams.observer.upstream_error(self.peer, failure)
+        for _data, forward in pending:
+            if forward is not None:
+                streams.sink.undeliverable(forward, failure)
+
+
+PeerKey = tuple[Transport, str, int]
+
+
+class Streams:
+    """Every live stream connection, by id and by peer, and the caps on inbound ones."""
+
+    def __init__(
+        self,
+        sink: MessageSink,
+        observer: ObserverProtocol,
+        framer_factory: Callable[[], Framer],
+        limits: StreamLimits,
+    ) -> None:
+        self.sink = sink
+        self.observer = observer
+        self.framer_factory = framer_factory
+        self.limits = limits
+        self.by_id: dict[int, StreamConnection] = {}
+        self.by_peer: dict[PeerKey, StreamConnection] = {}
+        self._per_source: dict[str, int] = {}
+        self._inbound = 0
+        self._next_id = 0
+
+    def new_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    def protocol_factory(
+        self,
+        kind: Transport,
+        local: Address,
+        tls: Callable[[], ssl.SSLContext | None] | None = None,
+    ) -> Callable[[], StreamConnection]:
+        """What `loop.create_server` calls for each accepted connection of a listener. `tls`
+        returns the server context current at accept time (a reload may replace it)."""
+
+        def make() -> StreamConnection:
+            return StreamConnection(self, kind, local, tls=tls)
+
+        return make
+
+    def admit(self, connection: StreamConnection) -> bool:
+        """Register an inbound connection unless it is over the total or per-source cap."""
+        host = connection.peer.host
+        count = self._per_source.get(host, 0)
+        limits = self.limits
+        if self._inbound >= limits.max_connections or count >= limits.max_connections_per_source:
+            return False
+        self._per_source[host] = count + 1
+        self._inbound += 1
+        self._register(connection)
+        return True
+
+    def add_outbound(self, connection: StreamConnection) -> None:
+        self._register(connection)
+
+    def remove(self, connection: StreamConnection) -> None:
+        if self.by_id.pop(connection.id, None) is None:
+            return
+        peer = connection.peer
+        key = (peer.transport, peer.host, peer.port)
+        if self.by_peer.get(key) is connection:
+            del self.by_peer[key]
+        if not connection.outbound:
+            self._inbound -= 1
+            left = self._per_source[peer.host] - 1
+            if left:
+                self._per_source[peer.host] = left
+            else:
+                del self._per_source[peer.host]
+
+    def find(self, connection: int | None, to: Address) -> StreamConnection | None:
+        """The connection named by id if still usable, else any usable one to `to`."""
+        if connection is not None:
+            found = self.by_id.get(connection)
+            if found is not None and found.is_usable:
+                return found
+        found = self.by_peer.get((to.transport, to.host, to.port))
+        if found is not None and found.is_usable:
+            return found
+        return None
+
+    def __len__(self) -> int:
+        return len(self.by_id)
+
+    def close_all(self) -> None:
+        for connection in list(self.by_id.values()):
+            connection.close()
+
+    def abort_all(self) -> None:
+        for connection in list(self.by_id.values()):
+            connection.abort()
+
+    def _register(self, connection: StreamConnection) -> None:
+        self.by_id[connection.id] = connection
+        peer = connection.peer
+        self.by_peer[(peer.transport, peer.host, peer.port)] = connection
+
+
+def server_tls_context(
+    certificate: str,
+    private_key: str,
+    *,
+    ca_file: str | None = None,
+    verify_client: bool = False,
+) -> ssl.SSLContext:
+    """Server side of RFC 3261 §26.3.1 / RFC 5630: TLS 1.2 at least, our chain and key, and
+    client certificates required (and verified against `ca_file`) when `verify_client`."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(certificate, private_key)
+    if ca_file is not None:
+        context.load_verify_locations(cafile=ca_file)
+    if verify_client:
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context

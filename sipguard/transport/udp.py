@@ -1,0 +1,201 @@
+"""UDP listeners: one `asyncio.DatagramProtocol` per listening socket.
+
+Owns: receiving datagrams (one call into the sink per datagram: no task, no queue, no log),
+sending from the right socket, a bounded send buffer, and mapping ICMP errors (port or host
+unreachable) back to the Forward that caused them, so the core can answer the client 503.
+
+ICMP mapping: on Linux the socket has IP_RECVERR / IPV6_RECVERR set; the kernel then queues each
+ICMP error with the original destination and the quoted start of our datagram, which we read
+with MSG_ERRQUEUE and match against a small bounded table of recent Forwards per destination.
+Elsewhere the error carries no address and is only reported.
+
+Never does: SIP decisions, per-datagram logging, sending to multicast/broadcast/unspecified
+addresses (the dispatcher checks before calling `send`).
+RFC 3261 §18.1.1 and §18.2.1 (UDP), RFC 1122 §4.1.3.3 (ICMP reported to the application).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import socket
+import struct
+import sys
+from collections import deque
+from typing import cast
+
+from sipguard.proxy.actions import Address, Forward, Transport
+from sipguard.transport import MessageSink, ObserverProtocol
+
+__all__ = ["RECEIVE_BUFFER", "UdpEndpoint", "bind_udp"]
+
+RECEIVE_BUFFER = 4 * 1024 * 1024  # absorbs bursts while the loop is busy (kernel may clamp it)
+MAX_SEND_BUFFER = 4 * 1024 * 1024  # bytes asyncio may queue when the kernel buffer is full
+RECENT_PER_DESTINATION = 16  # Forwards remembered per destination for ICMP matching
+RECENT_DESTINATIONS = 4096  # destinations remembered; oldest forgotten first
+SOURCE_CACHE = 65536  # (host, port) -> Address objects kept to avoid rebuilding them
+
+# Linux <linux/in.h>, <linux/in6.h>, <linux/errqueue.h>; not exported by the socket module.
+IP_RECVERR = 11
+IPV6_RECVERR = 25
+SO_EE_ORIGIN_ICMP = 2
+SO_EE_ORIGIN_ICMP6 = 3
+_EXTENDED_ERR = struct.Struct("=IBBBBII")  # ee_errno, origin, type, code, pad, info, data
+_DELIVERY_ERRORS = frozenset(
+    {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN}
+)
+_LINUX = sys.platform.startswith("linux")
+
+
+def bind_udp(host: str, port: int) -> socket.socket:
+    """A bound, non-blocking UDP socket: IPv6 only on an IPv6 address, a large receive buffer,
+    and ICMP errors queued with their addresses (Linux). Raises OSError (e.g. port in use)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        # The kernel's rmem_max may refuse or clamp it: smaller is still correct.
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        if _LINUX:
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
+            else:
+                sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class UdpEndpoint(asyncio.DatagramProtocol):
+    """One UDP listener. `local` is its address (actual port when bound to port 0)."""
+
+    def __init__(
+        self, sink: MessageSink, observer: ObserverProtocol, sock: socket.socket, local: Address
+    ) -> None:
+        self.sink = sink
+        self.observer = observer
+        self.sock = sock
+        self.local = local
+        self.family = sock.family
+        self.transport: asyncio.DatagramTransport | None = None
+        self._receive = sink.receive
+        self._sources: dict[tuple[str, int] | tuple[str, int, int, int], Address] = {}
+        self._recent: dict[tuple[str, int], deque[Forward]] = {}
+        self.dropped_sends = 0  # datagrams not sent: send buffer full or endpoint closed
+
+    # -- receiving -------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio's; they have the same methods.
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        # The hot path: one dict lookup, one call. No task, no queue, no log.
+        source = self._sources.get(addr)
+        if source is None:
+            source = self._source(addr)
+        self._receive(data, source, self.local, None)
+
+    def _source(self, addr: tuple[str, int] | tuple[str, int, int, int]) -> Address:
+        sources = self._sources
+        if len(sources) >= SOURCE_CACHE:
+            sources.clear()
+        host = addr[0]
+        if "%" in host:  # a link-local zone: Address hosts carry none
+            host = host.split("%", 1)[0]
+        source = sources[addr] = Address(Transport.UDP, host, addr[1])
+        return source
+
+    def error_received(self, exc: Exception) -> None:
+        # An ICMP error (RFC 1122 §4.1.3.3) or a failed sendto. Find which Forwards it concerns.
+        matched = False
+        for destination, quoted, code in self._read_error_queue():
+            if code not in _DELIVERY_ERRORS:
+                continue
+            forward = self._match(destination, quoted)
+            if forward is not None:
+                matched = True
+                self.sink.undeliverable(forward, os.strerror(code))
+        if not matched:
+            self.observer.listener_error(self.local_url, f"{type(exc).__name__}: {exc}")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def send(self, data: bytes, to: Address, forward: Forward | None = None) -> bool:
+        """Queue one datagram toward `to`; False when it could not be (buffer full, closed)."""
+        transport = self.transport
+        # asyncio queues datagrams without bound when the kernel buffer is full: bound it.
+        if transport is None or transport.get_write_buffer_size() > MAX_SEND_BUFFER:  # type: ignore[attr-defined]
+            self.dropped_sends += 1
+            return False
+        transport.sendto(data, (to.host, to.port))
+        if forward is not None:
+            self._remember(to, forward)
+        return True
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    @property
+    def local_url(self) -> str:
+        host = f"[{self.local.host}]" if ":" in self.local.host else self.local.host
+        return f"udp://{host}:{self.local.port}"
+
+    # -- ICMP matching ---------------------------------------------------------------------
+
+    def _remember(self, to: Address, forward: Forward) -> None:
+        key = (to.host, to.port)
+        recent = self._recent.get(key)
+        if recent is None:
+            if len(self._recent) >= RECENT_DESTINATIONS:
+                del self._recent[next(iter(self._recent))]
+            recent = self._recent[key] = deque(maxlen=RECENT_PER_DESTINATION)
+        recent.append(forward)
+
+    def _match(self, destination: tuple[str, int], quoted: bytes) -> Forward | None:
+        """The most recent Forward to `destination` whose bytes start with the quoted ones."""
+        recent = self._recent.get(destination)
+        if not recent:
+            return None
+        for index in range(len(recent) - 1, -1, -1):
+            forward = recent[index]
+            if forward.data.startswith(quoted):
+                del recent[index]
+                return forward
+        return None
+
+    def _read_error_queue(self) -> list[tuple[tuple[str, int], bytes, int]]:
+        """Drain the socket's error queue: (original destination, quoted payload, errno)."""
+        if not _LINUX or self.sock.fileno() < 0:
+            return []
+        found: list[tuple[tuple[str, int], bytes, int]] = []
+        for _ in range(64):  # bounded: a flood of ICMP must not pin the loop
+            try:
+                quoted, ancillary, _flags, address = self.sock.recvmsg(
+                    2048, 512, socket.MSG_ERRQUEUE
+                )
+            except OSError:
+                break  # EAGAIN: the queue is empty
+            code = 0
+            for level, kind, payload in ancillary:
+                if (level, kind) in (
+                    (socket.IPPROTO_IP, IP_RECVERR),
+                    (socket.IPPROTO_IPV6, IPV6_RECVERR),
+                ) and len(payload) >= _EXTENDED_ERR.size:
+                    ee_errno, origin, *_rest = _EXTENDED_ERR.unpack_from(payload)
+                    if origin in (SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6):
+                        code = ee_errno
+            if address:
+                found.append(((address[0], address[1]), quoted, code))
+        return found
