@@ -221,7 +221,8 @@ class DigestAnswer:
         `latin1=True`: the values were decoded from the wire as latin-1 (one char per octet,
         as `sipguard.sip.parse_credentials` does); they are turned back into their octets and
         read as UTF-8 (RFC 3261 §25, RFC 7616 §4), so that `username` compares equal to the
-        configured one and the octets hashed are the octets the client hashed.
+        configured one and the octets hashed are the octets the client hashed. Values that
+        are not valid UTF-8 are refused, so `field.encode("utf-8")` never raises on an answer.
 
         Raises `MalformedAnswer` (a `ValueError`) and nothing else, whatever the input."""
         lowered: dict[str, str] = {}
@@ -236,10 +237,12 @@ class DigestAnswer:
             if not value.isascii():  # ASCII is the same text in every reading; skip the work
                 try:
                     if latin1:
-                        value = raw_value.encode("latin-1").decode("utf-8", "surrogateescape")
-                    _b(value)
-                except UnicodeEncodeError:
-                    raise MalformedAnswer(f"parameter {key!r} is not text"[:80]) from None
+                        value = raw_value.encode("latin-1").decode("utf-8")
+                    value.encode("utf-8")
+                except UnicodeError:
+                    # Invalid UTF-8 is not SIP text (RFC 3261 §25.1, UTF8-NONASCII); refusing it
+                    # here means every field of an answer encodes to UTF-8 without an error.
+                    raise MalformedAnswer(f"parameter {key!r} is not UTF-8 text"[:80]) from None
             lowered[key] = value
 
         def required(name: str) -> str:

@@ -255,7 +255,7 @@ def test_answer_parameter_names_are_case_insensitive() -> None:
         ({"userhash": "maybe"}, "userhash"),
         ({"uri": "x" * (MAX_PARAM_LENGTH + 1)}, "too long"),
         ({"qop": None, "algorithm": "SHA-256-sess"}, "-sess"),
-        ({"username": "\udfff"}, "not text"),
+        ({"username": "\udfff"}, "not UTF-8"),
     ],
 )
 def test_malformed_answer(change: dict[str, str | None], message: str) -> None:
@@ -362,15 +362,30 @@ def test_vector_through_the_codec(vector: dict[str, Any]) -> None:
     assert verify(answer, ha1, vector["method"], _body(vector))
 
 
-def test_latin1_values_that_are_not_utf8_stay_distinct() -> None:
-    # Invalid UTF-8 octets survive as surrogates and hash as the same octets.
-    answer = DigestAnswer.from_params(GOOD | {"username": "\xff\xfe"}, latin1=True)
-    assert answer.username == "\udcff\udcfe"
-    with pytest.raises(MalformedAnswer, match="not text"):
-        DigestAnswer.from_params(GOOD | {"username": "\u0100"}, latin1=True)
+@pytest.mark.parametrize("field", ["username", "uri", "cnonce", "opaque"])
+def test_invalid_utf8_in_an_answer_is_malformed(field: str) -> None:
+    """`uri="sip:\xff@x"` must not reach the core as a string that cannot be encoded."""
+    from sipguard.sip import parse_credentials
+    from tests.sipclient import format_auth_params
+
+    value = format_auth_params(GOOD | {field: "sip:\udcff@x"}).encode("utf-8", "surrogateescape")
+    params = parse_credentials(value).params
+    with pytest.raises(MalformedAnswer, match="not UTF-8"):
+        DigestAnswer.from_params(params, latin1=True)
+    with pytest.raises(MalformedAnswer, match="not UTF-8"):
+        DigestAnswer.from_params(GOOD | {field: "\u0100"}, latin1=True)  # not one octet
+
+
+def test_every_answer_field_encodes() -> None:
+    answer = DigestAnswer.from_params(GOOD | {"username": "J\xc3\xa4s\xc3\xb8n"}, latin1=True)
+    assert answer.username == "Jäsøn"
+    for text in (answer.username, answer.realm, answer.nonce, answer.uri, answer.cnonce or ""):
+        text.encode("utf-8")
 
 
 @given(st.dictionaries(st.text(max_size=12), st.text(max_size=70), max_size=12))
 def test_from_params_latin1_raises_only_malformed_answer(params: dict[str, str]) -> None:
     with contextlib.suppress(MalformedAnswer):
-        DigestAnswer.from_params(params, latin1=True)
+        answer = DigestAnswer.from_params(params, latin1=True)
+        answer.uri.encode("utf-8")
+        answer.username.encode("utf-8")
