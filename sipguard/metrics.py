@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 
 from sipguard import __version__
-from sipguard.proxy.actions import Action, Address, Cause, Forward, Reply, Transport
+from sipguard.proxy.actions import Action, Address, Cause, Drop, Forward, Reply, Transport
 
 # RFC 3261 §27.4 and the extensions sipguard meets in the field. Anything else is "other", so a
 # peer inventing methods cannot create series (RFC 3261 §7.1: methods are case-sensitive).
@@ -65,18 +65,14 @@ _AUTH_RESULT: Final[dict[Cause, str]] = {
 }
 _ADMITTED: Final = frozenset({Cause.ADMITTED_IP, Cause.ADMITTED_DIGEST})
 
-# Causes that accompany a Forward of the same message: the 100/200 reply a proxy sends next to
-# the request it relays (e.g. 200 to a CANCEL, RFC 3261 §16.10). The Forward is the decision;
-# such a Reply is counted only as a response sent, so one message is one request in the metrics.
-FORWARDING_CAUSES: Final = frozenset(
-    {
-        Cause.ADMITTED_IP,
-        Cause.ADMITTED_DIGEST,
-        Cause.IN_DIALOG,
-        Cause.CANCEL_FORWARDED,
-        Cause.FROM_UPSTREAM,
-    }
-)
+# A Reply with one of these causes accompanies a Forward of the same message: the 200 a proxy
+# sends to a CANCEL it relays (RFC 3261 §16.10). The Forward is the decision; the Reply is counted
+# only as a response sent, so one message is one request in the metrics and one log line.
+ACCOMPANYING_REPLY_CAUSES: Final = frozenset({Cause.CANCEL_FORWARDED})
+# A Drop with one of these causes and a status is a response that ends here: the next hop's 200
+# to a CANCEL we already answered (§16.10), a response whose Via is not ours (§16.7 step 2).
+DROPPED_RESPONSE_CAUSES: Final = frozenset({Cause.CANCEL_FORWARDED, Cause.STRAY})
+DIRECTIONS: Final[tuple[str, ...]] = ("sent", "relayed", "dropped")
 
 # Per-message processing time of the core: ~5 µs for a keep-alive, ~10-50 µs for a parsed and
 # edited INVITE, up to a few ms for a stalled interpreter. Prometheus' defaults (5 ms..10 s)
@@ -115,11 +111,13 @@ def method_label(method: str) -> str:
     return _METHOD_LABEL.get(method, OTHER)
 
 
-def status_class(action: Reply | Forward) -> str:
+def status_class(action: Action) -> str:
     """`1xx`..`6xx` from `info.status`, else from the status line of the bytes, else "other"."""
     status = action.info.status
     if 100 <= status <= 699:
         return STATUS_CLASSES[status // 100 - 1]
+    if isinstance(action, Drop):
+        return OTHER
     data = action.data
     # RFC 3261 §7.2: Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
     if data.startswith(b"SIP/2.0 ") and len(data) > 8:
@@ -127,9 +125,13 @@ def status_class(action: Reply | Forward) -> str:
     return OTHER
 
 
-def is_response(action: Action) -> bool:
-    """A response sipguard built (`Reply`) or relays (`Forward` with cause RESPONSE)."""
-    return isinstance(action, Reply) or action.cause is Cause.RESPONSE
+def is_dropped_response(action: Action) -> bool:
+    """A response received and not relayed (see `DROPPED_RESPONSE_CAUSES`)."""
+    return (
+        type(action) is Drop
+        and action.cause in DROPPED_RESPONSE_CAUSES
+        and 100 <= action.info.status <= 699
+    )
 
 
 class Metrics:
@@ -153,7 +155,8 @@ class Metrics:
         )
         self.responses = Counter(
             "sipguard_responses",
-            "SIP responses: 'sent' were built by sipguard, 'relayed' were forwarded.",
+            "SIP responses: 'sent' were built by sipguard, 'relayed' were forwarded, "
+            "'dropped' were received and not relayed (stray, or the 200 to a CANCEL).",
             ["direction", "status_class"],
             registry=r,
         )
@@ -213,7 +216,7 @@ class Metrics:
         self.build_info.labels(version).set(1)
         self._responses = {
             (d, c): self.responses.labels(d, c)
-            for d in ("sent", "relayed")
+            for d in DIRECTIONS
             for c in (*STATUS_CLASSES, OTHER)
         }
         self._auth = {cause: self.auth.labels(result) for cause, result in _AUTH_RESULT.items()}
@@ -233,15 +236,20 @@ class Metrics:
         """Count one core action about a message from `source` (the socket peer).
 
         `elapsed` (seconds the core took) goes to the processing histogram, except for a Reply
-        that accompanies a Forward of the same message (see `FORWARDING_CAUSES`)."""
+        that accompanies a Forward of the same message (see `ACCOMPANYING_REPLY_CAUSES`).
+        Responses are counted in `responses_total`, requests in `requests_total`."""
         cause = action.cause
-        if isinstance(action, Reply):
+        if type(action) is Reply:
             self._responses["sent", status_class(action)].inc()
-            if cause in FORWARDING_CAUSES:
+            if cause in ACCOMPANYING_REPLY_CAUSES:
                 return  # the Forward of the same message is the decision
         elif cause is Cause.RESPONSE:
-            if isinstance(action, Forward):
+            if type(action) is Forward:
                 self._responses["relayed", status_class(action)].inc()
+            self.processing.observe(elapsed)
+            return
+        elif is_dropped_response(action):
+            self._responses["dropped", status_class(action)].inc()
             self.processing.observe(elapsed)
             return
         self.processing.observe(elapsed)

@@ -12,7 +12,7 @@ Each decision event is bounded to `log_rate` lines per second (burst `log_burst`
 cannot fill the disk; the next line written carries `suppressed=N` and the metric
 `sipguard_log_suppressed_total{event}` counts the rest. Metrics count every decision regardless.
 
-RFC 3261 §16.10 (the 200 to a CANCEL accompanies its forwarding: see `FORWARDING_CAUSES`).
+RFC 3261 §16.10 (the 200 to a CANCEL accompanies its forwarding: `ACCOMPANYING_REPLY_CAUSES`).
 """
 
 from __future__ import annotations
@@ -20,15 +20,16 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import IO, Any, Final
 
 from structlog.typing import FilteringBoundLogger
 
 from sipguard import __version__
-from sipguard.metrics import FORWARDING_CAUSES, Metrics
+from sipguard.logs import configure_logging
+from sipguard.metrics import ACCOMPANYING_REPLY_CAUSES, Metrics, is_dropped_response
 from sipguard.notify import Notifier
 from sipguard.proxy.actions import Action, Address, BanEvent, Cause, Drop, Forward, Reply
-from sipguard.settings import Settings
+from sipguard.settings import LogSettings, Settings
 
 DEBUG: Final = 10
 INFO: Final = 20
@@ -121,7 +122,11 @@ class Observer:
         monotonic: Callable[[], float] = time.monotonic,
         log_rate: float | None = DEFAULT_LOG_RATE,
         log_burst: float = DEFAULT_LOG_BURST,
+        log_settings: LogSettings | None = None,
+        log_stream: IO[Any] | None = None,
     ) -> None:
+        """`log_settings`: the logging this observer configured (see `build_observer`); when
+        given, a reload whose `log:` section differs reconfigures logging to `log_stream`."""
         self.metrics = metrics
         self.notifier = notifier
         self._clock = clock
@@ -131,6 +136,8 @@ class Observer:
         self._budgets: dict[str, _Budget] = {}
         self._bans: dict[str, float] = {}
         self._emit: dict[int, Callable[..., Any]] = {}
+        self._log_settings = log_settings
+        self._log_stream = log_stream
         self.set_logger(logger)
         if metrics is not None:
             metrics.bans_active.set_function(self.active_bans)
@@ -157,9 +164,12 @@ class Observer:
         if self.metrics is not None:
             self.metrics.record_decision(action, source, elapsed)
         cause = action.cause
-        if cause in FORWARDING_CAUSES and type(action) is Reply:
+        if cause in ACCOMPANYING_REPLY_CAUSES and type(action) is Reply:
             return  # the reply that accompanies a Forward (200 to CANCEL): the Forward is logged
-        event, level = EVENTS[cause]
+        if is_dropped_response(action):
+            event, level = "response_dropped", DEBUG
+        else:
+            event, level = EVENTS[cause]
         emit = self._emit.get(level)
         if emit is None:
             return
@@ -271,9 +281,12 @@ class Observer:
 
     # -- bans -------------------------------------------------------------------------------
 
-    def banned(self, event: BanEvent) -> None:
-        """The guard banned `event.ip` until `event.until`, or lifted the ban (`until` == 0)."""
-        if event.until:
+    def banned(self, event: BanEvent | Any) -> None:
+        """The guard banned `event.ip` until `event.until` (after `event.failures` failures), or a
+        ban ended: `until` == 0 (`actions.BanEvent`), or an event with a `reason` (the guard's
+        `UnbanEvent`: expired, evicted; its `until` is when the ban was due to end)."""
+        reason = getattr(event, "reason", None)
+        if event.until and reason is None:
             if self.metrics is not None:
                 self.metrics.banned()
             if len(self._bans) >= MAX_TRACKED_BANS:
@@ -283,13 +296,14 @@ class Observer:
                 WARNING,
                 "banned",
                 src_ip=peer_ip(event.ip),
-                failures=event.failures,
+                failures=getattr(event, "failures", 0),
                 until=event.until,
                 ban_seconds=max(0, round(event.until - self._clock())),
             )
         else:
             self._bans.pop(event.ip, None)
-            self._log(INFO, "unbanned", src_ip=peer_ip(event.ip))
+            why = {} if reason is None else {"reason": str(getattr(reason, "value", reason))}
+            self._log(INFO, "unbanned", src_ip=peer_ip(event.ip), **why)
 
     def active_bans(self) -> float:
         """Bans not yet expired (the `sipguard_bans_active` gauge, computed at scrape time)."""
@@ -317,6 +331,11 @@ class Observer:
             self.notifier.reloading("reloading the configuration")
 
     def config_reloaded(self, settings: Settings) -> None:
+        if self._log_settings is not None and settings.log != self._log_settings:
+            self._log_settings = settings.log
+            self.set_logger(
+                configure_logging(settings.log.level, settings.log.format, self._log_stream)
+            )
         if self.metrics is not None:
             self.metrics.config_reloaded(ok=True)
             self.metrics.set_trunks(trunk.name for trunk in settings.trunks)
@@ -344,3 +363,23 @@ class Observer:
         self._log(INFO, "stopping")
         if self.notifier is not None:
             self.notifier.stopping("stopping")
+
+
+def build_observer(settings: Settings, *, stream: IO[Any] | None = None) -> Observer:
+    """The daemon's observer: logging configured from `settings.log` (on `stream`, default
+    stdout), a `Metrics` with the configured trunks when `settings.metrics` is set, and a
+    notifier when run by systemd. Usable as `server.run_from_file(observer_factory=...)`.
+
+    The HTTP endpoint needs the running loop, so the server starts it:
+    `await serve_metrics(observer.metrics, settings.metrics.host, settings.metrics.port)`."""
+    logger = configure_logging(settings.log.level, settings.log.format, stream)
+    metrics = None
+    if settings.metrics is not None:
+        metrics = Metrics(trunks=[trunk.name for trunk in settings.trunks])
+    return Observer(
+        metrics,
+        logger,
+        Notifier.from_environ(),
+        log_settings=settings.log,
+        log_stream=stream,
+    )

@@ -122,6 +122,29 @@ def test_cancel_reply_and_forward_count_one_request() -> None:
     assert value(m, "sipguard_processing_seconds_count") == 1
 
 
+def test_dropped_responses_are_not_requests() -> None:
+    m = Metrics()
+    # the next hop's 200 to a CANCEL we answered ourselves, and a response with a foreign Via
+    m.record_decision(Drop(Cause.CANCEL_FORWARDED, Info(method="CANCEL", status=200)), PEER, 1e-5)
+    m.record_decision(Drop(Cause.STRAY, Info(method="INVITE", status=180)), PEER, 1e-5)
+    assert value(m, "sipguard_responses_total", direction="dropped", status_class="2xx") == 1
+    assert value(m, "sipguard_responses_total", direction="dropped", status_class="1xx") == 1
+    assert not any(name == "sipguard_requests_total" for name, _ in samples(m))
+    # a stray ACK (no status) is a request
+    m.record_decision(Drop(Cause.STRAY, Info(method="ACK")), PEER, 1e-5)
+    assert value(m, "sipguard_requests_total", transport="udp", method="ACK", outcome="stray") == 1
+
+
+def test_reply_to_an_upstream_request_is_a_request() -> None:
+    m = Metrics()
+    m.record_decision(reply(404, Cause.FROM_UPSTREAM, method="BYE"), UPSTREAM, 1e-5)
+    assert (
+        value(m, "sipguard_requests_total", transport="udp", method="BYE", outcome="from_upstream")
+        == 1
+    )
+    assert value(m, "sipguard_responses_total", direction="sent", status_class="4xx") == 1
+
+
 def test_acl_denied_and_parse_error_per_transport() -> None:
     m = Metrics()
     m.record_decision(Drop(Cause.ACL_DENIED, Info(method="INVITE")), TCP_PEER, 1e-5)

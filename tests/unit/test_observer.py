@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import re
+from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 import orjson
@@ -15,9 +17,17 @@ from prometheus_client.parser import text_string_to_metric_families
 from sipguard.logs import REDACTED, configure_logging
 from sipguard.metrics import Metrics
 from sipguard.notify import Notifier
-from sipguard.observer import EVENTS, Observer, peer_ip
+from sipguard.observer import EVENTS, Observer, build_observer, peer_ip
 from sipguard.proxy.actions import Address, BanEvent, Cause, Drop, Forward, Info, Reply, Transport
-from sipguard.settings import AuthSettings, Listener, Settings, Trunk, Upstream
+from sipguard.settings import (
+    AuthSettings,
+    Listener,
+    LogSettings,
+    MetricsSettings,
+    Settings,
+    Trunk,
+    Upstream,
+)
 
 PEER = Address(Transport.UDP, "203.0.113.7", 5080)
 UPSTREAM = Address(Transport.UDP, "127.0.0.1", 5070)
@@ -253,6 +263,47 @@ def test_bans() -> None:
     assert "203.0.113" not in rig.metrics.scrape().decode()
 
 
+class UnbanReason(Enum):
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True, slots=True)
+class UnbanEvent:
+    """The shape of sipguard.policy.guard.UnbanEvent: `until` is when the ban was due to end."""
+
+    ip: str
+    until: float
+    reason: UnbanReason
+
+
+def test_unban_event_with_reason() -> None:
+    rig = Rig()
+    rig.observer.banned(BanEvent("203.0.113.66", rig.clock.now + 600, failures=5))
+    rig.observer.banned(UnbanEvent("203.0.113.66", rig.clock.now + 600, UnbanReason.EXPIRED))
+    assert rig.metric("sipguard_bans_active") == 0
+    assert rig.metric("sipguard_bans_total") == 1
+    _, unbanned = rig.lines()
+    assert (unbanned["event"], unbanned["reason"]) == ("unbanned", "expired")
+
+
+def test_dropped_response_is_debug() -> None:
+    rig = Rig()
+    rig.observer.decision(
+        Drop(Cause.CANCEL_FORWARDED, Info(method="CANCEL", status=200)), UPSTREAM, 1e-5
+    )
+    assert rig.lines() == []
+    debug = Rig("debug")
+    debug.observer.decision(
+        Drop(Cause.CANCEL_FORWARDED, Info(method="CANCEL", status=200)), UPSTREAM, 1e-5
+    )
+    (line,) = debug.lines()
+    assert (line["event"], line["cause"], line["status"]) == (
+        "response_dropped",
+        "cancel_forwarded",
+        200,
+    )
+
+
 def test_tracked_bans_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     import sipguard.observer as observer_module
 
@@ -363,3 +414,31 @@ def test_set_logger_switches_output() -> None:
     rig.observer.decision(challenge(), PEER, 1e-5)
     assert rig.out.getvalue() == b""
     assert orjson.loads(other.getvalue())["event"] == "challenged"
+
+
+def make_settings(level: str = "info", with_metrics: bool = True) -> Settings:
+    return Settings(
+        source="sipguard.yaml",
+        listen=(Listener("udp", "127.0.0.1", 5060),),
+        tls=None,
+        upstream=(Upstream("sip:127.0.0.1:5070", "udp", "127.0.0.1", 5070),),
+        auth=AuthSettings(realm="sipguard.test"),
+        trunks=(Trunk("acme"),),
+        metrics=MetricsSettings("127.0.0.1", 9460) if with_metrics else None,
+        log=LogSettings(level=level, format="json"),
+    )
+
+
+def test_build_observer_and_log_level_follows_reload(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    out = io.BytesIO()
+    observer = build_observer(make_settings("warning"), stream=out)
+    assert observer.metrics is not None and observer.notifier is None
+    assert "acme" in observer.metrics.scrape().decode()
+    observer.decision(challenge(), PEER, 1e-5)  # info: below warning
+    assert out.getvalue() == b""
+    observer.config_reloaded(make_settings("info"))
+    observer.decision(challenge(), PEER, 1e-5)
+    events = [orjson.loads(line)["event"] for line in out.getvalue().splitlines()]
+    assert events == ["config_reloaded", "challenged"]
+    assert build_observer(make_settings(with_metrics=False), stream=out).metrics is None
