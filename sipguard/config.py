@@ -124,18 +124,22 @@ class _DuplicateKeyLoader(yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else 
         return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
 
 
-def _describe(value: object) -> str:
-    """What YAML made of a value, for 'expected X, got Y' messages."""
+def _describe(value: object, *, secret: bool = False) -> str:
+    """What YAML made of a value, for 'expected X, got Y' messages (never the value itself
+    when it is `secret`)."""
     if value is None:
         return "nothing (the value is empty)"
     if isinstance(value, bool):
-        return f"{str(value).lower()} (YAML reads unquoted yes/no/on/off as booleans)"
+        shown = "a boolean" if secret else str(value).lower()
+        return f"{shown} (YAML reads unquoted yes/no/on/off/true/false as booleans)"
     if isinstance(value, int):
         return "an integer (YAML reads unquoted 1:20 as 80 and 010 as 8)"
     if isinstance(value, float):
         return "a number"
     if isinstance(value, datetime | date):
         return "a date"
+    if isinstance(value, str):
+        return "a string"
     if isinstance(value, list):
         return "a list"
     if isinstance(value, dict):
@@ -184,13 +188,13 @@ class _Loader:
                 self.error(key, "must not be empty")
                 return None
             return value
-        got = "a non-string value" if secret and value is not None else _describe(value)
+        got = _describe(value, secret=secret)
         self.error(key, f"expected a string, got {got}; quote the value")
         return None
 
     def choice(self, value: object, key: str, choices: tuple[str, ...]) -> str | None:
-        if isinstance(value, int) and not isinstance(value, bool) and str(value) in choices:
-            return str(value)  # `refuse: 403` unquoted is unambiguous
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)  # `refuse: 403` unquoted is unambiguous
         text = self.string(value, key)
         if text is None:
             return None
@@ -223,16 +227,27 @@ class _Loader:
             return None
         return value
 
-    def string_list(self, value: object, key: str) -> list[tuple[str, str]] | None:
-        """Items of a list of strings, each with its key path; bad items are reported."""
+    def string_list(
+        self, value: object, key: str, check: Callable[[str], object] | None = None
+    ) -> list[tuple[str, str]] | None:
+        """Items of a list of strings, each with its key path; bad items are reported, in
+        order, including those `check` refuses with ValueError."""
         if not isinstance(value, list):
             self.error(key, f"expected a list, got {_describe(value)}")
             return None
         items: list[tuple[str, str]] = []
         for index, item in enumerate(value):
-            text = self.string(item, f"{key}[{index}]")
-            if text is not None:
-                items.append((f"{key}[{index}]", text))
+            where = f"{key}[{index}]"
+            text = self.string(item, where)
+            if text is None:
+                continue
+            if check is not None:
+                try:
+                    check(text)
+                except ValueError as exc:
+                    self.error(where, str(exc))
+                    continue
+            items.append((where, text))
         return items
 
     def algorithms(self, value: object, key: str) -> tuple[str, ...] | None:
@@ -587,14 +602,8 @@ class _Loader:
                 names[name] = f"{key}.name"
         rules: list[str] = []
         if section.get("whitelist") is not None:
-            items = self.string_list(section["whitelist"], f"{key}.whitelist")
-            for where, text in items or []:
-                try:
-                    parse_rule(text)
-                except ValueError as exc:
-                    self.error(where, str(exc))
-                    continue
-                rules.append(text)
+            items = self.string_list(section["whitelist"], f"{key}.whitelist", parse_rule)
+            rules = [text for _, text in items or []]
         algorithms = None
         if section.get("algorithms") is not None:
             algorithms = self.algorithms(section["algorithms"], f"{key}.algorithms")
@@ -847,14 +856,9 @@ class _Loader:
 
     def rules(self, value: object, key: str) -> tuple[str, ...] | None:
         before = len(self.problems)
-        items = self.string_list(value, key)
+        items = self.string_list(value, key, parse_rule)
         if items is None:
             return None
-        for where, text in items:
-            try:
-                parse_rule(text)
-            except ValueError as exc:
-                self.error(where, str(exc))
         return tuple(text for _, text in items) if len(self.problems) == before else None
 
     def user_agents(self, value: object, key: str) -> tuple[str, ...] | None:
