@@ -27,7 +27,7 @@ import socket
 import ssl
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +49,7 @@ __all__ = [
     "NullObserver",
     "ObserverProtocol",
     "Server",
+    "StderrObserver",
     "run_from_file",
     "stream_limits",
 ]
@@ -210,6 +211,7 @@ class Server:
 
     async def reload_from_file(self, path: str) -> list[str]:
         """SIGHUP: read and validate `path` off the loop; apply it or report why not."""
+        self.observer.reloading()
         try:
             settings = await asyncio.get_running_loop().run_in_executor(None, _load, path)
         except ConfigError as exc:
@@ -359,6 +361,30 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
 ObserverFactory = Callable[[Settings], ObserverProtocol]
 
 
+class StderrObserver(NullObserver):
+    """The fallback when `run_from_file` is given no observer: lifecycle events only, one line
+    each on stderr (`sipguard: EVENT: detail`), never a per-message line."""
+
+    def _say(self, event: str, detail: str = "") -> None:
+        print(f"sipguard: {event}: {detail}" if detail else f"sipguard: {event}", file=sys.stderr)
+
+    def started(self, listeners: Sequence[str]) -> None:
+        self._say("started", " ".join(listeners))
+
+    def listener_error(self, listener: str, detail: str) -> None:
+        self._say("listener_error", f"{listener}: {detail}")
+
+    def config_reloaded(self, settings: Any) -> None:
+        self._say("config_reloaded", str(getattr(settings, "source", "")))
+
+    def config_reload_failed(self, problems: list[str]) -> None:
+        for problem in problems:
+            self._say("config_reload_failed", problem)
+
+    def stopping(self) -> None:
+        self._say("stopping")
+
+
 def run_from_file(path: str, *, observer_factory: ObserverFactory | None = None) -> int:
     """`sipguard run --config FILE`: serve until SIGTERM/SIGINT. Returns the exit code."""
     try:
@@ -367,7 +393,7 @@ def run_from_file(path: str, *, observer_factory: ObserverFactory | None = None)
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return EX_CONFIG
-    observer = observer_factory(settings) if observer_factory is not None else NullObserver()
+    observer = observer_factory(settings) if observer_factory is not None else StderrObserver()
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         return runner.run(_serve(path, settings, observer))
 

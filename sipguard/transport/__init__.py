@@ -86,6 +86,8 @@ class ObserverProtocol(Protocol):
 
     def bug(self, exc: BaseException, source: Address) -> None: ...
 
+    def reloading(self) -> None: ...
+
     def config_reloaded(self, settings: Any) -> None: ...
 
     def config_reload_failed(self, problems: list[str]) -> None: ...
@@ -116,6 +118,9 @@ class NullObserver:
         pass
 
     def bug(self, exc: BaseException, source: Address) -> None:
+        pass
+
+    def reloading(self) -> None:
         pass
 
     def config_reloaded(self, settings: Any) -> None:

@@ -1,0 +1,344 @@
+"""The daemon's lifecycle: binding, exit codes, signals, reload, shutdown.
+
+In-process tests drive `Server` with the transport tests' double core; subprocess tests run
+`python -m sipguard run --config FILE` with the real core and stop it by PID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from sipguard.proxy.actions import Transport
+from sipguard.server import ListenerError, Server
+from sipguard.settings import Listener
+from tests.integration.test_transport import (
+    DEADLINE,
+    EchoCore,
+    RecordingObserver,
+    free_port,
+    make_settings,
+    sip,
+    udp_client,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class ReloadObserver(RecordingObserver):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reloaded: list[object] = []
+        self.reload_failures: list[list[str]] = []
+        self.listener_errors: list[tuple[str, str]] = []
+
+    def config_reloaded(self, settings: object) -> None:
+        self.reloaded.append(settings)
+
+    def config_reload_failed(self, problems: list[str]) -> None:
+        self.reload_failures.append(problems)
+
+    def listener_error(self, listener: str, detail: str) -> None:
+        self.listener_errors.append((listener, detail))
+
+
+async def ask(server: Server, transport: str = "udp") -> bytes:
+    """One request to a listener of the running server; its answer."""
+    if transport == "udp":
+        udp, client = await udp_client(server.address_of("udp"))
+        try:
+            udp.sendto(b"OPTIONS")
+            return await client.next()
+        finally:
+            udp.close()
+    address = server.address_of(transport)
+    reader, writer = await asyncio.open_connection(address.host, address.port)
+    try:
+        writer.write(sip(b"OPTIONS"))
+        return await asyncio.wait_for(reader.readline(), DEADLINE)
+    finally:
+        writer.close()
+
+
+# -- in process ------------------------------------------------------------------------------
+
+
+async def test_started_reports_every_listener() -> None:
+    observer = ReloadObserver()
+    settings = make_settings(("udp", "127.0.0.1"), ("tcp", "127.0.0.1"), ("udp", "::1"))
+    server = Server(settings, EchoCore(), observer=observer)
+    await server.start()
+    try:
+        assert observer.started_with == [x.url for x in settings.listen]
+        assert {a.transport for a in server.addresses.values()} == {Transport.UDP, Transport.TCP}
+    finally:
+        await server.stop()
+
+
+async def test_port_in_use_raises_listener_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = make_settings(("udp", "127.0.0.1"))
+        settings = replace(settings, listen=(*settings.listen, Listener("tcp", "127.0.0.1", port)))
+        server = Server(settings, EchoCore())
+        with pytest.raises(ListenerError) as caught:
+            await server.start()
+        assert caught.value.listener == f"tcp://127.0.0.1:{port}"
+        assert server.addresses == {}  # the UDP listener opened first was closed again
+
+
+async def test_reload_adds_and_removes_listeners() -> None:
+    core, observer = EchoCore(), ReloadObserver()
+    settings = make_settings(("udp", "127.0.0.1"))
+    server = Server(settings, core, observer=observer)
+    await server.start()
+    try:
+        assert await ask(server, "udp") == b"OK 1\r\n"
+        new = make_settings(("tcp", "127.0.0.1"), read_deadline=3.0)
+        assert await server.reload(new) == []
+        assert core.reconfigured == [new] and observer.reloaded == [new]
+        assert list(server.addresses) == list(new.listen)
+        assert await ask(server, "tcp") == b"OK 2\r\n"
+        assert server.dispatcher.streams.limits.read_deadline == 3.0
+    finally:
+        await server.stop()
+
+
+async def test_reload_bind_failure_keeps_old_config() -> None:
+    core, observer = EchoCore(), ReloadObserver()
+    settings = make_settings(("udp", "127.0.0.1"))
+    server = Server(settings, core, observer=observer)
+    await server.start()
+    try:
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            new = replace(
+                settings,
+                listen=(
+                    Listener("tcp", "127.0.0.1", free_port()),
+                    Listener("tcp", "127.0.0.1", port),
+                ),
+            )
+            problems = await server.reload(new)
+        assert problems and f"tcp://127.0.0.1:{port}" in problems[0]
+        assert core.reconfigured == [] and observer.reload_failures == [problems]
+        assert list(server.addresses) == list(settings.listen)
+        assert await ask(server, "udp") == b"OK 1\r\n"
+    finally:
+        await server.stop()
+
+
+async def test_reload_broken_file_keeps_running(tmp_path: Path) -> None:
+    core, observer = EchoCore(), ReloadObserver()
+    broken = tmp_path / "sipguard.yaml"
+    broken.write_text("listen: [udp://127.0.0.1:99999]\nupstream: 7\n")
+    server = Server(make_settings(("udp", "127.0.0.1")), core, observer=observer)
+    await server.start()
+    try:
+        problems = await server.reload_from_file(str(broken))
+        assert problems and observer.reload_failures == [problems]
+        assert core.reconfigured == []
+        assert await ask(server, "udp") == b"OK 1\r\n"
+    finally:
+        await server.stop()
+
+
+async def test_tick_called_every_second() -> None:
+    core = EchoCore()
+    server = Server(make_settings(("udp", "127.0.0.1")), core)
+    await server.start()
+    try:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + DEADLINE
+        while core.ticks < 1 and loop.time() < end:
+            await asyncio.sleep(0.05)
+        assert core.ticks >= 1
+    finally:
+        await server.stop()
+
+
+async def test_stop_closes_connections() -> None:
+    observer = ReloadObserver()
+    server = Server(make_settings(("tcp", "127.0.0.1")), EchoCore(), observer=observer)
+    await server.start()
+    address = server.address_of("tcp")
+    reader, writer = await asyncio.open_connection(address.host, address.port)
+    writer.write(sip(b"A"))
+    assert await reader.readline() == b"OK 1\r\n"
+    await server.stop()
+    assert await asyncio.wait_for(reader.read(), DEADLINE) == b""
+    assert observer.closed == ["tcp"]
+    with pytest.raises(OSError):
+        await asyncio.open_connection(address.host, address.port)
+
+
+# -- the real daemon -------------------------------------------------------------------------
+
+
+def write_config(path: Path, udp: int, tcp: int, *, extra_tcp: int | None = None) -> None:
+    listen = [f"udp://127.0.0.1:{udp}", f"tcp://127.0.0.1:{tcp}"]
+    if extra_tcp is not None:
+        listen.append(f"tcp://127.0.0.1:{extra_tcp}")
+    path.write_text(
+        "listen:\n"
+        + "".join(f"  - {x}\n" for x in listen)
+        + f"upstream:\n  - sip:127.0.0.1:{free_port()};transport=udp\n"
+        + "auth:\n  realm: sipguard.test\n"
+        + "trunks:\n  - name: local\n    whitelist: [127.0.0.1]\n"
+        + "limits:\n  shutdown_grace: 2\n"
+    )
+
+
+class Daemon:
+    """`python -m sipguard run` in its own session; stderr collected by a reader thread."""
+
+    def __init__(self, config: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sipguard", "run", "--config", str(config)],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            self.lines.append(raw.decode(errors="replace").rstrip("\n"))
+
+    def wait_for(self, condition: Callable[[], bool], what: str) -> None:
+        end = time.monotonic() + 15
+        while not condition():
+            if time.monotonic() > end:
+                raise AssertionError(f"timed out waiting for {what}: {self.lines}")
+            if self.proc.poll() is not None and not condition():
+                self._reader.join(2)
+                if condition():
+                    return
+                raise AssertionError(f"exited {self.proc.returncode}: {self.lines}")
+            time.sleep(0.02)
+
+    def wait_line(self, text: str) -> None:
+        self.wait_for(lambda: any(text in line for line in self.lines), repr(text))
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        return self.proc.wait(10)
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Daemon]]:
+    started: list[Daemon] = []
+    try:
+        yield started
+    finally:
+        for daemon in started:
+            daemon.stop()
+
+
+def options_to(udp_port: int) -> bytes:
+    """An OPTIONS addressed to sipguard itself: the core answers it 200 (a keep-alive ping)."""
+    request = (
+        f"OPTIONS sip:127.0.0.1:{udp_port} SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bK-test-1;rport\r\n"
+        "Max-Forwards: 70\r\n"
+        "From: <sip:probe@127.0.0.1>;tag=1\r\n"
+        f"To: <sip:127.0.0.1:{udp_port}>\r\n"
+        "Call-ID: server-test-1\r\n"
+        "CSeq: 1 OPTIONS\r\n"
+        "Content-Length: 0\r\n\r\n"
+    )
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(DEADLINE)
+        sock.sendto(request.encode(), ("127.0.0.1", udp_port))
+        return sock.recv(65536)
+
+
+def test_config_error_exits_78(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("listen: [udp://127.0.0.1:70000]\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "sipguard", "run", "--config", str(config)],
+        cwd=ROOT,
+        capture_output=True,
+        check=False,
+        timeout=30,
+    )
+    assert done.returncode == 78
+    assert b"listen" in done.stderr
+
+
+def test_port_in_use_exits_71(tmp_path: Path) -> None:
+    config = tmp_path / "sipguard.yaml"
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        write_config(config, free_port(), port)
+        done = subprocess.run(
+            [sys.executable, "-m", "sipguard", "run", "--config", str(config)],
+            cwd=ROOT,
+            capture_output=True,
+            check=False,
+            timeout=30,
+        )
+    assert done.returncode == 71, done.stderr
+    assert f"tcp://127.0.0.1:{port}".encode() in done.stderr
+
+
+def test_sigterm_exits_0(tmp_path: Path, daemons: list[Daemon]) -> None:
+    config = tmp_path / "sipguard.yaml"
+    udp = free_port()
+    write_config(config, udp, free_port())
+    daemon = Daemon(config)
+    daemons.append(daemon)
+    daemon.wait_line("started")
+    assert options_to(udp).startswith(b"SIP/2.0 200 ")
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert daemon.proc.wait(15) == 0
+    daemon.wait_line("stopping")
+
+
+def test_sighup_reload_with_broken_file_keeps_running(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    config = tmp_path / "sipguard.yaml"
+    udp, tcp = free_port(), free_port()
+    write_config(config, udp, tcp)
+    daemon = Daemon(config)
+    daemons.append(daemon)
+    daemon.wait_line("started")
+    config.write_text("listen: [udp://127.0.0.1:99999]\n")  # broken
+    daemon.proc.send_signal(signal.SIGHUP)
+    daemon.wait_line("config_reload_failed")
+    assert daemon.proc.poll() is None
+    assert options_to(udp).startswith(b"SIP/2.0 200 ")
+    # A good file is then applied: its new listener opens.
+    extra = free_port()
+    write_config(config, udp, tcp, extra_tcp=extra)
+    daemon.proc.send_signal(signal.SIGHUP)
+    daemon.wait_line("config_reloaded")
+    with socket.create_connection(("127.0.0.1", extra), timeout=DEADLINE):
+        pass
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert daemon.proc.wait(15) == 0
