@@ -725,6 +725,7 @@ class Core:
             for i, header in enumerate(msg.headers)
             if header.key in UNTRUSTED_KEYS or self._is_our_credential(header.key, header.value)
         )
+        self._unfold(msg, edits)
         end = len(msg.headers)
         if info.trunk:
             edits.insert(end, TRUNK_HEADER + b": " + info.trunk.encode("utf-8"))
@@ -738,6 +739,18 @@ class Core:
         if method in DIALOG_CREATING and not msg.to.tag:
             self._dialogs.put(msg.call_id, admission, now + DIALOG_TTL)
         return [Forward(data, destination, out_local, None, cause, info)]
+
+    @staticmethod
+    def _unfold(msg: Request, edits: Edits) -> None:
+        """Forward folded header lines (obsolete line folding, RFC 3261 §7.3.1) unfolded, as we
+        read them, so that no upstream parser can read them otherwise (SECURITY-CASES 10)."""
+        raw = msg.raw
+        end = msg.header_end
+        if raw.find(b"\r\n ", 0, end) < 0 and raw.find(b"\r\n\t", 0, end) < 0:
+            return
+        for i, header in enumerate(msg.headers):
+            if raw.find(b"\r\n", header.start, header.end - 2) >= 0:
+                edits.set_value(i, edits.value(i))
 
     def _is_our_credential(self, key: bytes, value: bytes) -> bool:
         if key not in (b"authorization", b"proxy-authorization"):
