@@ -444,6 +444,7 @@ class Streams:
         self.by_peer: dict[PeerKey, StreamConnection] = {}
         self._per_source: dict[str, int] = {}
         self._inbound = 0
+        self.outbound = 0
         self._next_id = 0
 
     def new_id(self) -> int:
@@ -476,8 +477,14 @@ class Streams:
         self._register(connection)
         return True
 
-    def add_outbound(self, connection: StreamConnection) -> None:
+    def add_outbound(self, connection: StreamConnection) -> bool:
+        """Register an outbound connection unless `max_connections` of them are open already
+        (the core decides where to forward; this only bounds what it can make us hold)."""
+        if self.outbound >= self.limits.max_connections:
+            return False
+        self.outbound += 1
         self._register(connection)
+        return True
 
     def remove(self, connection: StreamConnection) -> None:
         if self.by_id.pop(connection.id, None) is None:
@@ -486,7 +493,9 @@ class Streams:
         key = (peer.transport, peer.host, peer.port)
         if self.by_peer.get(key) is connection:
             del self.by_peer[key]
-        if not connection.outbound:
+        if connection.outbound:
+            self.outbound -= 1
+        else:
             self._inbound -= 1
             left = self._per_source[peer.host] - 1
             if left:

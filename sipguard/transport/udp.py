@@ -23,6 +23,7 @@ import os
 import socket
 import struct
 import sys
+import time
 from collections import deque
 from typing import cast
 
@@ -35,6 +36,7 @@ RECEIVE_BUFFER = 4 * 1024 * 1024  # absorbs bursts while the loop is busy (kerne
 MAX_SEND_BUFFER = 4 * 1024 * 1024  # bytes asyncio may queue when the kernel buffer is full
 RECENT_PER_DESTINATION = 16  # Forwards remembered per destination for ICMP matching
 RECENT_DESTINATIONS = 4096  # destinations remembered; oldest forgotten first
+REPORT_INTERVAL = 1.0  # seconds between two reports of socket errors of one listener
 SOURCE_CACHE = 65536  # (host, port) -> Address objects kept to avoid rebuilding them
 
 # Linux <linux/in.h>, <linux/in6.h>, <linux/errqueue.h>; not exported by the socket module.
@@ -89,6 +91,8 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self._sources: dict[tuple[str, int] | tuple[str, int, int, int], Address] = {}
         self._recent: dict[tuple[str, int], deque[Forward]] = {}
         self.dropped_sends = 0  # datagrams not sent: send buffer full or endpoint closed
+        self.unmatched_errors = 0  # socket errors not traced to a Forward, since the last report
+        self._last_report = float("-inf")
 
     # -- receiving -------------------------------------------------------------------------
 
@@ -123,8 +127,17 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             if forward is not None:
                 matched = True
                 self.sink.undeliverable(forward, os.strerror(code))
-        if not matched:
-            self.observer.listener_error(self.local_url, f"{type(exc).__name__}: {exc}")
+        if matched:
+            return
+        # ICMP for our replies to vanished clients, ENOBUFS under load...: counted, and reported
+        # at most once per REPORT_INTERVAL, so that spoofed sources cannot flood the log.
+        self.unmatched_errors += 1
+        now = time.monotonic()
+        if now - self._last_report >= REPORT_INTERVAL:
+            self._last_report = now
+            count, self.unmatched_errors = self.unmatched_errors, 0
+            detail = f"{type(exc).__name__}: {exc} ({count} since the last report)"
+            self.observer.listener_error(self.local_url, detail)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None

@@ -68,7 +68,9 @@ class Connector:
         on it) and connecting in the background. Its `send` queues until it is open."""
         local = Address(to.transport, "", 0)  # the local side is known once connected
         connection = StreamConnection(self.streams, to.transport, local, peer=to)
-        self.streams.add_outbound(connection)
+        if not self.streams.add_outbound(connection):
+            connection.connect_failed("too many outbound connections")
+            return connection
         if to.transport is Transport.TLS and self.tls is None:
             connection.connect_failed("no TLS client context")
             return connection

@@ -205,14 +205,15 @@ def write_config(path: Path, udp: int, tcp: int, *, extra_tcp: int | None = None
 
 
 class Daemon:
-    """`python -m sipguard run` in its own session; stderr collected by a reader thread."""
+    """`python -m sipguard run` in its own session; its output (the JSON log on stdout with the
+    observer wired by the CLI, lifecycle lines on stderr without it) read by a thread."""
 
     def __init__(self, config: Path) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sipguard", "run", "--config", str(config)],
             cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         self.lines: list[str] = []
@@ -220,8 +221,8 @@ class Daemon:
         self._reader.start()
 
     def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for raw in self.proc.stderr:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
             self.lines.append(raw.decode(errors="replace").rstrip("\n"))
 
     def wait_for(self, condition: Callable[[], bool], what: str) -> None:
@@ -306,7 +307,8 @@ def test_port_in_use_exits_71(tmp_path: Path) -> None:
     assert f"tcp://127.0.0.1:{port}".encode() in done.stderr
 
 
-def test_sigterm_exits_0(tmp_path: Path, daemons: list[Daemon]) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_sigterm_exits_0(tmp_path: Path, daemons: list[Daemon], signum: int) -> None:
     config = tmp_path / "sipguard.yaml"
     udp = free_port()
     write_config(config, udp, free_port())
@@ -314,7 +316,7 @@ def test_sigterm_exits_0(tmp_path: Path, daemons: list[Daemon]) -> None:
     daemons.append(daemon)
     daemon.wait_line("started")
     assert options_to(udp).startswith(b"SIP/2.0 200 ")
-    daemon.proc.send_signal(signal.SIGTERM)
+    daemon.proc.send_signal(signum)
     assert daemon.proc.wait(15) == 0
     daemon.wait_line("stopping")
 
