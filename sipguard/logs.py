@@ -19,10 +19,10 @@ The speed budget is ~5 µs per line (measured by scripts/bench_observe): log dec
 from __future__ import annotations
 
 import contextlib
-import functools
 import io
 import re
 import sys
+import time
 from collections.abc import Mapping
 from typing import IO, Any, BinaryIO, Final, TextIO, cast
 
@@ -55,6 +55,7 @@ CAPS: Final[dict[str, int]] = {
     "trunk": 128,
     "detail": 512,
     "exception": 16384,
+    "event": 128,
 }
 # Containers are logged up to this many items, nested up to this depth.
 MAX_ITEMS: Final = 64
@@ -71,10 +72,25 @@ def _escape_table() -> dict[int, str]:
 _ESCAPES: Final = _escape_table()
 
 
-@functools.lru_cache(maxsize=1024)
 def is_secret_key(key: str) -> bool:
     """Whether the value logged under `key` must be replaced by "[redacted]"."""
-    return _SECRET_KEY.search(key) is not None
+    return _key_cap(key) == 0
+
+
+# key -> length cap, 0 meaning "secret: redact". Keys are names in our code, so the dict stays
+# small; it is cleared if something ever logs unbounded key names.
+_KEY_CAPS: dict[str, int] = {}
+_SCALARS: Final = frozenset({int, float, bool, type(None)})
+
+
+def _key_cap(key: str) -> int:
+    cap = _KEY_CAPS.get(key)
+    if cap is None:
+        cap = 0 if _SECRET_KEY.search(key) else CAPS.get(key, DEFAULT_CAP)
+        if len(_KEY_CAPS) > 4096:
+            _KEY_CAPS.clear()
+        _KEY_CAPS[key] = cap
+    return cap
 
 
 def clean_text(value: str, cap: int = DEFAULT_CAP) -> str:
@@ -90,10 +106,10 @@ def clean_text(value: str, cap: int = DEFAULT_CAP) -> str:
 
 
 def _clean(value: Any, cap: int, depth: int) -> Any:
+    if type(value) in _SCALARS:
+        return value
     if isinstance(value, str):
         return clean_text(value, cap)
-    if value is None or isinstance(value, bool | int | float):
-        return value
     if isinstance(value, bytes | bytearray):
         return clean_text(bytes(value[: cap * 4]).decode("utf-8", "backslashreplace"), cap)
     if depth >= MAX_DEPTH:
@@ -111,25 +127,57 @@ def _clean(value: Any, cap: int, depth: int) -> Any:
 def sanitize(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
     """structlog processor: redact secrets, bound lengths, escape control characters.
 
-    Also puts `timestamp`, `level` and `event` first, for people reading raw lines."""
-    out: EventDict = {}
-    for key in ("timestamp", "level", "event"):
-        if key in event_dict:
-            out[key] = event_dict[key]
+    Also puts `timestamp`, `level` and `event` first, for people reading raw lines. The common
+    case (short printable strings and numbers) costs one dict lookup and two C scans per field."""
     for key, value in event_dict.items():
-        if key in out:
-            continue
-        if is_secret_key(key):
-            out[key] = REDACTED
-        elif isinstance(value, str):
-            out[key] = clean_text(value, CAPS.get(key, DEFAULT_CAP))
-        elif value is None or isinstance(value, bool | int | float):
-            out[key] = value
-        else:
-            out[key] = _clean(value, CAPS.get(key, DEFAULT_CAP), 0)
-    if isinstance(out.get("event"), str):
-        out["event"] = clean_text(out["event"], 128)
-    return out
+        cap = _KEY_CAPS.get(key)
+        if cap is None:
+            cap = _key_cap(key)
+        if cap == 0:
+            event_dict[key] = REDACTED
+        elif type(value) is str:
+            if len(value) > cap or "=" in value or not value.isprintable():
+                event_dict[key] = clean_text(value, cap)
+        elif type(value) not in _SCALARS:
+            event_dict[key] = _clean(value, cap, 0)
+    if "timestamp" in event_dict and "level" in event_dict and "event" in event_dict:
+        # a dict display keeps the first position of a repeated key: these three come first
+        return {
+            "timestamp": event_dict["timestamp"],
+            "level": event_dict["level"],
+            "event": event_dict["event"],
+            **event_dict,
+        }
+    return event_dict
+
+
+class _UtcTimestamp:
+    """structlog processor: `timestamp` as ISO 8601 UTC with microseconds (`...T22:04:35.123456Z`).
+
+    Same output as `TimeStamper(fmt="iso", utc=True)` at a fifth of the cost: the date and time
+    of day are formatted once per second."""
+
+    __slots__ = ("_prefix", "_second")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        event_dict["timestamp"] = f"{self._prefix}.{int((now - second) * 1e6):06d}Z"
+        return event_dict
+
+
+def _format_exception(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+    """`exc_info` -> `exception` (plain traceback text, no locals: they may hold a password)."""
+    if "exc_info" in event_dict:
+        return structlog.processors.format_exc_info(logger, method_name, event_dict)
+    return event_dict
 
 
 class _SafeBytesLogger(structlog.BytesLogger):
@@ -219,9 +267,8 @@ def configure_logging(
         format = "console" if _isatty(out) else "json"
     shared: list[Processor] = [
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-        # plain traceback text: no locals (they may hold a password), no colours
-        structlog.processors.format_exc_info,
+        _UtcTimestamp(),
+        _format_exception,
         sanitize,
     ]
     factory: Any
