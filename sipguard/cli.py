@@ -61,9 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EX_USAGE
     if args.command == "run":
+        from sipguard.observer import build_observer
         from sipguard.server import run_from_file
 
-        return run_from_file(args.config)
+        return run_from_file(args.config, observer_factory=build_observer)
     if args.command == "check-config":
         from sipguard.config import check_config_command
 

@@ -86,6 +86,7 @@ from sipguard.sip import (
     build_response,
     parse_credentials,
     parse_message,
+    parse_uri,
 )
 from sipguard.sip.fields import SipUri, Via
 
@@ -125,6 +126,32 @@ def _ip_key(host: str) -> str:
     if host.startswith("::ffff:") and "." in host:
         return host[7:]
     return host
+
+
+def _same_uri(digest_uri: bytes, request: Request) -> bool:
+    """The digest `uri` names the Request-URI (RFC 3261 §22.4, SECURITY-CASES 25).
+
+    Equal bytes; or a SIP URI with the same scheme, host and port and either the same user or
+    none: SIPp and several UAs answer with `sip:HOST:PORT` (and write `sip:::1:5060` for
+    `sip:[::1]:5060`). A user part that differs, another host, port or scheme never match."""
+    if digest_uri == request.uri:
+        return True
+    ruri = request.request_uri
+    if not ruri.is_sip:
+        return False
+    port = ruri.port or 5060
+    if b":" in ruri.host and digest_uri == b"%s:%s:%d" % (ruri.scheme, ruri.host, port):
+        return True
+    try:
+        uri = parse_uri(digest_uri)
+    except ParseError:
+        return False
+    return (
+        uri.scheme == ruri.scheme
+        and uri.host == ruri.host
+        and (uri.port or 5060) == port
+        and (uri.user is None or uri.user == ruri.user)
+    )
 
 
 class Core:
@@ -579,7 +606,7 @@ class Core:
             failure = "wrong password"
         elif not entry.valid_at(now):
             failure = "credential expired"
-        elif answer.uri.encode("utf-8") != msg.uri:
+        elif not _same_uri(answer.uri.encode("utf-8"), msg):
             failure = "digest uri differs from the Request-URI"
         elif answer.opaque is not None and not self._issuer.check_opaque(
             answer.opaque, self._realm

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
@@ -385,3 +386,30 @@ def test_key_is_not_in_any_action() -> None:
     for action in c.handle(req, CLIENT, LOCAL, None, NOW + 1):
         assert KEY not in getattr(action, "data", b"")
         assert "s3cret" not in repr(action)
+
+
+def test_digest_uri_without_ipv6_brackets_is_the_same_uri() -> None:
+    """SIPp writes uri="sip:::1:5060" for the Request-URI sip:[::1]:5060."""
+    c = core(settings(Trunk("acme", whitelist=("::1",), credentials=(alice(),))))
+    v6 = dataclasses.replace(CLIENT, host="::1")
+    uri = "sip:[::1]:5060"
+    params = challenge(only(c.handle(request(uri=uri), v6, LOCAL, None, NOW)))
+    value = answer(params, "REGISTER", uri="sip:::1:5060")
+    req = with_auth(request(uri=uri, cseq=2), "Authorization", value)
+    assert only(c.handle(req, v6, LOCAL, None, NOW + 1)).cause is Cause.ADMITTED_DIGEST
+    value = answer(params, "REGISTER", uri="sip:::2:5060", nc=2)
+    req = with_auth(request(uri=uri, cseq=3), "Authorization", value)
+    assert only(c.handle(req, v6, LOCAL, None, NOW + 1)).cause is Cause.AUTH_FAILED
+
+
+def test_digest_uri_naming_the_host_without_user_is_the_same_uri() -> None:
+    """SIPp answers INVITE sip:service@HOST:PORT with uri="sip:HOST:PORT"."""
+    c = core(settings(digest_trunk()))
+    params = challenge(only(c.handle(request("INVITE"), CLIENT, LOCAL, None, NOW)))
+    value = answer(params, "INVITE", uri="sip:127.0.0.1:5060")
+    req = with_auth(request("INVITE", cseq=2), "Proxy-Authorization", value)
+    assert only(c.handle(req, CLIENT, LOCAL, None, NOW + 1)).cause is Cause.ADMITTED_DIGEST
+    for n, uri in enumerate(("sip:127.0.0.1:5061", "sips:127.0.0.1:5060", "sip:10.0.0.1:5060")):
+        value = answer(params, "INVITE", uri=uri, nc=n + 2)
+        req = with_auth(request("INVITE", cseq=n + 3), "Proxy-Authorization", value)
+        assert only(c.handle(req, CLIENT, LOCAL, None, NOW + 1)).cause is Cause.AUTH_FAILED, uri
