@@ -1,4 +1,4 @@
-"""sipguard: a SIP edge authentication proxy (IP whitelist and digest auth in front of a SIP platform)."""
+"""sipguard: a SIP edge authentication proxy (IP whitelist and digest auth before a platform)."""
 
 from __future__ import annotations
 

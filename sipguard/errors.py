@@ -28,7 +28,9 @@ class SipError(SipguardError):
     status: int = 500
     reason: str = "Server Internal Error"
 
-    def __init__(self, detail: str, *, status: int | None = None, reason: str | None = None) -> None:
+    def __init__(
+        self, detail: str, *, status: int | None = None, reason: str | None = None
+    ) -> None:
         if status is not None:
             self.status = status
         if reason is not None:
