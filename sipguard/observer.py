@@ -17,6 +17,7 @@ RFC 3261 §16.10 (the 200 to a CANCEL accompanies its forwarding: `ACCOMPANYING_
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -26,10 +27,10 @@ from structlog.typing import FilteringBoundLogger
 
 from sipguard import __version__
 from sipguard.logs import configure_logging
-from sipguard.metrics import ACCOMPANYING_REPLY_CAUSES, Metrics, is_dropped_response
+from sipguard.metrics import ACCOMPANYING_REPLY_CAUSES, Metrics, is_dropped_response, serve_metrics
 from sipguard.notify import Notifier
 from sipguard.proxy.actions import Action, Address, BanEvent, Cause, Drop, Forward, Reply
-from sipguard.settings import LogSettings, Settings
+from sipguard.settings import LogSettings, MetricsSettings, Settings
 
 DEBUG: Final = 10
 INFO: Final = 20
@@ -124,9 +125,13 @@ class Observer:
         log_burst: float = DEFAULT_LOG_BURST,
         log_settings: LogSettings | None = None,
         log_stream: IO[Any] | None = None,
+        endpoint: MetricsSettings | None = None,
+        serve_endpoint: bool = False,
     ) -> None:
         """`log_settings`: the logging this observer configured (see `build_observer`); when
-        given, a reload whose `log:` section differs reconfigures logging to `log_stream`."""
+        given, a reload whose `log:` section differs reconfigures logging to `log_stream`.
+        `serve_endpoint`: serve /metrics and /healthz on `endpoint` once `started()` runs in the
+        loop, and follow `metrics.listen` on reloads; False leaves the endpoint to the caller."""
         self.metrics = metrics
         self.notifier = notifier
         self._clock = clock
@@ -138,6 +143,10 @@ class Observer:
         self._emit: dict[int, Callable[..., Any]] = {}
         self._log_settings = log_settings
         self._log_stream = log_stream
+        self._serve = serve_endpoint
+        self._endpoint_settings = endpoint
+        self._endpoint: asyncio.Server | None = None
+        self._endpoint_tasks: set[asyncio.Task[None]] = set()
         self.set_logger(logger)
         if metrics is not None:
             metrics.bans_active.set_function(self.active_bans)
@@ -321,6 +330,7 @@ class Observer:
     def started(self, listeners: Sequence[str]) -> None:
         """Every listener is bound: tell systemd the service is up."""
         self._log(INFO, "started", listeners=list(listeners), version=__version__, pid=os.getpid())
+        self._open_endpoint()
         if self.notifier is not None:
             self.notifier.ready(f"serving on {', '.join(listeners)}")
 
@@ -336,6 +346,13 @@ class Observer:
             self.set_logger(
                 configure_logging(settings.log.level, settings.log.format, self._log_stream)
             )
+        if self._serve and self._endpoint_settings != settings.metrics:
+            self._close_endpoint()
+            self._endpoint_settings = settings.metrics
+            if settings.metrics is not None and self.metrics is None:
+                self.metrics = Metrics(trunks=[trunk.name for trunk in settings.trunks])
+                self.metrics.bans_active.set_function(self.active_bans)
+            self._open_endpoint()
         if self.metrics is not None:
             self.metrics.config_reloaded(ok=True)
             self.metrics.set_trunks(trunk.name for trunk in settings.trunks)
@@ -360,9 +377,50 @@ class Observer:
             self.notifier.ready("serving; configuration reload FAILED, previous one kept")
 
     def stopping(self) -> None:
+        self._close_endpoint()
         self._log(INFO, "stopping")
         if self.notifier is not None:
             self.notifier.stopping("stopping")
+
+    # -- the /metrics endpoint ---------------------------------------------------------------
+
+    def _open_endpoint(self) -> None:
+        where = self._endpoint_settings
+        if not self._serve or where is None or self.metrics is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # not in the event loop (a test, a tool): nothing to serve from
+        task = loop.create_task(self._serve_endpoint(self.metrics, where))
+        self._endpoint_tasks.add(task)
+        task.add_done_callback(self._endpoint_tasks.discard)
+
+    async def _serve_endpoint(self, metrics: Metrics, where: MetricsSettings) -> None:
+        url = f"http://{'[' + where.host + ']' if ':' in where.host else where.host}:{where.port}"
+        try:
+            server = await serve_metrics(metrics, where.host, where.port)
+        except OSError as exc:
+            # metrics are not worth refusing SIP service for: say so loudly and keep serving
+            self.listener_error(f"{url}/metrics", exc.strerror or str(exc))
+            return
+        if self._endpoint_settings != where:  # a reload moved it while we were binding
+            server.close()
+            return
+        self._endpoint = server
+        self._log(INFO, "metrics_listening", url=f"{url}/metrics")
+
+    def _close_endpoint(self) -> None:
+        for task in list(self._endpoint_tasks):
+            task.cancel()
+        if self._endpoint is not None:
+            self._endpoint.close()
+            self._endpoint = None
+
+    @property
+    def endpoint(self) -> asyncio.Server | None:
+        """The running /metrics server, if this observer started one."""
+        return self._endpoint
 
 
 def build_observer(settings: Settings, *, stream: IO[Any] | None = None) -> Observer:
@@ -370,8 +428,8 @@ def build_observer(settings: Settings, *, stream: IO[Any] | None = None) -> Obse
     stdout), a `Metrics` with the configured trunks when `settings.metrics` is set, and a
     notifier when run by systemd. Usable as `server.run_from_file(observer_factory=...)`.
 
-    The HTTP endpoint needs the running loop, so the server starts it:
-    `await serve_metrics(observer.metrics, settings.metrics.host, settings.metrics.port)`."""
+    The observer serves /metrics and /healthz on `settings.metrics` once `started()` is called
+    from the event loop (a port in use there is logged as `listener_error`, not fatal)."""
     logger = configure_logging(settings.log.level, settings.log.format, stream)
     metrics = None
     if settings.metrics is not None:
@@ -382,4 +440,6 @@ def build_observer(settings: Settings, *, stream: IO[Any] | None = None) -> Obse
         Notifier.from_environ(),
         log_settings=settings.log,
         log_stream=stream,
+        endpoint=settings.metrics,
+        serve_endpoint=True,
     )

@@ -4,8 +4,10 @@ a flood of one event is bounded in lines but not in counts."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
+import socket
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -442,3 +444,81 @@ def test_build_observer_and_log_level_follows_reload(monkeypatch: pytest.MonkeyP
     events = [orjson.loads(line)["event"] for line in out.getvalue().splitlines()]
     assert events == ["config_reloaded", "challenged"]
     assert build_observer(make_settings(with_metrics=False), stream=out).metrics is None
+
+
+async def wait_for(predicate: Any, deadline: float = 5.0) -> None:
+    """Poll `predicate` on the loop until true or the deadline passes."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline
+    while not predicate():
+        assert loop.time() < end, "condition not reached before the deadline"
+        await asyncio.sleep(0.01)
+
+
+async def fetch(port: int, path: str) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\n\r\n".encode())
+    try:
+        return await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def with_endpoint(port: int) -> Settings:
+    settings = make_settings()
+    return Settings(
+        settings.source,
+        settings.listen,
+        settings.tls,
+        settings.upstream,
+        settings.auth,
+        settings.trunks,
+        MetricsSettings("127.0.0.1", port),
+        settings.log,
+    )
+
+
+async def test_endpoint_follows_start_reload_and_stop(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    out = io.BytesIO()
+    first, second = free_port(), free_port()
+    observer = build_observer(with_endpoint(first), stream=out)
+    observer.started(["udp://127.0.0.1:5060"])
+    await wait_for(lambda: observer.endpoint is not None)
+    assert (await fetch(first, "/healthz")).endswith(b"ok\n")
+    assert b"sipguard_build_info" in await fetch(first, "/metrics")
+    observer.config_reloaded(with_endpoint(second))  # metrics.listen moved
+    await wait_for(lambda: observer.endpoint is not None)
+    assert (await fetch(second, "/healthz")).endswith(b"ok\n")
+    with pytest.raises(OSError):
+        await fetch(first, "/healthz")
+    observer.stopping()
+    assert observer.endpoint is None
+    events = [orjson.loads(line)["event"] for line in out.getvalue().splitlines()]
+    assert events.count("metrics_listening") == 2
+
+
+async def test_endpoint_port_in_use_is_reported_not_fatal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    out = io.BytesIO()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        observer = build_observer(with_endpoint(port), stream=out)
+        observer.started(["udp://127.0.0.1:5060"])
+
+        def reported() -> bool:
+            return b"listener_error" in out.getvalue()
+
+        await wait_for(reported)
+    assert observer.endpoint is None
+    observer.stopping()
