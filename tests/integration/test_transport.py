@@ -363,6 +363,20 @@ def test_tcp_slowloris_cut_off(run: Runner[None]) -> None:
     run(scenario())
 
 
+def test_tcp_deadline_applies_to_the_next_pipelined_message(run: Runner[None]) -> None:
+    async def scenario() -> None:
+        core = EchoCore()
+        settings = make_settings(("tcp", "127.0.0.1"), read_deadline=0.3)
+        async with serving(settings, core) as server:
+            reader, writer = await connect(server.address_of("tcp"))
+            writer.write(sip(b"A") + b"INVITE sip:x SIP/2.0\r\nCall-")  # one and a half
+            assert await reader.readline() == b"OK 1\r\n"
+            assert await read_closed(reader)  # the half never completes
+            assert len(core.received) == 1
+
+    run(scenario())
+
+
 def test_tcp_connection_cap_per_source(run: Runner[None]) -> None:
     async def scenario() -> None:
         observer = RecordingObserver()
@@ -471,6 +485,44 @@ def test_tls_handshake_and_message(run: Runner[None], certs: tuple[trustme.CA, P
 
 
 @pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated:DeprecationWarning")
+def test_tls_client_certificate_required(
+    run: Runner[None], certs: tuple[trustme.CA, Path, Path], tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        ca, chain, key = certs
+        ca_file = tmp_path / "ca.pem"
+        ca.cert_pem.write_to_path(str(ca_file))
+        settings = make_settings(
+            ("tls", "127.0.0.1"),
+            tls=TlsSettings(
+                certificate=str(chain),
+                private_key=str(key),
+                ca_file=str(ca_file),
+                verify_client=True,
+            ),
+        )
+        async with serving(settings) as server:
+            address = server.address_of("tls")
+            anonymous = ssl.create_default_context()
+            ca.configure_trust(anonymous)
+            with contextlib.suppress(ssl.SSLError, ConnectionError):
+                # TLS 1.3 may finish the client's side before the server checks the client
+                # certificate: the refusal then shows as a closed connection.
+                reader, writer = await connect(address, ssl=anonymous)
+                writer.write(sip(b"A"))
+                assert await read_closed(reader)
+                assert await reader.read() == b""
+            known = ssl.create_default_context()
+            ca.configure_trust(known)
+            ca.issue_cert("pbx.sipguard.test").configure_cert(known)
+            reader, writer = await connect(address, ssl=known)
+            writer.write(sip(b"A"))
+            assert await reader.readline() == b"OK 1\r\n"
+            writer.close()
+
+    run(scenario())
+
+
 def test_tls_1_1_refused(run: Runner[None], certs: tuple[trustme.CA, Path, Path]) -> None:
     async def scenario() -> None:
         ca = certs[0]
@@ -569,13 +621,14 @@ def test_udp_broadcast_destination_refused(run: Runner[None]) -> None:
     run(scenario())
 
 
-def test_udp_forward_to_closed_port_fails_upstream(run: Runner[None]) -> None:
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_udp_forward_to_closed_port_fails_upstream(run: Runner[None], host: str) -> None:
     """ICMP port unreachable is mapped back to the Forward; the core answers the client."""
 
     async def scenario() -> None:
         core = EchoCore()
-        core.upstream = Address(Transport.UDP, "127.0.0.1", free_port())  # nobody listens
-        async with serving(make_settings(("udp", "127.0.0.1")), core) as server:
+        core.upstream = Address(Transport.UDP, host, free_port(host))  # nobody listens
+        async with serving(make_settings(("udp", host)), core) as server:
             transport, client = await udp_client(server.address_of("udp"))
             transport.sendto(b"FWD one")
             assert await client.next() == b"503\r\n"
