@@ -484,7 +484,6 @@ def test_tls_handshake_and_message(run: Runner[None], certs: tuple[trustme.CA, P
     run(scenario())
 
 
-@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated:DeprecationWarning")
 def test_tls_client_certificate_required(
     run: Runner[None], certs: tuple[trustme.CA, Path, Path], tmp_path: Path
 ) -> None:
@@ -523,6 +522,7 @@ def test_tls_client_certificate_required(
     run(scenario())
 
 
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated:DeprecationWarning")
 def test_tls_1_1_refused(run: Runner[None], certs: tuple[trustme.CA, Path, Path]) -> None:
     async def scenario() -> None:
         ca = certs[0]
