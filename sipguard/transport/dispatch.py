@@ -16,9 +16,9 @@ Never does: SIP decisions; sending to multicast, broadcast or unspecified addres
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from sipguard.errors import ParseError
 from sipguard.proxy.actions import Address, Drop, Forward, Reply, Transport
@@ -45,7 +45,7 @@ class Dispatcher:
         framer_factory: Callable[[], Framer],
         limits: StreamLimits,
         *,
-        client_tls: Any = None,
+        client_tls: ssl.SSLContext | None = None,
     ) -> None:
         self.core = core
         self.observer = observer

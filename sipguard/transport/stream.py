@@ -149,6 +149,7 @@ class StreamConnection(asyncio.Protocol):
         self.peer = Address(self.kind, peername[0], peername[1])
         if not streams.admit(self):
             # Over a cap: cut it before spending anything on it (SECURITY-CASES 9).
+            streams.refused += 1
             self.state = State.CLOSED
             transport.abort()
             return
@@ -259,6 +260,7 @@ class StreamConnection(asyncio.Protocol):
         tls, incoming = self._tls_object, self._tls_in
         assert tls is not None and incoming is not None
         incoming.write(data)
+        was_open = self.state is State.OPEN
         if self.state is State.HANDSHAKING:
             try:
                 tls.do_handshake()
@@ -296,6 +298,11 @@ class StreamConnection(asyncio.Protocol):
         self._flush_tls()  # TLS 1.3 tickets, key updates
         if chunks and self.state is State.OPEN:
             self._feed(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        if was_open and not chunks and self._deadline is None and self.state is State.OPEN:
+            # Bytes without plaintext are (nearly always) part of a record: half a record is
+            # half a message, and trickling one is slow-loris too. The rare record without
+            # data (a TLS 1.3 KeyUpdate) only costs a connection that stays silent afterwards.
+            self._arm_deadline()
 
     def _write(self, transport: asyncio.Transport, data: bytes) -> None:
         tls = self._tls_object
@@ -358,9 +365,12 @@ class StreamConnection(asyncio.Protocol):
             # RFC 3261 §18.3 sets no bound; SECURITY-CASES 6 does: a whole message within
             # read_deadline of its first byte, or the connection goes (slow-loris). A held
             # lone CRLF (pong or half a ping) starts no message and no clock.
-            self._deadline = self._loop.call_later(
-                self.streams.limits.read_deadline, self._deadline_expired
-            )
+            self._arm_deadline()
+
+    def _arm_deadline(self) -> None:
+        self._deadline = self._loop.call_later(
+            self.streams.limits.read_deadline, self._deadline_expired
+        )
 
     def _framing_failed(self, error: ParseError) -> None:
         # The core may answer a routable error (400/513) before we close; then nothing more.
@@ -445,6 +455,7 @@ class Streams:
         self._per_source: dict[str, int] = {}
         self._inbound = 0
         self.outbound = 0
+        self.refused = 0  # inbound connections cut at once by a cap
         self._next_id = 0
 
     def new_id(self) -> int:

@@ -522,6 +522,47 @@ def test_tls_client_certificate_required(
     run(scenario())
 
 
+def test_tls_slowloris_half_record_cut_off(
+    run: Runner[None], certs: tuple[trustme.CA, Path, Path]
+) -> None:
+    """A TLS record trickled byte by byte (no plaintext ever completes) meets the deadline."""
+
+    async def scenario() -> None:
+        ca = certs[0]
+        context = ssl.create_default_context()
+        ca.configure_trust(context)
+        async with serving(tls_settings(certs, read_deadline=0.3)) as server:
+            address = server.address_of("tls")
+            reader, writer = await connect(address)
+            incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+            tls = context.wrap_bio(incoming, outgoing, server_hostname=address.host)
+            while True:  # the handshake, by hand
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    writer.write(outgoing.read())
+                    incoming.write(await asyncio.wait_for(reader.read(65536), DEADLINE))
+            writer.write(outgoing.read())
+            tls.write(sip(b"SLOW"))
+            record = outgoing.read()
+            cut = False
+            for index in range(len(record) - 1):  # never the whole record
+                if reader.at_eof():
+                    cut = True
+                    break
+                try:
+                    writer.write(record[index : index + 1])
+                    await writer.drain()
+                except ConnectionError:
+                    cut = True
+                    break
+                await asyncio.sleep(0.02)  # the attack's pace, not synchronisation
+            assert cut or await read_closed(reader)
+
+    run(scenario())
+
+
 @pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated:DeprecationWarning")
 def test_tls_1_1_refused(run: Runner[None], certs: tuple[trustme.CA, Path, Path]) -> None:
     async def scenario() -> None:
