@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from sipguard.errors import ParseError
 
@@ -96,56 +97,90 @@ LIST_HEADERS: frozenset[bytes] = frozenset(
     }
 )
 
+# --- grammar (RFC 3261 §25), compiled once ---
+
 _TOKEN_CLASS = rb"A-Za-z0-9\-.!%*_+`'~"
-TOKEN_RE = re.compile(rb"[" + _TOKEN_CLASS + rb"]+")
+_TOKEN = rb"[" + _TOKEN_CLASS + rb"]+"
+TOKEN_RE = re.compile(_TOKEN)
 # qdtext per RFC 3261 §25 plus raw control bytes other than CR/LF: RFC 4475 §3.1.1.2 (intmeth)
 # shows BEL/NUL/DEL in a display name; accepting them raw is harmless for a proxy that forwards
 # the bytes, and the quoted string still ends only at an unescaped DQUOTE.
 _QUOTED = rb'"(?:[^"\\\r\n]|\\[^\r\n])*"'
-QUOTED_RE = re.compile(_QUOTED)
+# gen-value = token / host / quoted-string (host may be an IPv6 reference, or unbracketed
+# IPv6 as in Via received, RFC 5118 §4.5; hence ':' beside the token characters).
 _GEN_VALUE = rb"(?:" + _QUOTED + rb"|\[[0-9A-Fa-f:.]+\]|[" + _TOKEN_CLASS + rb":]+)"
-# generic-param with the SWS RFC 3261 allows around SEMI and EQUAL (values kept raw).
-_PARAM_RE = re.compile(
-    rb"[ \t]*;[ \t]*([" + _TOKEN_CLASS + rb"]+)(?:[ \t]*=[ \t]*(" + _GEN_VALUE + rb"))?"
-)
-_WS_RE = re.compile(rb"[ \t]*")
+_PARAM = rb"[ \t]*;[ \t]*(" + _TOKEN + rb")(?:[ \t]*=[ \t]*(" + _GEN_VALUE + rb"))?"
+_PARAM_RE = re.compile(_PARAM)
+# *( SEMI generic-param ) with the SWS RFC 3261 allows around SEMI and EQUAL.
+_PARAMS = rb"(?:[ \t]*;[ \t]*" + _TOKEN + rb"(?:[ \t]*=[ \t]*" + _GEN_VALUE + rb")?)*"
 
-# SIP URI pieces (RFC 3261 §25: user, password, hostport, uri-parameters, headers).
+# SIP URI (RFC 3261 §19.1.1, §25): user, password, hostport, uri-parameters, headers.
 _USER = rb"[A-Za-z0-9\-_.!~*'()&=+$,;?/%]+"
+_USER_NS = rb"[A-Za-z0-9\-_.!~*'()&=+$/%]+"  # addr-spec form: no ';', '?', ','
 _PASSWORD = rb"[A-Za-z0-9\-_.!~*'()&=+$,%]*"
+_PASSWORD_NC = rb"[A-Za-z0-9\-_.!~*'()&=+$%]*"
+_IPV6REF = rb"\[[0-9A-Fa-f:.]+\]"
+# hostname / IPv4: hostname characters, no leading '.' or '-'; exact IPv6 syntax is checked
+# with ipaddress (RFC 5954), only when there are brackets.
+_HOSTNAME = rb"[A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9.])?"
+_HOST = rb"(?:" + _IPV6REF + rb"|" + _HOSTNAME + rb")"
+# port = 1*DIGIT, bounded to 0..65535 in the grammar itself so no range check is needed later.
+_PORT = rb"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[0-5][0-9]{4}|[0-9]{1,4})"
 _PCHAR = rb"[A-Za-z0-9\-_.!~*'()\[\]/:&+$%]"
 _HCHAR = rb"[A-Za-z0-9\-_.!~*'()\[\]/?:+$%]"
+_URI_HEADERS = _HCHAR + rb"+=" + _HCHAR + rb"*(?:&" + _HCHAR + rb"+=" + _HCHAR + rb"*)*"
+_SIP_SCHEME = rb"[Ss][Ii][Pp][Ss]?"
 _SIP_URI_RE = re.compile(
-    rb"([Ss][Ii][Pp][Ss]?):"
+    rb"(" + _SIP_SCHEME + rb"):"
     rb"(?:(" + _USER + rb")(?::(" + _PASSWORD + rb"))?@)?"
-    rb"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)"
-    rb"(?::([0-9]{1,5}))?"
+    rb"(" + _HOST + rb")(?::(" + _PORT + rb"))?"
     rb"((?:;" + _PCHAR + rb"+(?:=" + _PCHAR + rb"+)?)*)"
-    rb"(?:\?(" + _HCHAR + rb"+=" + _HCHAR + rb"*(?:&" + _HCHAR + rb"+=" + _HCHAR + rb"*)*))?"
+    rb"(?:\?(" + _URI_HEADERS + rb"))?"
 )
-_HOSTNAME_RE = re.compile(
-    rb"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.?"
+_SIP_URI_NC = (
+    _SIP_SCHEME + rb":(?:" + _USER + rb"(?::" + _PASSWORD + rb")?@)?" + _HOST
+    + rb"(?::" + _PORT + rb")?(?:;" + _PCHAR + rb"+(?:=" + _PCHAR + rb"+)?)*(?:\?" + _URI_HEADERS
+    + rb")?"
+)  # fmt: skip
+_SIP_ADDR_SPEC_NC = (
+    _SIP_SCHEME + rb":(?:" + _USER_NS + rb"(?::" + _PASSWORD_NC + rb")?@)?" + _HOST
+    + rb"(?::" + _PORT + rb")?"
+)  # fmt: skip
+# RFC 3261 §19.1.1 absoluteURI of another scheme: visible characters, not sip/sips (a sip URI
+# that failed its grammar must not slip through as "another scheme").
+_OTHER_URI_NC = rb"(?!" + _SIP_SCHEME + rb":)[A-Za-z][A-Za-z0-9+\-.]*:[^\x00-\x20\x7f<>\"]+"
+_OTHER_ADDR_SPEC_NC = (
+    rb"(?!" + _SIP_SCHEME + rb":)[A-Za-z][A-Za-z0-9+\-.]*:[^\x00-\x20\x7f<>\";,?]+"
 )
+_OTHER_URI_RE = re.compile(rb"([A-Za-z][A-Za-z0-9+\-.]*):[^\x00-\x20\x7f<>\"]+")
 _BAD_ESCAPE_RE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
-_SCHEME_RE = re.compile(rb"[A-Za-z][A-Za-z0-9+\-.]*:")
-# RFC 3261 §19.1.1 absoluteURI: anything visible without the delimiters a header would need.
-_OTHER_URI_RE = re.compile(rb"[A-Za-z][A-Za-z0-9+\-.]*:[^\x00-\x20\x7f<>\"]+")
+_HOST_PORT_RE = re.compile(rb"(" + _HOST + rb")(?::(" + _PORT + rb"))?")
 
-_VIA_HEAD_RE = re.compile(
-    rb"[ \t]*([" + _TOKEN_CLASS + rb"]+)[ \t]*/[ \t]*([" + _TOKEN_CLASS + rb"]+)[ \t]*/[ \t]*"
-    rb"([" + _TOKEN_CLASS + rb"]+)[ \t]+(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)"
-    rb"(?:[ \t]*:[ \t]*([0-9]{1,5}))?"
-)
-_CSEQ_RE = re.compile(rb"([0-9]{1,10})[ \t]+([" + _TOKEN_CLASS + rb"]+)")
+# One name-addr (RFC 3261 §20.10): [display-name] LAQUOT addr-spec RAQUOT *(SEMI param).
+# Inside <> no whitespace is allowed (RFC 4475 badaspec is rejected: our pinned choice).
 _NAME_ADDR_RE = re.compile(
-    rb"(?:(" + _QUOTED + rb")|([" + _TOKEN_CLASS + rb"]+(?:[ \t]+[" + _TOKEN_CLASS + rb"]+)*))?"
-    rb"[ \t]*<([^<>\x00-\x20\x7f\"]+)>"
+    rb"(?:(" + _QUOTED + rb")|(" + _TOKEN + rb"(?:[ \t]+" + _TOKEN + rb")*))?[ \t]*"
+    rb"<(" + _SIP_URI_NC + rb"|" + _OTHER_URI_NC + rb")>(" + _PARAMS + rb")[ \t]*"
 )
-_ADDR_SPEC_RE = re.compile(rb"[^;,?<>\x00-\x20\x7f\"]+")
+# addr-spec without <>: the URI may not hold ';', '?' or ',' (RFC 3261 §20; RFC 4475 regbadct),
+# so what follows the first ';' are header parameters (RFC 4475 cparam01).
+_ADDR_SPEC_RE = re.compile(
+    rb"(" + _SIP_ADDR_SPEC_NC + rb"|" + _OTHER_ADDR_SPEC_NC + rb")(" + _PARAMS + rb")[ \t]*"
+)
+
+# Via (RFC 3261 §20.42): sent-protocol LWS sent-by *( SEMI via-params ), LWS around '/' and ':'.
+_VIA_HEAD = (
+    rb"(" + _TOKEN + rb")[ \t]*/[ \t]*(" + _TOKEN + rb")[ \t]*/[ \t]*(" + _TOKEN + rb")[ \t]+"
+    rb"(" + _HOST + rb")(?:[ \t]*:[ \t]*(" + _PORT + rb"))?"
+)
+_VIA_HEAD_RE = re.compile(_VIA_HEAD)
+_VIA_RE = re.compile(_VIA_HEAD + rb"(" + _PARAMS + rb")[ \t]*")
+_CSEQ_RE = re.compile(rb"([0-9]{1,10})[ \t]+(" + _TOKEN + rb")")
 # One list element: quoted strings and <...> may hold commas (RFC 3261 §7.3.1).
 _LIST_ITEM_RE = re.compile(rb'(?:"(?:[^"\\]|\\.)*"|<[^>]*>|[^,"<])+', re.S)
 
 _MAX_32 = 0xFFFFFFFF
+_new_tuple = tuple.__new__
 
 Params = tuple[tuple[bytes, bytes | None], ...]
 
@@ -167,12 +202,61 @@ def _find_param(params: Params, name: bytes) -> tuple[bool, bytes | None]:
     return False, None
 
 
+def _parse_params(raw: bytes) -> Params:
+    """Split an already validated `*( SEMI generic-param )` section."""
+    if not raw:
+        return ()
+    return tuple((name.lower(), value or None) for name, value in _PARAM_RE.findall(raw))
+
+
+def parse_params(text: bytes, pos: int = 0) -> Params:
+    """Parse and validate `*( SEMI generic-param )` from `text[pos:]` to its end."""
+    m = re.fullmatch(b"(" + _PARAMS + rb")[ \t]*", text[pos:])
+    if m is None:
+        raise _fail("malformed header parameters")
+    return _parse_params(m.group(1))
+
+
+def _check_ipv6(inner: bytes) -> None:
+    # RFC 5954 corrected the RFC 3261 IPv6reference ABNF: only RFC 4291 text forms are valid,
+    # so the three-colon form of RFC 5118 §4.10 is rejected (our pinned choice).
+    try:
+        ipaddress.IPv6Address(inner.decode("ascii"))
+    except ValueError:
+        raise _fail("invalid IPv6 reference") from None
+
+
+def _host(host: bytes) -> bytes:
+    """Host as written (already matched by _HOST) -> lowercase, IPv6 without brackets."""
+    if host[:1] == b"[":
+        inner = host[1:-1]
+        _check_ipv6(inner)
+        return inner.lower()
+    return host.lower()
+
+
+def _port(port: bytes | None) -> int | None:
+    # the grammar (_PORT) already bounds the value to 0..65535
+    return None if port is None else int(port)
+
+
+def _check_uri_extras(uri: bytes) -> None:
+    """What the URI regexes leave out: %HH escapes, IPv6 syntax, port range."""
+    if b"%" in uri and _BAD_ESCAPE_RE.search(uri) is not None:
+        raise _fail("malformed escape in URI")
+    if b"[" in uri:
+        m = _SIP_URI_RE.fullmatch(uri)
+        if m is not None:
+            _host(m.group(4))
+
+
 @dataclass(frozen=True, slots=True)
 class SipUri:
     """A URI. For `sip`/`sips` every part is parsed; for other schemes (`tel`, unknown) only
     `scheme` and `raw` are meaningful (`host` is empty). `scheme` is lowercase; `user` and
     `password` are raw (escapes kept, `;` allowed in the user part: RFC 4475 semiuri); `host`
-    is lowercase with IPv6 brackets removed; param names are lowercase, values raw."""
+    is lowercase with IPv6 brackets removed; param names are lowercase, values raw; `headers`
+    are the `?name=value` pairs, raw."""
 
     scheme: bytes
     user: bytes | None
@@ -181,7 +265,7 @@ class SipUri:
     port: int | None
     params: Params
     headers: tuple[tuple[bytes, bytes], ...]
-    raw: bytes
+    raw: bytes = field(repr=False)  # may hold the (deprecated) password
 
     @property
     def is_sip(self) -> bool:
@@ -195,22 +279,102 @@ class SipUri:
         return _find_param(self.params, name)[0]
 
 
-@dataclass(frozen=True, slots=True)
-class Via:
-    """One Via value (RFC 3261 §20.42). `transport` is uppercase (`UDP`, `TCP`, `TLS`, or an
-    unknown token kept as sent, uppercased); `host` has IPv6 brackets removed; `params` keep
-    their order, names lowercase, values raw or None for a flag.
+def parse_uri(raw: bytes, *, max_bytes: int = 1024) -> SipUri:
+    """Parse a URI. `sip:`/`sips:` must match RFC 3261 §19.1 exactly (an unbracketed IPv6
+    host is an error, RFC 5118 §4.2; `[2001:db8::10:5070]` is a host without port, §4.3;
+    escapes must be %HH); other schemes are only checked to be an absoluteURI and recorded."""
+    if len(raw) > max_bytes:
+        raise _fail("URI too long")
+    m = _SIP_URI_RE.fullmatch(raw)
+    if m is None:
+        other = _OTHER_URI_RE.fullmatch(raw)
+        if other is None or other.group(1).lower() in (b"sip", b"sips"):
+            raise _fail("malformed URI")
+        return SipUri(other.group(1).lower(), None, None, b"", None, (), (), raw)
+    if b"%" in raw and _BAD_ESCAPE_RE.search(raw) is not None:
+        raise _fail("malformed escape in URI")
+    scheme, user, password, host, port, params_raw, headers_raw = m.groups()
+    params: Params = ()
+    if params_raw:
+        items = []
+        for item in params_raw[1:].split(b";"):
+            name, eq, value = item.partition(b"=")
+            items.append((name.lower(), value if eq else None))
+        params = tuple(items)
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+    if headers_raw:
+        headers = tuple(
+            (name, value)
+            for name, _, value in (item.partition(b"=") for item in headers_raw.split(b"&"))
+        )
+    return SipUri(scheme.lower(), user, password, _host(host), _port(port), params, headers, raw)
 
-    RFC 3581 rport is exposed as two fields so that a flag can never be mistaken for a port:
-    `has_rport` (the parameter is present, with or without value) and `rport` (its port, or
-    None when absent or a bare flag)."""
+
+def check_request_uri(raw: bytes, max_bytes: int) -> None:
+    """Validate a Request-URI without building it: a sip/sips URI per §19.1 without URI
+    headers (RFC 4475 escruri), or an absoluteURI of another scheme (the core answers 416)."""
+    if len(raw) > max_bytes:
+        raise _fail("URI too long")
+    m = _SIP_URI_RE.fullmatch(raw)
+    if m is None:
+        other = _OTHER_URI_RE.fullmatch(raw)
+        if other is None or other.group(1).lower() in (b"sip", b"sips"):
+            raise _fail("malformed Request-URI")
+        return
+    if m.group(7) is not None:
+        raise _fail("headers in the Request-URI")
+    if b"%" in raw and _BAD_ESCAPE_RE.search(raw) is not None:
+        raise _fail("malformed escape in URI")
+    host = m.group(4)
+    if host[:1] == b"[":
+        _host(host)
+
+
+class Via:
+    """One Via value (RFC 3261 §20.42), validated when built; parameters split on first use.
+
+    `protocol` e.g. `SIP/2.0`; `transport` uppercase (`UDP`, `TCP`, `TLS`, or an unknown token
+    kept, uppercased); `host` lowercase with IPv6 brackets removed; `port` int or None;
+    `params` in order, names lowercase, values raw (None for a flag); `raw` the value as
+    received (unfolded).
+
+    RFC 3581 rport is two properties so that a flag is never mistaken for a port: `has_rport`
+    (present, with or without value) and `rport` (its port, None when absent or a bare flag).
+    Effectively immutable (a slots class rather than a frozen dataclass: one is built per Via
+    on the hot path, and the parameters are split lazily)."""
+
+    __slots__ = ("_params", "_params_raw", "host", "port", "protocol", "raw", "transport")
 
     protocol: bytes
     transport: bytes
     host: bytes
     port: int | None
-    params: Params
     raw: bytes
+
+    def __init__(self, value: bytes) -> None:
+        m = _VIA_RE.fullmatch(value)
+        if m is None:
+            raise _fail("malformed Via")
+        name, version, transport, host, port, params = m.groups()
+        self.protocol = name + b"/" + version
+        self.transport = transport.upper()
+        self.host = _host(host)
+        self.port = None if port is None else int(port)
+        self.raw = value
+        self._params_raw = params
+        self._params: Params | None = None
+        if b"=" in params and b"rport" in params.lower():
+            # validate now so that the rport property never raises (RFC 3581: 1*DIGIT)
+            rport = self.param(b"rport")
+            if rport is not None and (not rport.isdigit() or len(rport) > 5 or int(rport) > 65535):
+                raise _fail("malformed rport")
+
+    @property
+    def params(self) -> Params:
+        params = self._params
+        if params is None:
+            params = self._params = _parse_params(self._params_raw)
+        return params
 
     def param(self, name: bytes) -> bytes | None:
         return _find_param(self.params, name)[1]
@@ -245,18 +409,69 @@ class Via:
         host = b"[" + self.host + b"]" if b":" in self.host else self.host
         return host if self.port is None else host + b":%d" % self.port
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Via) and other.raw == self.raw
 
-@dataclass(frozen=True, slots=True)
+    def __hash__(self) -> int:
+        return hash(self.raw)
+
+    def __repr__(self) -> str:
+        return (
+            f"Via(protocol={self.protocol!r}, transport={self.transport!r}, host={self.host!r}, "
+            f"port={self.port!r}, params={self.params!r})"
+        )
+
+
 class NameAddr:
-    """A name-addr or addr-spec with header parameters (From, To, Contact, Route...).
-    `display_name` is the display name as written (quotes removed, escapes kept) or None;
-    `uri` is always a `SipUri` (non-SIP schemes carry only scheme and raw); `params` are the
-    header parameters (after the `>` or after an addr-spec), names lowercase, values raw."""
+    """A name-addr or addr-spec with header parameters (From, To, Contact, Route...),
+    validated when built; the URI and the parameters are split on first use.
+
+    `display_name`: as written (quotes removed, escapes kept) or None; `uri`: a `SipUri`
+    (non-SIP schemes carry only scheme and raw); `params`: header parameters (after `>` or
+    after an addr-spec), names lowercase, values raw; `raw`: the value as received (unfolded).
+    Effectively immutable (slots class for speed, see `Via`)."""
+
+    __slots__ = ("_params", "_params_raw", "_uri", "_uri_max", "display_name", "raw", "uri_raw")
 
     display_name: bytes | None
-    uri: SipUri
-    params: Params
+    uri_raw: bytes
     raw: bytes
+
+    def __init__(self, value: bytes, max_uri_bytes: int = 1024) -> None:
+        m = _NAME_ADDR_RE.fullmatch(value)
+        if m is not None:
+            quoted, tokens, uri, params = m.groups()
+            self.display_name = quoted[1:-1] if quoted is not None else tokens
+        else:
+            m = _ADDR_SPEC_RE.fullmatch(value)
+            if m is None:
+                raise _fail("malformed name-addr or addr-spec")
+            uri, params = m.groups()
+            self.display_name = None
+        if len(uri) > max_uri_bytes:
+            raise _fail("URI too long")
+        if b"%" in uri or b"[" in uri:
+            _check_uri_extras(uri)
+        self.uri_raw = uri
+        self.raw = value
+        self._params_raw = params
+        self._params: Params | None = None
+        self._uri: SipUri | None = None
+        self._uri_max = max_uri_bytes
+
+    @property
+    def uri(self) -> SipUri:
+        uri = self._uri
+        if uri is None:
+            uri = self._uri = parse_uri(self.uri_raw, max_bytes=self._uri_max)
+        return uri
+
+    @property
+    def params(self) -> Params:
+        params = self._params
+        if params is None:
+            params = self._params = _parse_params(self._params_raw)
+        return params
 
     @property
     def tag(self) -> bytes | None:
@@ -268,9 +483,20 @@ class NameAddr:
     def has_param(self, name: bytes) -> bool:
         return _find_param(self.params, name)[0]
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, NameAddr) and other.raw == self.raw
 
-@dataclass(frozen=True, slots=True)
-class CSeq:
+    def __hash__(self) -> int:
+        return hash(self.raw)
+
+    def __repr__(self) -> str:
+        return (
+            f"NameAddr(display_name={self.display_name!r}, uri={self.uri_raw!r}, "
+            f"params={self.params!r})"
+        )
+
+
+class CSeq(NamedTuple):
     """RFC 3261 §20.16: sequence number (32 bits) and method (case-sensitive, as received)."""
 
     number: int
@@ -293,115 +519,22 @@ class Credentials:
         return self.scheme.lower() == b"digest"
 
 
-def parse_params(text: bytes, pos: int) -> Params:
-    """Parse `*( SEMI generic-param )` from `text[pos:]` to its end (trailing LWS allowed)."""
-    params: list[tuple[bytes, bytes | None]] = []
-    end = len(text)
-    match = _PARAM_RE.match
-    while pos < end:
-        m = match(text, pos)
-        if m is None:
-            tail = _WS_RE.match(text, pos)
-            if tail is not None and tail.end() == end:
-                break
-            raise _fail("malformed header parameters")
-        params.append((m.group(1).lower(), m.group(2)))
-        pos = m.end()
-    return tuple(params)
-
-
-def _check_ipv6(inner: bytes) -> None:
-    # RFC 5954 corrected the RFC 3261 IPv6reference ABNF: only RFC 4291 text forms are valid,
-    # so the three-colon form of RFC 5118 §4.10 is rejected (our pinned choice).
-    try:
-        ipaddress.IPv6Address(inner.decode("ascii"))
-    except ValueError:
-        raise _fail("invalid IPv6 reference") from None
-
-
-def _check_host(host: bytes) -> bytes:
-    """Validate a host as written; return it lowercase, IPv6 without brackets."""
-    if host[:1] == b"[":
-        inner = host[1:-1]
-        _check_ipv6(inner)
-        return inner.lower()
-    if _HOSTNAME_RE.fullmatch(host) is None:
-        raise _fail("invalid host")
-    return host.lower()
-
-
-def _check_port(port: bytes | None) -> int | None:
-    if port is None:
-        return None
-    value = int(port)
-    if value > 65535:
-        raise _fail("port out of range")
-    return value
-
-
-def parse_uri(raw: bytes, *, max_bytes: int = 1024) -> SipUri:
-    """Parse a URI. `sip:`/`sips:` must match RFC 3261 §19.1 exactly (an unbracketed IPv6
-    host is an error, RFC 5118 §4.2; `[2001:db8::10:5070]` is a host without port, §4.3);
-    other schemes are only checked to be an absoluteURI and recorded."""
-    if len(raw) > max_bytes:
-        raise _fail("URI too long")
-    m = _SIP_URI_RE.fullmatch(raw)
-    if m is None:
-        scheme = _SCHEME_RE.match(raw)
-        if scheme is not None and scheme.group(0)[:-1].lower() not in (b"sip", b"sips"):
-            if _OTHER_URI_RE.fullmatch(raw) is None:
-                raise _fail("malformed URI")
-            return SipUri(scheme.group(0)[:-1].lower(), None, None, b"", None, (), (), raw)
-        raise _fail("malformed SIP URI")
-    if b"%" in raw and _BAD_ESCAPE_RE.search(raw) is not None:
-        raise _fail("malformed escape in URI")
-    scheme_b, user, password, host, port, params_raw, headers_raw = m.groups()
-    params: Params = ()
-    if params_raw:
-        items = []
-        for item in params_raw[1:].split(b";"):
-            name, eq, value = item.partition(b"=")
-            items.append((name.lower(), value if eq else None))
-        params = tuple(items)
-    headers: tuple[tuple[bytes, bytes], ...] = ()
-    if headers_raw:
-        hitems = []
-        for item in headers_raw.split(b"&"):
-            name, _, value = item.partition(b"=")
-            hitems.append((name, value))
-        headers = tuple(hitems)
-    return SipUri(
-        scheme_b.lower(),
-        user,
-        password,
-        _check_host(host),
-        _check_port(port),
-        params,
-        headers,
-        raw,
-    )
-
-
 def _split_spans(value: bytes) -> list[tuple[int, int]]:
     """Spans of the comma-separated elements of `value` (stripped of LWS). An empty element
     (`a,,b`, a trailing comma) is an error; an empty value has no element."""
     if not value:
         return []
+    spans = []
     if b'"' not in value and b"<" not in value:
-        spans = []
         pos = 0
         for part in value.split(b","):
-            start = pos
-            end = pos + len(part)
-            pos = end + 1
             stripped = part.strip(b" \t")
             if not stripped:
                 raise _fail("empty element in a comma-separated list")
-            lead = len(part) - len(part.lstrip(b" \t"))
-            spans.append((start + lead, start + lead + len(stripped)))
-            del end
+            lead = pos + len(part) - len(part.lstrip(b" \t"))
+            spans.append((lead, lead + len(stripped)))
+            pos += len(part) + 1
         return spans
-    spans = []
     pos = 0
     end = len(value)
     while True:
@@ -413,8 +546,8 @@ def _split_spans(value: bytes) -> list[tuple[int, int]]:
         stripped = part.strip(b" \t")
         if not stripped:
             raise _fail("empty element in a comma-separated list")
-        lead = len(part) - len(part.lstrip(b" \t"))
-        spans.append((s + lead, s + lead + len(stripped)))
+        lead = s + len(part) - len(part.lstrip(b" \t"))
+        spans.append((lead, lead + len(stripped)))
         if e >= end:
             return spans
         if value[e : e + 1] != b",":
@@ -426,6 +559,9 @@ def _split_spans(value: bytes) -> list[tuple[int, int]]:
 
 def split_list(value: bytes) -> list[bytes]:
     """Split a comma list, respecting quoted strings and <...> (RFC 3261 §7.3.1)."""
+    if b"," not in value:
+        stripped = value.strip(b" \t")
+        return [stripped] if stripped else []
     return [value[s:e] for s, e in _split_spans(value)]
 
 
@@ -436,69 +572,28 @@ def list_spans(value: bytes) -> list[tuple[int, int]]:
 
 def parse_via(value: bytes) -> Via:
     """Parse one Via value (not a list)."""
-    m = _VIA_HEAD_RE.match(value)
-    if m is None:
-        raise _fail("malformed Via")
-    name, version, transport, host, port = m.groups()
-    params = parse_params(value, m.end())
-    for key, pval in params:
-        if key == b"rport":
-            if pval is not None and (not pval.isdigit() or len(pval) > 5 or int(pval) > 65535):
-                raise _fail("malformed rport")
-        elif key == b"branch" and pval is not None and TOKEN_RE.fullmatch(pval) is None:
-            raise _fail("malformed branch")
-    return Via(
-        name + b"/" + version,
-        transport.upper(),
-        _check_host(host),
-        _check_port(port),
-        params,
-        value,
-    )
+    return Via(value)
 
 
 def parse_via_values(value: bytes) -> list[Via]:
     """All Via values of one header field value (a comma list)."""
-    vias = [parse_via(value[s:e]) for s, e in _split_spans(value)]
+    if b"," not in value:
+        return [Via(value)]
+    vias = [Via(part) for part in split_list(value)]
     if not vias:
         raise _fail("empty Via")
     return vias
 
 
-def _unquote_display(quoted: bytes) -> bytes:
-    return quoted[1:-1]
-
-
 def parse_name_addr(value: bytes, *, max_uri_bytes: int = 1024) -> NameAddr:
-    """Parse `( name-addr / addr-spec ) *( SEMI generic-param )` (RFC 3261 §20.10, §20.20).
-    In the addr-spec form the URI ends at the first `;` (those are header parameters,
-    RFC 4475 cparam01) and may not hold `,`, `?` or `;` (RFC 3261 §20: they need <>, regbadct);
-    inside <> no whitespace is allowed (badaspec is rejected)."""
-    m = _NAME_ADDR_RE.match(value)
-    if m is not None:
-        quoted, tokens, uri_raw = m.groups()
-        display = _unquote_display(quoted) if quoted is not None else tokens
-        pos = m.end()
-    else:
-        if b"<" in value or b'"' in value:
-            raise _fail("malformed name-addr")
-        a = _ADDR_SPEC_RE.match(value)
-        if a is None:
-            raise _fail("malformed addr-spec")
-        uri_raw = a.group(0)
-        display = None
-        pos = a.end()
-        if value[pos : pos + 1] not in (b";", b" ", b"\t", b""):
-            raise _fail("addr-spec needs <> around ',' or '?'")
-    uri = parse_uri(uri_raw, max_bytes=max_uri_bytes)
-    params = parse_params(value, pos)
-    return NameAddr(display, uri, params, value)
+    """Parse `( name-addr / addr-spec ) *( SEMI generic-param )` (RFC 3261 §20.10, §20.20)."""
+    return NameAddr(value, max_uri_bytes)
 
 
 def parse_name_addr_list(value: bytes, *, max_uri_bytes: int = 1024) -> list[NameAddr]:
-    return [
-        parse_name_addr(value[s:e], max_uri_bytes=max_uri_bytes) for s, e in _split_spans(value)
-    ]
+    if b"," not in value:
+        return [NameAddr(value, max_uri_bytes)]
+    return [NameAddr(part, max_uri_bytes) for part in split_list(value)]
 
 
 def parse_cseq(value: bytes) -> CSeq:
@@ -510,7 +605,26 @@ def parse_cseq(value: bytes) -> CSeq:
     number = int(m.group(1))
     if number > _MAX_32:
         raise _fail("CSeq number out of range")
-    return CSeq(number, m.group(2))
+    return _new_tuple(CSeq, (number, m.group(2)))
+
+
+def via_param_spans(element: bytes) -> tuple[int, list[tuple[bytes, int, int]]]:
+    """For one Via value: the offset where its parameters start and, for each parameter, its
+    lowercase name and the span of `;name[=value]` (leading LWS included). Used by edits."""
+    m = _VIA_HEAD_RE.match(element)
+    if m is None:
+        raise _fail("malformed Via")
+    pos = m.end()
+    head_end = pos
+    spans: list[tuple[bytes, int, int]] = []
+    end = len(element)
+    while pos < end:
+        p = _PARAM_RE.match(element, pos)
+        if p is None:
+            break
+        spans.append((p.group(1).lower(), pos, p.end()))
+        pos = p.end()
+    return head_end, spans
 
 
 # --- digest auth-params (RFC 3261 §25 credentials/challenge, RFC 7616 §3.4) ---
@@ -571,22 +685,3 @@ def parse_challenge(value: bytes, *, max_bytes: int = 8192) -> Credentials:
     """Parse a WWW-Authenticate / Proxy-Authenticate value; same rules and shape as
     `parse_credentials`."""
     return _parse_auth(value, max_bytes=max_bytes)
-
-
-def via_param_spans(element: bytes) -> tuple[int, list[tuple[bytes, int, int]]]:
-    """For one Via value: the offset where its parameters start and, for each parameter, its
-    lowercase name and the span of `;name[=value]` (leading LWS included). Used by edits."""
-    m = _VIA_HEAD_RE.match(element)
-    if m is None:
-        raise _fail("malformed Via")
-    pos = m.end()
-    head_end = pos
-    spans: list[tuple[bytes, int, int]] = []
-    end = len(element)
-    while pos < end:
-        p = _PARAM_RE.match(element, pos)
-        if p is None:
-            break
-        spans.append((p.group(1).lower(), pos, p.end()))
-        pos = p.end()
-    return head_end, spans

@@ -24,14 +24,13 @@ from sipguard.sip.fields import (
     Via,
     canonical_key,
     parse_cseq,
-    parse_name_addr,
     parse_name_addr_list,
     parse_uri,
     parse_via_values,
     split_list,
 )
 
-__all__ = ["Header", "Message", "RecoveredHeaders", "Request", "Response"]
+__all__ = ["Header", "Message", "RecoveredHeaders", "Request", "Response", "parse_max_forwards"]
 
 DEFAULT_MAX_FORWARDS = 70
 
@@ -69,19 +68,24 @@ class Message:
     """Common part of requests and responses.
 
     `raw` is the message bytes (start line to end of body, trimmed to Content-Length);
-    `headers` the header lines in order; `header_end` the offset of the empty line that ends
-    the header section (`raw[header_end:header_end + 2] == b"\\r\\n"`)."""
+    `headers` the header lines in order (built on first use); `header_end` the offset of the
+    empty line that ends the header section (`raw[header_end:header_end + 2] == b"\\r\\n"`);
+    `start_line_end` the offset of the first header line."""
 
     __slots__ = (
         "_contacts",
         "_cseq",
         "_from",
+        "_headers",
         "_index",
+        "_keys",
+        "_lines",
+        "_names",
         "_to",
+        "_vals",
         "_vias",
         "body",
         "header_end",
-        "headers",
         "limits_uri",
         "raw",
         "start_line_end",
@@ -89,11 +93,15 @@ class Message:
 
     raw: bytes
     body: bytes
-    headers: tuple[Header, ...]
     header_end: int
     start_line_end: int
     limits_uri: int
+    _lines: list[bytes]
+    _names: list[bytes]
+    _keys: list[bytes]
+    _vals: list[bytes | None]
     _index: dict[bytes, list[int]]
+    _headers: tuple[Header, ...] | None
     _vias: list[Via] | None
     _from: NameAddr | None
     _to: NameAddr | None
@@ -104,19 +112,27 @@ class Message:
         self,
         raw: bytes,
         body: bytes,
-        headers: tuple[Header, ...],
+        lines: list[bytes],
+        names: list[bytes],
+        keys: list[bytes],
         index: dict[bytes, list[int]],
         start_line_end: int,
         header_end: int,
         max_uri_bytes: int,
     ) -> None:
+        """Internal: built by `parse_message`. `lines[0]` is the start line, `lines[i + 1]`
+        the line of header i (its value is cut from it on first use)."""
         self.raw = raw
         self.body = body
-        self.headers = headers
+        self._lines = lines
+        self._names = names
+        self._keys = keys
+        self._vals = [None] * len(keys)
         self._index = index
         self.start_line_end = start_line_end
         self.header_end = header_end
         self.limits_uri = max_uri_bytes
+        self._headers = None
         self._vias = None
         self._from = None
         self._to = None
@@ -125,17 +141,42 @@ class Message:
 
     # --- raw header access ---
 
+    def _value(self, i: int) -> bytes:
+        value = self._vals[i]
+        if value is None:
+            line = self._lines[i + 1]
+            value = self._vals[i] = line[line.find(b":") + 1 :].strip(b" \t")
+        return value
+
+    @property
+    def headers(self) -> tuple[Header, ...]:
+        """Every header line in order, with its byte span in `raw`."""
+        headers = self._headers
+        if headers is None:
+            out = []
+            pos = self.start_line_end
+            lines = self._lines
+            names = self._names
+            keys = self._keys
+            value = self._value
+            for i in range(len(keys)):
+                end = pos + len(lines[i + 1]) + 2
+                out.append(Header(names[i], keys[i], value(i), pos, end))
+                pos = end
+            headers = self._headers = tuple(out)
+        return headers
+
     def indices(self, key: bytes) -> list[int]:
         """Indices in `headers` of the lines whose key is `key` (lowercase full name or a
-        compact form), in order."""
-        return self._index.get(canonical_key(key), [])
+        compact form, any case), in order."""
+        return list(self._index.get(canonical_key(key), ()))
 
     def get(self, key: bytes) -> bytes | None:
         """Value of the first header `key` (lowercase full name), or None."""
         idx = self._index.get(key)
         if idx is None:
             return None
-        return self.headers[idx[0]].value
+        return self._value(idx[0])
 
     def get_all(self, key: bytes) -> list[bytes]:
         """Every value of header `key`; comma lists are split for list headers (Via, Route,
@@ -143,13 +184,13 @@ class Message:
         idx = self._index.get(key)
         if idx is None:
             return []
-        headers = self.headers
+        value = self._value
         if key in LIST_HEADERS:
             out: list[bytes] = []
             for i in idx:
-                out.extend(split_list(headers[i].value))
+                out.extend(split_list(value(i)))
             return out
-        return [headers[i].value for i in idx]
+        return [value(i) for i in idx]
 
     def __contains__(self, key: bytes) -> bool:
         return key in self._index
@@ -163,9 +204,12 @@ class Message:
             idx = self._index.get(b"via")
             if idx is None:
                 raise ParseError("missing Via")
-            vias = []
-            for i in idx:
-                vias.extend(parse_via_values(self.headers[i].value))
+            if len(idx) == 1:
+                vias = parse_via_values(self._value(idx[0]))
+            else:
+                vias = []
+                for i in idx:
+                    vias.extend(parse_via_values(self._value(i)))
             self._vias = vias
         return vias
 
@@ -175,39 +219,39 @@ class Message:
 
     @property
     def call_id(self) -> bytes:
-        value = self.get(b"call-id")
-        if value is None:
+        idx = self._index.get(b"call-id")
+        if idx is None:
             raise ParseError("missing Call-ID")
-        return value
+        return self._value(idx[0])
 
     @property
     def cseq(self) -> CSeq:
         cseq = self._cseq
         if cseq is None:
-            value = self.get(b"cseq")
-            if value is None:
+            idx = self._index.get(b"cseq")
+            if idx is None:
                 raise ParseError("missing CSeq")
-            cseq = self._cseq = parse_cseq(value)
+            cseq = self._cseq = parse_cseq(self._value(idx[0]))
         return cseq
 
     @property
     def from_(self) -> NameAddr:
         addr = self._from
         if addr is None:
-            value = self.get(b"from")
-            if value is None:
+            idx = self._index.get(b"from")
+            if idx is None:
                 raise ParseError("missing From")
-            addr = self._from = parse_name_addr(value, max_uri_bytes=self.limits_uri)
+            addr = self._from = NameAddr(self._value(idx[0]), self.limits_uri)
         return addr
 
     @property
     def to(self) -> NameAddr:
         addr = self._to
         if addr is None:
-            value = self.get(b"to")
-            if value is None:
+            idx = self._index.get(b"to")
+            if idx is None:
                 raise ParseError("missing To")
-            addr = self._to = parse_name_addr(value, max_uri_bytes=self.limits_uri)
+            addr = self._to = NameAddr(self._value(idx[0]), self.limits_uri)
         return addr
 
     @property
@@ -217,7 +261,7 @@ class Message:
         if contacts is None:
             contacts = []
             for i in self._index.get(b"contact", ()):
-                value = self.headers[i].value
+                value = self._value(i)
                 if value == b"*":
                     continue
                 contacts.extend(parse_name_addr_list(value, max_uri_bytes=self.limits_uri))
@@ -228,7 +272,7 @@ class Message:
     def is_contact_wildcard(self) -> bool:
         """True for `Contact: *` (RFC 3261 §10.2.2, remove all bindings)."""
         idx = self._index.get(b"contact")
-        return idx is not None and self.headers[idx[0]].value == b"*"
+        return idx is not None and self._value(idx[0]) == b"*"
 
     @property
     def routes(self) -> list[NameAddr]:
@@ -241,16 +285,16 @@ class Message:
     def _addr_list(self, key: bytes) -> list[NameAddr]:
         out: list[NameAddr] = []
         for i in self._index.get(key, ()):
-            out.extend(parse_name_addr_list(self.headers[i].value, max_uri_bytes=self.limits_uri))
+            out.extend(parse_name_addr_list(self._value(i), max_uri_bytes=self.limits_uri))
         return out
 
     @property
     def max_forwards(self) -> int:
         """RFC 3261 §16.6 step 3 / §8.1.1.6: 70 when absent. Validated at parse time."""
-        value = self.get(b"max-forwards")
-        if value is None:
+        idx = self._index.get(b"max-forwards")
+        if idx is None:
             return DEFAULT_MAX_FORWARDS
-        return _parse_max_forwards(value)
+        return parse_max_forwards(self._value(idx[0]))
 
     @property
     def content_length(self) -> int:
@@ -263,10 +307,10 @@ class Message:
 
     @property
     def start_line(self) -> bytes:
-        return self.raw[: self.start_line_end - 2]
+        return self._lines[0]
 
 
-def _parse_max_forwards(value: bytes) -> int:
+def parse_max_forwards(value: bytes) -> int:
     # RFC 3261 §20.22: 1*DIGIT, 0-255. Our choice (RFC 4475 scalar02 allows either): a value
     # out of 0..255 is a 400, never clamped. Digit count bounded before int().
     if not value.isdigit() or len(value) > 10 or not value.isascii():
@@ -279,30 +323,14 @@ def _parse_max_forwards(value: bytes) -> int:
 
 class Request(Message):
     """A SIP request. `method` is case-sensitive and kept as received (RFC 3261 §7.1: an
-    unknown method such as `RE%47IST%45R` is its own method); `uri` the raw Request-URI."""
+    unknown method such as `RE%47IST%45R` is its own method); `uri` the raw Request-URI.
+    Built only by `parse_message`, which sets `method`, `uri` and `_ruri` after `__init__`."""
 
     __slots__ = ("_ruri", "method", "uri")
 
     method: bytes
     uri: bytes
     _ruri: SipUri | None
-
-    def __init__(
-        self,
-        method: bytes,
-        uri: bytes,
-        raw: bytes,
-        body: bytes,
-        headers: tuple[Header, ...],
-        index: dict[bytes, list[int]],
-        start_line_end: int,
-        header_end: int,
-        max_uri_bytes: int,
-    ) -> None:
-        Message.__init__(self, raw, body, headers, index, start_line_end, header_end, max_uri_bytes)
-        self.method = method
-        self.uri = uri
-        self._ruri = None
 
     @property
     def request_uri(self) -> SipUri:
@@ -316,28 +344,13 @@ class Request(Message):
 
 
 class Response(Message):
-    """A SIP response: `status` 100..699 and the raw `reason` phrase (may be empty)."""
+    """A SIP response: `status` 100..699 and the raw `reason` phrase (may be empty).
+    Built only by `parse_message`, which sets `status` and `reason` after `__init__`."""
 
     __slots__ = ("reason", "status")
 
     status: int
     reason: bytes
-
-    def __init__(
-        self,
-        status: int,
-        reason: bytes,
-        raw: bytes,
-        body: bytes,
-        headers: tuple[Header, ...],
-        index: dict[bytes, list[int]],
-        start_line_end: int,
-        header_end: int,
-        max_uri_bytes: int,
-    ) -> None:
-        Message.__init__(self, raw, body, headers, index, start_line_end, header_end, max_uri_bytes)
-        self.status = status
-        self.reason = reason
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {len(self.raw)} bytes>"

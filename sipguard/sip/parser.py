@@ -21,44 +21,69 @@ from __future__ import annotations
 import re
 
 from sipguard.errors import MessageTooLarge, ParseError, VersionNotSupported
-from sipguard.sip.fields import TOKEN_RE, canonical_key
+from sipguard.sip.fields import (
+    TOKEN_RE,
+    NameAddr,
+    canonical_key,
+    check_request_uri,
+    parse_cseq,
+    parse_via_values,
+)
 from sipguard.sip.limits import DEFAULT_LIMITS, ParserLimits
-from sipguard.sip.message import Header, Message, RecoveredHeaders, Request, Response
+from sipguard.sip.message import (
+    Header,
+    Message,
+    RecoveredHeaders,
+    Request,
+    Response,
+    parse_max_forwards,
+)
 
 __all__ = ["parse_message", "recover_headers"]
 
-_MANDATORY = (b"via", b"from", b"to", b"call-id", b"cseq")
+_MANDATORY = frozenset({b"via", b"from", b"to", b"call-id", b"cseq"})
+_KNOWN_METHODS = frozenset(
+    {
+        b"INVITE",
+        b"ACK",
+        b"BYE",
+        b"CANCEL",
+        b"OPTIONS",
+        b"REGISTER",
+        b"PRACK",
+        b"SUBSCRIBE",
+        b"NOTIFY",
+        b"PUBLISH",
+        b"INFO",
+        b"REFER",
+        b"MESSAGE",
+        b"UPDATE",
+    }
+)
 # RFC 3261 §7.3.1 / §20: headers that may appear once only (RFC 4475 multi01, mcl01).
 _SINGLE = (b"to", b"from", b"call-id", b"cseq", b"max-forwards", b"content-length")
-# Content-Length: 1*DIGIT, but a leading zero (other than "0") is refused (SECURITY-CASES 3:
-# `0005` is a differential between parsers); at most 10 digits are ever passed to int().
-_CONTENT_LENGTH_RE = re.compile(rb"0|[1-9][0-9]{0,9}")
 _VERSION_RE = re.compile(rb"[Ss][Ii][Pp]/[0-9]{1,5}\.[0-9]{1,5}")
 _STATUS_RE = re.compile(
     rb"([Ss][Ii][Pp]/[0-9]{1,5}\.[0-9]{1,5}) ([0-9]{3}) ([^\x00-\x08\x0a-\x1f\x7f]*)"
 )
 _CALL_ID_WORD = rb"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+"
 _CALL_ID_RE = re.compile(_CALL_ID_WORD + rb"(?:@" + _CALL_ID_WORD + rb")?")
-_SIP_SCHEME_RE = re.compile(rb"[Ss][Ii][Pp][Ss]?:")
 
-# Header name as received (bytes before the colon, trailing SP/HTAB included) -> (name without
-# the trailing whitespace, canonical key). Holds only valid names; bounded so that a flood of
-# distinct names cannot grow it.
-_KEYS: dict[bytes, tuple[bytes, bytes]] = {}
+# Every header line of the block in one C call: CRLF, a token name, optional SP/HTAB, a colon
+# (RFC 3261 §7.3.1, §25). A line the pattern does not match (no colon, `To\x01:`, a name that
+# is not a token, a folded continuation) makes the count differ from the number of lines.
+_NAME_RE = re.compile(rb"\r\n([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:")
+# Header name as received (trailing whitespace removed) -> canonical key. Bounded so that a
+# flood of distinct names cannot grow it.
+_KEYS: dict[bytes, bytes] = {}
 _KEYS_MAX = 2048
-_new_tuple = tuple.__new__
 
 
-def _key_for(raw_name: bytes) -> tuple[bytes, bytes]:
-    name = raw_name.rstrip(b" \t")
-    # RFC 3261 §7.3.1 / §25: field-name is a token; only SP/HTAB may precede the colon
-    # (SECURITY-CASES 10: `To\x01:` must not be read as To).
-    if TOKEN_RE.fullmatch(name) is None:
-        raise ParseError("malformed header name")
-    entry = (name, canonical_key(name))
-    if len(_KEYS) < _KEYS_MAX and len(raw_name) <= 64:
-        _KEYS[raw_name] = entry
-    return entry
+def _key_for(name: bytes) -> bytes:
+    key = canonical_key(name)
+    if len(_KEYS) < _KEYS_MAX and len(name) <= 64:
+        _KEYS[name] = key
+    return key
 
 
 def parse_message(data: bytes, limits: ParserLimits = DEFAULT_LIMITS) -> Request | Response:
@@ -68,7 +93,7 @@ def parse_message(data: bytes, limits: ParserLimits = DEFAULT_LIMITS) -> Request
     than Content-Length is a 400; without Content-Length the body is the rest of the datagram.
     A ParseError for a request carries `routable=True` and `headers` (a `RecoveredHeaders`)
     when Via, From, To, Call-ID and CSeq could still be read; a response never does."""
-    if not isinstance(data, bytes):
+    if type(data) is not bytes:
         data = bytes(data)
     start = 0
     # RFC 3261 §7.5: CRLFs before the start line are ignored.
@@ -100,86 +125,82 @@ def _parse(data: bytes, start: int, limits: ParserLimits) -> Request | Response:
     if crlf > limits.max_headers:
         raise MessageTooLarge("too many header lines")
     lines = block.split(b"\r\n")
-    first = lines[0]
     max_line = limits.max_line_bytes
-    if len(block) > max_line and len(first) > max_line:
-        raise MessageTooLarge("start line too long")
-
-    headers: list[Header] = []
-    index: dict[bytes, list[int]] = {}
-    pos = len(first) + 2
-    keys = _KEYS
-    if b"\r\n " in block or b"\r\n\t" in block:
-        _read_folded(lines, pos, headers, index, max_line)
+    folded = b"\r\n " in block or b"\r\n\t" in block
+    if len(block) > max_line and not folded and max(map(len, lines)) > max_line:
+        raise MessageTooLarge("line too long")
+    names = _NAME_RE.findall(block)
+    headers: list[Header] | None = None
+    if folded:
+        headers = _read_folded(lines, max_line)
+        names = [h.name for h in headers]
+        keys = [h.key for h in headers]
     else:
-        check_len = len(block) > max_line
-        for line in lines[1:]:
-            colon = line.find(b":")
-            if colon <= 0:
-                raise ParseError("header line without a name and colon")
-            raw_name = line[:colon]
-            entry = keys.get(raw_name)
-            if entry is None:
-                entry = _key_for(raw_name)
-            key = entry[1]
-            end = pos + len(line) + 2
-            if check_len and len(line) > max_line:
-                raise MessageTooLarge("header line too long")
-            i = len(headers)
-            headers.append(
-                _new_tuple(Header, (entry[0], key, line[colon + 1 :].strip(b" \t"), pos, end))
-            )
-            found = index.get(key)
+        if len(names) != crlf:
+            raise ParseError("malformed header line")
+        kget = _KEYS.get
+        keys = [kget(n) or _key_for(n) for n in names]
+    index = {k: [i] for i, k in enumerate(keys)}
+    if len(index) != len(keys):
+        index = {}
+        for i, k in enumerate(keys):
+            found = index.get(k)
             if found is None:
-                index[key] = [i]
+                index[k] = [i]
             else:
                 found.append(i)
-            pos = end
-
-    for key in _SINGLE:
-        found = index.get(key)
-        if found is not None and len(found) > 1:
-            raise ParseError("duplicate single-value header")
+        for key in _SINGLE:
+            found = index.get(key)
+            if found is not None and len(found) > 1:
+                raise ParseError("duplicate single-value header")
 
     body_start = hend + 4
     available = len(data) - body_start
     found = index.get(b"content-length")
     if found is not None:
-        value = headers[found[0]].value
-        if _CONTENT_LENGTH_RE.fullmatch(value) is None:
+        value = headers[found[0]].value if headers is not None else _value_of(lines, found[0])
+        if not (value.isdigit() and len(value) <= 10 and (value[0] != 48 or len(value) == 1)):
             raise ParseError("malformed Content-Length")
         length = int(value)
         if length > available:
             # RFC 3261 §18.3: on a datagram, a body shorter than Content-Length is an error.
             raise ParseError("Content-Length larger than the message body")
+        end = body_start + length
+        raw = data[start:end]
+        body = data[body_start:end]
     else:
-        length = available
-    end = body_start + length
-    raw = data[start:end]
-    body = data[body_start:end]
+        raw = data[start:] if start else data
+        body = data[body_start:]
+    first = lines[0]
+    sl_end = len(first) + 2
     header_end = hend + 2 - start
-    hdrs = tuple(headers)
     uri_max = limits.max_uri_bytes
 
     msg: Request | Response
     if first[:4].upper() == b"SIP/":
-        msg = _response(first, raw, body, hdrs, index, header_end, uri_max)
+        response = Response(raw, body, lines, names, keys, index, sl_end, header_end, uri_max)
+        response.status, response.reason = _status_line(first)
+        msg = response
     else:
-        msg = _request(first, raw, body, hdrs, index, header_end, uri_max)
-    for key in _MANDATORY:
-        if key not in index:
-            raise ParseError("missing mandatory header")
-    _validate(msg)
+        request = Request(raw, body, lines, names, keys, index, sl_end, header_end, uri_max)
+        request.method, request.uri = _request_line(first, uri_max)
+        request._ruri = None
+        msg = request
+    if headers is not None:
+        msg._headers = tuple(headers)
+        msg._vals = [h.value for h in headers]
+    if not index.keys() >= _MANDATORY:
+        raise ParseError("missing mandatory header")
+    _validate(msg, index)
     return msg
 
 
-def _read_folded(
-    lines: list[bytes],
-    pos: int,
-    headers: list[Header],
-    index: dict[bytes, list[int]],
-    max_line: int,
-) -> None:
+def _value_of(lines: list[bytes], i: int) -> bytes:
+    line = lines[i + 1]
+    return line[line.find(b":") + 1 :].strip(b" \t")
+
+
+def _read_folded(lines: list[bytes], max_line: int) -> list[Header]:
     """Slow path for a header block with obsolete line folding (RFC 3261 §7.3.1: a line that
     starts with SP/HTAB continues the previous one; the fold is one SP)."""
     groups: list[list[bytes]] = []
@@ -190,35 +211,30 @@ def _read_folded(
             groups[-1].append(line)
         else:
             groups.append([line])
+    headers: list[Header] = []
+    pos = len(lines[0]) + 2
+    if len(lines[0]) > max_line:
+        raise MessageTooLarge("line too long")
     for group in groups:
         first = group[0]
-        colon = first.find(b":")
-        if colon <= 0:
-            raise ParseError("header line without a name and colon")
-        raw_name = first[:colon]
-        entry = _KEYS.get(raw_name) or _key_for(raw_name)
+        m = _NAME_RE.match(b"\r\n" + first)
+        if m is None:
+            raise ParseError("malformed header line")
+        name = m.group(1)
+        key = _KEYS.get(name) or _key_for(name)
         size = sum(len(part) for part in group)
         if size > max_line:
-            raise MessageTooLarge("header line too long")
+            raise MessageTooLarge("line too long")
         end = pos + size + 2 * len(group)
-        parts = [first[colon + 1 :].strip(b" \t")]
+        parts = [first[m.end() - 2 :].strip(b" \t")]
         parts.extend(part.strip(b" \t") for part in group[1:])
         value = b" ".join(part for part in parts if part)
-        i = len(headers)
-        headers.append(Header(entry[0], entry[1], value, pos, end))
-        index.setdefault(entry[1], []).append(i)
+        headers.append(Header(name, key, value, pos, end))
         pos = end
+    return headers
 
 
-def _request(
-    first: bytes,
-    raw: bytes,
-    body: bytes,
-    headers: tuple[Header, ...],
-    index: dict[bytes, list[int]],
-    header_end: int,
-    uri_max: int,
-) -> Request:
+def _request_line(first: bytes, uri_max: int) -> tuple[bytes, bytes]:
     # RFC 3261 §7.1: Method SP Request-URI SP SIP-Version, single spaces, nothing else
     # (RFC 4475 lwsstart, trws, lwsruri are 400s: we do not trim trailing SP).
     parts = first.split(b" ")
@@ -228,28 +244,20 @@ def _request(
             raise VersionNotSupported("SIP version not supported")
         raise ParseError("malformed request line")
     method, uri, version = parts
-    if version.upper() != b"SIP/2.0":
+    if version != b"SIP/2.0" and version.upper() != b"SIP/2.0":
         if _VERSION_RE.fullmatch(version) is not None:
             raise VersionNotSupported("SIP version not supported")
         raise ParseError("malformed SIP version")
-    if TOKEN_RE.fullmatch(method) is None:
+    if method not in _KNOWN_METHODS and TOKEN_RE.fullmatch(method) is None:
         raise ParseError("malformed method")
     if len(uri) > uri_max:
         raise ParseError("Request-URI too long", status=414, reason="Request-URI Too Long")
     if not uri:
         raise ParseError("empty Request-URI")
-    return Request(method, uri, raw, body, headers, index, len(first) + 2, header_end, uri_max)
+    return method, uri
 
 
-def _response(
-    first: bytes,
-    raw: bytes,
-    body: bytes,
-    headers: tuple[Header, ...],
-    index: dict[bytes, list[int]],
-    header_end: int,
-    uri_max: int,
-) -> Response:
+def _status_line(first: bytes) -> tuple[int, bytes]:
     # RFC 3261 §7.2: SIP-Version SP Status-Code SP Reason-Phrase (reason may be empty,
     # RFC 4475 noreason); 3 digits only, so bigcode's 4294967301 never reaches int().
     m = _STATUS_RE.fullmatch(first)
@@ -258,36 +266,37 @@ def _response(
     if m.group(1).upper() != b"SIP/2.0":
         raise VersionNotSupported("SIP version not supported")
     status = int(m.group(2))
-    if status < 100:
+    if not 100 <= status <= 699:
         raise ParseError("status code out of range")
-    return Response(
-        status, m.group(3), raw, body, headers, index, len(first) + 2, header_end, uri_max
-    )
+    return status, m.group(3)
 
 
-def _validate(msg: Message) -> None:
-    """Read the values that decide whether the message is acceptable at all; they are cached,
-    so the core reads them again for free."""
-    msg.vias  # noqa: B018  (parse every Via value: RFC 4475 badinv01)
-    msg.from_  # noqa: B018
-    msg.to  # noqa: B018
-    cseq = msg.cseq
-    if _CALL_ID_RE.fullmatch(msg.call_id) is None:
+def _validate(msg: Message, index: dict[bytes, list[int]]) -> None:
+    """Read the values that decide whether the message is acceptable at all (all mandatory
+    headers are present). They are cached on the message, so the core reads them for free."""
+    value = msg._value
+    uri_max = msg.limits_uri
+    idx = index[b"via"]
+    if len(idx) == 1:
+        msg._vias = parse_via_values(value(idx[0]))  # every Via value: RFC 4475 badinv01
+    else:
+        msg.vias  # noqa: B018
+    msg._from = NameAddr(value(index[b"from"][0]), uri_max)
+    msg._to = NameAddr(value(index[b"to"][0]), uri_max)
+    cseq = msg._cseq = parse_cseq(value(index[b"cseq"][0]))
+    if _CALL_ID_RE.fullmatch(value(index[b"call-id"][0])) is None:
         raise ParseError("malformed Call-ID")
-    msg.max_forwards  # noqa: B018
-    if b"contact" in msg:
+    idx_mf = index.get(b"max-forwards")
+    if idx_mf is not None:
+        parse_max_forwards(value(idx_mf[0]))
+    if b"contact" in index:
         msg.contacts  # noqa: B018  (RFC 4475 regbadct)
     if isinstance(msg, Request):
         # RFC 3261 §8.2.2 / RFC 4475 mismatch01/02: the CSeq method is the request method.
         if cseq.method != msg.method:
             raise ParseError("CSeq method does not match the request method")
-        if _SIP_SCHEME_RE.match(msg.uri) is not None:
-            ruri = msg.request_uri
-            # RFC 4475 escruri: URI headers are not allowed in a Request-URI.
-            if ruri.headers:
-                raise ParseError("headers in the Request-URI")
-        else:
-            msg.request_uri  # noqa: B018  (absoluteURI syntax; the core answers 416)
+        # RFC 4475 escruri, RFC 5118 ipv6-bad; other schemes are the core's (416)
+        check_request_uri(msg.uri, uri_max)
 
 
 def recover_headers(
