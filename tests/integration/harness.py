@@ -237,6 +237,9 @@ class Daemon:
 
         try:
             wait_for(started, timeout, "the daemon's started event")
+        except TimeoutError as exc:
+            self.kill()
+            raise HarnessError(f"{exc}:\n{self.describe()}") from None
         except BaseException:
             self.kill()
             raise
@@ -519,6 +522,7 @@ class Sipp:
         auth_user: str = USER,
         auth_pass: str = PASSWORD,
         service: str = "service",
+        auth_uri: str | None = None,
         pause_ms: int = 100,
         keys: Mapping[str, str] | None = None,
         timeout_s: float = 20.0,
@@ -529,6 +533,12 @@ class Sipp:
 
         Bounded three ways: -m calls, SIPp's own -timeout (soft, with -timeout_error) and a
         coreutils timeout 5 s later (hard; SIPp waits for calls in progress after -timeout).
+
+        auth_uri: the digest `uri` SIPp puts in its credentials. SIPp's default is
+        sip:REMOTE_IP:REMOTE_PORT whatever the Request-URI, which is right for our REGISTERs
+        but not for an INVITE to sip:SERVICE@REMOTE; sipguard (RFC 2617 §3.2.2.5, DESIGN §4)
+        refuses a digest uri that differs from the Request-URI. So by default, a scenario
+        that sends `INVITE sip:[service]@...` gets -auth_uri SERVICE@REMOTE.
         """
         ensure_loopback(local_ip)
         rhost = remote.rsplit(":", 1)[0].strip("[]")
@@ -552,6 +562,10 @@ class Sipp:
             "-recv_timeout", str(recv_timeout_ms),
             "-timeout", f"{soft}s", "-timeout_error",
         ]  # fmt: skip
+        if auth_uri is None and "INVITE sip:[service]@" in path.read_text(encoding="iso-8859-1"):
+            auth_uri = f"{service}@{remote}"
+        if auth_uri is not None:
+            args += ["-auth_uri", auth_uri]
         for name, value in (keys or {}).items():
             args += ["-key", name, value]
         args += list(extra)
