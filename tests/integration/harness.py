@@ -85,6 +85,8 @@ def _family(host: str) -> socket.AddressFamily:
 def _bindable(kind: Kind, host: str, port: int) -> bool:
     stype = socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM
     with socket.socket(_family(host), stype) as sock:
+        if kind == "tcp":  # as servers do: TIME_WAIT leftovers do not count, a listener does
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
