@@ -48,7 +48,8 @@ class GuardSettings:
     # Wrong answers to a challenge from one source within `ban_window` seconds that ban it.
     ban_failures: int = 5
     ban_window: float = 60.0
-    # Seconds a ban lasts: long enough to make online password guessing pointless.
+    # Seconds a ban lasts: long enough to make online password guessing pointless. 0 disables
+    # bans (failures are still counted): sipguard.config accepts 0, so the guard must too.
     ban_duration: float = 600.0
     # Sources never banned nor rate limited: the whitelist's compiled matcher (ip -> bool) or any
     # container of IP strings. Excluded from eq/hash: a matcher has no useful equality.
@@ -74,8 +75,8 @@ class GuardSettings:
             raise ValueError("guard: ban_failures must be >= 1")
         if self.ban_failures_proven is not None and self.ban_failures_proven < self.ban_failures:
             raise ValueError("guard: ban_failures_proven must be >= ban_failures")
-        if not (self.ban_window > 0 and self.ban_duration > 0 and self.proven_for >= 0):
-            raise ValueError("guard: ban_window and ban_duration must be > 0, proven_for >= 0")
+        if not (self.ban_window > 0 and self.ban_duration >= 0 and self.proven_for >= 0):
+            raise ValueError("guard: ban_window must be > 0, ban_duration and proven_for >= 0")
         if not (self.rate > 0 and self.burst >= 1):
             raise ValueError("guard: rate must be > 0 and burst >= 1")
         if self.max_tracked_sources < 1:
@@ -226,8 +227,8 @@ class Guard:
             threshold = self._proven_failures
         else:
             threshold = settings.ban_failures
-        if len(times) < threshold:
-            return None
+        if len(times) < threshold or settings.ban_duration <= 0:
+            return None  # below the threshold, or bans disabled (ban_duration 0)
         if self._exempt(ip):
             self._exempted += 1
             return None
@@ -263,13 +264,15 @@ class Guard:
 
     def ban(self, ip: str, now: float, duration: float | None = None) -> BanEvent | None:
         """Ban `ip` from outside the failure counter (an operator, another instance). None if
-        the source is exempt."""
+        the source is exempt or the duration is not positive (bans disabled)."""
+        if duration is None:
+            duration = self._settings.ban_duration
+        if duration <= 0:
+            return None
         if self._exempt(ip):
             self._exempted += 1
             return None
         self._failures.pop(ip, None)
-        if duration is None:
-            duration = self._settings.ban_duration
         return self._place_ban(ip, now + duration, 0)
 
     def active_bans(self) -> int:
