@@ -44,6 +44,7 @@ from tests.integration.harness import (
     USER,
     V4,
     Daemon,
+    HarnessError,
     Sipp,
     SippResult,
     SippServer,
@@ -231,7 +232,9 @@ def test_logs_never_leak_secrets_and_name_each_decision(
 ) -> None:
     uas = sipp.start_uas("uas.xml")
     sip_port = free_port("udp")
-    daemon = daemon_factory(config_for(sip_port, uas))
+    config = config_for(sip_port, uas)
+    config["auth"] = {**config["auth"], "algorithms": ["SHA-256", "MD5"]}
+    daemon = daemon_factory(config)
     wrong = "wr0ng-" + secrets.token_hex(6)
     uri = register_uri(sip_port)
 
@@ -241,7 +244,7 @@ def test_logs_never_leak_secrets_and_name_each_decision(
         bad_peer, bad_call = bad.local, bad.call_id
     assert refused.status == 403, refused.raw
     with SipClient(V4, sip_port, "udp", timeout=DEADLINE) as good:
-        admitted = good.request_with_auth("REGISTER", uri, USER, PASSWORD, "MD5")
+        admitted = good.request_with_auth("REGISTER", uri, USER, PASSWORD, "SHA-256")
         good_auth = _authorization_of(good.last_request)
         good_peer, good_call = good.local, good.call_id
     assert admitted.status == 200, admitted.raw
@@ -269,7 +272,7 @@ def test_logs_never_leak_secrets_and_name_each_decision(
             forbidden[f"{label} {algorithm} HA1"] = compute_ha1(algorithm, USER, REALM, password)
     for auth, label in ((bad_auth, "wrong"), (good_auth, "right")):
         forbidden[f"{label} Authorization"] = auth
-        response = re.search(r'response="([0-9a-f]+)"', auth)
+        response = re.search(r'response="([0-9a-fA-F]+)"', auth)
         assert response is not None, auth
         forbidden[f"{label} digest response"] = response.group(1)
     for what, secret in forbidden.items():
@@ -341,8 +344,8 @@ def test_ready_on_notify_socket(notify_socket: tuple[socket.socket, str], tmp_pa
         daemon.start(timeout=15)
         ready = notes.wait("READY=1")
         assert any(line.startswith("STATUS=") for line in notes.messages[ready])
-        # the daemon's signal handlers are installed right after `started`: see the report
-        # (a SIGHUP in that window would kill it); this waits for the handlers to be in place
+        # KNOWN BUG (test_sighup_right_after_ready_reloads): the handlers are installed only
+        # after READY=1, so wait until they are; the flow below is what this test is about
         wait_for(lambda: _sighup_caught(daemon.pid), DEADLINE, "the SIGHUP handler")
 
         os.kill(daemon.pid, signal.SIGHUP)
@@ -369,6 +372,81 @@ def _sighup_caught(pid: int) -> bool:
         if line.startswith("SigCgt:"):
             return bool(int(line.split()[1], 16) & (1 << (signal.SIGHUP - 1)))
     return False
+
+
+@pytest.mark.xfail(
+    reason="BUG sipguard/server.py _serve(): loop.add_signal_handler() runs after "
+    "server.start() has sent READY=1, so a SIGHUP (systemctl reload) or SIGTERM in that window "
+    "meets the default action and kills the daemon (exit -1 / -15)",
+    strict=False,  # a race: it loses most runs on this machine, not every run
+)
+def test_sighup_right_after_ready_reloads(
+    notify_socket: tuple[socket.socket, str], tmp_path: Path
+) -> None:
+    """sd_notify(3): READY=1 means the service is up, reload included; systemd may send SIGHUP
+    (Type=notify-reload, `systemctl reload`) the moment it has READY=1."""
+    sock, path = notify_socket
+    daemon = Daemon(
+        tmp_path / "daemon",
+        config_for(free_port("udp"), None),
+        env={**os.environ, "NOTIFY_SOCKET": path},
+    )
+    sent: list[str] = []
+
+    def hup_on_ready() -> None:
+        # as systemd does: act on READY=1 the moment it arrives, not after reading the log
+        deadline = time.monotonic() + 20
+        sock.settimeout(0.2)
+        while time.monotonic() < deadline:
+            try:
+                data = sock.recv(4096)
+            except TimeoutError:
+                continue
+            if b"READY=1" in data.split(b"\n"):
+                os.kill(daemon.pid, signal.SIGHUP)
+                sent.append("SIGHUP")
+                return
+
+    watcher = threading.Thread(target=hup_on_ready, daemon=True)
+    watcher.start()
+    try:
+        with contextlib.suppress(HarnessError):  # it may die before `started` is read
+            daemon.start(timeout=15)
+        watcher.join(25)
+        assert sent == ["SIGHUP"], "no READY=1 on NOTIFY_SOCKET"
+        wait_for(
+            lambda: daemon.find_event("config_reloaded") or not daemon.alive(),
+            DEADLINE,
+            "a reload or an exit",
+        )
+        assert daemon.alive(), f"exit {daemon.proc.returncode} on a SIGHUP right after READY=1"
+    finally:
+        daemon.__exit__(None, None, None)
+
+
+@pytest.mark.xfail(
+    reason="BUG sipguard/server.py _serve(): the finally block removes the SIGTERM/SIGINT/SIGHUP "
+    "handlers before `await server.stop()`, so a SIGHUP during the drain (logrotate, "
+    "systemctl reload) kills the daemon with the default action: exit -1 instead of 0",
+    strict=True,
+)
+def test_sighup_during_shutdown_drain_still_exits_zero(daemon_factory: DaemonFactory) -> None:
+    sip_port, tcp_port = free_port("udp"), free_port("tcp")
+    config = demo_config(
+        listen=[f"udp://{V4}:{sip_port}", f"tcp://{V4}:{tcp_port}"],
+        upstream=[f"sip:{V4}:{free_port('udp')}"],
+        extra={"limits": {"shutdown_grace": 3}},
+    )
+    daemon = daemon_factory(config)
+    wait_for(lambda: _sighup_caught(daemon.pid), DEADLINE, "the SIGHUP handler")
+    # an open TCP connection keeps the drain going (connections get CLOSE_WAIT to flush)
+    with SipClient(V4, tcp_port, "tcp", timeout=DEADLINE) as client:
+        assert client.request("REGISTER", register_uri(tcp_port)).status == 401
+        os.kill(daemon.pid, signal.SIGTERM)
+        daemon.wait_event("stopping", timeout=DEADLINE)
+        os.kill(daemon.pid, signal.SIGHUP)
+        code = daemon.proc.wait(DEADLINE)
+    assert code == 0, daemon.describe()
 
 
 # --------------------------------------------------------------------------- 4. dialogs
@@ -516,13 +594,15 @@ def test_reload_opens_and_closes_listeners(daemon_factory: DaemonFactory) -> Non
     write_config(daemon, config)
     event = reload(daemon, "config_reloaded")
     assert f"tcp://{V4}:{tcp_port}" not in event["listeners"], event
-    deadline = time.monotonic() + DEADLINE
-    while True:  # the listening socket is closed by the reload itself; allow for scheduling
+
+    def refused() -> bool:
         try:
             _tcp_register_status(tcp_port)
         except ConnectionRefusedError:
-            break
-        assert time.monotonic() < deadline, "the removed TCP listener still accepts"
+            return True
+        return False
+
+    wait_for(refused, DEADLINE, "the removed TCP listener to refuse connections")
     # the UDP listener that stayed was not disturbed
     with SipClient(V4, sip_port, "udp", timeout=DEADLINE) as client:
         assert client.request("REGISTER", register_uri(sip_port)).status == 401
