@@ -181,6 +181,15 @@ def test_metrics_move_with_real_traffic(
     wait_for(ack_counted, DEADLINE, "the 403's ACK to be counted")
 
     text, after = scrape(metrics_port)
+    # the refusals are logged with the socket peer (SIPp's -i/-p), for fail2ban-style tools
+    refused_port = int(refused.args[refused.args.index("-p") + 1])
+    for method in ("REGISTER", "INVITE"):
+        line = daemon.wait_event("acl_denied", timeout=DEADLINE, method=method)
+        assert (line["src_ip"], line["src_port"], line["status"]) == (
+            REFUSED_V4,
+            refused_port,
+            403,
+        ), line
 
     def delta(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
@@ -351,11 +360,19 @@ def test_ready_on_notify_socket(notify_socket: tuple[socket.socket, str], tmp_pa
         os.kill(daemon.pid, signal.SIGHUP)
         reloading = notes.wait("RELOADING=1", ready + 1)
         assert any(line.startswith("MONOTONIC_USEC=") for line in notes.messages[reloading])
-        notes.wait("READY=1", reloading + 1)
+        reloaded = notes.wait("READY=1", reloading + 1)
         daemon.wait_event("config_reloaded", timeout=DEADLINE)
 
+        # a refused file: RELOADING=1 and READY=1 too, so `systemctl reload` does not hang
+        write_config(daemon, daemon.config_path.read_text() + "listen: [\n")
+        os.kill(daemon.pid, signal.SIGHUP)
+        refused = notes.wait("RELOADING=1", reloaded + 1)
+        ready_again = notes.wait("READY=1", refused + 1)
+        assert any("FAILED" in line for line in notes.messages[ready_again]), notes.messages
+        daemon.wait_event("config_reload_failed", timeout=DEADLINE)
+
         os.kill(daemon.pid, signal.SIGTERM)
-        notes.wait("STOPPING=1", reloading + 1)
+        notes.wait("STOPPING=1", ready_again + 1)
         # wait, do not signal again: a second signal during the drain kills it (see the report)
         assert daemon.proc.wait(DEADLINE) == 0, daemon.describe()
     finally:
@@ -604,5 +621,20 @@ def test_reload_opens_and_closes_listeners(daemon_factory: DaemonFactory) -> Non
 
     wait_for(refused, DEADLINE, "the removed TCP listener to refuse connections")
     # the UDP listener that stayed was not disturbed
+    with SipClient(V4, sip_port, "udp", timeout=DEADLINE) as client:
+        assert client.request("REGISTER", register_uri(sip_port)).status == 401
+
+    # atomic: a new listener on a busy port refuses the whole file; the old one keeps serving
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.bind((V4, 0))
+        squatter.listen(1)
+        busy = f"tcp://{V4}:{squatter.getsockname()[1]}"
+        extra_udp = free_port("udp")
+        write_config(daemon, {**config, "listen": [f"udp://{V4}:{extra_udp}", busy]})
+        failed = reload(daemon, "config_reload_failed")
+    assert any(busy in problem for problem in failed["problems"]), failed
+    # what the refused file bound before the busy port failed is closed again
+    wait_for(lambda: not port_in_use("udp", V4, extra_udp), DEADLINE, "the new UDP port closed")
+    assert daemon.find_event("listener_error", listener=busy) is not None, daemon.describe()
     with SipClient(V4, sip_port, "udp", timeout=DEADLINE) as client:
         assert client.request("REGISTER", register_uri(sip_port)).status == 401
