@@ -68,9 +68,24 @@ def test_svwar_cannot_enumerate_users(edge_factory: EdgeFactory) -> None:  # noq
     assert_no_user_oracle(edge, ATTACKER)
 
 
-def test_svcrack_banned_before_the_right_password(edge_factory: EdgeFactory) -> None:  # noqa: F811
-    edge = edge_factory(protection=NO_SCANNER_LIST, metrics=True)  # ban_failures 5: the default
-    result = run_svcrack(V4, edge.port, username=USER, passwords=WORDS, source_ip=ATTACKER)
+@pytest.mark.parametrize(
+    "compact",
+    [
+        pytest.param(False, id="scanner-list-off"),
+        # -c: compact header names and no User-Agent at all, which slips past the default
+        # scanner list: the ban must stop it just the same (default protection settings).
+        pytest.param(True, id="compact-default-config"),
+    ],
+)
+def test_svcrack_banned_before_the_right_password(
+    edge_factory: EdgeFactory,  # noqa: F811
+    compact: bool,
+) -> None:
+    # ban_failures 5: the default.
+    edge = edge_factory(protection=None if compact else NO_SCANNER_LIST, metrics=True)
+    result = run_svcrack(
+        V4, edge.port, username=USER, passwords=WORDS, source_ip=ATTACKER, compact=compact
+    )
     assert result.passwords == {}, result.run.stdout + result.run.stderr
     assert result.run.returncode != 40, "svcrack reported a found password"
     assert not result.run.timed_out, result.run.stderr
