@@ -495,7 +495,7 @@ def test_case_33_flood(edge_factory: EdgeFactory) -> None:
     stop = threading.Event()
     flooder = threading.Thread(target=_flood, args=(edge.target, pid, stats, stop), daemon=True)
     flooder.start()
-    registered = attempts = 0
+    registered = attempts = timeouts = 0
     try:
         wait_for(lambda: stats.sent >= 2000, 5.0, "the flood to get going")
         # A phone retransmits over UDP (Timer E); this client registers afresh instead, with a
@@ -511,6 +511,7 @@ def test_case_33_flood(edge_factory: EdgeFactory) -> None:
                 try:
                     reply = client.request_with_auth("REGISTER", edge.uri, USER, PASSWORD, "MD5")
                 except TimeoutError:
+                    timeouts += 1
                     continue
                 if reply.status == 200 and flooder.is_alive():
                     registered += 1
@@ -524,7 +525,8 @@ def test_case_33_flood(edge_factory: EdgeFactory) -> None:
     print(
         f"\nflood: sent {stats.sent} in {stats.finished - stats.started:.1f}s "
         f"({stats.rate:.0f}/s), replies {stats.replies}; legit {registered}/{attempts} "
-        f"registered during it; RSS kB baseline {baseline} peak {during_peak} after {after}"
+        f"registered during it ({timeouts} timed out); "
+        f"RSS kB baseline {baseline} peak {during_peak} after {after}"
     )
     assert stats.sent >= FLOOD_MESSAGES * 0.9, "the sender fell far behind its pacing"
     assert registered >= 1, f"alice never registered during the flood ({attempts} attempts)"
