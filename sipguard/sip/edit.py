@@ -49,7 +49,7 @@ _PARAM_VALUE_RE = re.compile(rb"[A-Za-z0-9\-.!%*_+`'~:\[\]]+")
 
 
 def _check_line(line: bytes) -> bytes:
-    if b"\r" in line or b"\n" in line or b"\x00" in line:
+    if line.find(b"\r") >= 0 or line.find(b"\n") >= 0 or line.find(b"\x00") >= 0:
         raise ValueError("a header line must not contain CR, LF or NUL")
     return line
 

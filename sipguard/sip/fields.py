@@ -108,7 +108,7 @@ TOKEN_RE = re.compile(_TOKEN)
 _QUOTED = rb'"(?:[^"\\\r\n]|\\[^\r\n])*"'
 # gen-value = token / host / quoted-string (host may be an IPv6 reference, or unbracketed
 # IPv6 as in Via received, RFC 5118 §4.5; hence ':' beside the token characters).
-_GEN_VALUE = rb"(?:" + _QUOTED + rb"|\[[0-9A-Fa-f:.]+\]|[" + _TOKEN_CLASS + rb":]+)"
+_GEN_VALUE = rb"(?:[" + _TOKEN_CLASS + rb":]+|" + _QUOTED + rb"|\[[0-9A-Fa-f:.]+\])"
 _PARAM = rb"[ \t]*;[ \t]*(" + _TOKEN + rb")(?:[ \t]*=[ \t]*(" + _GEN_VALUE + rb"))?"
 _PARAM_RE = re.compile(_PARAM)
 # *( SEMI generic-param ) with the SWS RFC 3261 allows around SEMI and EQUAL.
@@ -123,9 +123,11 @@ _IPV6REF = rb"\[[0-9A-Fa-f:.]+\]"
 # hostname / IPv4: hostname characters, no leading '.' or '-'; exact IPv6 syntax is checked
 # with ipaddress (RFC 5954), only when there are brackets.
 _HOSTNAME = rb"[A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9.])?"
-_HOST = rb"(?:" + _IPV6REF + rb"|" + _HOSTNAME + rb")"
+_HOST = rb"(?:" + _HOSTNAME + rb"|" + _IPV6REF + rb")"
 # port = 1*DIGIT, bounded to 0..65535 in the grammar itself so no range check is needed later.
-_PORT = rb"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[0-5][0-9]{4}|[0-9]{1,4})"
+_PORT = (
+    rb"(?:[0-9]{1,4}(?![0-9])|[0-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+)
 _PCHAR = rb"[A-Za-z0-9\-_.!~*'()\[\]/:&+$%]"
 _HCHAR = rb"[A-Za-z0-9\-_.!~*'()\[\]/?:+$%]"
 _URI_HEADERS = _HCHAR + rb"+=" + _HCHAR + rb"*(?:&" + _HCHAR + rb"+=" + _HCHAR + rb"*)*"
@@ -206,7 +208,7 @@ def _parse_params(raw: bytes) -> Params:
     """Split an already validated `*( SEMI generic-param )` section."""
     if not raw:
         return ()
-    return tuple((name.lower(), value or None) for name, value in _PARAM_RE.findall(raw))
+    return tuple([(name.lower(), value or None) for name, value in _PARAM_RE.findall(raw)])
 
 
 def parse_params(text: bytes, pos: int = 0) -> Params:
@@ -242,9 +244,9 @@ def _port(port: bytes | None) -> int | None:
 
 def _check_uri_extras(uri: bytes) -> None:
     """What the URI regexes leave out: %HH escapes, IPv6 syntax, port range."""
-    if b"%" in uri and _BAD_ESCAPE_RE.search(uri) is not None:
+    if uri.find(b"%") >= 0 and _BAD_ESCAPE_RE.search(uri) is not None:
         raise _fail("malformed escape in URI")
-    if b"[" in uri:
+    if uri.find(b"[") >= 0:
         m = _SIP_URI_RE.fullmatch(uri)
         if m is not None:
             _host(m.group(4))
@@ -291,7 +293,7 @@ def parse_uri(raw: bytes, *, max_bytes: int = 1024) -> SipUri:
         if other is None or other.group(1).lower() in (b"sip", b"sips"):
             raise _fail("malformed URI")
         return SipUri(other.group(1).lower(), None, None, b"", None, (), (), raw)
-    if b"%" in raw and _BAD_ESCAPE_RE.search(raw) is not None:
+    if raw.find(b"%") >= 0 and _BAD_ESCAPE_RE.search(raw) is not None:
         raise _fail("malformed escape in URI")
     scheme, user, password, host, port, params_raw, headers_raw = m.groups()
     params: Params = ()
@@ -323,7 +325,7 @@ def check_request_uri(raw: bytes, max_bytes: int) -> None:
         return
     if m.group(7) is not None:
         raise _fail("headers in the Request-URI")
-    if b"%" in raw and _BAD_ESCAPE_RE.search(raw) is not None:
+    if raw.find(b"%") >= 0 and _BAD_ESCAPE_RE.search(raw) is not None:
         raise _fail("malformed escape in URI")
     host = m.group(4)
     if host[:1] == b"[":
@@ -363,7 +365,7 @@ class Via:
         self.raw = value
         self._params_raw = params
         self._params: Params | None = None
-        if b"=" in params and b"rport" in params.lower():
+        if params.find(b"=") >= 0 and params.lower().find(b"rport") >= 0:
             # validate now so that the rport property never raises (RFC 3581: 1*DIGIT)
             rport = self.param(b"rport")
             if rport is not None and (not rport.isdigit() or len(rport) > 5 or int(rport) > 65535):
@@ -406,7 +408,7 @@ class Via:
     @property
     def sent_by(self) -> bytes:
         """host[:port] as it would be written (brackets around IPv6)."""
-        host = b"[" + self.host + b"]" if b":" in self.host else self.host
+        host = b"[" + self.host + b"]" if self.host.find(b":") >= 0 else self.host
         return host if self.port is None else host + b":%d" % self.port
 
     def __eq__(self, other: object) -> bool:
@@ -450,7 +452,7 @@ class NameAddr:
             self.display_name = None
         if len(uri) > max_uri_bytes:
             raise _fail("URI too long")
-        if b"%" in uri or b"[" in uri:
+        if uri.find(b"%") >= 0 or uri.find(b"[") >= 0:
             _check_uri_extras(uri)
         self.uri_raw = uri
         self.raw = value
@@ -525,7 +527,7 @@ def _split_spans(value: bytes) -> list[tuple[int, int]]:
     if not value:
         return []
     spans = []
-    if b'"' not in value and b"<" not in value:
+    if value.find(b'"') < 0 and value.find(b"<") < 0:
         pos = 0
         for part in value.split(b","):
             stripped = part.strip(b" \t")
@@ -559,7 +561,7 @@ def _split_spans(value: bytes) -> list[tuple[int, int]]:
 
 def split_list(value: bytes) -> list[bytes]:
     """Split a comma list, respecting quoted strings and <...> (RFC 3261 §7.3.1)."""
-    if b"," not in value:
+    if value.find(b",") < 0:
         stripped = value.strip(b" \t")
         return [stripped] if stripped else []
     return [value[s:e] for s, e in _split_spans(value)]
@@ -577,7 +579,7 @@ def parse_via(value: bytes) -> Via:
 
 def parse_via_values(value: bytes) -> list[Via]:
     """All Via values of one header field value (a comma list)."""
-    if b"," not in value:
+    if value.find(b",") < 0:
         return [Via(value)]
     vias = [Via(part) for part in split_list(value)]
     if not vias:
@@ -591,7 +593,7 @@ def parse_name_addr(value: bytes, *, max_uri_bytes: int = 1024) -> NameAddr:
 
 
 def parse_name_addr_list(value: bytes, *, max_uri_bytes: int = 1024) -> list[NameAddr]:
-    if b"," not in value:
+    if value.find(b",") < 0:
         return [NameAddr(value, max_uri_bytes)]
     return [NameAddr(part, max_uri_bytes) for part in split_list(value)]
 

@@ -79,27 +79,25 @@ class Message:
         "_headers",
         "_index",
         "_keys",
-        "_lines",
-        "_names",
+        "_pairs",
         "_to",
-        "_vals",
         "_vias",
         "body",
         "header_end",
         "limits_uri",
         "raw",
+        "start_line",
         "start_line_end",
     )
 
     raw: bytes
     body: bytes
+    start_line: bytes
     header_end: int
     start_line_end: int
     limits_uri: int
-    _lines: list[bytes]
-    _names: list[bytes]
+    _pairs: list[tuple[bytes, bytes]]
     _keys: list[bytes]
-    _vals: list[bytes | None]
     _index: dict[bytes, list[int]]
     _headers: tuple[Header, ...] | None
     _vias: list[Via] | None
@@ -112,24 +110,22 @@ class Message:
         self,
         raw: bytes,
         body: bytes,
-        lines: list[bytes],
-        names: list[bytes],
+        start_line: bytes,
+        pairs: list[tuple[bytes, bytes]],
         keys: list[bytes],
         index: dict[bytes, list[int]],
-        start_line_end: int,
         header_end: int,
         max_uri_bytes: int,
     ) -> None:
-        """Internal: built by `parse_message`. `lines[0]` is the start line, `lines[i + 1]`
-        the line of header i (its value is cut from it on first use)."""
+        """Internal: built by `parse_message`. `pairs[i]` is (name as received, value) of
+        header i, `keys[i]` its canonical key, `index` key -> header indices."""
         self.raw = raw
         self.body = body
-        self._lines = lines
-        self._names = names
+        self.start_line = start_line
+        self.start_line_end = len(start_line) + 2
+        self._pairs = pairs
         self._keys = keys
-        self._vals = [None] * len(keys)
         self._index = index
-        self.start_line_end = start_line_end
         self.header_end = header_end
         self.limits_uri = max_uri_bytes
         self._headers = None
@@ -142,26 +138,20 @@ class Message:
     # --- raw header access ---
 
     def _value(self, i: int) -> bytes:
-        value = self._vals[i]
-        if value is None:
-            line = self._lines[i + 1]
-            value = self._vals[i] = line[line.find(b":") + 1 :].strip(b" \t")
-        return value
+        return self._pairs[i][1]
 
     @property
     def headers(self) -> tuple[Header, ...]:
-        """Every header line in order, with its byte span in `raw`."""
+        """Every header line in order, with its byte span in `raw` (built on first use)."""
         headers = self._headers
         if headers is None:
             out = []
             pos = self.start_line_end
-            lines = self._lines
-            names = self._names
+            lines = self.raw[pos : self.header_end].split(b"\r\n")
             keys = self._keys
-            value = self._value
-            for i in range(len(keys)):
-                end = pos + len(lines[i + 1]) + 2
-                out.append(Header(names[i], keys[i], value(i), pos, end))
+            for i, (name, value) in enumerate(self._pairs):
+                end = pos + len(lines[i]) + 2
+                out.append(Header(name, keys[i], value, pos, end))
                 pos = end
             headers = self._headers = tuple(out)
         return headers
@@ -304,10 +294,6 @@ class Message:
     @property
     def user_agent(self) -> bytes | None:
         return self.get(b"user-agent")
-
-    @property
-    def start_line(self) -> bytes:
-        return self._lines[0]
 
 
 def parse_max_forwards(value: bytes) -> int:

@@ -69,10 +69,11 @@ _STATUS_RE = re.compile(
 _CALL_ID_WORD = rb"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+"
 _CALL_ID_RE = re.compile(_CALL_ID_WORD + rb"(?:@" + _CALL_ID_WORD + rb")?")
 
-# Every header line of the block in one C call: CRLF, a token name, optional SP/HTAB, a colon
-# (RFC 3261 §7.3.1, §25). A line the pattern does not match (no colon, `To\x01:`, a name that
-# is not a token, a folded continuation) makes the count differ from the number of lines.
-_NAME_RE = re.compile(rb"\r\n([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:")
+# Every header line of the block in one C call: CRLF, a token name, optional SP/HTAB, a colon,
+# the value (RFC 3261 §7.3.1, §25). A line the pattern does not match (no colon, `To\x01:`, a
+# name that is not a token, a folded continuation) makes the number of matches differ from the
+# number of lines; bare CR/LF are caught by counting them.
+_HEADER_RE = re.compile(rb"\r\n([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:[ \t]*([^\r\n]*)")
 # Header name as received (trailing whitespace removed) -> canonical key. Bounded so that a
 # flood of distinct names cannot grow it.
 _KEYS: dict[bytes, bytes] = {}
@@ -119,27 +120,34 @@ def _parse(data: bytes, start: int, limits: ParserLimits) -> Request | Response:
         raise ParseError("no empty line ends the header section")
     block = data[start:hend]
     crlf = block.count(b"\r\n")
+    if crlf > limits.max_headers:
+        raise MessageTooLarge("too many header lines")
     # RFC 3261 §7: lines end in CRLF; a bare CR or LF is a framing differential (SECURITY 13).
     if block.count(b"\r") != crlf or block.count(b"\n") != crlf:
         raise ParseError("bare CR or LF in the header section")
-    if crlf > limits.max_headers:
-        raise MessageTooLarge("too many header lines")
-    lines = block.split(b"\r\n")
+    first_end = block.find(b"\r\n")
+    first = block[:first_end] if first_end >= 0 else block
     max_line = limits.max_line_bytes
-    folded = b"\r\n " in block or b"\r\n\t" in block
-    if len(block) > max_line and not folded and max(map(len, lines)) > max_line:
-        raise MessageTooLarge("line too long")
-    names = _NAME_RE.findall(block)
+    if (
+        len(block) > max_line
+        and max(map(len, block.split(b"\r\n"))) > max_line
+        and block.find(b"\r\n ") < 0
+        and block.find(b"\r\n\t") < 0
+    ):
+        raise MessageTooLarge("line too long")  # folded blocks are measured per unfolded line
+    pairs: list[tuple[bytes, bytes]] = _HEADER_RE.findall(block)
     headers: list[Header] | None = None
-    if folded:
-        headers = _read_folded(lines, max_line)
-        names = [h.name for h in headers]
+    if len(pairs) != crlf:
+        if block.find(b"\r\n ") < 0 and block.find(b"\r\n\t") < 0:
+            raise ParseError("malformed header line")
+        headers = _read_folded(block, first, max_line)
+        pairs = [(h.name, h.value) for h in headers]
         keys = [h.key for h in headers]
     else:
-        if len(names) != crlf:
-            raise ParseError("malformed header line")
         kget = _KEYS.get
-        keys = [kget(n) or _key_for(n) for n in names]
+        keys = [kget(n) or _key_for(n) for n, _ in pairs]
+        if block.find(b" \r\n") >= 0 or block.find(b"\t\r\n") >= 0 or block.endswith((b" ", b"\t")):
+            pairs = [(n, v.rstrip(b" \t")) for n, v in pairs]  # trailing LWS is not the value
     index = {k: [i] for i, k in enumerate(keys)}
     if len(index) != len(keys):
         index = {}
@@ -155,54 +163,47 @@ def _parse(data: bytes, start: int, limits: ParserLimits) -> Request | Response:
                 raise ParseError("duplicate single-value header")
 
     body_start = hend + 4
-    available = len(data) - body_start
     found = index.get(b"content-length")
     if found is not None:
-        value = headers[found[0]].value if headers is not None else _value_of(lines, found[0])
+        value = pairs[found[0]][1]
+        # 1*DIGIT, but a leading zero other than "0" is refused (SECURITY-CASES 3: `0005` is a
+        # differential between parsers); at most 10 digits ever reach int().
         if not (value.isdigit() and len(value) <= 10 and (value[0] != 48 or len(value) == 1)):
             raise ParseError("malformed Content-Length")
-        length = int(value)
-        if length > available:
+        end = body_start + int(value)
+        if end > len(data):
             # RFC 3261 §18.3: on a datagram, a body shorter than Content-Length is an error.
             raise ParseError("Content-Length larger than the message body")
-        end = body_start + length
         raw = data[start:end]
         body = data[body_start:end]
     else:
         raw = data[start:] if start else data
         body = data[body_start:]
-    first = lines[0]
-    sl_end = len(first) + 2
     header_end = hend + 2 - start
     uri_max = limits.max_uri_bytes
 
     msg: Request | Response
     if first[:4].upper() == b"SIP/":
-        response = Response(raw, body, lines, names, keys, index, sl_end, header_end, uri_max)
+        response = Response(raw, body, first, pairs, keys, index, header_end, uri_max)
         response.status, response.reason = _status_line(first)
         msg = response
     else:
-        request = Request(raw, body, lines, names, keys, index, sl_end, header_end, uri_max)
+        request = Request(raw, body, first, pairs, keys, index, header_end, uri_max)
         request.method, request.uri = _request_line(first, uri_max)
         request._ruri = None
         msg = request
     if headers is not None:
         msg._headers = tuple(headers)
-        msg._vals = [h.value for h in headers]
     if not index.keys() >= _MANDATORY:
         raise ParseError("missing mandatory header")
-    _validate(msg, index)
+    _validate(msg, index, pairs)
     return msg
 
 
-def _value_of(lines: list[bytes], i: int) -> bytes:
-    line = lines[i + 1]
-    return line[line.find(b":") + 1 :].strip(b" \t")
-
-
-def _read_folded(lines: list[bytes], max_line: int) -> list[Header]:
+def _read_folded(block: bytes, first: bytes, max_line: int) -> list[Header]:
     """Slow path for a header block with obsolete line folding (RFC 3261 §7.3.1: a line that
     starts with SP/HTAB continues the previous one; the fold is one SP)."""
+    lines = block.split(b"\r\n")
     groups: list[list[bytes]] = []
     for line in lines[1:]:
         if line[:1] in (b" ", b"\t"):
@@ -212,24 +213,22 @@ def _read_folded(lines: list[bytes], max_line: int) -> list[Header]:
         else:
             groups.append([line])
     headers: list[Header] = []
-    pos = len(lines[0]) + 2
-    if len(lines[0]) > max_line:
+    pos = len(first) + 2
+    if len(first) > max_line:
         raise MessageTooLarge("line too long")
     for group in groups:
-        first = group[0]
-        m = _NAME_RE.match(b"\r\n" + first)
+        size = sum(len(part) for part in group)
+        if size > max_line:
+            raise MessageTooLarge("line too long")
+        # one SP per fold (RFC 3261 §7.3.1); whitespace-only continuation lines add nothing
+        joined = b" ".join(p for p in (part.strip(b" \t") for part in group) if p)
+        m = _HEADER_RE.fullmatch(b"\r\n" + joined)
         if m is None:
             raise ParseError("malformed header line")
         name = m.group(1)
         key = _KEYS.get(name) or _key_for(name)
-        size = sum(len(part) for part in group)
-        if size > max_line:
-            raise MessageTooLarge("line too long")
         end = pos + size + 2 * len(group)
-        parts = [first[m.end() - 2 :].strip(b" \t")]
-        parts.extend(part.strip(b" \t") for part in group[1:])
-        value = b" ".join(part for part in parts if part)
-        headers.append(Header(name, key, value, pos, end))
+        headers.append(Header(name, key, m.group(2).rstrip(b" \t"), pos, end))
         pos = end
     return headers
 
@@ -271,24 +270,25 @@ def _status_line(first: bytes) -> tuple[int, bytes]:
     return status, m.group(3)
 
 
-def _validate(msg: Message, index: dict[bytes, list[int]]) -> None:
+def _validate(
+    msg: Message, index: dict[bytes, list[int]], pairs: list[tuple[bytes, bytes]]
+) -> None:
     """Read the values that decide whether the message is acceptable at all (all mandatory
     headers are present). They are cached on the message, so the core reads them for free."""
-    value = msg._value
     uri_max = msg.limits_uri
     idx = index[b"via"]
     if len(idx) == 1:
-        msg._vias = parse_via_values(value(idx[0]))  # every Via value: RFC 4475 badinv01
+        msg._vias = parse_via_values(pairs[idx[0]][1])  # every Via value: RFC 4475 badinv01
     else:
         msg.vias  # noqa: B018
-    msg._from = NameAddr(value(index[b"from"][0]), uri_max)
-    msg._to = NameAddr(value(index[b"to"][0]), uri_max)
-    cseq = msg._cseq = parse_cseq(value(index[b"cseq"][0]))
-    if _CALL_ID_RE.fullmatch(value(index[b"call-id"][0])) is None:
+    msg._from = NameAddr(pairs[index[b"from"][0]][1], uri_max)
+    msg._to = NameAddr(pairs[index[b"to"][0]][1], uri_max)
+    cseq = msg._cseq = parse_cseq(pairs[index[b"cseq"][0]][1])
+    if _CALL_ID_RE.fullmatch(pairs[index[b"call-id"][0]][1]) is None:
         raise ParseError("malformed Call-ID")
-    idx_mf = index.get(b"max-forwards")
-    if idx_mf is not None:
-        parse_max_forwards(value(idx_mf[0]))
+    idx = index.get(b"max-forwards")  # type: ignore[assignment]
+    if idx is not None:
+        parse_max_forwards(pairs[idx[0]][1])
     if b"contact" in index:
         msg.contacts  # noqa: B018  (RFC 4475 regbadct)
     if isinstance(msg, Request):
@@ -338,9 +338,9 @@ def recover_headers(
         if (
             not value
             or len(value) > limits.max_line_bytes
-            or b"\r" in value
-            or b"\n" in value
-            or b"\x00" in value
+            or value.find(b"\r") >= 0
+            or value.find(b"\n") >= 0
+            or value.find(b"\x00") >= 0
         ):
             continue
         if key == b"via":
