@@ -156,7 +156,6 @@ _OTHER_ADDR_SPEC_NC = (
 )
 _OTHER_URI_RE = re.compile(rb"([A-Za-z][A-Za-z0-9+\-.]*):[^\x00-\x20\x7f<>\"]+")
 _BAD_ESCAPE_RE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
-_HOST_PORT_RE = re.compile(rb"(" + _HOST + rb")(?::(" + _PORT + rb"))?")
 
 # One name-addr (RFC 3261 §20.10): [display-name] LAQUOT addr-spec RAQUOT *(SEMI param).
 # Inside <> no whitespace is allowed (RFC 4475 badaspec is rejected: our pinned choice).
