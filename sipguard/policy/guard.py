@@ -154,7 +154,12 @@ class Guard:
         """Apply new settings (config reload) keeping bans and counters; trims to a lower cap.
 
         Cached never_ban answers live in the buckets, so the buckets are forgotten: a forgotten
-        bucket is a full one, which only errs on the side of serving."""
+        bucket is a full one, which only errs on the side of serving. What can fail (the
+        scanner pattern) is built before anything is assigned, so a failure changes nothing."""
+        # One alternation over the ASCII-lowered bytes: measured ~2x faster than one `in` per
+        # name, and faster than re.IGNORECASE.
+        names = sorted({ua.encode("ascii").lower() for ua in settings.scanner_user_agents})
+        scanners = re.compile(b"|".join(re.escape(name) for name in names)) if names else None
         self._settings = settings
         self._proven_failures = settings.ban_failures_proven or 2 * settings.ban_failures
         never_ban = settings.never_ban
@@ -162,12 +167,7 @@ class Guard:
             self._exempt: Callable[[str], bool] = never_ban
         else:
             self._exempt = never_ban.__contains__
-        # One alternation over the ASCII-lowered bytes: measured ~2x faster than one `in` per
-        # name, and faster than re.IGNORECASE.
-        names = sorted({ua.encode("ascii").lower() for ua in settings.scanner_user_agents})
-        self._scanners: re.Pattern[bytes] | None = (
-            re.compile(b"|".join(re.escape(name) for name in names)) if names else None
-        )
+        self._scanners: re.Pattern[bytes] | None = scanners
         # Seconds after which an idle bucket is full again, i.e. no different from no bucket.
         self._refill_time = settings.burst / settings.rate
         self._buckets.clear()

@@ -24,6 +24,9 @@ Decisions where the contract is silent, and why:
   `403 Forbidden` (or nothing, when `auth.refuse` is `drop`), the same bytes apart from the
   To-tag whatever the reason, after the same work: an unknown user is checked against a dummy
   HA1 (SECURITY-CASES 26).
+- A request repeated with the same digest answer, source, top Via branch, Call-ID and CSeq
+  within 32 s (Timer F) is a retransmission and is forwarded again on the same branch; any
+  other reuse of a nonce-count is a replay and a failure.
 - An answer we cannot use (malformed parameters, an algorithm or qop we did not offer, no qop)
   gets a fresh challenge and counts no failure (SECURITY-CASES 23).
 - In-dialog requests (a To-tag) of a dialog we admitted, from the address that set it up, are
@@ -105,6 +108,9 @@ INVITE_TRANSACTION_TTL = 200.0  # > Timer C (3 min, RFC 3261 §16.6 step 11): CA
 DIALOG_TTL = 4 * 3600.0  # refreshed by every in-dialog request; a call idle for 4 h is forgotten
 DIALOG_LINGER = 40.0  # after a BYE: retransmissions of it still pass
 RETRY_AFTER = b"5"  # seconds, in 503 for the rate limit
+# How long an admitted digest answer is recognised when its request is retransmitted: Timer F
+# (64*T1 = 32 s, RFC 3261 §17.1.2.2), the longest a UDP client retransmits a non-INVITE request.
+RETRANSMISSION_TTL = 32.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +188,13 @@ class Core:
         self._dialogs: ExpiringTable[bytes, Admission] = ExpiringTable(
             limits.transaction_table_size
         )
+        # Digest answers admitted in the last RETRANSMISSION_TTL seconds, by everything that
+        # identifies the request (source, nonce, nc, cnonce, top Via branch, Call-ID, CSeq):
+        # a UDP retransmission repeats its nonce-count and must be forwarded again, not refused
+        # as a replay (RFC 3261 §16.11: a stateless proxy forwards retransmissions).
+        self._answered: ExpiringTable[tuple[str, str, int, str, bytes, bytes, int], bool] = (
+            ExpiringTable(limits.transaction_table_size)
+        )
         self._events: list[BanEvent] = []
         self._guard: Guard | None = None
         self.reconfigure(settings)
@@ -189,10 +202,12 @@ class Core:
     # ------------------------------------------------------------------ configuration
 
     def reconfigure(self, settings: Settings) -> None:
-        """Apply a new config to new transactions; admitted dialogs and bans stay."""
-        self.settings = settings
+        """Apply a new config to new transactions; admitted dialogs and bans stay.
+
+        Atomic: everything is built first, and only then swapped in, so a config that fails to
+        compile (an exception from any builder) leaves the running one whole."""
         limits = settings.limits
-        self.parser_limits = ParserLimits(
+        parser_limits = ParserLimits(
             max_message_bytes=limits.max_message_bytes,
             max_headers=limits.max_headers,
             max_line_bytes=limits.max_line_bytes,
@@ -200,20 +215,10 @@ class Core:
             max_header_block_bytes=max(DEFAULT_LIMITS.max_header_block_bytes, 0),
             max_body_bytes=limits.max_message_bytes,
         )
-        self._matcher = SourceMatcher.from_trunks(settings.trunks)
-        self._store = CredentialStore.build(
-            settings.trunks, settings.auth.realm, secret=self._nonce_key
-        )
-        self._realm = settings.auth.realm
-        self._realm_bytes = settings.auth.realm.encode("utf-8")
-        self._opaque = self._issuer.opaque(settings.auth.realm)
-        self._refuse_drop = settings.auth.refuse == "drop"
-        self._upstreams = [
-            Address(Transport(u.transport), u.host, u.port) for u in settings.upstream
-        ]
-        self._upstream_endpoints = {(u.host, u.port) for u in self._upstreams}
-        self._listeners = [Address(Transport(x.transport), x.host, x.port) for x in settings.listen]
-        self._own = {(x.host, x.port) for x in self._listeners}
+        matcher = SourceMatcher.from_trunks(settings.trunks)
+        store = CredentialStore.build(settings.trunks, settings.auth.realm, secret=self._nonce_key)
+        upstreams = [Address(Transport(u.transport), u.host, u.port) for u in settings.upstream]
+        listeners = [Address(Transport(x.transport), x.host, x.port) for x in settings.listen]
         protection = settings.protection
         never_ban = RuleSet.from_texts(protection.never_ban)
         guard_settings = GuardSettings(
@@ -225,9 +230,26 @@ class Core:
             burst=protection.burst,
             scanner_user_agents=tuple(protection.scanner_user_agents),
         )
-        if self._guard is None:
-            self._guard = Guard(guard_settings)
+        guard = Guard(guard_settings) if self._guard is None else None
+        opaque = self._issuer.opaque(settings.auth.realm)
+
+        # ---- nothing below may fail: the swap
+        self.settings = settings
+        self.parser_limits = parser_limits
+        self._matcher = matcher
+        self._store = store
+        self._realm = settings.auth.realm
+        self._realm_bytes = settings.auth.realm.encode("utf-8")
+        self._opaque = opaque
+        self._refuse_drop = settings.auth.refuse == "drop"
+        self._upstreams = upstreams
+        self._upstream_endpoints = {(u.host, u.port) for u in upstreams}
+        self._listeners = listeners
+        self._own = {(x.host, x.port) for x in listeners}
+        if guard is not None:
+            self._guard = guard
         else:
+            assert self._guard is not None
             self._guard.configure(guard_settings)
         self._rate_drop = protection.rate_action == "drop"
 
@@ -616,11 +638,15 @@ class Core:
             # A right answer to an expired nonce: a new challenge, no failure (RFC 7616 §3.3).
             return self._challenge(msg, flow, now, algorithms, True, Cause.STALE_NONCE, info)
         else:
+            retransmission = self._retransmission_key(msg, source_ip, answer)
             nonce_expiry = expires_at(answer.nonce)
-            if nonce_expiry is None or not self._tracker.accept(
-                answer.nonce, answer.nonce_count, nonce_expiry, now
-            ):
-                failure = "nonce-count replayed"
+            if self._answered.get(retransmission, now) is None:
+                if nonce_expiry is None or not self._tracker.accept(
+                    answer.nonce, answer.nonce_count, nonce_expiry, now
+                ):
+                    failure = "nonce-count replayed"
+                else:
+                    self._answered.put(retransmission, True, now + RETRANSMISSION_TTL)
         if failure is not None:
             if verdict is NonceVerdict.VALID and not correct:
                 # A cracker reuses one nonce for many guesses: one wrong answer kills it.
@@ -636,6 +662,22 @@ class Core:
         guard.record_success(source_ip, now)
         info = Info(info.method, info.call_id, entry.trunk, answer.username)
         return self._forward_upstream(msg, flow, now, Cause.ADMITTED_DIGEST, info)
+
+    @staticmethod
+    def _retransmission_key(
+        msg: Request, source_ip: str, answer: DigestAnswer
+    ) -> tuple[str, str, int, str, bytes, bytes, int]:
+        """What a retransmission repeats and a new request changes (RFC 3261 §17.2.3 matching
+        plus the digest answer): the same key twice is one request sent twice."""
+        return (
+            source_ip,
+            answer.nonce,
+            answer.nonce_count,
+            answer.cnonce or "",
+            msg.top_via.branch or b"",
+            msg.call_id,
+            msg.cseq.number,
+        )
 
     def _algorithms(self, candidates: Sequence[Trunk]) -> tuple[str, ...]:
         """The challenge order: the first credential trunk's, then the others' (DESIGN §3)."""

@@ -211,7 +211,13 @@ def test_nonce_replay() -> None:
     params = challenge(only(c.handle(request(), CLIENT, LOCAL, None, NOW)))
     second = with_auth(request(cseq=2), "Authorization", answer(params, "REGISTER", nc=2))
     assert only(c.handle(second, CLIENT, LOCAL, None, NOW + 1)).cause is Cause.ADMITTED_DIGEST
-    replay = only(c.handle(second, CLIENT, LOCAL, None, NOW + 2))
+    # The same answer on another request (a new branch and CSeq): a replay.
+    again = with_auth(
+        request(cseq=5, branch="z9hG4bK-client-5"),
+        "Authorization",
+        answer(params, "REGISTER", nc=2),
+    )
+    replay = only(c.handle(again, CLIENT, LOCAL, None, NOW + 2))
     assert replay.cause is Cause.AUTH_FAILED
     assert replay.info.detail == "nonce-count replayed"
     decreasing = with_auth(request(cseq=3), "Authorization", answer(params, "REGISTER", nc=1))
@@ -245,6 +251,33 @@ def test_nonce_shared_by_instances_with_one_key() -> None:
     params = challenge(only(first.handle(request(), CLIENT, LOCAL, None, NOW)))
     req = with_auth(request(cseq=2), "Authorization", answer(params, "REGISTER"))
     assert only(second.handle(req, CLIENT, LOCAL, None, NOW + 1)).cause is Cause.ADMITTED_DIGEST
+
+
+@pytest.mark.parametrize("method", ["REGISTER", "INVITE"])
+def test_udp_retransmission_of_admitted_request_is_forwarded_again(method: str) -> None:
+    """RFC 3261 §17.1.2.2/§16.11: a UDP client retransmits the very same request (same nonce
+    and nc) until it hears a response; each copy is forwarded on the same branch, never refused
+    as a nonce-count replay (found by scripts/bench: a lost 200 turned into a 403)."""
+    c, data = authenticated(method)
+    first = only(c.handle(data, CLIENT, LOCAL, None, NOW + 1))
+    assert isinstance(first, Forward) and first.cause is Cause.ADMITTED_DIGEST
+    for delay in (1.5, 2.5, 4.5, 31.0):
+        again = only(c.handle(data, CLIENT, LOCAL, None, NOW + delay))
+        assert isinstance(again, Forward), (delay, again)
+        assert again.data == first.data
+    # Past Timer F (32 s) it is not a retransmission any more: the nonce-count was used.
+    late = only(c.handle(data, CLIENT, LOCAL, None, NOW + 40))
+    assert late.cause is Cause.AUTH_FAILED and late.info.detail == "nonce-count replayed"
+
+
+def test_retransmission_memory_needs_the_same_request_and_source() -> None:
+    """Only the same source, branch, Call-ID and CSeq count as a retransmission."""
+    c, data = authenticated()
+    assert isinstance(only(c.handle(data, CLIENT, LOCAL, None, NOW + 1)), Forward)
+    other_branch = data.replace(b"z9hG4bK-client-1", b"z9hG4bK-client-9")
+    assert only(c.handle(other_branch, CLIENT, LOCAL, None, NOW + 2)).cause is Cause.AUTH_FAILED
+    other_cseq = data.replace(b"CSeq: 2 REGISTER", b"CSeq: 3 REGISTER")
+    assert only(c.handle(other_cseq, CLIENT, LOCAL, None, NOW + 3)).cause is Cause.AUTH_FAILED
 
 
 def test_register_credentials_replayed_on_invite() -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+
 from sipguard.proxy.actions import Address, Cause, Drop, Forward, Reply, Transport
 from sipguard.proxy.core import Core
 from sipguard.settings import Trunk
@@ -320,3 +322,17 @@ def test_ipv4_mapped_source_is_matched_as_ipv4() -> None:
     mapped = dataclasses.replace(CLIENT, host="::ffff:127.0.0.1")
     action = only(c.handle(request("INVITE"), mapped, LOCAL, None, NOW))
     assert isinstance(action, Forward) and action.cause is Cause.ADMITTED_IP
+
+
+def test_reconfigure_is_atomic_when_a_builder_fails() -> None:
+    """A config that fails to compile (here a whitelist entry that bypassed validation) leaves the running config whole: nothing half
+    swapped in (issue 6, reload)."""
+    c = core(settings(IP_TRUNK))
+    before = c.settings
+    broken = settings(Trunk("office", whitelist=("not-an-address",)))
+    with pytest.raises(ValueError, match="not-an-address"):
+        c.reconfigure(broken)
+    assert c.settings is before
+    action = only(c.handle(request("INVITE"), CLIENT, LOCAL, None, NOW))
+    assert isinstance(action, Forward) and action.cause is Cause.ADMITTED_IP
+    assert status_of(only(c.handle(request("INVITE"), STRANGER, LOCAL, None, NOW))) == 403
