@@ -13,6 +13,10 @@ Rules it enforces (SECURITY-CASES 5, 6, 7, 9):
   connection silent for `idle_timeout` seconds is closed; a TLS handshake must finish within
   `handshake_timeout`; over the per-source or total connection cap a new connection is aborted
   at once, before any TLS work (half-open handshakes count against the caps).
+- Whitelisted sources still get service (SECURITY-CASES 9): `StreamLimits.reserved_connections`
+  of the total are kept for sources the `reserved` predicate names (the server builds it from
+  the addresses that trunk whitelists and upstreams name); every other source shares the rest,
+  so strangers that each stay under the per-source cap cannot lock a trunk out.
 - A peer that does not read what we write is cut off when its write buffer passes a cap.
 
 Never does: SIP decisions (the sink, i.e. the core, decides), logging per message.
@@ -36,6 +40,7 @@ from sipguard.transport import MessageSink, ObserverProtocol
 __all__ = [
     "CRLF",
     "Framer",
+    "ReservedSource",
     "StreamConnection",
     "StreamLimits",
     "Streams",
@@ -73,6 +78,16 @@ class StreamLimits:
     max_pending_bytes: int = 16 * 65535
     # After we decide to close, how long a peer has to read our last bytes (e.g. a 400).
     linger: float = 2.0
+
+    @property
+    def reserved_connections(self) -> int:
+        """Inbound connections that only reserved sources (named by a trunk's whitelist or an
+        upstream) may take: 10% of `max_connections`, and at least one source's full share
+        (`max_connections_per_source`) as long as that is at most half of the total. Every
+        other source shares `max_connections - reserved_connections` (SECURITY-CASES 9)."""
+        total = self.max_connections
+        tenth = -(-total // 10)  # rounded up: any total above 0 keeps a slot
+        return max(tenth, min(self.max_connections_per_source, total // 2))
 
 
 class State(enum.Enum):
@@ -119,6 +134,7 @@ class StreamConnection(asyncio.Protocol):
         self._pending: list[tuple[bytes, Forward | None]] = []  # queued while connecting
         self._pending_bytes = 0
         self._opened = False  # connection_opened was reported
+        self.reserved = False  # admitted as a reserved source (counts against the reserve)
         self._handshake: asyncio.TimerHandle | None = None
 
     def __repr__(self) -> str:
@@ -436,8 +452,16 @@ class StreamConnection(asyncio.Protocol):
 PeerKey = tuple[Transport, str, int]
 
 
+ReservedSource = Callable[[str], bool]
+
+
 class Streams:
-    """Every live stream connection, by id and by peer, and the caps on inbound ones."""
+    """Every live stream connection, by id and by peer, and the caps on inbound ones.
+
+    `reserved` (None: no source is reserved, every source may use the whole cap) says whether
+    a socket peer address may use the connections kept back from the others; the server sets it
+    from the config and replaces it on reload. Connections keep the class they were admitted
+    with until they close."""
 
     def __init__(
         self,
@@ -445,15 +469,19 @@ class Streams:
         observer: ObserverProtocol,
         framer_factory: Callable[[], Framer],
         limits: StreamLimits,
+        *,
+        reserved: ReservedSource | None = None,
     ) -> None:
         self.sink = sink
         self.observer = observer
         self.framer_factory = framer_factory
         self.limits = limits
+        self.reserved = reserved
         self.by_id: dict[int, StreamConnection] = {}
         self.by_peer: dict[PeerKey, StreamConnection] = {}
         self._per_source: dict[str, int] = {}
         self._inbound = 0
+        self._unreserved = 0  # inbound connections from sources that are not reserved
         self.outbound = 0
         self.refused = 0  # inbound connections cut at once by a cap
         self._next_id = 0
@@ -477,12 +505,23 @@ class Streams:
         return make
 
     def admit(self, connection: StreamConnection) -> bool:
-        """Register an inbound connection unless it is over the total or per-source cap."""
+        """Register an inbound connection unless it is over the total or per-source cap, or,
+        for a source that is not reserved, over the share left once the reserve is kept."""
         host = connection.peer.host
         count = self._per_source.get(host, 0)
         limits = self.limits
         if self._inbound >= limits.max_connections or count >= limits.max_connections_per_source:
             return False
+        reserved = self.reserved
+        if reserved is None or not reserved(host):
+            if (
+                reserved is not None
+                and self._unreserved >= limits.max_connections - limits.reserved_connections
+            ):
+                return False  # SECURITY-CASES 9: the rest is kept for whitelisted sources
+            self._unreserved += 1
+        else:
+            connection.reserved = True
         self._per_source[host] = count + 1
         self._inbound += 1
         self._register(connection)
@@ -508,6 +547,8 @@ class Streams:
             self.outbound -= 1
         else:
             self._inbound -= 1
+            if not connection.reserved:
+                self._unreserved -= 1
             left = self._per_source[peer.host] - 1
             if left:
                 self._per_source[peer.host] = left

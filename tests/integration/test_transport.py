@@ -416,6 +416,69 @@ def test_tcp_total_connection_cap(run: Runner[None]) -> None:
     run(scenario())
 
 
+def test_tcp_global_cap_keeps_a_reserve_for_whitelisted_sources(run: Runner[None]) -> None:
+    """SECURITY-CASES 9: sources the `reserved` predicate does not name share the total cap
+    minus the reserve (4 - max(1, min(2, 2)) = 2 here); a reserved source may still connect up
+    to the full total."""
+
+    async def scenario() -> None:
+        observer = RecordingObserver()
+        settings = make_settings(
+            ("tcp", "127.0.0.1"), max_connections=4, max_connections_per_source=2
+        )
+        async with serving(settings, observer=observer) as server:
+            streams = server.dispatcher.streams
+            assert streams.limits.reserved_connections == 2
+            streams.reserved = lambda ip: ip == "127.0.0.3"
+            address = server.address_of("tcp")
+
+            def from_(source: str) -> Awaitable[tuple[asyncio.StreamReader, Any]]:
+                return connect(address, local_addr=(source, 0))
+
+            strangers = [await from_("127.0.0.2") for _ in range(2)]
+            await until(lambda: len(observer.opened) == 2, "the strangers' share")
+            reader, _writer = await from_("127.0.0.4")  # another stranger: the share is used
+            assert await read_closed(reader)
+            trusted = [await from_("127.0.0.3") for _ in range(2)]  # up to the full total
+            await until(lambda: len(observer.opened) == 4, "the reserve")
+            for reader, writer in strangers + trusted:
+                writer.write(sip(b"A"))
+                assert (await reader.readline()).startswith(b"OK")
+            assert streams.refused == 1
+            # The reserve is given back when a reserved connection closes, and a stranger's
+            # slot when a stranger's does: the classes never borrow from each other.
+            trusted[0][1].close()
+            await until(lambda: len(streams) == 3, "a trusted connection gone")
+            reader, _writer = await from_("127.0.0.4")
+            assert await read_closed(reader)
+            strangers[0][1].close()
+            await until(lambda: len(streams) == 2, "a stranger's connection gone")
+            reader, writer = await from_("127.0.0.4")
+            writer.write(sip(b"A"))
+            assert (await reader.readline()).startswith(b"OK")
+
+    run(scenario())
+
+
+def test_tcp_no_reserve_without_reserved_sources(run: Runner[None]) -> None:
+    """When the config names no address (predicate None) nobody could use a reserve: every
+    source may take the whole total."""
+
+    async def scenario() -> None:
+        observer = RecordingObserver()
+        settings = make_settings(("tcp", "127.0.0.1"), max_connections=2)
+        async with serving(settings, observer=observer) as server:
+            assert server.dispatcher.streams.reserved is None
+            address = server.address_of("tcp")
+            kept = [await connect(address, local_addr=("127.0.0.2", 0)) for _ in range(2)]
+            await until(lambda: len(observer.opened) == 2, "both connections")
+            for reader, writer in kept:
+                writer.write(sip(b"A"))
+                assert (await reader.readline()).startswith(b"OK")
+
+    run(scenario())
+
+
 def test_tcp_idle_timeout(run: Runner[None]) -> None:
     async def scenario() -> None:
         observer = RecordingObserver()
