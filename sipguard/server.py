@@ -9,10 +9,18 @@ Process contract:
 - exit 78 (EX_CONFIG) with every problem on stderr when the config is unusable;
 - exit 71 (EX_OSERR) with a message naming the listener when one cannot be bound (port in use);
 - SIGTERM/SIGINT: stop accepting, let in-flight work finish within `limits.shutdown_grace`,
-  close connections, exit 0;
+  close connections, exit 0. A second SIGTERM/SIGINT during that drain ends the wait at once
+  (connections are aborted, still exit 0): the operator who asks twice does not want to wait;
 - SIGHUP: load the file off to the side; on success apply it (core.reconfigure, listeners added
-  or removed, TLS certificates reloaded for new connections), on failure keep running unchanged
-  and report the problems (DESIGN §3: a bad new file keeps the old config running).
+  or removed, TLS certificates reloaded for new connections), on failure - a refused file or
+  any error while loading or applying it - keep running unchanged and report the problems
+  (DESIGN §3: a bad new file keeps the old config running; sd_notify(3): READY=1 follows
+  RELOADING=1 whatever the outcome);
+- the handlers for all three are installed before anything can send READY=1 and stay until the
+  shutdown is complete: systemd may signal the moment it reads READY=1 (`Type=notify-reload`,
+  `systemctl reload`), and logrotate may SIGHUP during a drain. A SIGTERM/SIGINT that arrives
+  while starting is acted on once the listeners are up (stop at once); a SIGHUP while starting
+  reloads once started; a SIGHUP while stopping is ignored (logged `signal_ignored`).
 
 Never does: SIP decisions (the core's), per-packet logging (the observer logs decisions).
 """
@@ -21,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import os
 import signal
 import socket
@@ -32,12 +41,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from sipguard.errors import ConfigError
+from sipguard.policy.whitelist import RuleSet, parse_rule
 from sipguard.proxy.actions import Address, Transport
 from sipguard.settings import Listener, Settings
 from sipguard.sip.framing import StreamFramer
 from sipguard.transport import CoreProtocol, NullObserver, ObserverProtocol
 from sipguard.transport.dispatch import Dispatcher
-from sipguard.transport.stream import StreamLimits, server_tls_context
+from sipguard.transport.stream import ReservedSource, StreamLimits, server_tls_context
 from sipguard.transport.udp import UdpEndpoint, bind_udp
 from sipguard.transport.upstream import client_tls_context
 
@@ -50,6 +60,8 @@ __all__ = [
     "ObserverProtocol",
     "Server",
     "StderrObserver",
+    "describe_error",
+    "reserved_sources",
     "run_from_file",
     "stream_limits",
 ]
@@ -66,6 +78,10 @@ LISTEN_BACKLOG = 1024  # pending TCP accepts per listener: absorbs a reconnect s
 # no message has been handled for this long (a SIP transaction step is a round trip).
 QUIET_PERIOD = 0.5
 CLOSE_WAIT = 1.0  # seconds for connections to flush on shutdown before they are aborted
+# A reload error that is not a ConfigError is reported by type and message; the message is cut
+# so that a pathological one cannot flood the log (secrets never reach exception messages: the
+# config loader names files and keys, never their content).
+MAX_ERROR_CHARS = 300
 
 
 class ListenerError(Exception):
@@ -92,6 +108,22 @@ def stream_limits(settings: Settings) -> StreamLimits:
         max_write_buffer=16 * limits.max_message_bytes,
         max_pending_bytes=16 * limits.max_message_bytes,
     )
+
+
+def reserved_sources(settings: Settings) -> ReservedSource | None:
+    """Which socket peers may use the stream connections kept back from strangers
+    (SECURITY-CASES 9): an address that a trunk's whitelist names (an empty whitelist names
+    nobody: it admits any address, and so reserves nothing) or an upstream's address. None
+    when the config names no address. IPv4-mapped peers match IPv4 entries (policy.whitelist).
+    Raises ValueError for an entry the whitelist grammar refuses (the config loader refuses
+    it first)."""
+    rules = [parse_rule(text) for trunk in settings.trunks for text in trunk.whitelist]
+    for upstream in settings.upstream:
+        with contextlib.suppress(ValueError):  # an IP literal by Upstream's contract
+            rules.append(parse_rule(upstream.host))
+    if not rules:
+        return None
+    return RuleSet(rules).__contains__
 
 
 @dataclass(slots=True)
@@ -136,9 +168,12 @@ class Server:
             stream_limits(settings),
             client_tls=client_tls,
         )
+        self.dispatcher.streams.reserved = reserved_sources(settings)
         self._bound: dict[Listener, _Bound] = {}
         self._tick: asyncio.Task[None] | None = None
         self._reload_lock = asyncio.Lock()
+        self._hurry = asyncio.Event()
+        self.stopping = False
         self.stopped = asyncio.Event()
 
     # -- public ----------------------------------------------------------------------------
@@ -173,56 +208,46 @@ class Server:
 
     async def reload(self, settings: Settings) -> list[str]:
         """Apply a new config atomically: new listeners are bound first, and if one fails
-        nothing changes. Returns the problems ([] when applied)."""
+        nothing changes. Returns the problems ([] when applied). Never raises: an unexpected
+        error is a refused reload too (reported with its type and message)."""
         async with self._reload_lock:
             try:
-                server_tls = _server_context(settings)
-                client_tls = self._client_context(settings)
-            except ConfigError as exc:
-                self.observer.config_reload_failed(exc.problems)
-                return exc.problems
-            added = [x for x in settings.listen if x not in self._bound]
-            removed = [x for x in self._bound if x not in settings.listen]
-            opened: dict[Listener, _Bound] = {}
-            previous_tls, self._server_tls = self._server_tls, server_tls
-            try:
-                for listener in added:
-                    opened[listener] = await self._bind(listener)
-            except ListenerError as exc:
-                self._server_tls = previous_tls
-                for bound in opened.values():
-                    bound.close()
-                self.observer.listener_error(exc.listener, exc.detail)
-                problems = [f"{settings.source}: listen: {exc.listener}: {exc.detail}"]
+                problems = await self._apply(settings)
+            except Exception as exc:  # the shell's broad except: one reload, not the daemon
+                problems = [f"{settings.source}: reload failed: {describe_error(exc)}"]
+            if problems:
                 self.observer.config_reload_failed(problems)
-                return problems
-            self.core.reconfigure(settings)
-            self.settings = settings
-            self.dispatcher.streams.limits = stream_limits(settings)
-            self.dispatcher.connector.tls = client_tls
-            self._bound.update(opened)
-            for listener in removed:
-                bound = self._bound.pop(listener)
-                if bound.udp is not None:
-                    self.dispatcher.remove_udp(bound.udp)
-                bound.close()
-            self.observer.config_reloaded(settings)
-            return []
+            else:
+                self.observer.config_reloaded(settings)
+            return problems
 
     async def reload_from_file(self, path: str) -> list[str]:
-        """SIGHUP: read and validate `path` off the loop; apply it or report why not."""
+        """SIGHUP: read and validate `path` off the loop; apply it or report why not. Never
+        raises (but can be cancelled): every outcome is `config_reloaded` or
+        `config_reload_failed` after `reloading`, so systemd hears READY=1 after RELOADING=1."""
         self.observer.reloading()
         try:
             settings = await asyncio.get_running_loop().run_in_executor(None, _load, path)
         except ConfigError as exc:
             self.observer.config_reload_failed(exc.problems)
             return exc.problems
+        except Exception as exc:  # a defect or an OS error the loader did not turn into words
+            problems = [f"{path}: reload failed: {describe_error(exc)}"]
+            self.observer.config_reload_failed(problems)
+            return problems
         return await self.reload(settings)
 
+    def hurry(self) -> None:
+        """Cut a running `stop()` short: no more waiting for in-flight work or flushes."""
+        self._hurry.set()
+
     async def stop(self) -> None:
-        """Graceful shutdown: stop accepting, drain for at most `limits.shutdown_grace`, close."""
-        if self.stopped.is_set():
+        """Graceful shutdown: stop accepting, drain for at most `limits.shutdown_grace`, close.
+        `hurry()` ends both waits at once."""
+        if self.stopping:
+            await self.stopped.wait()
             return
+        self.stopping = True
         self.observer.stopping()
         loop = asyncio.get_running_loop()
         for bound in self._bound.values():
@@ -230,14 +255,16 @@ class Server:
                 bound.server.close()  # no new connections; existing ones keep working
         grace_end = loop.time() + self.settings.limits.shutdown_grace
         while loop.time() < grace_end and not self._drained():
-            await asyncio.sleep(0.05)
+            if await self._hurried(0.05):
+                break
         if self._tick is not None:
             self._tick.cancel()
         self.dispatcher.close()
         streams = self.dispatcher.streams
         close_end = loop.time() + CLOSE_WAIT
         while len(streams) and loop.time() < close_end:
-            await asyncio.sleep(0.02)
+            if await self._hurried(0.02):
+                break
         streams.abort_all()
         for bound in self._bound.values():
             bound.close()
@@ -246,6 +273,55 @@ class Server:
         self.stopped.set()
 
     # -- internals -------------------------------------------------------------------------
+
+    async def _apply(self, settings: Settings) -> list[str]:
+        """The body of `reload`: problems, or [] once everything is swapped in. Whatever fails
+        before `core.reconfigure` returned leaves the running config exactly as it was."""
+        try:
+            server_tls = _server_context(settings)
+            client_tls = self._client_context(settings)
+        except ConfigError as exc:
+            return exc.problems
+        reserved = reserved_sources(settings)
+        added = [x for x in settings.listen if x not in self._bound]
+        removed = [x for x in self._bound if x not in settings.listen]
+        opened: dict[Listener, _Bound] = {}
+        previous_tls, self._server_tls = self._server_tls, server_tls
+        try:
+            for listener in added:
+                opened[listener] = await self._bind(listener)
+            self.core.reconfigure(settings)
+        except ListenerError as exc:
+            self._server_tls = previous_tls
+            for bound in opened.values():
+                self._unbind(bound)
+            self.observer.listener_error(exc.listener, exc.detail)
+            return [f"{settings.source}: listen: {exc.listener}: {exc.detail}"]
+        except BaseException:  # a defect in the core, or cancelled by the shutdown
+            self._server_tls = previous_tls
+            for bound in opened.values():
+                self._unbind(bound)
+            raise
+        self.settings = settings
+        self.dispatcher.streams.limits = stream_limits(settings)
+        self.dispatcher.streams.reserved = reserved
+        self.dispatcher.connector.tls = client_tls
+        self._bound.update(opened)
+        for listener in removed:
+            self._unbind(self._bound.pop(listener))
+        return []
+
+    def _unbind(self, bound: _Bound) -> None:
+        if bound.udp is not None:
+            self.dispatcher.remove_udp(bound.udp)
+        bound.close()
+
+    async def _hurried(self, delay: float) -> bool:
+        """Wait `delay` seconds or until `hurry()`; whether we were hurried."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._hurry.wait()
+        return self._hurry.is_set()
 
     def _new_framer(self) -> StreamFramer:
         return StreamFramer(self.core.parser_limits)
@@ -342,6 +418,13 @@ def _server_context(settings: Settings) -> ssl.SSLContext | None:
         raise ConfigError([f"{settings.source}: tls: {exc}"]) from exc
 
 
+def describe_error(exc: BaseException) -> str:
+    """`Type: message` of an unexpected error, on one line and at most MAX_ERROR_CHARS."""
+    message = " ".join(str(exc).split())
+    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
+
+
 def _load(path: str) -> Settings:
     from sipguard.config import load_settings
 
@@ -398,45 +481,129 @@ def run_from_file(path: str, *, observer_factory: ObserverFactory | None = None)
         return runner.run(_serve(path, settings, observer))
 
 
+class _Phase(enum.Enum):
+    STARTING = "starting"  # before the listeners are up (and before READY=1)
+    SERVING = "serving"
+    STOPPING = "stopping"  # from the first SIGTERM/SIGINT until stop() has returned
+
+
+class _Signals:
+    """What SIGTERM, SIGINT and SIGHUP mean in each phase of `_serve` (see the module docstring).
+
+    Installed before the server starts, removed only after it stopped, so no signal ever meets
+    its default action (which would kill the daemon with no shutdown and no exit code)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, path: str, observer: Any) -> None:
+        self.loop = loop
+        self.path = path
+        self.observer = observer
+        self.phase = _Phase.STARTING
+        self.stop = asyncio.Event()
+        self.reload_pending = False
+        self.server: Server | None = None
+        self.reloads: set[asyncio.Task[list[str]]] = set()
+
+    def install(self) -> None:
+        self.loop.add_signal_handler(signal.SIGTERM, self.on_stop, signal.SIGTERM)
+        self.loop.add_signal_handler(signal.SIGINT, self.on_stop, signal.SIGINT)
+        self.loop.add_signal_handler(signal.SIGHUP, self.on_reload)
+
+    def remove(self) -> None:
+        for signum in self.SIGNALS:
+            with contextlib.suppress(ValueError, RuntimeError):
+                self.loop.remove_signal_handler(signum)
+
+    def on_stop(self, signum: signal.Signals) -> None:
+        if self.phase is _Phase.STOPPING:
+            # A second request to stop: stop waiting for the drain (still a clean exit 0).
+            _note(self.observer, "warning", "stop_hastened", signal=signum.name)
+            if self.server is not None:
+                self.server.hurry()
+            return
+        self.stop.set()  # while starting: acted on as soon as the listeners are up
+
+    def on_reload(self) -> None:
+        if self.phase is _Phase.STOPPING:
+            _note(self.observer, "warning", "signal_ignored", signal="SIGHUP", reason="stopping")
+        elif self.phase is _Phase.STARTING or self.server is None:
+            self.reload_pending = True  # reload the file once started
+        else:
+            self.reload()
+
+    def serving(self, server: Server) -> None:
+        """The listeners are up (READY=1 was sent): run what arrived while starting."""
+        self.server = server
+        self.phase = _Phase.SERVING
+        if self.reload_pending and not self.stop.is_set():
+            self.reload_pending = False
+            self.reload()
+
+    def reload(self) -> None:
+        assert self.server is not None
+        task = self.loop.create_task(self.server.reload_from_file(self.path))
+        self.reloads.add(task)
+        task.add_done_callback(self._reload_done)
+
+    def _reload_done(self, task: asyncio.Task[list[str]]) -> None:
+        self.reloads.discard(task)
+        error = None if task.cancelled() else task.exception()
+        if error is not None:  # pragma: no cover - reload_from_file reports its own errors
+            _note(self.observer, "error", "bug", error=describe_error(error))
+
+    async def stopping(self) -> None:
+        """Leave SERVING: no reload from now on; one already running is cancelled (its new
+        listeners are closed again) before the server stops."""
+        self.phase = _Phase.STOPPING
+        reloads = list(self.reloads)
+        for task in reloads:
+            task.cancel()
+        await asyncio.gather(*reloads, return_exceptions=True)
+
+
+def _note(observer: Any, level: str, event: str, **fields: Any) -> None:
+    """A lifecycle line outside the observer's vocabulary: to its structlog logger when it has
+    one (the JSON log of `sipguard run`), else one `sipguard: EVENT: k=v` line on stderr."""
+    logger = getattr(observer, "logger", None)
+    method = getattr(logger, level, None) if logger is not None else None
+    if callable(method):
+        method(event, **fields)
+        return
+    detail = " ".join(f"{key}={value}" for key, value in fields.items())
+    print(f"sipguard: {event}: {detail}" if detail else f"sipguard: {event}", file=sys.stderr)
+
+
 async def _serve(path: str, settings: Settings, observer: ObserverProtocol) -> int:
     from sipguard.proxy.core import Core
 
-    core = Core(
-        settings,
-        # A random key per process unless configured: nonces then die with the process.
-        nonce_key=settings.auth.secret or os.urandom(32),
-        boot_id=os.urandom(8),
-        started_at=time.time(),
-    )
-    server = Server(settings, core, observer=observer)
+    signals = _Signals(asyncio.get_running_loop(), path, observer)
+    # Before anything can send READY=1 (server.start() does, through the observer).
+    signals.install()
     try:
-        await server.start()
-    except ListenerError as exc:
-        print(f"sipguard: cannot listen on {exc.listener}: {exc.detail}", file=sys.stderr)
-        return EX_OSERR
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return EX_CONFIG
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    reloads: set[asyncio.Task[Any]] = set()
-
-    def reload() -> None:
-        task = loop.create_task(server.reload_from_file(path))
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
-
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, reload)
-    try:
-        await stop.wait()
+        core = Core(
+            settings,
+            # A random key per process unless configured: nonces then die with the process.
+            nonce_key=settings.auth.secret or os.urandom(32),
+            boot_id=os.urandom(8),
+            started_at=time.time(),
+        )
+        server = Server(settings, core, observer=observer)
+        try:
+            await server.start()
+        except ListenerError as exc:
+            print(f"sipguard: cannot listen on {exc.listener}: {exc.detail}", file=sys.stderr)
+            return EX_OSERR
+        except ConfigError as exc:
+            for problem in exc.problems:
+                print(problem, file=sys.stderr)
+            return EX_CONFIG
+        try:
+            signals.serving(server)
+            await signals.stop.wait()
+        finally:
+            await signals.stopping()
+            await server.stop()
+        return EX_OK
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            with contextlib.suppress(ValueError, RuntimeError):
-                loop.remove_signal_handler(signum)
-        for task in reloads:
-            task.cancel()
-        await server.stop()
-    return EX_OK
+        signals.remove()

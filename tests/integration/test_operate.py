@@ -7,8 +7,9 @@ name or Call-ID in any label; /healthz; the JSON log names each decision with th
 never carries a password, HA1, digest response or Authorization value; sd_notify READY=1,
 RELOADING=1, STOPPING=1 on a socket the test binds; SIGHUP reloads atomically (a broken file
 keeps the old config and is counted), keeps established calls, opens and closes listeners.
-Two xfail tests pin server.py signal bugs (a SIGHUP right after READY=1, or during the shutdown
-drain, kills the daemon); remove their markers once `_serve()` is fixed.
+Signals at the edges of the daemon's life: a SIGHUP right after READY=1 reloads, a SIGHUP during
+the shutdown drain is ignored (exit 0), a reload that fails with an unexpected error keeps the
+daemon running and tells systemd READY=1 again.
 Must never: use a non-loopback address, sleep to synchronise (every wait polls a condition
 against a deadline), leave a process running (daemons and SIPp are stopped by PID).
 
@@ -393,12 +394,6 @@ def _sighup_caught(pid: int) -> bool:
     return False
 
 
-@pytest.mark.xfail(
-    reason="BUG sipguard/server.py _serve(): loop.add_signal_handler() runs after "
-    "server.start() has sent READY=1, so a SIGHUP (systemctl reload) or SIGTERM in that window "
-    "meets the default action and kills the daemon (exit -1 / -15)",
-    strict=False,  # a race: it loses most runs on this machine, not every run
-)
 def test_sighup_right_after_ready_reloads(
     notify_socket: tuple[socket.socket, str], tmp_path: Path
 ) -> None:
@@ -443,12 +438,48 @@ def test_sighup_right_after_ready_reloads(
         daemon.__exit__(None, None, None)
 
 
-@pytest.mark.xfail(
-    reason="BUG sipguard/server.py _serve(): the finally block removes the SIGTERM/SIGINT/SIGHUP "
-    "handlers before `await server.stop()`, so a SIGHUP during the drain (logrotate, "
-    "systemctl reload) kills the daemon with the default action: exit -1 instead of 0",
-    strict=True,
-)
+def test_sigterm_right_after_ready_exits_zero(
+    notify_socket: tuple[socket.socket, str], tmp_path: Path
+) -> None:
+    """`systemctl stop` the moment READY=1 arrives: a clean shutdown (STOPPING=1, exit 0),
+    never the default action of SIGTERM (exit -15)."""
+    sock, path = notify_socket
+    daemon = Daemon(
+        tmp_path / "daemon",
+        config_for(free_port("udp"), None),
+        env={**os.environ, "NOTIFY_SOCKET": path},
+    )
+    seen: list[bytes] = []
+
+    def term_on_ready() -> None:
+        deadline = time.monotonic() + 20
+        sock.settimeout(0.2)
+        while time.monotonic() < deadline:
+            try:
+                data = sock.recv(4096)
+            except TimeoutError:
+                continue
+            seen.extend(data.split(b"\n"))
+            if b"READY=1" in seen and not any(x == b"SIGTERM" for x in seen):
+                os.kill(daemon.pid, signal.SIGTERM)
+                seen.append(b"SIGTERM")
+            if b"STOPPING=1" in seen:
+                return
+
+    watcher = threading.Thread(target=term_on_ready, daemon=True)
+    watcher.start()
+    try:
+        with contextlib.suppress(HarnessError):  # it may stop before `started` is read
+            daemon.start(timeout=15)
+        watcher.join(25)
+        assert b"SIGTERM" in seen, "no READY=1 on NOTIFY_SOCKET"
+        code = daemon.proc.wait(DEADLINE)
+        assert code == 0, daemon.describe()
+        assert b"STOPPING=1" in seen, seen
+    finally:
+        daemon.__exit__(None, None, None)
+
+
 def test_sighup_during_shutdown_drain_still_exits_zero(daemon_factory: DaemonFactory) -> None:
     sip_port, tcp_port = free_port("udp"), free_port("tcp")
     config = demo_config(
@@ -466,6 +497,46 @@ def test_sighup_during_shutdown_drain_still_exits_zero(daemon_factory: DaemonFac
         os.kill(daemon.pid, signal.SIGHUP)
         code = daemon.proc.wait(DEADLINE)
     assert code == 0, daemon.describe()
+    # ignored, and said so (README "Log events")
+    assert daemon.find_event("signal_ignored", signal="SIGHUP"), daemon.describe()
+    assert not daemon.find_event("config_reloading"), daemon.describe()
+
+
+def test_second_sigterm_hastens_the_shutdown_drain(daemon_factory: DaemonFactory) -> None:
+    """SIGTERM twice (an impatient operator, Ctrl-C twice): the second one ends the drain
+    at once instead of waiting `shutdown_grace`; still a clean exit 0."""
+    sip_port = free_port("udp")
+    config = demo_config(
+        listen=[f"udp://{V4}:{sip_port}"],
+        upstream=[f"sip:{V4}:{free_port('udp')}"],
+        extra={"limits": {"shutdown_grace": 60}},
+    )
+    daemon = daemon_factory(config)
+    wait_for(lambda: _sighup_caught(daemon.pid), DEADLINE, "the signal handlers")
+    done = threading.Event()
+
+    def keep_busy() -> None:
+        # A message every 0.1 s: the drain never sees a quiet period, so it would wait 60 s.
+        ping = f"OPTIONS sip:{V4}:{sip_port} SIP/2.0\r\nContent-Length: 0\r\n\r\n".encode()
+        end = time.monotonic() + 2 * DEADLINE
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            while not done.is_set() and time.monotonic() < end:
+                with contextlib.suppress(OSError):
+                    sock.sendto(ping, (V4, sip_port))
+                done.wait(0.1)
+
+    busy = threading.Thread(target=keep_busy, daemon=True)
+    busy.start()
+    try:
+        os.kill(daemon.pid, signal.SIGTERM)
+        daemon.wait_event("stopping", timeout=DEADLINE)
+        os.kill(daemon.pid, signal.SIGTERM)
+        code = daemon.proc.wait(DEADLINE)
+    finally:
+        done.set()
+        busy.join(5)
+    assert code == 0, daemon.describe()
+    assert daemon.find_event("stop_hastened", signal="SIGTERM"), daemon.describe()
 
 
 # --------------------------------------------------------------------------- 4. dialogs

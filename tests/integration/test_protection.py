@@ -700,25 +700,35 @@ def test_case_09_connection_exhaustion(edge_factory: EdgeFactory, tls_files: Tls
         assert client.request_with_auth("REGISTER", tls_uri, USER, PASSWORD, "MD5").status == 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (reported to the lead): transport/stream.py Streams.admit applies the global "
-    "max_connections cap to whitelisted sources too, so strangers that each stay under the "
-    "per-source cap lock every trunk out of TCP/TLS (SECURITY-CASES 9)",
-)
 def test_case_09_global_cap_keeps_whitelisted_service(edge_factory: EdgeFactory) -> None:
-    """Two sources no trunk admits hold 10 connections each (the per-source cap), filling
-    max_connections (20): a whitelisted client must still get a TCP connection served."""
+    """Two sources no trunk admits try to hold 10 connections each (the per-source cap) against
+    max_connections 20: together they get only the share left once the reserve for whitelisted
+    sources is kept (20 - max(2, min(10, 20 // 2)) = 10, README "Limits"), the rest is cut at
+    once, and the whitelisted client still gets a TCP connection served."""
     edge = edge_factory(
         whitelist=(V4,),
         limits={"max_connections_per_source": 10, "max_connections": 20},
     )
-    held = [_connect(source, edge.target) for source in (HOARDER, STRANGER) for _ in range(10)]
+    held: list[socket.socket] = []
     try:
+        for source in (HOARDER, STRANGER):
+            for _ in range(10):
+                sock = _connect(source, edge.target)
+                held.append(sock)
+                with contextlib.suppress(OSError):  # a cut connection may refuse the write
+                    sock.sendall(b"\r\n\r\n")
+        served, cut = 0, 0
         for sock in held:
-            sock.sendall(b"\r\n\r\n")
-        for sock in held:
-            assert sock.recv(16) == b"\r\n"  # all 20 admitted: the global cap is reached
+            try:
+                answer = sock.recv(16)
+            except ConnectionResetError:
+                answer = b""
+            if answer == b"\r\n":
+                served += 1
+            else:
+                assert answer == b"", answer
+                cut += 1
+        assert (served, cut) == (10, 10)  # the strangers' share is full
         with SipClient(*edge.target, "tcp", timeout=3.0) as client:
             reply = client.request_with_auth("REGISTER", edge.uri, USER, PASSWORD, "MD5")
         assert reply.status == 200

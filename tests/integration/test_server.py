@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -20,9 +21,12 @@ from pathlib import Path
 
 import pytest
 
+from sipguard.metrics import Metrics
+from sipguard.notify import Notifier
+from sipguard.observer import Observer
 from sipguard.proxy.actions import Transport
-from sipguard.server import ListenerError, Server
-from sipguard.settings import Listener
+from sipguard.server import ListenerError, Server, reserved_sources
+from sipguard.settings import Listener, Trunk, Upstream
 from tests.integration.test_transport import (
     DEADLINE,
     EchoCore,
@@ -154,6 +158,135 @@ async def test_reload_broken_file_keeps_running(tmp_path: Path) -> None:
         assert problems and observer.reload_failures == [problems]
         assert core.reconfigured == []
         assert await ask(server, "udp") == b"OK 1\r\n"
+    finally:
+        await server.stop()
+
+
+class ReconfigureDefectCore(EchoCore):
+    def reconfigure(self, settings: object) -> None:
+        raise RuntimeError("a defect in reconfigure")
+
+
+class BusyCore(EchoCore):
+    """A core that always has a transaction in flight: the drain waits the whole grace."""
+
+    def in_flight(self) -> int:
+        return 1
+
+
+def notifications(sock: socket.socket) -> list[list[str]]:
+    """Every datagram waiting on a test NOTIFY_SOCKET, as its assignments."""
+    sent: list[list[str]] = []
+    while True:
+        try:
+            sent.append(sock.recv(4096).decode().split("\n"))
+        except BlockingIOError:
+            return sent
+
+
+async def test_reload_unexpected_loader_error_keeps_running(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A reload that fails with something other than ConfigError (a defect in the loader, an
+    OS error it did not put into words) is a refused reload: counted result="error", reported
+    with the error's type and message, READY=1 after RELOADING=1, the old config kept."""
+    name = f"@sipguard-test-{secrets.token_hex(6)}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind("\0" + name[1:])
+        notify.setblocking(False)
+        metrics = Metrics()
+        observer = Observer(metrics, None, Notifier(name))
+        core = EchoCore()
+        server = Server(make_settings(("udp", "127.0.0.1")), core, observer=observer)
+        await server.start()
+        try:
+
+            def broken_loader(path: str) -> object:
+                raise RuntimeError(f"loader defect on {path}")
+
+            monkeypatch.setattr("sipguard.server._load", broken_loader)
+            problems = await server.reload_from_file("new.yaml")
+            assert problems == ["new.yaml: reload failed: RuntimeError: loader defect on new.yaml"]
+            assert core.reconfigured == []
+            sample = metrics.registry.get_sample_value
+            assert sample("sipguard_config_reloads_total", {"result": "error"}) == 1
+            assert sample("sipguard_config_reloads_total", {"result": "ok"}) == 0
+            sent = notifications(notify)
+            assert [x[0] for x in sent] == ["READY=1", "RELOADING=1", "READY=1"], sent
+            assert await ask(server, "udp") == b"OK 1\r\n"
+        finally:
+            await server.stop()
+
+
+async def test_reload_core_defect_keeps_old_config() -> None:
+    """core.reconfigure raising leaves everything as it was: the listener the new file added
+    is closed again, the old one serves, and the failure is reported (not raised)."""
+    core, observer = ReconfigureDefectCore(), ReloadObserver()
+    settings = make_settings(("udp", "127.0.0.1"))
+    server = Server(settings, core, observer=observer)
+    await server.start()
+    try:
+        added = Listener("tcp", "127.0.0.1", free_port())
+        new = replace(settings, listen=(*settings.listen, added))
+        problems = await server.reload(new)
+        assert problems == ["test.yaml: reload failed: RuntimeError: a defect in reconfigure"]
+        assert observer.reload_failures == [problems] and observer.reloaded == []
+        assert server.settings is settings and list(server.addresses) == list(settings.listen)
+        with pytest.raises(OSError):
+            await asyncio.open_connection(added.host, added.port)
+        assert await ask(server, "udp") == b"OK 1\r\n"
+    finally:
+        await server.stop()
+
+
+async def test_hurry_ends_the_drain() -> None:
+    """A second SIGTERM calls hurry(): stop() no longer waits for in-flight work."""
+    settings = make_settings(("udp", "127.0.0.1"), shutdown_grace=60.0)
+    server = Server(settings, BusyCore())
+    await server.start()
+    stopping = asyncio.get_running_loop().create_task(server.stop())
+    try:
+        async with asyncio.timeout(DEADLINE):
+            while not server.stopping:
+                await asyncio.sleep(0.01)
+        assert not stopping.done()  # draining: the core has work in flight
+        server.hurry()
+        await asyncio.wait_for(stopping, DEADLINE)
+        assert server.stopped.is_set() and server.addresses == {}
+    finally:
+        server.hurry()
+        await stopping
+
+
+def test_reserved_sources_are_named_addresses() -> None:
+    """SECURITY-CASES 9: the connections kept back from strangers are for the addresses a
+    trunk's whitelist or an upstream names; an empty whitelist (any address) names nobody."""
+    settings = replace(
+        make_settings(("tcp", "127.0.0.1")),
+        trunks=(Trunk("pbx", whitelist=("192.0.2.0/24", "2001:db8::1")), Trunk("anyone")),
+        upstream=(Upstream("sip:198.51.100.7:5060", "udp", "198.51.100.7", 5060),),
+    )
+    reserved = reserved_sources(settings)
+    assert reserved is not None
+    for ip in ("192.0.2.9", "::ffff:192.0.2.9", "2001:db8::1", "198.51.100.7"):
+        assert reserved(ip), ip
+    for ip in ("203.0.113.1", "192.0.3.1", "2001:db8::2", "not an address"):
+        assert not reserved(ip), ip
+    only_open = replace(settings, trunks=(Trunk("anyone"),), upstream=())
+    assert reserved_sources(only_open) is None
+
+
+async def test_reload_replaces_reserved_sources() -> None:
+    settings = make_settings(("udp", "127.0.0.1"))
+    server = Server(settings, EchoCore())
+    await server.start()
+    try:
+        streams = server.dispatcher.streams
+        assert streams.reserved is None
+        new = replace(settings, trunks=(Trunk("pbx", whitelist=("127.0.0.3",)),))
+        assert await server.reload(new) == []
+        assert streams.reserved is not None and streams.reserved("127.0.0.3")
+        assert not streams.reserved("127.0.0.4")
     finally:
         await server.stop()
 
