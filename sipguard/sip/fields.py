@@ -344,7 +344,16 @@ class Via:
     Effectively immutable (a slots class rather than a frozen dataclass: one is built per Via
     on the hot path, and the parameters are split lazily)."""
 
-    __slots__ = ("_params", "_params_raw", "host", "port", "protocol", "raw", "transport")
+    __slots__ = (
+        "_branch",
+        "_params",
+        "_params_raw",
+        "host",
+        "port",
+        "protocol",
+        "raw",
+        "transport",
+    )
 
     protocol: bytes
     transport: bytes
@@ -364,6 +373,7 @@ class Via:
         self.raw = value
         self._params_raw = params
         self._params: Params | None = None
+        self._branch: bytes | None = None
         if params.find(b"=") >= 0 and params.lower().find(b"rport") >= 0:
             # validate now so that the rport property never raises (RFC 3581: 1*DIGIT)
             rport = self.param(b"rport")
@@ -385,6 +395,9 @@ class Via:
 
     @property
     def branch(self) -> bytes | None:
+        branch = self._branch  # known without splitting the parameters (fast path)
+        if branch is not None:
+            return branch
         return _find_param(self.params, b"branch")[1]
 
     @property
@@ -421,6 +434,47 @@ class Via:
             f"Via(protocol={self.protocol!r}, transport={self.transport!r}, host={self.host!r}, "
             f"port={self.port!r}, params={self.params!r})"
         )
+
+
+_new_object = object.__new__
+
+
+def via_from_match(m: re.Match[bytes]) -> Via:
+    """The top Via from the parser's fast-path match (groups `via`, `vt`, `vh`, `vp`, `vpar`,
+    `vbr`), already validated by that match: no regex runs again."""
+    raw, transport, host, port, params, branch = m.group("via", "vt", "vh", "vp", "vpar", "vbr")
+    via: Via = _new_object(Via)
+    via.protocol = b"SIP/2.0"
+    via.transport = transport.upper()
+    via.host = host.lower()  # a hostname or IPv4 address: the fast path has no IPv6 reference
+    via.port = None if port is None else int(port)
+    via.raw = raw
+    via._params_raw = params
+    via._params = None
+    via._branch = branch
+    return via
+
+
+def name_addr_from_match(m: re.Match[bytes], p: str, max_uri_bytes: int) -> NameAddr:
+    """A NameAddr from the parser's fast-path match (groups prefixed `p`), already validated by
+    that match (no %-escape or IPv6 reference in its URI)."""
+    raw, quoted, tokens, uri, params, spec, spec_params = m.group(
+        p, p + "q", p + "t", p + "u", p + "p", p + "a", p + "ap"
+    )
+    addr: NameAddr = _new_object(NameAddr)
+    if uri is None:
+        addr.display_name = None
+        addr.uri_raw = spec
+        addr._params_raw = spec_params
+    else:
+        addr.display_name = quoted[1:-1] if quoted is not None else tokens
+        addr.uri_raw = uri
+        addr._params_raw = params
+    addr.raw = raw
+    addr._params = None
+    addr._uri = None
+    addr._uri_max = max_uri_bytes
+    return addr
 
 
 class NameAddr:

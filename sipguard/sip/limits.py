@@ -9,7 +9,7 @@ RFC 3261 §18.1.1 (UDP datagram size), §21.5.14 (513 Message Too Large), §21.4
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["DEFAULT_LIMITS", "ParserLimits"]
 
@@ -39,6 +39,9 @@ class ParserLimits:
     max_uri_bytes: int = 1_024
     max_header_block_bytes: int = 16_384
     max_body_bytes: int = 65_535
+    # Derived: the largest header section (start line included) that cannot reach the line,
+    # URI or header-count limit, so the parser's fast path need not measure them.
+    fast_path_bytes: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in (
@@ -51,6 +54,9 @@ class ParserLimits:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"ParserLimits.{name} must be positive")
+        # a header line is at least 4 bytes (CRLF, a name character, a colon)
+        fast = min(self.max_line_bytes, self.max_uri_bytes, 4 * self.max_headers)
+        object.__setattr__(self, "fast_path_bytes", fast)
 
 
 DEFAULT_LIMITS = ParserLimits()

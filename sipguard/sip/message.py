@@ -12,6 +12,7 @@ RFC 3261 §7 (message structure), §7.3 (header fields, comma lists), §20 (head
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -23,16 +24,35 @@ from sipguard.sip.fields import (
     SipUri,
     Via,
     canonical_key,
+    name_addr_from_match,
     parse_cseq,
     parse_name_addr_list,
     parse_uri,
     parse_via_values,
     split_list,
+    via_from_match,
 )
 
 __all__ = ["Header", "Message", "RecoveredHeaders", "Request", "Response", "parse_max_forwards"]
 
 DEFAULT_MAX_FORWARDS = 70
+_new_tuple = tuple.__new__
+
+# Every header line of a header block without folding: CRLF, a token name, optional SP/HTAB, a
+# colon, the value (RFC 3261 §7.3.1, §25).
+_HEADER_RE = re.compile(rb"\r\n([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:[ \t]*([^\r\n]*)")
+# Header name as received -> canonical key. Bounded so that a flood of distinct names cannot
+# grow it (filled by the parser through `key_for`).
+_KEYS: dict[bytes, bytes] = {}
+_KEYS_MAX = 2048
+
+
+def key_for(name: bytes) -> bytes:
+    """Canonical key of a header name as received, remembered for the next message."""
+    key = canonical_key(name)
+    if len(_KEYS) < _KEYS_MAX and len(name) <= 64:
+        _KEYS[name] = key
+    return key
 
 
 class Header(NamedTuple):
@@ -70,37 +90,45 @@ class Message:
     `raw` is the message bytes (start line to end of body, trimmed to Content-Length);
     `headers` the header lines in order (built on first use); `header_end` the offset of the
     empty line that ends the header section (`raw[header_end:header_end + 2] == b"\\r\\n"`);
-    `start_line_end` the offset of the first header line."""
+    `start_line_end` the offset of the first header line.
+
+    Built only by `parse_message`. A message it read on its fast path carries `_fast`, the
+    match of the values that decided acceptance (top Via, From, To, CSeq), and builds the
+    header index (`_pairs`, `_keys`, `_index`) only when a generic accessor needs it."""
 
     __slots__ = (
+        "_call_id",
         "_contacts",
         "_cseq",
+        "_fast",
         "_from",
         "_headers",
         "_index",
         "_keys",
         "_pairs",
         "_to",
+        "_top_via",
         "_vias",
         "body",
         "header_end",
         "limits_uri",
         "raw",
-        "start_line",
         "start_line_end",
     )
 
     raw: bytes
     body: bytes
-    start_line: bytes
     header_end: int
     start_line_end: int
     limits_uri: int
-    _pairs: list[tuple[bytes, bytes]]
-    _keys: list[bytes]
-    _index: dict[bytes, list[int]]
+    _pairs: list[tuple[bytes, bytes]] | None
+    _keys: list[bytes] | None
+    _index: dict[bytes, list[int]] | None
     _headers: tuple[Header, ...] | None
+    _fast: re.Match[bytes] | None
+    _call_id: bytes | None
     _vias: list[Via] | None
+    _top_via: Via | None
     _from: NameAddr | None
     _to: NameAddr | None
     _cseq: CSeq | None
@@ -121,7 +149,6 @@ class Message:
         header i, `keys[i]` its canonical key, `index` key -> header indices."""
         self.raw = raw
         self.body = body
-        self.start_line = start_line
         self.start_line_end = len(start_line) + 2
         self._pairs = pairs
         self._keys = keys
@@ -129,27 +156,68 @@ class Message:
         self.header_end = header_end
         self.limits_uri = max_uri_bytes
         self._headers = None
+        self._fast = None
+        self._call_id = None
         self._vias = None
+        self._top_via = None
         self._from = None
         self._to = None
         self._cseq = None
         self._contacts = None
 
+    @property
+    def start_line(self) -> bytes:
+        return self.raw[: self.start_line_end - 2]
+
     # --- raw header access ---
 
+    def _build_index(self) -> dict[bytes, list[int]]:
+        """The header index of a message read on the fast path (no folding there: every
+        line is `name: value`, names are tokens, single headers appear once)."""
+        pairs: list[tuple[bytes, bytes]] = _HEADER_RE.findall(
+            self.raw, self.start_line_end - 2, self.header_end
+        )
+        kget = _KEYS.get
+        keys = [kget(n) or canonical_key(n) for n, _ in pairs]
+        if any(v[-1:] in (b" ", b"\t") for _, v in pairs):
+            pairs = [(n, v.rstrip(b" \t")) for n, v in pairs]  # trailing LWS is not the value
+        index: dict[bytes, list[int]] = {}
+        for i, k in enumerate(keys):
+            found = index.get(k)
+            if found is None:
+                index[k] = [i]
+            else:
+                found.append(i)
+        self._pairs = pairs
+        self._keys = keys
+        self._index = index
+        return index
+
+    def _idx(self) -> dict[bytes, list[int]]:
+        index = self._index
+        return self._build_index() if index is None else index
+
     def _value(self, i: int) -> bytes:
-        return self._pairs[i][1]
+        pairs = self._pairs
+        if pairs is None:
+            self._build_index()
+            pairs = self._pairs
+            assert pairs is not None
+        return pairs[i][1]
 
     @property
     def headers(self) -> tuple[Header, ...]:
         """Every header line in order, with its byte span in `raw` (built on first use)."""
         headers = self._headers
         if headers is None:
+            self._idx()
             out = []
             pos = self.start_line_end
             lines = self.raw[pos : self.header_end].split(b"\r\n")
             keys = self._keys
-            for i, (name, value) in enumerate(self._pairs):
+            pairs = self._pairs
+            assert keys is not None and pairs is not None
+            for i, (name, value) in enumerate(pairs):
                 end = pos + len(lines[i]) + 2
                 out.append(Header(name, keys[i], value, pos, end))
                 pos = end
@@ -159,11 +227,11 @@ class Message:
     def indices(self, key: bytes) -> list[int]:
         """Indices in `headers` of the lines whose key is `key` (lowercase full name or a
         compact form, any case), in order."""
-        return list(self._index.get(canonical_key(key), ()))
+        return list(self._idx().get(canonical_key(key), ()))
 
     def get(self, key: bytes) -> bytes | None:
         """Value of the first header `key` (lowercase full name), or None."""
-        idx = self._index.get(key)
+        idx = self._idx().get(key)
         if idx is None:
             return None
         return self._value(idx[0])
@@ -171,7 +239,7 @@ class Message:
     def get_all(self, key: bytes) -> list[bytes]:
         """Every value of header `key`; comma lists are split for list headers (Via, Route,
         Record-Route, Contact, Allow, Supported...), respecting quoted strings and <>."""
-        idx = self._index.get(key)
+        idx = self._idx().get(key)
         if idx is None:
             return []
         value = self._value
@@ -183,7 +251,7 @@ class Message:
         return [value(i) for i in idx]
 
     def __contains__(self, key: bytes) -> bool:
-        return key in self._index
+        return key in self._idx()
 
     # --- typed accessors (parsed once, cached) ---
 
@@ -191,7 +259,7 @@ class Message:
     def vias(self) -> list[Via]:
         vias = self._vias
         if vias is None:
-            idx = self._index.get(b"via")
+            idx = self._idx().get(b"via")
             if idx is None:
                 raise ParseError("missing Via")
             if len(idx) == 1:
@@ -205,43 +273,66 @@ class Message:
 
     @property
     def top_via(self) -> Via:
-        return self.vias[0]
+        via = self._top_via
+        if via is None:
+            fast = self._fast
+            if fast is not None:
+                via = self._top_via = via_from_match(fast)
+            else:
+                via = self._top_via = self.vias[0]
+        return via
 
     @property
     def call_id(self) -> bytes:
-        idx = self._index.get(b"call-id")
-        if idx is None:
-            raise ParseError("missing Call-ID")
-        return self._value(idx[0])
+        call_id = self._call_id
+        if call_id is None:
+            idx = self._idx().get(b"call-id")
+            if idx is None:
+                raise ParseError("missing Call-ID")
+            call_id = self._call_id = self._value(idx[0])
+        return call_id
 
     @property
     def cseq(self) -> CSeq:
         cseq = self._cseq
         if cseq is None:
-            idx = self._index.get(b"cseq")
-            if idx is None:
-                raise ParseError("missing CSeq")
-            cseq = self._cseq = parse_cseq(self._value(idx[0]))
+            fast = self._fast
+            if fast is not None:
+                number, method = fast.group("cn", "cm")
+                cseq = self._cseq = _new_tuple(CSeq, (int(number), method))
+            else:
+                idx = self._idx().get(b"cseq")
+                if idx is None:
+                    raise ParseError("missing CSeq")
+                cseq = self._cseq = parse_cseq(self._value(idx[0]))
         return cseq
 
     @property
     def from_(self) -> NameAddr:
         addr = self._from
         if addr is None:
-            idx = self._index.get(b"from")
-            if idx is None:
-                raise ParseError("missing From")
-            addr = self._from = NameAddr(self._value(idx[0]), self.limits_uri)
+            fast = self._fast
+            if fast is not None:
+                addr = self._from = name_addr_from_match(fast, "f", self.limits_uri)
+            else:
+                idx = self._idx().get(b"from")
+                if idx is None:
+                    raise ParseError("missing From")
+                addr = self._from = NameAddr(self._value(idx[0]), self.limits_uri)
         return addr
 
     @property
     def to(self) -> NameAddr:
         addr = self._to
         if addr is None:
-            idx = self._index.get(b"to")
-            if idx is None:
-                raise ParseError("missing To")
-            addr = self._to = NameAddr(self._value(idx[0]), self.limits_uri)
+            fast = self._fast
+            if fast is not None:
+                addr = self._to = name_addr_from_match(fast, "t", self.limits_uri)
+            else:
+                idx = self._idx().get(b"to")
+                if idx is None:
+                    raise ParseError("missing To")
+                addr = self._to = NameAddr(self._value(idx[0]), self.limits_uri)
         return addr
 
     @property
@@ -250,7 +341,7 @@ class Message:
         contacts = self._contacts
         if contacts is None:
             contacts = []
-            for i in self._index.get(b"contact", ()):
+            for i in self._idx().get(b"contact", ()):
                 value = self._value(i)
                 if value == b"*":
                     continue
@@ -261,7 +352,7 @@ class Message:
     @property
     def is_contact_wildcard(self) -> bool:
         """True for `Contact: *` (RFC 3261 §10.2.2, remove all bindings)."""
-        idx = self._index.get(b"contact")
+        idx = self._idx().get(b"contact")
         return idx is not None and self._value(idx[0]) == b"*"
 
     @property
@@ -274,14 +365,14 @@ class Message:
 
     def _addr_list(self, key: bytes) -> list[NameAddr]:
         out: list[NameAddr] = []
-        for i in self._index.get(key, ()):
+        for i in self._idx().get(key, ()):
             out.extend(parse_name_addr_list(self._value(i), max_uri_bytes=self.limits_uri))
         return out
 
     @property
     def max_forwards(self) -> int:
         """RFC 3261 §16.6 step 3 / §8.1.1.6: 70 when absent. Validated at parse time."""
-        idx = self._index.get(b"max-forwards")
+        idx = self._idx().get(b"max-forwards")
         if idx is None:
             return DEFAULT_MAX_FORWARDS
         return parse_max_forwards(self._value(idx[0]))
