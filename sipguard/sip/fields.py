@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -179,6 +180,149 @@ _VIA_RE = re.compile(_VIA_HEAD + rb"(" + _PARAMS + rb")[ \t]*")
 _CSEQ_RE = re.compile(rb"([0-9]{1,10})[ \t]+(" + _TOKEN + rb")")
 # One list element: quoted strings and <...> may hold commas (RFC 3261 §7.3.1).
 _LIST_ITEM_RE = re.compile(rb'(?:"(?:[^"\\]|\\.)*"|<[^>]*>|[^,"<])+', re.S)
+
+# --- fast-path grammar (used by the parser's fast path, see parser.py) ---
+
+_CALL_ID_WORD = rb"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+"
+
+
+def _ci(name: bytes) -> bytes:
+    """`[Vv][Ii][Aa]` for b"via": case-insensitive without IGNORECASE (slower in sre)."""
+    return b"".join(
+        b"[%c%c]" % (c, c ^ 0x20) if 0x61 <= c <= 0x7A else re.escape(bytes([c])) for c in name
+    )
+
+
+# Written for sre's cost model: `(?:x|)` rather than `(?:x)?` and possessive `*+` repeats (a
+# generic repeat allocates and saves the groups at every step), single-character classes in
+# the loops. Each piece is the general grammar (fields.py) minus what is rare and needs more
+# than a regex: %-escapes and IPv6 references in URIs, URI passwords, LWS around ';' and '='.
+_F_QUOTED = rb'"[^"\\\r\n]*(?:\\[^\r\n][^"\\\r\n]*)*+"'  # = _QUOTED, unrolled
+_F_GEN = rb"(?:[" + _TOKEN_CLASS + rb":]+|" + _F_QUOTED + rb"|\[[0-9A-Fa-f:.]+\])"
+_F_PARAMS = rb"(?:;" + _TOKEN + rb"(?:=" + _F_GEN + rb"|))*+"
+_F_USER = rb"[A-Za-z0-9\-_.!~*'()&=+$,;?/]+"
+_F_USER_NS = rb"[A-Za-z0-9\-_.!~*'()&=+$/]+"
+_F_PCHAR = rb"[A-Za-z0-9\-_.!~*'()/:&+$]"
+_F_HCHAR = rb"[A-Za-z0-9\-_.!~*'()/?:+$]"
+_F_SCHEME = rb"[Ss][Ii][Pp][Ss]?"
+_F_HOST = rb"[A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9.]|)"  # = _HOSTNAME
+_F_SIP_URI = (
+    _F_SCHEME + rb":(?:" + _F_USER + rb"@|)" + _F_HOST + rb"(?::" + _PORT + rb"|)(?:;"
+    + _F_PCHAR + rb"+(?:=" + _F_PCHAR + rb"+|))*+"
+)  # fmt: skip
+_F_SIP_URI_H = (
+    _F_SIP_URI + rb"(?:\?" + _F_HCHAR + rb"+=" + _F_HCHAR + rb"*(?:&" + _F_HCHAR + rb"+="
+    + _F_HCHAR + rb"*)*+|)"
+)  # fmt: skip
+_F_OTHER_URI = rb"(?!" + _F_SCHEME + rb":)[A-Za-z][A-Za-z0-9+\-.]*:[^\x00-\x20\x7f<>\"%\[]+"
+_F_ADDR_SPEC = (
+    _F_SCHEME + rb":(?:" + _F_USER_NS + rb"@|)" + _F_HOST + rb"(?::" + _PORT + rb"|)|(?!"
+    + _F_SCHEME + rb":)[A-Za-z][A-Za-z0-9+\-.]*:[^\x00-\x20\x7f<>\";,?%\[]+"
+)  # fmt: skip
+_F_DISPLAY = _F_QUOTED + rb"|" + _TOKEN + rb"(?:[ \t]+" + _TOKEN + rb")*+"
+
+
+def _f_name_addr(p: bytes) -> bytes:
+    """name-addr / addr-spec with header parameters; groups `p` (the value), `pd` (display
+    name as written), `pu` (URI in <>), `pa` (addr-spec), `pp` (parameters) when `p`."""
+    if not p:
+        return (
+            rb"(?:(?:" + _F_DISPLAY + rb"|)[ \t]*<(?:" + _F_SIP_URI_H + rb"|" + _F_OTHER_URI
+            + rb")>|" + _F_ADDR_SPEC + rb")" + _F_PARAMS
+        )  # fmt: skip
+    return (
+        rb"(?P<" + p + rb">(?:(?:(?P<" + p + rb"d>" + _F_DISPLAY + rb")|)[ \t]*<(?P<" + p
+        + rb"u>" + _F_SIP_URI_H + rb"|" + _F_OTHER_URI + rb")>|(?P<" + p + rb"a>" + _F_ADDR_SPEC
+        + rb"))(?P<" + p + rb"p>" + _F_PARAMS + rb"))"
+    )  # fmt: skip
+
+
+_F_RPORT = _ci(b"rport") + b"="
+_F_VIA_PARAMS = (
+    rb"(?:;(?:" + _F_RPORT + _PORT + rb"|(?!" + _F_RPORT + rb")" + _TOKEN + rb"(?:=" + _F_GEN
+    + rb"|)))*+"
+)  # fmt: skip
+_F_VIA_NC = (
+    rb"SIP/2\.0/" + _TOKEN + rb"[ \t]+" + _F_HOST + rb"(?::" + _PORT + rb"|)" + _F_VIA_PARAMS
+)
+
+
+def _token_class_without(first: bytes) -> bytes:
+    chars = set(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.!%*_+`'~")
+    return b"[" + b"".join(re.escape(bytes([c])) for c in sorted(chars - set(first))) + b"]"
+
+
+def _f_message(cond: Callable[[bytes], bytes]) -> bytes:
+    """Start line and every header line up to the empty line, in one match. The values that
+    decide acceptance are checked in place, each up to the end of its line: the
+    Request-URI, every Via, From, To, Call-ID, CSeq (its method must be the request's),
+    Max-Forwards, Content-Length and every Contact. `cond(name)` opens a conditional on group
+    `name`."""
+    # the top Via captures `branch=` (exact case, the common spelling) so that reading the
+    # branch splits no parameter; another spelling of it goes to the general path
+    via_params = (
+        rb"(?:;(?:branch=" + cond(b"vbr") + rb"(?!)|(?P<vbr>" + _F_GEN + rb"))|" + _F_RPORT
+        + _PORT + rb"|(?!" + _F_RPORT + rb"|" + _ci(b"branch") + rb"=)" + _TOKEN + rb"(?:="
+        + _F_GEN + rb"|)))*+"
+    )  # fmt: skip
+    top_via = (
+        rb"(?P<via>SIP/2\.0/(?P<vt>" + _TOKEN + rb")[ \t]+(?P<vh>" + _F_HOST + rb")(?::(?P<vp>"
+        + _PORT + rb")|)(?P<vpar>" + via_params + rb"))(?:[ \t]*,[ \t]*" + _F_VIA_NC + rb")*+"
+    )  # fmt: skip
+    more_vias = _F_VIA_NC + rb"(?:[ \t]*,[ \t]*" + _F_VIA_NC + rb")*+"
+    contacts = rb"(?:\*|" + _f_name_addr(b"") + rb"(?:[ \t]*,[ \t]*" + _f_name_addr(b"") + rb")*+)"
+    known = rb"|".join(
+        _ci(n) for n in (b"via", b"from", b"to", b"call-id", b"cseq", b"max-forwards",
+                         b"content-length", b"contact", b"v", b"f", b"t", b"i", b"l", b"m")
+    )  # fmt: skip
+    ws = rb":[ \t]*"
+    eol = rb"(?=\r)"
+    once = rb"(?!)|"
+    # most header lines are none of the headers read here: a name whose first character no
+    # such header name (any spelling) starts with needs no look-ahead
+    safe_first = _token_class_without(b"VvFfTtIiLlMmCc")
+    return (
+        rb"(?:SIP/2\.0 (?P<status>[1-6][0-9][0-9]) (?P<reason>[^\x00-\x08\x0a-\x1f\x7f]*)"
+        rb"|(?P<method>" + _TOKEN + rb") (?P<ruri>" + _F_SIP_URI + rb"|" + _F_OTHER_URI
+        + rb") SIP/2\.0)"
+        rb"(?:\r\n(?:"
+        + safe_first + rb"[" + _TOKEN_CLASS + rb"]*[ \t]*:[^\r\n]*"
+        rb"|Via" + ws + cond(b"via") + rb"(?>" + more_vias + eol + rb")|(?>" + top_via + eol
+        + rb"))"
+        rb"|From" + ws + cond(b"f") + once + rb"(?>" + _f_name_addr(b"f") + eol + rb"))"
+        rb"|To" + ws + cond(b"t") + once + rb"(?>" + _f_name_addr(b"t") + eol + rb"))"
+        rb"|C(?:all-ID" + ws + cond(b"cid") + once + rb"(?P<cid>" + _CALL_ID_WORD + rb"(?:@"
+        + _CALL_ID_WORD + rb"|))" + eol + rb")"
+        rb"|Seq" + ws + cond(b"cn") + once + rb"(?P<cn>[0-9]{1,9})[ \t]+(?P<cm>"
+        + cond(b"method") + rb"(?P=method)|" + _TOKEN + rb"))" + eol + rb")"
+        rb"|ont(?:ent-Length" + ws + cond(b"cl") + once + rb"(?P<cl>0|[1-9][0-9]{0,8})" + eol
+        + rb")|act" + ws + rb"(?>" + contacts + eol + rb")))"
+        rb"|Max-Forwards" + ws + cond(b"mf") + once + rb"(?P<mf>[0-9]{1,2}|1[0-9][0-9]"
+        rb"|2[0-4][0-9]|25[0-5])" + eol + rb")"
+        rb"|(?!(?:" + known + rb")[ \t]*:)" + _TOKEN + rb"[ \t]*:[^\r\n]*"
+        rb"))*+\r\n\r\n"
+        + cond(b"via") + rb"|(?!))" + cond(b"f") + rb"|(?!))" + cond(b"t") + rb"|(?!))"
+        + cond(b"cid") + rb"|(?!))" + cond(b"cn") + rb"|(?!))"
+    )  # fmt: skip
+
+
+def compile_fast(build: Callable[[Callable[[bytes], bytes]], bytes]) -> re.Pattern[bytes]:
+    # A conditional may refer to a group defined later in the pattern only by number: compile
+    # once with plain groups to learn the numbers, then with the conditionals.
+    numbers = re.compile(build(lambda name: b"(?:")).groupindex
+    return re.compile(build(lambda name: b"(?(%d)" % numbers[name.decode()]))
+
+
+FAST_MESSAGE_RE = compile_fast(_f_message)
+_G = FAST_MESSAGE_RE.groupindex
+FAST_VIA_GROUPS = (_G["via"], _G["vt"], _G["vh"], _G["vp"], _G["vpar"], _G["vbr"])
+FAST_FROM_GROUPS = (_G["f"], _G["fd"], _G["fu"], _G["fa"], _G["fp"])
+FAST_TO_GROUPS = (_G["t"], _G["td"], _G["tu"], _G["ta"], _G["tp"])
+FAST_CSEQ_GROUPS = (_G["cn"], _G["cm"])
+FAST_CALL_ID_GROUP = _G["cid"]
+FAST_REQUEST_GROUPS = (_G["method"], _G["ruri"], _G["cl"])
+FAST_RESPONSE_GROUPS = (_G["status"], _G["reason"], _G["cl"])
+
 
 _MAX_32 = 0xFFFFFFFF
 _new_tuple = tuple.__new__
@@ -439,10 +583,11 @@ class Via:
 _new_object = object.__new__
 
 
-def via_from_match(m: re.Match[bytes]) -> Via:
-    """The top Via from the parser's fast-path match (groups `via`, `vt`, `vh`, `vp`, `vpar`,
-    `vbr`), already validated by that match: no regex runs again."""
-    raw, transport, host, port, params, branch = m.group("via", "vt", "vh", "vp", "vpar", "vbr")
+def via_from_match(m: re.Match[bytes], groups: tuple[int, ...]) -> Via:
+    """The top Via from the parser's fast-path match, already validated by that match: no
+    regex runs again. `groups`: the numbers of the value, transport, host, port, parameters
+    and branch groups."""
+    raw, transport, host, port, params, branch = m.group(*groups)
     via: Via = _new_object(Via)
     via.protocol = b"SIP/2.0"
     via.transport = transport.upper()
@@ -455,21 +600,23 @@ def via_from_match(m: re.Match[bytes]) -> Via:
     return via
 
 
-def name_addr_from_match(m: re.Match[bytes], p: str, max_uri_bytes: int) -> NameAddr:
-    """A NameAddr from the parser's fast-path match (groups prefixed `p`), already validated by
-    that match (no %-escape or IPv6 reference in its URI)."""
-    raw, quoted, tokens, uri, params, spec, spec_params = m.group(
-        p, p + "q", p + "t", p + "u", p + "p", p + "a", p + "ap"
-    )
+def name_addr_from_match(
+    m: re.Match[bytes], groups: tuple[int, ...], max_uri_bytes: int
+) -> NameAddr:
+    """A NameAddr from the parser's fast-path match, already validated by that match (no
+    %-escape or IPv6 reference in its URI). `groups`: the numbers of the value, display name,
+    URI in <>, addr-spec and parameters groups."""
+    raw, display, uri, spec, params = m.group(*groups)
     addr: NameAddr = _new_object(NameAddr)
     if uri is None:
         addr.display_name = None
         addr.uri_raw = spec
-        addr._params_raw = spec_params
     else:
-        addr.display_name = quoted[1:-1] if quoted is not None else tokens
+        addr.display_name = (
+            display[1:-1] if display is not None and display[:1] == b'"' else display
+        )
         addr.uri_raw = uri
-        addr._params_raw = params
+    addr._params_raw = params
     addr.raw = raw
     addr._params = None
     addr._uri = None

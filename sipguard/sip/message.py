@@ -18,6 +18,11 @@ from typing import NamedTuple
 
 from sipguard.errors import ParseError
 from sipguard.sip.fields import (
+    FAST_CALL_ID_GROUP,
+    FAST_CSEQ_GROUPS,
+    FAST_FROM_GROUPS,
+    FAST_TO_GROUPS,
+    FAST_VIA_GROUPS,
     LIST_HEADERS,
     CSeq,
     NameAddr,
@@ -277,7 +282,7 @@ class Message:
         if via is None:
             fast = self._fast
             if fast is not None:
-                via = self._top_via = via_from_match(fast)
+                via = self._top_via = via_from_match(fast, FAST_VIA_GROUPS)
             else:
                 via = self._top_via = self.vias[0]
         return via
@@ -286,6 +291,10 @@ class Message:
     def call_id(self) -> bytes:
         call_id = self._call_id
         if call_id is None:
+            fast = self._fast
+            if fast is not None:
+                call_id = self._call_id = fast.group(FAST_CALL_ID_GROUP)
+                return call_id
             idx = self._idx().get(b"call-id")
             if idx is None:
                 raise ParseError("missing Call-ID")
@@ -298,7 +307,7 @@ class Message:
         if cseq is None:
             fast = self._fast
             if fast is not None:
-                number, method = fast.group("cn", "cm")
+                number, method = fast.group(*FAST_CSEQ_GROUPS)
                 cseq = self._cseq = _new_tuple(CSeq, (int(number), method))
             else:
                 idx = self._idx().get(b"cseq")
@@ -313,7 +322,7 @@ class Message:
         if addr is None:
             fast = self._fast
             if fast is not None:
-                addr = self._from = name_addr_from_match(fast, "f", self.limits_uri)
+                addr = self._from = name_addr_from_match(fast, FAST_FROM_GROUPS, self.limits_uri)
             else:
                 idx = self._idx().get(b"from")
                 if idx is None:
@@ -327,7 +336,7 @@ class Message:
         if addr is None:
             fast = self._fast
             if fast is not None:
-                addr = self._to = name_addr_from_match(fast, "t", self.limits_uri)
+                addr = self._to = name_addr_from_match(fast, FAST_TO_GROUPS, self.limits_uri)
             else:
                 idx = self._idx().get(b"to")
                 if idx is None:

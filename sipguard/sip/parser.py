@@ -6,10 +6,15 @@ malformed request. Raises `ParseError` (or its subclasses `MessageTooLarge`,
 `VersionNotSupported`) and nothing else, whatever the input. Never decodes to str, never
 re-serialises, never does I/O.
 
-One pass over the header block: `bytes.split(b"\\r\\n")`, a cache from the header name as
-received to its canonical key, an index key -> header positions. Typed values are parsed by the
-message accessors; the ones needed to decide whether the message is acceptable at all (Via,
-From, To, Call-ID, CSeq, Max-Forwards, Contact, Request-URI) are read here once and cached.
+Two paths. The fast path reads a message of the common shape in ONE regex match
+(`fields.FAST_MESSAGE_RE`): start line, every header line, and in place the values that decide
+whether the message is acceptable at all (Request-URI, Via, From, To, Call-ID, CSeq,
+Max-Forwards, Content-Length, Contact). The message keeps the match; typed values are built
+from its groups when read, and the header index only when a generic accessor needs it. What
+the fast path does not match goes to the general path: one `findall` over the header block, a
+cache from the header name as received to its canonical key, an index key -> header positions,
+and each deciding value parsed by `fields`. The fast path accepts a strict subset of what the
+general path accepts, with the same values (tests/unit/sip/test_fast_path.py compares them).
 
 RFC 3261 §7.1-§7.5 (start line, headers, folding, leading CRLF), §7.3.3 (compact forms),
 §8.1.1 and §8.2.2 (mandatory headers), §18.3 (Content-Length on datagrams), §20.14, §20.16,
@@ -19,14 +24,13 @@ RFC 3261 §7.1-§7.5 (start line, headers, folding, leading CRLF), §7.3.3 (comp
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 
 from sipguard.errors import MessageTooLarge, ParseError, VersionNotSupported
 from sipguard.sip.fields import (
-    _HOSTNAME,
-    _PORT,
-    _TOKEN,
-    _TOKEN_CLASS,
+    _CALL_ID_WORD,
+    FAST_MESSAGE_RE,
+    FAST_REQUEST_GROUPS,
+    FAST_RESPONSE_GROUPS,
     TOKEN_RE,
     NameAddr,
     canonical_key,
@@ -74,7 +78,6 @@ _VERSION_RE = re.compile(rb"[Ss][Ii][Pp]/[0-9]{1,5}\.[0-9]{1,5}")
 _STATUS_RE = re.compile(
     rb"([Ss][Ii][Pp]/[0-9]{1,5}\.[0-9]{1,5}) ([0-9]{3}) ([^\x00-\x08\x0a-\x1f\x7f]*)"
 )
-_CALL_ID_WORD = rb"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+"
 _CALL_ID_RE = re.compile(_CALL_ID_WORD + rb"(?:@" + _CALL_ID_WORD + rb")?")
 
 # A header block is matched by `_HEADER_RE` (message.py) line by line: a line the pattern does not
@@ -84,184 +87,53 @@ _key_for = key_for
 
 # --- fast path (common case first) ---------------------------------------------------------
 #
-# One regex reads the start line and every header line of a message in its common shape and
-# captures the raw values of the headers that decide acceptance; a second one validates those
-# values (joined by LF, which no valid value holds) and captures the parts the typed values
-# need. Both accept a strict SUBSET of what the general parser accepts, with the same meaning:
-# anything they do not match (folding, compact or odd-case names of those headers, a space
-# before a colon, trailing whitespace, %-escapes or IPv6 references in URIs, a second header
-# that must be single, limits nearly reached...) goes to the general parser, which decides
-# between a valid message and the error. Possessive repetition (no backtracking into a line
-# once read) keeps both linear in the input.
+# `FAST_MESSAGE_RE` (grammar in fields.py) accepts a strict SUBSET of what the general parser
+# accepts, with the same meaning: anything it does not match (folding, compact or odd-case
+# names of the deciding headers, a space before a colon, trailing whitespace, %-escapes, IPv6
+# references or passwords in URIs, LWS around ';', a second header that must be single...) goes
+# to the general parser, which decides between a valid message and the error. Near a limit
+# (header section longer than `limits.fast_path_bytes`) the general parser measures too.
+# Possessive repetitions and atomic groups (no backtracking into a line once read) keep the
+# match linear in the input.
 
-
-def _ci(name: bytes) -> bytes:
-    """`[Vv][Ii][Aa]` for b"via": case-insensitive without IGNORECASE (slower in sre)."""
-    return b"".join(
-        b"[%c%c]" % (c, c ^ 0x20) if 0x61 <= c <= 0x7A else re.escape(bytes([c])) for c in name
-    )
-
-
-_F_QUOTED = rb'"[^"\\\r\n]*(?:\\[^\r\n][^"\\\r\n]*)*"'  # = _QUOTED, unrolled (no per-char branch)
-_F_GEN = rb"(?:[" + _TOKEN_CLASS + rb":]+|" + _F_QUOTED + rb"|\[[0-9A-Fa-f:.]+\])"
-_F_PARAMS = rb"(?:;" + _TOKEN + rb"(?:=" + _F_GEN + rb")?)*"  # no LWS around ';' and '='
-_F_USER = rb"[A-Za-z0-9\-_.!~*'()&=+$,;?/]+"  # no '%' (escapes are checked by the general path)
-_F_USER_NS = rb"[A-Za-z0-9\-_.!~*'()&=+$/]+"
-_F_PCHAR = rb"[A-Za-z0-9\-_.!~*'()/:&+$]"
-_F_HCHAR = rb"[A-Za-z0-9\-_.!~*'()/?:+$]"
-_F_SCHEME = rb"[Ss][Ii][Pp][Ss]?"
-# sip/sips URI without password, %-escapes or IPv6 reference; host is a hostname or IPv4
-_F_SIP_URI = (
-    _F_SCHEME + rb":(?:" + _F_USER + rb"@)?" + _HOSTNAME + rb"(?::" + _PORT + rb")?(?:;"
-    + _F_PCHAR + rb"+(?:=" + _F_PCHAR + rb"+)?)*"
-)  # fmt: skip
-_F_SIP_URI_H = (
-    _F_SIP_URI + rb"(?:\?" + _F_HCHAR + rb"+=" + _F_HCHAR + rb"*(?:&" + _F_HCHAR + rb"+="
-    + _F_HCHAR + rb"*)*)?"
-)  # fmt: skip
-_F_OTHER_URI = rb"(?!" + _F_SCHEME + rb":)[A-Za-z][A-Za-z0-9+\-.]*:[^\x00-\x20\x7f<>\"%\[]+"
-_F_ADDR_SPEC = (
-    _F_SCHEME + rb":(?:" + _F_USER_NS + rb"@)?" + _HOSTNAME + rb"(?::" + _PORT + rb")?|(?!"
-    + _F_SCHEME + rb":)[A-Za-z][A-Za-z0-9+\-.]*:[^\x00-\x20\x7f<>\";,?%\[]+"
-)  # fmt: skip
-_F_DISPLAY_TOKENS = _TOKEN + rb"(?:[ \t]+" + _TOKEN + rb")*"
-
-
-def _f_name_addr(p: bytes) -> bytes:
-    """name-addr / addr-spec with header parameters; with group prefix `p` when p is not empty."""
-    if not p:
-        return (
-            rb"(?:(?:" + _F_QUOTED + rb"|" + _F_DISPLAY_TOKENS + rb")?[ \t]*<(?:" + _F_SIP_URI_H
-            + rb"|" + _F_OTHER_URI + rb")>" + _F_PARAMS + rb"|(?:" + _F_ADDR_SPEC + rb")"
-            + _F_PARAMS + rb")"
-        )  # fmt: skip
-    return (
-        rb"(?P<" + p + rb">(?:(?P<" + p + rb"q>" + _F_QUOTED + rb")|(?P<" + p + rb"t>"
-        + _F_DISPLAY_TOKENS + rb"))?[ \t]*<(?P<" + p + rb"u>" + _F_SIP_URI_H + rb"|"
-        + _F_OTHER_URI + rb")>(?P<" + p + rb"p>" + _F_PARAMS + rb")|(?P<" + p + rb"a>"
-        + _F_ADDR_SPEC + rb")(?P<" + p + rb"ap>" + _F_PARAMS + rb"))"
-    )  # fmt: skip
-
-
-_F_RPORT = _ci(b"rport") + b"="
-_F_VIA_PARAMS = (
-    rb"(?:;(?!" + _F_RPORT + rb")" + _TOKEN + rb"(?:=" + _F_GEN + rb")?|;" + _F_RPORT + _PORT
-    + rb")*"
-)  # fmt: skip
-_F_VIA_NC = (
-    rb"SIP/2\.0/" + _TOKEN + rb"[ \t]+" + _HOSTNAME + rb"(?::" + _PORT + rb")?" + _F_VIA_PARAMS
-)
-
-
-def _f_values(cond: Callable[[bytes], bytes]) -> bytes:
-    """Request-URI (empty for a response), top Via value, From, To, Call-ID, CSeq and Contact
-    (`*` when absent), joined by LF. `cond(name)` opens a conditional on group `name`."""
-    via_params = (
-        rb"(?:;(?!" + _F_RPORT + rb"|" + _ci(b"branch") + rb"=)" + _TOKEN + rb"(?:=" + _F_GEN
-        + rb")?|;" + _F_RPORT + _PORT + rb"|;branch=" + cond(b"vbr") + rb"(?!)|(?P<vbr>"
-        + _F_GEN + rb")))*"
-    )  # fmt: skip
-    fields = (
-        rb"(?:" + _F_SIP_URI + rb"|" + _F_OTHER_URI + rb"|)",
-        rb"(?P<via>SIP/2\.0/(?P<vt>" + _TOKEN + rb")[ \t]+(?P<vh>" + _HOSTNAME + rb")(?::(?P<vp>"
-        + _PORT + rb"))?(?P<vpar>" + via_params + rb"))(?:[ \t]*,[ \t]*" + _F_VIA_NC + rb")*+",
-        _f_name_addr(b"f"),
-        _f_name_addr(b"t"),
-        _CALL_ID_WORD + rb"(?:@" + _CALL_ID_WORD + rb")?",
-        rb"(?P<cn>[0-9]{1,9})[ \t]+(?P<cm>" + _TOKEN + rb")",
-        rb"(?:\*|" + _f_name_addr(b"") + rb"(?:[ \t]*,[ \t]*" + _f_name_addr(b"") + rb")*+)",
-    )  # fmt: skip
-    # atomic groups: once a field is read up to its LF, nothing backtracks into it
-    return b"".join(rb"(?>" + f + rb"\n)" for f in fields[:-1]) + fields[-1]
-
-
-def _f_head(cond: Callable[[bytes], bytes]) -> bytes:
-    """Start line and header lines up to the empty line."""
-    ws = rb":[ \t]*"
-    known = rb"|".join(
-        _ci(n) for n in (b"via", b"from", b"to", b"call-id", b"cseq", b"max-forwards",
-                         b"content-length", b"contact", b"v", b"f", b"t", b"i", b"l", b"m")
-    )  # fmt: skip
-    once = rb"(?!)|"
-    return (
-        rb"(?:SIP/2\.0 (?P<status>[1-6][0-9][0-9]) (?P<reason>[^\x00-\x08\x0a-\x1f\x7f]*)"
-        rb"|(?P<method>" + _TOKEN + rb") (?P<ruri>[^ \r\n]+) SIP/2\.0)"
-        rb"(?:\r\n(?:"
-        rb"Via" + ws + cond(b"hvia") + rb"(?P<vias2>)[^\r]*|(?P<hvia>[^\r]*))"
-        rb"|From" + ws + cond(b"hfrom") + once + rb"(?P<hfrom>[^\r]*))"
-        rb"|To" + ws + cond(b"hto") + once + rb"(?P<hto>[^\r]*))"
-        rb"|Call-ID" + ws + cond(b"hcid") + once + rb"(?P<hcid>[^\r]*))"
-        rb"|CSeq" + ws + cond(b"hcseq") + once + rb"(?P<hcseq>[^\r]*))"
-        rb"|Max-Forwards" + ws + cond(b"hmf") + once
-        + rb"(?P<hmf>[0-9]{1,2}|1[0-9][0-9]|2[0-4][0-9]|25[0-5])(?=\r))"
-        rb"|Content-Length" + ws + cond(b"hcl") + once + rb"(?P<hcl>0|[1-9][0-9]{0,8})(?=\r))"
-        rb"|Contact" + ws + cond(b"hct") + rb"(?P<cts2>)[^\r]*|(?P<hct>[^\r]*))"
-        rb"|(?!(?:" + known + rb")[ \t]*:)" + _TOKEN + rb"[ \t]*:[^\r\n]*"
-        rb"))*+\r\n\r\n"
-    )  # fmt: skip
-
-
-def _compile_fast(build: Callable[[Callable[[bytes], bytes]], bytes]) -> re.Pattern[bytes]:
-    # A conditional may refer to a group defined later in the pattern only by number: compile
-    # once with plain groups to learn the numbers, then with the conditionals.
-    numbers = re.compile(build(lambda name: b"(?:")).groupindex
-    return re.compile(build(lambda name: b"(?(%d)" % numbers[name.decode()]))
-
-
-_FAST_HEAD_RE = _compile_fast(_f_head)
-_FAST_VALUES_RE = _compile_fast(_f_values)
-
-
+_STATUS_GROUPS = FAST_RESPONSE_GROUPS[:2]
 _new = object.__new__
 
 
 def _parse_fast(data: bytes, start: int, limits: ParserLimits) -> Request | Response | None:
-    """The common case in two regex calls; None when the general parser must decide."""
-    m = _FAST_HEAD_RE.match(data, start)
+    """The common case in one regex call; None when the general parser must decide."""
+    m = FAST_MESSAGE_RE.match(data, start)
     if m is None:
         return None
     hend = m.end()
     if hend - start > limits.fast_path_bytes:
         return None  # near a limit: the general parser measures lines, URIs and header count
-    method, ruri, status, via, vias2, frm, to, cid, cseq, cl, contact, contacts2 = m.group(
-        "method", "ruri", "status", "hvia", "vias2", "hfrom", "hto", "hcid", "hcseq", "hcl",
-        "hct", "cts2",
-    )  # fmt: skip
-    if via is None or frm is None or to is None or cid is None or cseq is None:
-        return None
-    values = _FAST_VALUES_RE.fullmatch(
-        b"\n".join((ruri or b"", via, frm, to, cid, cseq, contact or b"*"))
-    )
-    if values is None:
-        return None
+    msg: Request | Response
+    method, ruri, cl = m.group(*FAST_REQUEST_GROUPS)
+    if method is not None:
+        msg = _new(Request)
+        msg.method = method
+        msg.uri = ruri
+        msg._ruri = None
+        msg.start_line_end = len(method) + len(ruri) + 11  # Method SP URI SP SIP/2.0 CRLF
+    else:
+        msg = _new(Response)
+        status, reason = m.group(*_STATUS_GROUPS)
+        msg.status = int(status)
+        msg.reason = reason
+        msg.start_line_end = len(reason) + 14  # SIP/2.0 SP Status-Code SP Reason CRLF
     if cl is None:
         end = len(data)
     else:
         end = hend + int(cl)
         if end > len(data):
             return None
-    raw = data if start == 0 and end == len(data) else data[start:end]
-    msg: Request | Response
-    if method is not None:
-        if values.group("cm") != method:
-            return None
-        msg = _new(Request)
-        msg.method = method
-        msg.uri = ruri
-        msg._ruri = None
-        line_end = len(method) + len(ruri) + 9  # Method SP Request-URI SP SIP/2.0
-    else:
-        msg = _new(Response)
-        msg.status = int(status)
-        msg.reason = m.group("reason")
-        line_end = len(msg.reason) + 12  # SIP/2.0 SP Status-Code SP Reason-Phrase
-    msg.raw = raw
+    msg.raw = data if start == 0 and end == len(data) else data[start:end]
     msg.body = data[hend:end]
-    msg.start_line_end = line_end + 2
     msg.header_end = hend - 2 - start
     msg.limits_uri = limits.max_uri_bytes
-    msg._fast = values
-    msg._call_id = cid
+    msg._fast = m
+    msg._call_id = None
     msg._pairs = None
     msg._keys = None
     msg._index = None
@@ -272,10 +144,6 @@ def _parse_fast(data: bytes, start: int, limits: ParserLimits) -> Request | Resp
     msg._to = None
     msg._cseq = None
     msg._contacts = None
-    if vias2 is not None:
-        msg.vias  # noqa: B018  (every Via value is validated: RFC 4475 badinv01)
-    if contacts2 is not None:
-        msg.contacts  # noqa: B018
     return msg
 
 
