@@ -100,51 +100,7 @@ _STATUS_GROUPS = FAST_RESPONSE_GROUPS[:2]
 _new = object.__new__
 
 
-def _parse_fast(data: bytes, start: int, limits: ParserLimits) -> Request | Response | None:
-    """The common case in one regex call; None when the general parser must decide."""
-    m = FAST_MESSAGE_RE.match(data, start)
-    if m is None:
-        return None
-    hend = m.end()
-    if hend - start > limits.fast_path_bytes:
-        return None  # near a limit: the general parser measures lines, URIs and header count
-    msg: Request | Response
-    method, ruri, cl = m.group(*FAST_REQUEST_GROUPS)
-    if method is not None:
-        msg = _new(Request)
-        msg.method = method
-        msg.uri = ruri
-        msg._ruri = None
-        msg.start_line_end = len(method) + len(ruri) + 11  # Method SP URI SP SIP/2.0 CRLF
-    else:
-        msg = _new(Response)
-        status, reason = m.group(*_STATUS_GROUPS)
-        msg.status = int(status)
-        msg.reason = reason
-        msg.start_line_end = len(reason) + 14  # SIP/2.0 SP Status-Code SP Reason CRLF
-    if cl is None:
-        end = len(data)
-    else:
-        end = hend + int(cl)
-        if end > len(data):
-            return None
-    msg.raw = data if start == 0 and end == len(data) else data[start:end]
-    msg.body = data[hend:end]
-    msg.header_end = hend - 2 - start
-    msg.limits_uri = limits.max_uri_bytes
-    msg._fast = m
-    msg._call_id = None
-    msg._pairs = None
-    msg._keys = None
-    msg._index = None
-    msg._headers = None
-    msg._vias = None
-    msg._top_via = None
-    msg._from = None
-    msg._to = None
-    msg._cseq = None
-    msg._contacts = None
-    return msg
+_fast_match = FAST_MESSAGE_RE.match
 
 
 def parse_message(data: bytes, limits: ParserLimits = DEFAULT_LIMITS) -> Request | Response:
@@ -156,18 +112,47 @@ def parse_message(data: bytes, limits: ParserLimits = DEFAULT_LIMITS) -> Request
     when Via, From, To, Call-ID and CSeq could still be read; a response never does."""
     if type(data) is not bytes:
         data = bytes(data)
-    start = 0
-    # RFC 3261 §7.5: CRLFs before the start line are ignored.
-    while data.startswith(b"\r\n", start):
-        start += 2
-    try:
-        if len(data) > limits.max_message_bytes:
-            raise MessageTooLarge("message larger than max_message_bytes")
-        msg = _parse_fast(data, start, limits)
-        return _parse(data, start, limits) if msg is None else msg
-    except ParseError as error:
-        _recover(error, data, start, limits)
-        raise
+    # Fast path, inlined (a call costs as much as several checks here). A message with leading
+    # CRLFs, too large, or not of the common shape goes to the general path.
+    size = len(data)
+    if size <= limits.max_message_bytes:
+        m = _fast_match(data)
+        if m is not None:
+            hend = m.end()
+            method, ruri, cl = m.group(*FAST_REQUEST_GROUPS)
+            end = size if cl is None else hend + int(cl)
+            if hend <= limits.fast_path_bytes and end <= size:
+                msg: Request | Response
+                if method is not None:
+                    msg = _new(Request)
+                    msg.method = method
+                    msg.uri = ruri
+                    msg._ruri = None
+                    msg.start_line_end = len(method) + len(ruri) + 11  # M SP URI SP SIP/2.0 CRLF
+                else:
+                    msg = _new(Response)
+                    status, reason = m.group(*_STATUS_GROUPS)
+                    msg.status = int(status)
+                    msg.reason = reason
+                    msg.start_line_end = len(reason) + 14  # SIP/2.0 SP Code SP Reason CRLF
+                msg.raw = data if end == size else data[:end]
+                msg.body = data[hend:end]
+                msg.header_end = hend - 2
+                msg.limits_uri = limits.max_uri_bytes
+                msg._fast = m
+                msg._call_id = None
+                msg._pairs = None
+                msg._keys = None
+                msg._index = None
+                msg._headers = None
+                msg._vias = None
+                msg._top_via = None
+                msg._from = None
+                msg._to = None
+                msg._cseq = None
+                msg._contacts = None
+                return msg
+    return parse_message_general(data, limits)
 
 
 def parse_message_general(data: bytes, limits: ParserLimits = DEFAULT_LIMITS) -> Request | Response:
