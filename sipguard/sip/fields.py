@@ -591,50 +591,6 @@ class Via:
         )
 
 
-_new_object = object.__new__
-
-
-def via_from_match(m: re.Match[bytes], groups: tuple[int, ...]) -> Via:
-    """The top Via from the parser's fast-path match, already validated by that match: no
-    regex runs again. `groups`: the numbers of the value, transport, host, port, parameters
-    and branch groups."""
-    raw, transport, host, port, params, branch = m.group(*groups)
-    via: Via = _new_object(Via)
-    via.protocol = b"SIP/2.0"
-    via.transport = transport.upper()
-    via.host = host.lower()  # a hostname or IPv4 address: the fast path has no IPv6 reference
-    via.port = None if port is None else int(port)
-    via.raw = raw
-    via._params_raw = params
-    via._params = None
-    via._branch = branch
-    return via
-
-
-def name_addr_from_match(
-    m: re.Match[bytes], groups: tuple[int, ...], max_uri_bytes: int
-) -> NameAddr:
-    """A NameAddr from the parser's fast-path match, already validated by that match (no
-    %-escape or IPv6 reference in its URI). `groups`: the numbers of the value, display name,
-    URI in <>, addr-spec and parameters groups."""
-    raw, display, uri, spec, params = m.group(*groups)
-    addr: NameAddr = _new_object(NameAddr)
-    if uri is None:
-        addr.display_name = None
-        addr.uri_raw = spec
-    else:
-        addr.display_name = (
-            display[1:-1] if display is not None and display[:1] == b'"' else display
-        )
-        addr.uri_raw = uri
-    addr._params_raw = params
-    addr.raw = raw
-    addr._params = None
-    addr._uri = None
-    addr._uri_max = max_uri_bytes
-    return addr
-
-
 class NameAddr:
     """A name-addr or addr-spec with header parameters (From, To, Contact, Route...),
     validated when built; the URI and the parameters are split on first use.

@@ -29,19 +29,18 @@ from sipguard.sip.fields import (
     SipUri,
     Via,
     canonical_key,
-    name_addr_from_match,
     parse_cseq,
     parse_name_addr_list,
     parse_uri,
     parse_via_values,
     split_list,
-    via_from_match,
 )
 
 __all__ = ["Header", "Message", "RecoveredHeaders", "Request", "Response", "parse_max_forwards"]
 
 DEFAULT_MAX_FORWARDS = 70
 _new_tuple = tuple.__new__
+_new_object = object.__new__
 
 # Every header line of a header block without folding: CRLF, a token name, optional SP/HTAB, a
 # colon, the value (RFC 3261 §7.3.1, §25).
@@ -282,7 +281,17 @@ class Message:
         if via is None:
             fast = self._fast
             if fast is not None:
-                via = self._top_via = via_from_match(fast, FAST_VIA_GROUPS)
+                # inlined `fields.via_from_match`: the values were validated by the match
+                raw, transport, host, port, params, branch = fast.group(*FAST_VIA_GROUPS)
+                via = self._top_via = _new_object(Via)
+                via.protocol = b"SIP/2.0"
+                via.transport = transport.upper()
+                via.host = host.lower()  # hostname or IPv4 (no IPv6 reference on the fast path)
+                via.port = None if port is None else int(port)
+                via.raw = raw
+                via._params_raw = params
+                via._params = None
+                via._branch = branch
             else:
                 via = self._top_via = self.vias[0]
         return via
@@ -322,7 +331,7 @@ class Message:
         if addr is None:
             fast = self._fast
             if fast is not None:
-                addr = self._from = name_addr_from_match(fast, FAST_FROM_GROUPS, self.limits_uri)
+                addr = self._from = _name_addr(fast, FAST_FROM_GROUPS, self.limits_uri)
             else:
                 idx = self._idx().get(b"from")
                 if idx is None:
@@ -336,7 +345,7 @@ class Message:
         if addr is None:
             fast = self._fast
             if fast is not None:
-                addr = self._to = name_addr_from_match(fast, FAST_TO_GROUPS, self.limits_uri)
+                addr = self._to = _name_addr(fast, FAST_TO_GROUPS, self.limits_uri)
             else:
                 idx = self._idx().get(b"to")
                 if idx is None:
@@ -394,6 +403,29 @@ class Message:
     @property
     def user_agent(self) -> bytes | None:
         return self.get(b"user-agent")
+
+
+def _name_addr(m: re.Match[bytes], groups: tuple[int, ...], max_uri_bytes: int) -> NameAddr:
+    """A From/To NameAddr from the parser's fast-path match, already validated by that match
+    (no %-escape or IPv6 reference in its URI): no regex runs again. `groups`: the numbers of
+    the value, display name, URI in <>, addr-spec and parameters groups."""
+    raw, display, uri, spec, params = m.group(*groups)
+    addr: NameAddr = _new_object(NameAddr)
+    if uri is None:
+        addr.display_name = None
+        addr.uri_raw = spec
+    elif display is None or display[0] != 34:  # no display name, or tokens
+        addr.display_name = display
+        addr.uri_raw = uri
+    else:
+        addr.display_name = display[1:-1]  # quoted-string: quotes removed, escapes kept
+        addr.uri_raw = uri
+    addr._params_raw = params
+    addr.raw = raw
+    addr._params = None
+    addr._uri = None
+    addr._uri_max = max_uri_bytes
+    return addr
 
 
 def parse_max_forwards(value: bytes) -> int:

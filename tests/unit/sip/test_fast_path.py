@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sipguard.errors import ParseError
-from sipguard.sip import Message, Request, Response, parse_message
+from sipguard.sip import Message, ParserLimits, Request, Response, parse_message
 from sipguard.sip.parser import parse_message_general
 from tests.conftest import CORPORA
 
@@ -143,3 +143,34 @@ def mutated(draw: st.DrawFn) -> bytes:
 @given(mutated())
 def test_mutations_fast_path_matches_general_path(data: bytes) -> None:
     check(data)
+
+
+def _padded(size: int) -> bytes:
+    """BASE with an X-Pad header making the header section (start line to the empty line
+    included) exactly `size` bytes."""
+    head, _, body = BASE.partition(b"\r\n\r\n")
+    room = size - len(head) - 4 - len(b"\r\nX-Pad: ")
+    return head + b"\r\nX-Pad: " + b"a" * room + b"\r\n\r\n" + body
+
+
+@pytest.mark.parametrize("delta", [-1, 0, 1])
+@pytest.mark.parametrize(
+    "limits",
+    [
+        ParserLimits(max_uri_bytes=600),
+        ParserLimits(max_line_bytes=600),
+        ParserLimits(max_headers=150),
+        ParserLimits(max_uri_bytes=40),  # the Request-URI itself is too long: 414
+        ParserLimits(max_line_bytes=60),  # the Via line is too long: 513
+        ParserLimits(max_headers=5),  # 513
+    ],
+)
+def test_fast_path_near_limits(limits: ParserLimits, delta: int) -> None:
+    """Around `fast_path_bytes` the fast path hands over to the general parser, which measures
+    lines, URIs and header count: both give the same answer at the limit -1, 0 and +1."""
+    data = _padded(limits.fast_path_bytes + delta)
+    assert snapshot(data, lambda d: parse_message(d, limits)) == snapshot(
+        data, lambda d: parse_message_general(d, limits)
+    )
+    if limits.max_uri_bytes > 40 and limits.max_line_bytes > 60 and limits.max_headers > 5:
+        assert (parse_message(data, limits)._fast is not None) == (delta <= 0)
