@@ -103,6 +103,7 @@ UNTRUSTED_KEYS = frozenset(
     {b"x-sipguard-trunk", b"x-sipguard-user", b"p-asserted-identity", b"x-authenticated-user"}
 )
 URI_SCHEMES = frozenset({b"sip", b"sips", b"tel"})
+CREDENTIAL_KEYS = frozenset({b"authorization", b"proxy-authorization"})
 # How long the core remembers what it admitted (seconds).
 INVITE_TRANSACTION_TTL = 200.0  # > Timer C (3 min, RFC 3261 §16.6 step 11): CANCEL may come late
 DIALOG_TTL = 4 * 3600.0  # refreshed by every in-dialog request; a call idle for 4 h is forgotten
@@ -583,9 +584,14 @@ class Core:
         assert guard is not None
         key = b"authorization" if msg.method == b"REGISTER" else b"proxy-authorization"
         ours = []
+        # What each credential header turned out to be, so that forwarding strips ours without
+        # parsing them a second time (the digest parse is the dearest step of a verify).
+        parsed: dict[int, bool] = {}
         for index in msg.indices(key):
             credentials = parse_credentials(msg.headers[index].value)
-            if credentials.is_digest and credentials.params.get("realm") == self._realm:
+            mine = credentials.is_digest and credentials.params.get("realm") == self._realm
+            parsed[index] = mine
+            if mine:
                 ours.append(credentials)
         source_ip = _ip_key(flow.source.host)
         if len(ours) > 1:
@@ -661,7 +667,7 @@ class Core:
         assert entry is not None
         guard.record_success(source_ip, now)
         info = Info(info.method, info.call_id, entry.trunk, answer.username)
-        return self._forward_upstream(msg, flow, now, Cause.ADMITTED_DIGEST, info)
+        return self._forward_upstream(msg, flow, now, Cause.ADMITTED_DIGEST, info, parsed)
 
     @staticmethod
     def _retransmission_key(
@@ -757,10 +763,19 @@ class Core:
     # ------------------------------------------------------------------ forwarding
 
     def _forward_upstream(
-        self, msg: Request, flow: _Flow, now: float, cause: Cause, info: Info
+        self,
+        msg: Request,
+        flow: _Flow,
+        now: float,
+        cause: Cause,
+        info: Info,
+        credentials: dict[int, bool] | None = None,
     ) -> list[Action]:
         """RFC 3261 §16.6: our Via, Max-Forwards, Record-Route/Path, credentials for our realm
-        and identity headers removed, ours attached; always to the primary upstream."""
+        and identity headers removed, ours attached; always to the primary upstream.
+
+        `credentials`: header index -> "is a credential for our realm", for the headers
+        `_authenticate` already parsed; the others are parsed here."""
         if msg.max_forwards <= 0:
             if msg.method == b"ACK":
                 return [Drop(Cause.TOO_MANY_HOPS, info)]
@@ -789,10 +804,16 @@ class Core:
             )
         elif method == b"REGISTER":
             edits.insert_headers(self._record_routes(b"Path", via_local, flow.local, flow.source))
+        known = credentials or {}
         edits.remove_header_lines(
             i
             for i, header in enumerate(msg.headers)
-            if header.key in UNTRUSTED_KEYS or self._is_our_credential(header.key, header.value)
+            if header.key in UNTRUSTED_KEYS
+            or (
+                known[i]
+                if i in known
+                else header.key in CREDENTIAL_KEYS and self._is_our_credential(header.value)
+            )
         )
         self._unfold(msg, edits)
         end = len(msg.headers)
@@ -821,9 +842,8 @@ class Core:
             if raw.find(b"\r\n", header.start, header.end - 2) >= 0:
                 edits.set_value(i, edits.value(i))
 
-    def _is_our_credential(self, key: bytes, value: bytes) -> bool:
-        if key not in (b"authorization", b"proxy-authorization"):
-            return False
+    def _is_our_credential(self, value: bytes) -> bool:
+        """An Authorization / Proxy-Authorization value holding a digest answer for our realm."""
         try:
             credentials = parse_credentials(value)
         except ParseError:

@@ -446,3 +446,21 @@ def test_digest_uri_naming_the_host_without_user_is_the_same_uri() -> None:
         value = answer(params, "INVITE", uri=uri, nc=n + 2)
         req = with_auth(request("INVITE", cseq=n + 3), "Proxy-Authorization", value)
         assert only(c.handle(req, CLIENT, LOCAL, None, NOW + 1)).cause is Cause.AUTH_FAILED, uri
+
+
+def test_credentials_for_us_in_the_other_header_are_stripped_too() -> None:
+    # A REGISTER answered in Authorization that also carries a Proxy-Authorization for our realm
+    # (parsed only when forwarding) and one for another realm: ours go, the foreign one stays.
+    c = core(settings(digest_trunk()))
+    params = challenge(only(c.handle(request(), CLIENT, LOCAL, None, NOW)))
+    foreign = 'Digest username="bob", realm="carrier.example", nonce="n", uri="sip:x", response="0"'
+    ours_elsewhere = answer(params, "REGISTER", nonce="x" * 43)
+    req = with_auth(request(cseq=2), "Proxy-Authorization", ours_elsewhere)
+    req = with_auth(req, "Proxy-Authorization", foreign)
+    req = with_auth(req, "Proxy-Authorization", "Basic YWxpY2U6czNjcmV0")
+    req = with_auth(req, "Authorization", answer(params, "REGISTER"))
+    action = only(c.handle(req, CLIENT, LOCAL, None, NOW + 1))
+    assert action.cause is Cause.ADMITTED_DIGEST
+    out = forwarded(action)
+    assert out.get_all(b"authorization") == []
+    assert out.get_all(b"proxy-authorization") == [foreign.encode(), b"Basic YWxpY2U6czNjcmV0"]
