@@ -336,3 +336,28 @@ def test_reconfigure_is_atomic_when_a_builder_fails() -> None:
     action = only(c.handle(request("INVITE"), CLIENT, LOCAL, None, NOW))
     assert isinstance(action, Forward) and action.cause is Cause.ADMITTED_IP
     assert status_of(only(c.handle(request("INVITE"), STRANGER, LOCAL, None, NOW))) == 403
+
+
+def test_destination_checks_are_cached_with_a_bound() -> None:
+    # Responses and in-dialog requests check the same few addresses again and again: the answer
+    # is remembered, and the memory stays bounded whatever the peers send.
+    from sipguard.proxy import routing
+
+    first = routing.checked_destination(Transport.UDP, "127.0.0.1", 5061)
+    assert first == Address(Transport.UDP, "127.0.0.1", 5061)
+    assert routing.checked_destination(Transport.UDP, "127.0.0.1", 5061) is first
+    assert routing.checked_destination(Transport.UDP, "224.0.0.1", 5061) is None
+    assert routing.checked_destination(Transport.UDP, "224.0.0.1", 5061) is None
+    assert routing.checked_destination(Transport.UDP, "::ffff:7f00:1", 5061) == Address(
+        Transport.UDP, "::ffff:7f00:1", 5061
+    )
+    token = b"tcp-10.0.0.1-5070"
+    assert routing.parse_flow_token(token) == Address(Transport.TCP, "10.0.0.1", 5070)
+    assert routing.parse_flow_token(token) is routing.parse_flow_token(token)
+    assert routing.parse_flow_token(b"udp-0.0.0.0-5060") is None
+    assert routing.parse_flow_token(b"bogus") is None
+    for port in range(1, 2 * routing._CACHE_SIZE + 2):
+        routing.checked_destination(Transport.UDP, "192.0.2.1", port)
+        routing.parse_flow_token(b"udp-192.0.2.1-%d" % port)
+    assert len(routing._DESTINATIONS) <= routing._CACHE_SIZE
+    assert len(routing._TOKENS) <= routing._CACHE_SIZE
