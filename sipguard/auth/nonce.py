@@ -93,12 +93,14 @@ def expires_at(nonce: str) -> float | None:
 class NonceIssuer:
     """Issues and checks nonces under one key (shared by every instance, DESIGN §6)."""
 
-    __slots__ = ("_key",)
+    __slots__ = ("_key", "_opaques")
 
     def __init__(self, key: bytes) -> None:
         if len(key) < MIN_KEY_SIZE:
             raise ValueError(f"the nonce key must be at least {MIN_KEY_SIZE} bytes")
         self._key = key
+        # realm -> opaque (ASCII): realms come from the config, so this stays small.
+        self._opaques: dict[str, bytes] = {}
 
     def __repr__(self) -> str:
         return "NonceIssuer(key=<hidden>)"
@@ -159,9 +161,12 @@ class NonceIssuer:
 
     def check_opaque(self, opaque: str, realm: str) -> bool:
         """True when `opaque` is the one we send for `realm` (constant-time)."""
-        return hmac.compare_digest(
-            opaque.encode("utf-8", "surrogatepass"), self.opaque(realm).encode("ascii")
-        )
+        expected = self._opaques.get(realm)
+        if expected is None:
+            if len(self._opaques) >= 64:  # a caller passing arbitrary realms: stay bounded
+                self._opaques.clear()
+            expected = self._opaques[realm] = self.opaque(realm).encode("ascii")
+        return hmac.compare_digest(opaque.encode("utf-8", "surrogatepass"), expected)
 
 
 @dataclass(slots=True)

@@ -291,3 +291,13 @@ def test_issue_check_accept_together(issuer: NonceIssuer, nonce: str) -> None:
 def test_check_survives_a_buggy_caller(issuer: NonceIssuer, nonce: str) -> None:
     assert issuer.check(None, REALM, IP, NOW) is NonceVerdict.INVALID  # type: ignore[arg-type]
     assert issuer.check(nonce, None, IP, NOW) is NonceVerdict.INVALID  # type: ignore[arg-type]
+
+
+def test_check_opaque_per_realm_with_a_bounded_cache(issuer: NonceIssuer) -> None:
+    # The expected opaque is remembered per realm: right for each realm, bounded in count.
+    realms = [f"realm-{i}.example" for i in range(200)]
+    for realm in realms:
+        assert issuer.check_opaque(issuer.opaque(realm), realm)
+        assert not issuer.check_opaque(issuer.opaque(realm), realm + "x")
+    assert issuer.check_opaque(issuer.opaque(REALM), REALM)
+    assert not issuer.check_opaque(issuer.opaque("other"), REALM)
