@@ -225,18 +225,21 @@ _F_ADDR_SPEC = (
 _F_DISPLAY = _F_QUOTED + rb"|" + _TOKEN + rb"(?:[ \t]+" + _TOKEN + rb")*+"
 
 
-def _f_name_addr(p: bytes) -> bytes:
-    """name-addr / addr-spec with header parameters; groups `p` (the value), `pd` (display
-    name as written), `pu` (URI in <>), `pa` (addr-spec), `pp` (parameters) when `p`."""
-    if not p:
-        return (
-            rb"(?:(?:" + _F_DISPLAY + rb"|)[ \t]*<(?:" + _F_SIP_URI_H + rb"|" + _F_OTHER_URI
-            + rb")>|" + _F_ADDR_SPEC + rb")" + _F_PARAMS
-        )  # fmt: skip
+def _f_name_addr() -> bytes:
+    """name-addr / addr-spec with header parameters (Contact); without groups."""
     return (
-        rb"(?P<" + p + rb">(?:(?:(?P<" + p + rb"d>" + _F_DISPLAY + rb")|)[ \t]*<(?P<" + p
-        + rb"u>" + _F_SIP_URI_H + rb"|" + _F_OTHER_URI + rb")>|(?P<" + p + rb"a>" + _F_ADDR_SPEC
-        + rb"))(?P<" + p + rb"p>" + _F_PARAMS + rb"))"
+        rb"(?:(?:" + _F_DISPLAY + rb"|)[ \t]*<(?:" + _F_SIP_URI_H + rb"|" + _F_OTHER_URI
+        + rb")>|" + _F_ADDR_SPEC + rb")" + _F_PARAMS
+    )  # fmt: skip
+
+
+def _f_from_to(p: bytes) -> bytes:
+    """From / To: a name-addr (the addr-spec form goes to the general path: one alternative
+    less for the common form), groups `p` (the value), `pd` (display name as written, empty
+    when absent), `pu` (the URI) and `pp` (parameters)."""
+    return (
+        rb"(?P<" + p + rb">(?P<" + p + rb"d>" + _F_DISPLAY + rb"|)[ \t]*<(?P<" + p + rb"u>"
+        + _F_SIP_URI_H + rb"|" + _F_OTHER_URI + rb")>(?P<" + p + rb"p>" + _F_PARAMS + rb"))"
     )  # fmt: skip
 
 
@@ -273,7 +276,7 @@ def _f_message(cond: Callable[[bytes], bytes]) -> bytes:
         + _PORT + rb")|)(?P<vpar>" + via_params + rb"))(?:[ \t]*,[ \t]*" + _F_VIA_NC + rb")*+"
     )  # fmt: skip
     more_vias = _F_VIA_NC + rb"(?:[ \t]*,[ \t]*" + _F_VIA_NC + rb")*+"
-    contacts = rb"(?:\*|" + _f_name_addr(b"") + rb"(?:[ \t]*,[ \t]*" + _f_name_addr(b"") + rb")*+)"
+    contacts = rb"(?:\*|" + _f_name_addr() + rb"(?:[ \t]*,[ \t]*" + _f_name_addr() + rb")*+)"
     # any other header: its name must not be another spelling of a header read here (compact
     # form, other case), checked only against the names sharing its first letter
     by_letter: dict[int, list[bytes]] = {}
@@ -299,8 +302,8 @@ def _f_message(cond: Callable[[bytes], bytes]) -> bytes:
         + safe_first + rb"[" + _TOKEN_CLASS + rb"]*[ \t]*:" + _F_LINE_CHAR + rb"*"
         rb"|Via" + ws + cond(b"via") + rb"(?>" + more_vias + eol + rb")|(?>" + top_via + eol
         + rb"))"
-        rb"|From" + ws + cond(b"f") + once + rb"(?>" + _f_name_addr(b"f") + eol + rb"))"
-        rb"|To" + ws + cond(b"t") + once + rb"(?>" + _f_name_addr(b"t") + eol + rb"))"
+        rb"|From" + ws + cond(b"f") + once + rb"(?>" + _f_from_to(b"f") + eol + rb"))"
+        rb"|To" + ws + cond(b"t") + once + rb"(?>" + _f_from_to(b"t") + eol + rb"))"
         rb"|C(?:all-ID" + ws + cond(b"cid") + once + rb"(?P<cid>" + _CALL_ID_WORD + rb"(?:@"
         + _CALL_ID_WORD + rb"|))" + eol + rb")"
         rb"|Seq" + ws + cond(b"cn") + once + rb"(?P<cn>[0-9]{1,9})[ \t]+(?P<cm>"
@@ -327,8 +330,8 @@ def compile_fast(build: Callable[[Callable[[bytes], bytes]], bytes]) -> re.Patte
 FAST_MESSAGE_RE = compile_fast(_f_message)
 _G = FAST_MESSAGE_RE.groupindex
 FAST_VIA_GROUPS = (_G["via"], _G["vt"], _G["vh"], _G["vp"], _G["vpar"], _G["vbr"])
-FAST_FROM_GROUPS = (_G["f"], _G["fd"], _G["fu"], _G["fa"], _G["fp"])
-FAST_TO_GROUPS = (_G["t"], _G["td"], _G["tu"], _G["ta"], _G["tp"])
+FAST_FROM_GROUPS = (_G["f"], _G["fd"], _G["fu"], _G["fp"])
+FAST_TO_GROUPS = (_G["t"], _G["td"], _G["tu"], _G["tp"])
 FAST_CSEQ_GROUPS = (_G["cn"], _G["cm"])
 FAST_CALL_ID_GROUP = _G["cid"]
 FAST_REQUEST_GROUPS = (_G["method"], _G["ruri"], _G["cl"])

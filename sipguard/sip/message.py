@@ -408,18 +408,16 @@ class Message:
 def _name_addr(m: re.Match[bytes], groups: tuple[int, ...], max_uri_bytes: int) -> NameAddr:
     """A From/To NameAddr from the parser's fast-path match, already validated by that match
     (no %-escape or IPv6 reference in its URI): no regex runs again. `groups`: the numbers of
-    the value, display name, URI in <>, addr-spec and parameters groups."""
-    raw, display, uri, spec, params = m.group(*groups)
+    the value, display name (empty when absent), URI and parameters groups."""
+    raw, display, uri, params = m.group(*groups)
     addr: NameAddr = _new_object(NameAddr)
-    if uri is None:
+    if not display:
         addr.display_name = None
-        addr.uri_raw = spec
-    elif display is None or display[0] != 34:  # no display name, or tokens
-        addr.display_name = display
-        addr.uri_raw = uri
-    else:
+    elif display[0] == 34:
         addr.display_name = display[1:-1]  # quoted-string: quotes removed, escapes kept
-        addr.uri_raw = uri
+    else:
+        addr.display_name = display  # tokens
+    addr.uri_raw = uri
     addr._params_raw = params
     addr.raw = raw
     addr._params = None
