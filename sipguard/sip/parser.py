@@ -116,12 +116,15 @@ def parse_message(data: bytes, limits: ParserLimits = DEFAULT_LIMITS) -> Request
     # CRLFs, too large, or not of the common shape goes to the general path.
     size = len(data)
     if size <= limits.max_message_bytes:
-        m = _fast_match(data)
+        # endpos: the header section must end within `fast_path_bytes` (below every line, URI
+        # and header-count limit), which also bounds the work spent on a message that is not
+        # of the common shape before the general path reads it
+        m = _fast_match(data, 0, limits.fast_path_bytes)
         if m is not None:
             hend = m.end()
             method, ruri, cl = m.group(*FAST_REQUEST_GROUPS)
             end = size if cl is None else hend + int(cl)
-            if hend <= limits.fast_path_bytes and end <= size:
+            if end <= size:
                 msg: Request | Response
                 if method is not None:
                     msg = _new(Request)
