@@ -209,6 +209,10 @@ _F_PCHAR = rb"[A-Za-z0-9\-_.!~*'()/:&+$]"
 _F_HCHAR = rb"[A-Za-z0-9\-_.!~*'()/?:+$]"
 _F_SCHEME = rb"[Ss][Ii][Pp][Ss]?"
 _F_HOST = rb"[A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9.]|)"  # = _HOSTNAME
+# the top Via as usually written (transport upper case, host lower case): Via keeps them so,
+# no case conversion when it is built; another case goes to the general path
+_F_UPPER_TOKEN = rb"[A-Z0-9\-.!%*_+`'~]+"
+_F_LOWER_HOST = rb"[a-z0-9](?:[a-z0-9\-.]*[a-z0-9.]|)"
 _F_SIP_URI = (
     _F_SCHEME + rb":(?:" + _F_USER + rb"@|)" + _F_HOST + rb"(?::" + _PORT + rb"|)(?:;"
     + _F_PCHAR + rb"+(?:=" + _F_PCHAR + rb"+|))*+"
@@ -272,7 +276,8 @@ def _f_message(cond: Callable[[bytes], bytes]) -> bytes:
         + _F_GEN + rb"|)))*+"
     )  # fmt: skip
     top_via = (
-        rb"(?P<via>SIP/2\.0/(?P<vt>" + _TOKEN + rb")[ \t]+(?P<vh>" + _F_HOST + rb")(?::(?P<vp>"
+        rb"(?P<via>SIP/2\.0/(?P<vt>" + _F_UPPER_TOKEN + rb")[ \t]+(?P<vh>" + _F_LOWER_HOST
+        + rb")(?::(?P<vp>"
         + _PORT + rb")|)(?P<vpar>" + via_params + rb"))(?:[ \t]*,[ \t]*" + _F_VIA_NC + rb")*+"
     )  # fmt: skip
     more_vias = _F_VIA_NC + rb"(?:[ \t]*,[ \t]*" + _F_VIA_NC + rb")*+"

@@ -285,8 +285,8 @@ class Message:
                 raw, transport, host, port, params, branch = fast.group(*FAST_VIA_GROUPS)
                 via = self._top_via = _new_object(Via)
                 via.protocol = b"SIP/2.0"
-                via.transport = transport.upper()
-                via.host = host.lower()  # hostname or IPv4 (no IPv6 reference on the fast path)
+                via.transport = transport  # upper case (the fast path admits no other)
+                via.host = host  # lower-case hostname or IPv4 (no IPv6 reference either)
                 via.port = None if port is None else int(port)
                 via.raw = raw
                 via._params_raw = params
