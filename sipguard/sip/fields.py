@@ -305,17 +305,16 @@ def _f_message(cond: Callable[[bytes], bytes]) -> bytes:
         + rb") SIP/2\.0)"
         rb"(?:\r\n(?:"
         + safe_first + rb"[" + _TOKEN_CLASS + rb"]*[ \t]*:" + _F_LINE_CHAR + rb"*"
-        rb"|Via" + ws + cond(b"via") + rb"(?>" + more_vias + eol + rb")|(?>" + top_via + eol
-        + rb"))"
-        rb"|From" + ws + cond(b"f") + once + rb"(?>" + _f_from_to(b"f") + eol + rb"))"
-        rb"|To" + ws + cond(b"t") + once + rb"(?>" + _f_from_to(b"t") + eol + rb"))"
+        rb"|Via" + ws + cond(b"via") + more_vias + rb"|" + top_via + rb")"
+        rb"|From" + ws + cond(b"f") + once + _f_from_to(b"f") + rb")"
+        rb"|To" + ws + cond(b"t") + once + _f_from_to(b"t") + rb")"
         rb"|C(?:all-ID" + ws + cond(b"cid") + once + rb"(?P<cid>" + _CALL_ID_WORD + rb"(?:@"
         + _CALL_ID_WORD + rb"|))" + eol + rb")"
         rb"|Seq" + ws + cond(b"cn") + once + rb"(?P<cn>[0-9]{1,9})[ \t]+(?P<cm>"
         + cond(b"method") + rb"(?P=method)|" + _TOKEN + rb"))" + eol + rb")"
         rb"|ont(?:ent-(?:Length" + ws + cond(b"cl") + once + rb"(?P<cl>0|[1-9][0-9]{0,8})"
         + eol + rb")|Type[ \t]*:" + _F_LINE_CHAR + rb"*)"  # common, and not a header read here
-        rb"|act" + ws + rb"(?>" + contacts + eol + rb")))"
+        rb"|act" + ws + contacts + rb"))"
         rb"|Max-Forwards" + ws + cond(b"mf") + once + rb"(?P<mf>[0-9]{1,2}|1[0-9][0-9]"
         rb"|2[0-4][0-9]|25[0-5])" + eol + rb")"
         + risky

@@ -93,8 +93,10 @@ _key_for = key_for
 # references or passwords in URIs, LWS around ';', a second header that must be single...) goes
 # to the general parser, which decides between a valid message and the error. Near a limit
 # (header section longer than `limits.fast_path_bytes`) the general parser measures too.
-# Possessive repetitions and atomic groups (no backtracking into a line once read) keep the
-# match linear in the input.
+# The header lines are a possessive repetition: once a line is read nothing backtracks into it,
+# so a value read only in part makes the whole match fail (the general path then reads the
+# message) and the match stays linear in the input. The fast path is also the common shape only:
+# From/To as name-addr, the top Via with an upper-case transport and a lower-case host.
 
 _STATUS_GROUPS = FAST_RESPONSE_GROUPS[:2]
 _new = object.__new__
