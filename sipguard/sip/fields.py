@@ -6,6 +6,10 @@ the value types they produce. Every function takes bytes and returns values or r
 `ParseError`; nothing else escapes. Never decodes wire bytes to str except the digest
 auth-params (latin-1, lossless), never serialises a whole message, never does I/O.
 
+Also the grammar of the parser's fast path, `FAST_MESSAGE_RE`: a whole message of the common
+shape in one match, with the same pieces minus what is rare (a strict subset of this grammar),
+and the numbers of the groups the message accessors build typed values from.
+
 RFC 3261 §7.3.1 (header field format, comma lists), §19.1 (SIP URI), §20 (headers), §25 (ABNF);
 RFC 3581 (rport); RFC 5118 and RFC 5954 (IPv6 references); RFC 7616 / RFC 3261 §22.4 (digest
 auth-params).
@@ -183,6 +187,7 @@ _LIST_ITEM_RE = re.compile(rb'(?:"(?:[^"\\]|\\.)*"|<[^>]*>|[^,"<])+', re.S)
 
 # --- fast-path grammar (used by the parser's fast path, see parser.py) ---
 
+# RFC 3261 §25 callid = word [ "@" word ]
 _CALL_ID_WORD = rb"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+"
 
 
@@ -195,8 +200,8 @@ def _ci(name: bytes) -> bytes:
 
 # Written for sre's cost model: `(?:x|)` rather than `(?:x)?` and possessive `*+` repeats (a
 # generic repeat allocates and saves the groups at every step), single-character classes in
-# the loops. Each piece is the general grammar (fields.py) minus what is rare and needs more
-# than a regex: %-escapes and IPv6 references in URIs, URI passwords, LWS around ';' and '='.
+# the loops. Each piece is the general grammar above minus what is rare and needs more than a
+# regex: %-escapes and IPv6 references in URIs, URI passwords, LWS around ';' and '='.
 # [^\r\n] spelled as ranges: sre tests a two-literal negated class char by char through a
 # slow path, but a class of three or more runs through a bitmap (about twice as fast).
 _F_LINE_CHAR = rb"[\x00-\x09\x0b\x0c\x0e-\xff]"
