@@ -511,9 +511,13 @@ class _Signals:
         self.loop.add_signal_handler(signal.SIGHUP, self.on_reload)
 
     def remove(self) -> None:
+        """Once stopped, the process only has to exit: a late SIGTERM/SIGHUP is ignored rather
+        than given back its default action, which would turn a clean exit 0 into a kill."""
         for signum in self.SIGNALS:
             with contextlib.suppress(ValueError, RuntimeError):
                 self.loop.remove_signal_handler(signum)
+            with contextlib.suppress(ValueError, OSError):
+                signal.signal(signum, signal.SIG_IGN)
 
     def on_stop(self, signum: signal.Signals) -> None:
         if self.phase is _Phase.STOPPING:

@@ -516,18 +516,23 @@ def test_second_sigterm_hastens_the_shutdown_drain(daemon_factory: DaemonFactory
     done = threading.Event()
 
     def keep_busy() -> None:
-        # A message every 0.1 s: the drain never sees a quiet period, so it would wait 60 s.
+        # A message every 20 ms: the drain never sees a quiet period (0.5 s), even on a
+        # loaded machine, so it would wait 60 s.
         ping = f"OPTIONS sip:{V4}:{sip_port} SIP/2.0\r\nContent-Length: 0\r\n\r\n".encode()
         end = time.monotonic() + 2 * DEADLINE
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             while not done.is_set() and time.monotonic() < end:
                 with contextlib.suppress(OSError):
                     sock.sendto(ping, (V4, sip_port))
-                done.wait(0.1)
+                done.wait(0.02)
 
     busy = threading.Thread(target=keep_busy, daemon=True)
     busy.start()
     try:
+        # One request answered before the stop: the drain has seen traffic (a daemon that
+        # never handled a message has nothing in flight and stops at once).
+        with SipClient(V4, sip_port, "udp", timeout=DEADLINE) as client:
+            assert client.request("REGISTER", register_uri(sip_port)).status == 401
         os.kill(daemon.pid, signal.SIGTERM)
         daemon.wait_event("stopping", timeout=DEADLINE)
         os.kill(daemon.pid, signal.SIGTERM)
