@@ -135,20 +135,28 @@ class NonceIssuer:
 
     def check(self, nonce: str, realm: str, source_ip: str, now: float) -> NonceVerdict:
         """VALID, STALE (ours, expired: `now >= expiry`) or INVALID. Never raises."""
+        return self.check_with_expiry(nonce, realm, source_ip, now)[0]
+
+    def check_with_expiry(
+        self, nonce: str, realm: str, source_ip: str, now: float
+    ) -> tuple[NonceVerdict, float | None]:
+        """`check`, and the nonce's expiry (seconds, as `expires_at` reads it) when the verdict
+        is VALID or STALE (None when INVALID): one decode per answer instead of two."""
         try:
             raw = _decode(nonce)
             if raw is None:
-                return NonceVerdict.INVALID
+                return NonceVerdict.INVALID, None
             head, mac = raw[: 8 + _UNIQUE_SIZE], raw[8 + _UNIQUE_SIZE :]
             if not hmac.compare_digest(mac, self._mac(head, realm, source_ip)):
-                return NonceVerdict.INVALID
+                return NonceVerdict.INVALID, None
+            expiry_ms = int.from_bytes(head[:8], "big")
             # `not <` so that a NaN clock fails closed (STALE) instead of VALID.
-            if not now * 1000 < int.from_bytes(head[:8], "big"):
-                return NonceVerdict.STALE
-            return NonceVerdict.VALID
+            if not now * 1000 < expiry_ms:
+                return NonceVerdict.STALE, expiry_ms / 1000
+            return NonceVerdict.VALID, expiry_ms / 1000
         except (TypeError, ValueError, AttributeError):
             # A non-str from a buggy caller, NaN clock...: never an exception from a peer's nonce.
-            return NonceVerdict.INVALID
+            return NonceVerdict.INVALID, None
 
     def expires_at(self, nonce: str) -> float | None:
         """See the module-level `expires_at`."""

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 
 from sipguard.auth.credentials import CredentialStore
 from sipguard.auth.digest import DigestAnswer, MalformedAnswer, build_challenges, verify
-from sipguard.auth.nonce import NonceIssuer, NonceTracker, NonceVerdict, expires_at
+from sipguard.auth.nonce import NonceIssuer, NonceTracker, NonceVerdict
 from sipguard.errors import MessageTooLarge, ParseError
 from sipguard.policy.guard import Guard, GuardSettings
 from sipguard.policy.whitelist import RuleSet, SourceMatcher
@@ -622,7 +622,9 @@ class Core:
         entry = self._store.lookup(answer.username, answer.algorithm, [t.name for t in candidates])
         ha1 = entry.ha1 if entry is not None else self._store.dummy_ha1(answer.algorithm)
         correct = verify(answer, ha1, _text(msg.method), msg.body)
-        verdict = self._issuer.check(answer.nonce, self._realm, source_ip, now)
+        verdict, nonce_expiry = self._issuer.check_with_expiry(
+            answer.nonce, self._realm, source_ip, now
+        )
         info = Info(info.method, info.call_id, user=answer.username[:64])
 
         failure: str | None = None
@@ -645,7 +647,6 @@ class Core:
             return self._challenge(msg, flow, now, algorithms, True, Cause.STALE_NONCE, info)
         else:
             retransmission = self._retransmission_key(msg, source_ip, answer)
-            nonce_expiry = expires_at(answer.nonce)
             if self._answered.get(retransmission, now) is None:
                 if nonce_expiry is None or not self._tracker.accept(
                     answer.nonce, answer.nonce_count, nonce_expiry, now
@@ -654,11 +655,9 @@ class Core:
                 else:
                     self._answered.put(retransmission, True, now + RETRANSMISSION_TTL)
         if failure is not None:
-            if verdict is NonceVerdict.VALID and not correct:
+            if verdict is NonceVerdict.VALID and not correct and nonce_expiry is not None:
                 # A cracker reuses one nonce for many guesses: one wrong answer kills it.
-                nonce_expiry = expires_at(answer.nonce)
-                if nonce_expiry is not None:
-                    self._tracker.kill(answer.nonce, nonce_expiry, now)
+                self._tracker.kill(answer.nonce, nonce_expiry, now)
             ban = guard.record_failure(source_ip, now)
             if ban is not None:
                 self._events.append(BanEvent(ban.ip, ban.until, ban.failures))

@@ -151,6 +151,16 @@ def test_expires_at(issuer: NonceIssuer, nonce: str) -> None:
     assert expires_at("garbage") is None
 
 
+def test_check_with_expiry_reads_the_nonce_once(issuer: NonceIssuer, nonce: str) -> None:
+    deadline = expires_at(nonce)
+    assert deadline is not None
+    assert issuer.check_with_expiry(nonce, REALM, IP, NOW) == (NonceVerdict.VALID, deadline)
+    assert issuer.check_with_expiry(nonce, REALM, IP, deadline) == (NonceVerdict.STALE, deadline)
+    assert issuer.check_with_expiry(nonce, REALM, "192.0.2.11", NOW) == (NonceVerdict.INVALID, None)
+    assert issuer.check_with_expiry("garbage", REALM, IP, NOW) == (NonceVerdict.INVALID, None)
+    assert issuer.check_with_expiry(nonce, REALM, IP, math.nan) == (NonceVerdict.STALE, deadline)
+
+
 def test_opaque(issuer: NonceIssuer) -> None:
     opaque = issuer.opaque(REALM)
     assert len(opaque) == 32 and int(opaque, 16) >= 0
