@@ -18,13 +18,26 @@ from typing import NamedTuple
 
 from sipguard.errors import ParseError
 from sipguard.sip.fields import (
+    F_CSEQ_METHOD,
+    F_CSEQ_NUMBER,
+    F_FROM,
+    F_FROM_DISPLAY,
+    F_FROM_PARAMS,
+    F_FROM_URI,
+    F_TO,
+    F_TO_DISPLAY,
+    F_TO_PARAMS,
+    F_TO_URI,
+    F_VIA,
+    F_VIA_BRANCH,
+    F_VIA_HOST,
+    F_VIA_PARAMS,
+    F_VIA_PORT,
+    F_VIA_TRANSPORT,
     FAST_CALL_ID_GROUP,
-    FAST_CSEQ_GROUPS,
-    FAST_FROM_GROUPS,
-    FAST_TO_GROUPS,
-    FAST_VIA_GROUPS,
     LIST_HEADERS,
     CSeq,
+    MatchedVia,
     NameAddr,
     SipUri,
     Via,
@@ -41,6 +54,9 @@ __all__ = ["Header", "Message", "RecoveredHeaders", "Request", "Response", "pars
 DEFAULT_MAX_FORWARDS = 70
 _new_tuple = tuple.__new__
 _new_object = object.__new__
+# The usual SIP ports (RFC 3261 §19.1.2, §26.2): a look-up costs less than int(bytes).
+_PORTS = {b"%d" % port: port for port in (5060, 5061, 5062, 5063, 5064, 5065, 5070, 5080)}
+_port_of = _PORTS.get
 
 # Every header line of a header block without folding: CRLF, a token name, optional SP/HTAB, a
 # colon, the value (RFC 3261 §7.3.1, §25).
@@ -281,17 +297,19 @@ class Message:
         if via is None:
             fast = self._fast
             if fast is not None:
-                # inlined `fields.via_from_match`: the values were validated by the match
-                raw, transport, host, port, params, branch = fast.group(*FAST_VIA_GROUPS)
-                via = self._top_via = _new_object(Via)
+                # built from the match, which validated the value; groups read one by one
+                # (`m[n]` is cheaper than `m.group(*numbers)`)
+                via = self._top_via = _new_object(MatchedVia)
                 via.protocol = b"SIP/2.0"
-                via.transport = transport  # upper case (the fast path admits no other)
-                via.host = host  # lower-case hostname or IPv4 (no IPv6 reference either)
-                via.port = None if port is None else int(port)
-                via.raw = raw
-                via._params_raw = params
+                via.transport = fast[F_VIA_TRANSPORT]  # upper case (the fast path admits no other)
+                via.host = fast[F_VIA_HOST]  # lower-case hostname or IPv4, no IPv6 reference
+                port = fast[F_VIA_PORT]
+                via.port = None if port is None else (_port_of(port) or int(port))
+                via.raw = fast[F_VIA]
+                via._params_raw = fast[F_VIA_PARAMS]
                 via._params = None
-                via._branch = branch
+                via.branch = fast[F_VIA_BRANCH]
+                return via
             else:
                 via = self._top_via = self.vias[0]
         return via
@@ -302,7 +320,7 @@ class Message:
         if call_id is None:
             fast = self._fast
             if fast is not None:
-                call_id = self._call_id = fast.group(FAST_CALL_ID_GROUP)
+                call_id = self._call_id = fast[FAST_CALL_ID_GROUP]
                 return call_id
             idx = self._idx().get(b"call-id")
             if idx is None:
@@ -316,8 +334,9 @@ class Message:
         if cseq is None:
             fast = self._fast
             if fast is not None:
-                number, method = fast.group(*FAST_CSEQ_GROUPS)
-                cseq = self._cseq = _new_tuple(CSeq, (int(number), method))
+                cseq = self._cseq = _new_tuple(
+                    CSeq, (int(fast[F_CSEQ_NUMBER]), fast[F_CSEQ_METHOD])
+                )
             else:
                 idx = self._idx().get(b"cseq")
                 if idx is None:
@@ -331,7 +350,22 @@ class Message:
         if addr is None:
             fast = self._fast
             if fast is not None:
-                addr = self._from = _name_addr(fast, FAST_FROM_GROUPS, self.limits_uri)
+                # inlined (a call costs as much as the body): a NameAddr from the match, which
+                # validated it (no %-escape or IPv6 reference in its URI), no regex runs again
+                addr = self._from = _new_object(NameAddr)
+                display = fast[F_FROM_DISPLAY]
+                if not display:
+                    addr.display_name = None
+                elif display[0] == 34:
+                    addr.display_name = display[1:-1]  # quoted-string: quotes off, escapes kept
+                else:
+                    addr.display_name = display  # tokens
+                addr.uri_raw = fast[F_FROM_URI]
+                addr._params_raw = fast[F_FROM_PARAMS]
+                addr.raw = fast[F_FROM]
+                addr._params = None
+                addr._uri = None
+                addr._uri_max = self.limits_uri
             else:
                 idx = self._idx().get(b"from")
                 if idx is None:
@@ -345,7 +379,22 @@ class Message:
         if addr is None:
             fast = self._fast
             if fast is not None:
-                addr = self._to = _name_addr(fast, FAST_TO_GROUPS, self.limits_uri)
+                # inlined (a call costs as much as the body): a NameAddr from the match, which
+                # validated it (no %-escape or IPv6 reference in its URI), no regex runs again
+                addr = self._to = _new_object(NameAddr)
+                display = fast[F_TO_DISPLAY]
+                if not display:
+                    addr.display_name = None
+                elif display[0] == 34:
+                    addr.display_name = display[1:-1]  # quoted-string: quotes off, escapes kept
+                else:
+                    addr.display_name = display  # tokens
+                addr.uri_raw = fast[F_TO_URI]
+                addr._params_raw = fast[F_TO_PARAMS]
+                addr.raw = fast[F_TO]
+                addr._params = None
+                addr._uri = None
+                addr._uri_max = self.limits_uri
             else:
                 idx = self._idx().get(b"to")
                 if idx is None:
@@ -403,27 +452,6 @@ class Message:
     @property
     def user_agent(self) -> bytes | None:
         return self.get(b"user-agent")
-
-
-def _name_addr(m: re.Match[bytes], groups: tuple[int, ...], max_uri_bytes: int) -> NameAddr:
-    """A From/To NameAddr from the parser's fast-path match, already validated by that match
-    (no %-escape or IPv6 reference in its URI): no regex runs again. `groups`: the numbers of
-    the value, display name (empty when absent), URI and parameters groups."""
-    raw, display, uri, params = m.group(*groups)
-    addr: NameAddr = _new_object(NameAddr)
-    if not display:
-        addr.display_name = None
-    elif display[0] == 34:
-        addr.display_name = display[1:-1]  # quoted-string: quotes removed, escapes kept
-    else:
-        addr.display_name = display  # tokens
-    addr.uri_raw = uri
-    addr._params_raw = params
-    addr.raw = raw
-    addr._params = None
-    addr._uri = None
-    addr._uri_max = max_uri_bytes
-    return addr
 
 
 def parse_max_forwards(value: bytes) -> int:
