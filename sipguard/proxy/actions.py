@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
+from typing import NamedTuple
 
 
 class Transport(StrEnum):
@@ -65,9 +66,12 @@ class Cause(Enum):
     BUG = "bug"  # an exception escaped: a defect, counted and dropped
 
 
-@dataclass(frozen=True, slots=True)
-class Info:
-    """What a decision was about, for logs (and, bounded, for metrics)."""
+class Info(NamedTuple):
+    """What a decision was about, for logs (and, bounded, for metrics).
+
+    A NamedTuple rather than a frozen dataclass: as immutable, read by attribute the same way,
+    and built several times per message; a frozen dataclass's `__init__` (one
+    `object.__setattr__` per field) cost ~5x as much, ~4% of the core per call."""
 
     method: str = ""  # request method, or the CSeq method of a response
     call_id: str = ""
