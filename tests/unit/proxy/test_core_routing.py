@@ -325,8 +325,8 @@ def test_ipv4_mapped_source_is_matched_as_ipv4() -> None:
 
 
 def test_reconfigure_is_atomic_when_a_builder_fails() -> None:
-    """A config that fails to compile (here a whitelist entry that bypassed validation) leaves the running config whole: nothing half
-    swapped in (issue 6, reload)."""
+    """A config that fails to compile (here a whitelist entry that bypassed validation) leaves
+    the running config whole: nothing half swapped in (issue 6, reload)."""
     c = core(settings(IP_TRUNK))
     before = c.settings
     broken = settings(Trunk("office", whitelist=("not-an-address",)))
@@ -361,3 +361,54 @@ def test_destination_checks_are_cached_with_a_bound() -> None:
         routing.parse_flow_token(b"udp-192.0.2.1-%d" % port)
     assert len(routing._DESTINATIONS) <= routing._CACHE_SIZE
     assert len(routing._TOKENS) <= routing._CACHE_SIZE
+
+
+def _vias_joined(data: bytes) -> bytes:
+    """The same message with all its Via values on one line, a comma list, where the first was."""
+    head, sep, body = data.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    vias = [line[5:] for line in lines if line.startswith(b"Via: ")]
+    first = next(i for i, line in enumerate(lines) if line.startswith(b"Via: "))
+    others = [line for line in lines if not line.startswith(b"Via: ")]
+    others.insert(first, b"Via: " + b", ".join(vias))
+    return b"\r\n".join(others) + sep + body
+
+
+def test_response_via_shapes_relayed_alike() -> None:
+    """Two Via lines (read without parsing the whole list), one comma list, or a third Via
+    below the client's: the same relay, to the same flow, with our Via removed."""
+    c, action = invite_through()
+    data = response_to(action)
+    assert data.count(b"\r\nVia: ") == 2
+    third = data.replace(
+        b"\r\nRecord-Route",
+        b"\r\nVia: SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bK-far\r\nRecord-Route",
+    )
+    joined = _vias_joined(data)
+    assert joined.count(b"\r\nVia: ") == 1
+    for variant in (data, joined, third):
+        relayed = only(c.handle(variant, UPSTREAM, LOCAL, None, NOW))
+        assert isinstance(relayed, Forward) and relayed.cause is Cause.RESPONSE, variant
+        assert relayed.to == CLIENT
+        msg = parse_message(relayed.data)
+        assert msg.top_via.branch == b"z9hG4bK-client-1"
+
+
+def test_response_with_malformed_lower_via_is_a_parse_error() -> None:
+    """A malformed Via below ours is refused whether it is the second or a later one."""
+    c, action = invite_through()
+    data = response_to(action)
+    bad = b"\r\nVia: SIP/2.0/UDP ;;;\r\nRecord-Route"
+    second = data.replace(b"Via: SIP/2.0/UDP 127.0.0.1:5061", b"Via: SIP/2.0/UDP ;;;x")
+    third = data.replace(b"\r\nRecord-Route", bad)
+    for variant in (second, third):
+        drop = only(c.handle(variant, UPSTREAM, LOCAL, None, NOW))
+        assert isinstance(drop, Drop) and drop.cause is Cause.PARSE_ERROR, variant
+
+
+def test_loop_detected_in_a_via_comma_list() -> None:
+    _c, action = invite_through()
+    looped = _vias_joined(action.data)  # our forwarded INVITE, its Vias on one line
+    assert looped.count(b"\r\nVia: ") == 1
+    c = core(settings(IP_TRUNK))
+    assert status_of(only(c.handle(looped, CLIENT, LOCAL, None, NOW))) == 482
