@@ -22,6 +22,7 @@ SHA-512-256 is FIPS 180-4 SHA-512/256 (own initial value), NOT SHA-512 truncated
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -317,10 +318,23 @@ def verify(answer: DigestAnswer, ha1: str, method: str, body: bytes = b"") -> bo
 
 def _quoted(name: str, value: str) -> str:
     # RFC 3261 §25.1 quoted-string: CR/LF/NUL cannot be carried; `"` and `\` are escaped.
-    if any(c in value for c in "\r\n\x00"):
+    if "\r" in value or "\n" in value or "\x00" in value:
         raise ValueError(f"challenge {name} contains a line break or NUL")
     escaped = value.replace("\\", "\\\\").replace('"', '\\"')
     return f'{name}="{escaped}"'
+
+
+@functools.lru_cache(maxsize=64)
+def _challenge_parts(realm: str, opaque: str, algorithm: str, qop: str | None) -> tuple[str, str]:
+    """The parts of a challenge around its nonce: they come from the config and repeat for
+    every challenge (bounded cache; an error is raised again each time, never cached)."""
+    canonical = canonical_algorithm(algorithm)
+    if canonical is None:
+        raise ValueError(f"unknown digest algorithm {algorithm!r}")
+    tail = [_quoted("opaque", opaque), f"algorithm={canonical}"]
+    if qop is not None:
+        tail.append(_quoted("qop", qop))
+    return "Digest " + _quoted("realm", realm), ", ".join(tail)
 
 
 def build_challenge(
@@ -338,21 +352,12 @@ def build_challenge(
 
     `qop=None` omits it (RFC 2069 challenge). Raises ValueError for an unknown algorithm or a
     value that cannot be quoted (programming or config errors, never peer input)."""
-    canonical = canonical_algorithm(algorithm)
-    if canonical is None:
-        raise ValueError(f"unknown digest algorithm {algorithm!r}")
-    parts = [
-        _quoted("realm", realm),
-        _quoted("nonce", nonce),
-        _quoted("opaque", opaque),
-        f"algorithm={canonical}",
-    ]
-    if qop is not None:
-        parts.append(_quoted("qop", qop))
+    head, tail = _challenge_parts(realm, opaque, algorithm, qop)
+    value = f"{head}, {_quoted('nonce', nonce)}, {tail}"
     if stale:
         # RFC 7616 §3.3: stale=true tells the client to retry with the new nonce, no prompt.
-        parts.append("stale=true")
-    return ("Digest " + ", ".join(parts)).encode("utf-8")
+        value += ", stale=true"
+    return value.encode("utf-8")
 
 
 def build_challenges(
