@@ -830,16 +830,34 @@ def via_param_spans(element: bytes) -> tuple[int, list[tuple[bytes, int, int]]]:
 # --- digest auth-params (RFC 3261 §25 credentials/challenge, RFC 7616 §3.4) ---
 
 _AUTH_SCHEME_RE = re.compile(rb"[ \t]*([" + _TOKEN_CLASS + rb"]+)(?:[ \t]+|$)")
-_AUTH_PARAM_RE = re.compile(
-    rb"[ \t]*(["
-    + _TOKEN_CLASS
-    + rb"]+)[ \t]*=[ \t]*("
-    + _QUOTED
-    + rb"|["
-    + _TOKEN_CLASS
-    + rb"/:]+)[ \t]*(,|$)"
-)
-_QUOTED_PAIR_RE = re.compile(rb"\\(.)", re.S)
+# The auth-params are read from the value decoded as latin-1 (one octet, one character, so
+# offsets and octets are kept; `Credentials.params` is str), in two C passes instead of a
+# Python loop over parameters: a full match of `auth-param *( COMMA auth-param )` validates
+# the list (RFC 3261 §25: LWS around '=' and ','; a value is a quoted-string or a token that
+# may hold '/' and ':' as real UAs write `uri=sip:...` unquoted), then a findall reads
+# (name, quoted-string content, token) from the validated text, in order. The quoted-string
+# content is `_QUOTED` without its quotes, the alternatives never overlap, and a
+# possessive repeat keeps the match linear in the value.
+_AUTH_TOKEN_CLASS = _TOKEN_CLASS.decode("ascii")
+# qdtext / quoted-pair unrolled (sre runs a one-class repeat in a tight loop, an alternation
+# per character costs several times more), classes as ranges so that sre tests them in a
+# bitmap: every character here is one octet (latin-1)
+_AUTH_QDTEXT = r"[\x00-\x09\x0b\x0c\x0e-\x21\x23-\x5b\x5d-\xff]*+"
+_AUTH_QUOTED_CONTENT = _AUTH_QDTEXT + r"(?:\\[\x00-\x09\x0b\x0c\x0e-\xff]" + _AUTH_QDTEXT + r")*+"
+_AUTH_PARAM = (
+    r"[ \t]*[" + _AUTH_TOKEN_CLASS + r"]+[ \t]*=[ \t]*(?:\"" + _AUTH_QUOTED_CONTENT + r'"|['
+    + _AUTH_TOKEN_CLASS + r"/:]+)[ \t]*"
+)  # fmt: skip
+_AUTH_PARAMS_RE = re.compile(_AUTH_PARAM + r"(?:," + _AUTH_PARAM + r")*+")
+_AUTH_ITEM_RE = re.compile(
+    r"([" + _AUTH_TOKEN_CLASS + r"]+)[ \t]*=[ \t]*(?:\"(" + _AUTH_QUOTED_CONTENT + r')"|(['
+    + _AUTH_TOKEN_CLASS + r"/:]+))"
+)  # fmt: skip
+_QUOTED_PAIR_RE = re.compile(r"\\(.)", re.S)
+
+
+def _unquote(match: re.Match[str]) -> str:
+    return match.group(1)
 
 
 def _parse_auth(value: bytes, *, max_bytes: int) -> Credentials:
@@ -852,24 +870,26 @@ def _parse_auth(value: bytes, *, max_bytes: int) -> Credentials:
     if scheme.lower() != b"digest":
         return Credentials(scheme, {})
     pos = m.end()
-    end = len(value)
-    params: dict[str, str] = {}
-    if pos >= end:
+    if pos >= len(value):
         raise _fail("digest without parameters")
-    while pos < end:
-        p = _AUTH_PARAM_RE.match(value, pos)
-        if p is None:
-            raise _fail("malformed digest parameter")
-        name = p.group(1).lower().decode("ascii")
-        raw = p.group(2)
-        if raw[:1] == b'"':
-            raw = _QUOTED_PAIR_RE.sub(rb"\1", raw[1:-1])
-        if name in params:
-            raise _fail("duplicate digest parameter")
-        params[name] = raw.decode("latin-1")
-        pos = p.end()
-        if p.group(3) == b"," and pos >= end:
+    text = value.decode("latin-1")
+    if _AUTH_PARAMS_RE.fullmatch(text, pos) is None:
+        if text.rstrip(" \t").endswith(","):
             raise _fail("trailing comma in digest parameters")
+        raise _fail("malformed digest parameter")
+    items = _AUTH_ITEM_RE.findall(text, pos)
+    params: dict[str, str] = {}
+    for name, quoted, token in items:
+        # a token never holds a backslash; a quoted-string holds one only in a quoted-pair,
+        # whose escape is resolved (RFC 3261 §25) -- the substitution only when there is one
+        if quoted:
+            params[name.lower()] = (
+                _QUOTED_PAIR_RE.sub(_unquote, quoted) if "\\" in quoted else quoted
+            )
+        else:
+            params[name.lower()] = token  # an empty quoted-string gives "" as well
+    if len(params) != len(items):
+        raise _fail("duplicate digest parameter")
     return Credentials(scheme, params)
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sipguard.errors import ParseError
 from sipguard.sip import NameAddr, parse_challenge, parse_credentials, parse_uri, split_list
@@ -201,3 +205,76 @@ def test_parse_challenge() -> None:
         "qop": "auth",
         "stale": "true",
     }
+
+
+# The parameter loop `parse_credentials` had before it read the auth-params in two regex passes,
+# kept as the reference: both must accept the same values with the same params.
+_REF_TOKEN = rb"A-Za-z0-9\-.!%*_+`'~"
+_REF_PARAM_RE = re.compile(
+    rb"[ \t]*([" + _REF_TOKEN + rb"]+)[ \t]*=[ \t]*("
+    rb'"(?:[^"\\\r\n]|\\[^\r\n])*"'
+    rb"|[" + _REF_TOKEN + rb"/:]+)[ \t]*(,|$)"
+)
+
+
+def _reference_params(value: bytes) -> dict[str, str] | None:
+    pos = len(b"Digest ")
+    params: dict[str, str] = {}
+    while pos < len(value):
+        p = _REF_PARAM_RE.match(value, pos)
+        if p is None:
+            return None
+        raw = p.group(2)
+        if raw[:1] == b'"':
+            raw = re.sub(rb"\\(.)", rb"\1", raw[1:-1], flags=re.S)
+        name = p.group(1).lower().decode("ascii")
+        if name in params:
+            return None
+        params[name] = raw.decode("latin-1")
+        pos = p.end()
+        if p.group(3) == b"," and pos >= len(value):
+            return None
+    return params or None
+
+
+@pytest.mark.parametrize(
+    ("value", "params"),
+    [
+        (b'Digest a="x\\\\y"', {"a": "x\\y"}),  # quoted-pair resolved
+        (b'Digest a="", b=1', {"a": "", "b": "1"}),  # empty quoted-string
+        (b'Digest a="x, y=z", b=1', {"a": "x, y=z", "b": "1"}),  # comma inside quotes
+        (b'Digest a = "x" ,\tb=sip:h:5060', {"a": "x", "b": "sip:h:5060"}),  # LWS, ':' in token
+        (b'Digest a="\xe9\\\xe9"', {"a": "\xe9\xe9"}),  # octets kept (latin-1)
+    ],
+)
+def test_credentials_params(value: bytes, params: dict[str, str]) -> None:
+    assert parse_credentials(value).params == params
+    assert _reference_params(value) == params
+
+
+@pytest.mark.parametrize(
+    "value",
+    [b'Digest a="x\r\n"', b'Digest a="x\ny"', b"Digest a=1 ,", b"Digest a=1,b", b"Digest a=1\n",
+     b'Digest a="x"y', b'Digest a=""", b=1', b"Digest a=1, A=2", b"Digest =1", b"Digest a=@"],
+)  # fmt: skip
+def test_broken_credentials_params(value: bytes) -> None:
+    with pytest.raises(ParseError):
+        parse_credentials(value)
+    assert _reference_params(value) is None
+
+
+_AUTH_PIECES = st.sampled_from(
+    [b"a", b"B", b"nc", b"=", b" ", b"\t", b",", b'"', b"\\", b"x", b"1", b":", b"/", b"@",
+     b"\r", b"\n", b"\x00", b"\xe9", b'="', b'", ', b", a=", b'\\"', b"realm", b"REALM"]
+)  # fmt: skip
+
+
+@given(st.lists(_AUTH_PIECES, max_size=24).map(b"".join))
+def test_credentials_match_the_reference_loop(params: bytes) -> None:
+    value = b"Digest " + params
+    expected = _reference_params(value)
+    try:
+        got: dict[str, str] | None = parse_credentials(value).params
+    except ParseError:
+        got = None
+    assert got == expected
