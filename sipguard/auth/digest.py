@@ -190,6 +190,13 @@ def is_hex_digest(algorithm: str, text: str) -> bool:
     return canonical is not None and _is_hex(text, HEX_LENGTH[canonical])
 
 
+def _required(params: Mapping[str, str], name: str) -> str:
+    value = params.get(name)
+    if not value:
+        raise MalformedAnswer(f"missing {name}")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class DigestAnswer:
     """The parameters of one Digest answer, validated (RFC 7616 §3.4, RFC 3261 §25.1).
@@ -246,17 +253,11 @@ class DigestAnswer:
                     raise MalformedAnswer(f"parameter {key!r} is not UTF-8 text"[:80]) from None
             lowered[key] = value
 
-        def required(name: str) -> str:
-            value = lowered.get(name)
-            if not value:
-                raise MalformedAnswer(f"missing {name}")
-            return value
-
-        username = required("username")
-        realm = required("realm")
-        nonce = required("nonce")
-        uri = required("uri")
-        response = required("response")
+        username = _required(lowered, "username")
+        realm = _required(lowered, "realm")
+        nonce = _required(lowered, "nonce")
+        uri = _required(lowered, "uri")
+        response = _required(lowered, "response")
 
         algorithm = canonical_algorithm(lowered.get("algorithm", "MD5"))
         if algorithm is None:
@@ -269,10 +270,10 @@ class DigestAnswer:
         if qop is not None:
             if qop not in _QOPS:
                 raise MalformedAnswer("qop must be auth or auth-int")
-            nc = required("nc")
+            nc = _required(lowered, "nc")
             if not _is_hex(nc, 8):
                 raise MalformedAnswer("nc must be 8 hex digits")
-            cnonce = required("cnonce")
+            cnonce = _required(lowered, "cnonce")
         elif is_session(algorithm):
             # RFC 7616 §3.4.2: the session A1 needs a cnonce, which exists only with qop.
             raise MalformedAnswer("a -sess algorithm needs qop")
@@ -281,18 +282,19 @@ class DigestAnswer:
         if userhash_text not in ("true", "false"):
             raise MalformedAnswer("userhash must be true or false")
 
+        # Positional, in field order: a frozen dataclass is dear enough to build per request.
         return cls(
-            username=username,
-            realm=realm,
-            nonce=nonce,
-            uri=uri,
-            response=response.lower(),
-            algorithm=algorithm,
-            qop=qop,
-            nc=nc,
-            cnonce=cnonce,
-            opaque=lowered.get("opaque"),
-            userhash=userhash_text == "true",
+            username,
+            realm,
+            nonce,
+            uri,
+            response.lower(),
+            algorithm,
+            qop,
+            nc,
+            cnonce,
+            lowered.get("opaque"),
+            userhash_text == "true",
         )
 
 
