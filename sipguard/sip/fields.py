@@ -831,29 +831,27 @@ def via_param_spans(element: bytes) -> tuple[int, list[tuple[bytes, int, int]]]:
 
 _AUTH_SCHEME_RE = re.compile(rb"[ \t]*([" + _TOKEN_CLASS + rb"]+)(?:[ \t]+|$)")
 # The auth-params are read from the value decoded as latin-1 (one octet, one character, so
-# offsets and octets are kept; `Credentials.params` is str), in two C passes instead of a
-# Python loop over parameters: a full match of `auth-param *( COMMA auth-param )` validates
-# the list (RFC 3261 §25: LWS around '=' and ','; a value is a quoted-string or a token that
-# may hold '/' and ':' as real UAs write `uri=sip:...` unquoted), then a findall reads
-# (name, quoted-string content, token) from the validated text, in order. The quoted-string
-# content is `_QUOTED` without its quotes, the alternatives never overlap, and a
-# possessive repeat keeps the match linear in the value.
+# offsets and octets are kept; `Credentials.params` is str) in ONE findall instead of a Python
+# loop of matches: each item is `auth-param` (RFC 3261 §25: LWS around '=' and ','; a value
+# is a quoted-string or a token that may hold '/' and ':' as real UAs write `uri=sip:...`
+# unquoted) followed by its separator, ',' or the end; where an auth-param does not start,
+# the last alternative takes the REST of the value as `junk` (one character would let findall
+# try again at every following position: quadratic on a long malformed value). So findall
+# covers every character, and the value is well formed exactly when no item is junk and the
+# last item ends at the end.
 _AUTH_TOKEN_CLASS = _TOKEN_CLASS.decode("ascii")
 # qdtext / quoted-pair unrolled (sre runs a one-class repeat in a tight loop, an alternation
 # per character costs several times more), classes as ranges so that sre tests them in a
 # bitmap: every character here is one octet (latin-1)
 _AUTH_QDTEXT = r"[\x00-\x09\x0b\x0c\x0e-\x21\x23-\x5b\x5d-\xff]*+"
 _AUTH_QUOTED_CONTENT = _AUTH_QDTEXT + r"(?:\\[\x00-\x09\x0b\x0c\x0e-\xff]" + _AUTH_QDTEXT + r")*+"
-_AUTH_PARAM = (
-    r"[ \t]*[" + _AUTH_TOKEN_CLASS + r"]+[ \t]*=[ \t]*(?:\"" + _AUTH_QUOTED_CONTENT + r'"|['
-    + _AUTH_TOKEN_CLASS + r"/:]+)[ \t]*"
-)  # fmt: skip
-_AUTH_PARAMS_RE = re.compile(_AUTH_PARAM + r"(?:," + _AUTH_PARAM + r")*+")
 _AUTH_ITEM_RE = re.compile(
-    r"([" + _AUTH_TOKEN_CLASS + r"]+)[ \t]*=[ \t]*(?:\"(" + _AUTH_QUOTED_CONTENT + r')"|(['
-    + _AUTH_TOKEN_CLASS + r"/:]+))"
+    r"[ \t]*+([" + _AUTH_TOKEN_CLASS + r"]++)[ \t]*+=[ \t]*+(?:\"(" + _AUTH_QUOTED_CONTENT
+    + r')"|([' + _AUTH_TOKEN_CLASS + r"/:]++))[ \t]*+(,|\Z)|([\x00-\xff]++)"
 )  # fmt: skip
 _QUOTED_PAIR_RE = re.compile(r"\\(.)", re.S)
+_new_credentials = object.__new__
+_set = object.__setattr__
 
 
 def _unquote(match: re.Match[str]) -> str:
@@ -872,14 +870,11 @@ def _parse_auth(value: bytes, *, max_bytes: int) -> Credentials:
     pos = m.end()
     if pos >= len(value):
         raise _fail("digest without parameters")
-    text = value.decode("latin-1")
-    if _AUTH_PARAMS_RE.fullmatch(text, pos) is None:
-        if text.rstrip(" \t").endswith(","):
-            raise _fail("trailing comma in digest parameters")
-        raise _fail("malformed digest parameter")
-    items = _AUTH_ITEM_RE.findall(text, pos)
+    items = _AUTH_ITEM_RE.findall(value.decode("latin-1"), pos)
     params: dict[str, str] = {}
-    for name, quoted, token in items:
+    for name, quoted, token, _, junk in items:
+        if junk:
+            raise _fail("malformed digest parameter")
         # a token never holds a backslash; a quoted-string holds one only in a quoted-pair,
         # whose escape is resolved (RFC 3261 §25) -- the substitution only when there is one
         if quoted:
@@ -888,9 +883,15 @@ def _parse_auth(value: bytes, *, max_bytes: int) -> Credentials:
             )
         else:
             params[name.lower()] = token  # an empty quoted-string gives "" as well
+    if items[-1][3]:
+        raise _fail("trailing comma in digest parameters")
     if len(params) != len(items):
         raise _fail("duplicate digest parameter")
-    return Credentials(scheme, params)
+    # built as the frozen dataclass's __init__ would, without its per-field checks
+    credentials: Credentials = _new_credentials(Credentials)
+    _set(credentials, "scheme", scheme)
+    _set(credentials, "params", params)
+    return credentials
 
 
 def parse_credentials(value: bytes, *, max_bytes: int = 8192) -> Credentials:

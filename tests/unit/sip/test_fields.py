@@ -255,7 +255,8 @@ def test_credentials_params(value: bytes, params: dict[str, str]) -> None:
 @pytest.mark.parametrize(
     "value",
     [b'Digest a="x\r\n"', b'Digest a="x\ny"', b"Digest a=1 ,", b"Digest a=1,b", b"Digest a=1\n",
-     b'Digest a="x"y', b'Digest a=""", b=1', b"Digest a=1, A=2", b"Digest =1", b"Digest a=@"],
+     b'Digest a="x"y', b'Digest a=""", b=1', b"Digest a=1, A=2", b"Digest =1", b"Digest a=@",
+     b'Digest a="' + b"x" * 8000, b"Digest " + b"x" * 8000],  # long malformed: linear work
 )  # fmt: skip
 def test_broken_credentials_params(value: bytes) -> None:
     with pytest.raises(ParseError):
