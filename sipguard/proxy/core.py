@@ -67,9 +67,8 @@ from sipguard.proxy.routing import (
     BRANCH_PREFIX,
     FLOW_PARAM,
     branch_key,
-    branch_material,
-    branch_of,
     checked_destination,
+    compute_branch,
     compute_tag,
     default_port,
     flow_token,
@@ -113,9 +112,6 @@ RETRY_AFTER = b"5"  # seconds, in 503 for the rate limit
 # How long an admitted digest answer is recognised when its request is retransmitted: Timer F
 # (64*T1 = 32 s, RFC 3261 §17.1.2.2), the longest a UDP client retransmits a non-INVITE request.
 RETRANSMISSION_TTL = 32.0
-# Branches remembered to check responses without a MAC (a response to an older one is checked
-# with the MAC, as before): a few seconds of forwarded requests at a busy edge.
-ISSUED_BRANCHES = 4096
 
 
 class _Flow(NamedTuple):
@@ -224,9 +220,6 @@ class Core:
         self._answered: ExpiringTable[tuple[str, str, int, str, bytes, bytes, int], bool] = (
             ExpiringTable(limits.transaction_table_size)
         )
-        # Branches we put in our Via -> the material their MAC covers (see `_branch_for`).
-        # Only a function of our own output and the key; cleared when full.
-        self._issued: dict[bytes, bytes] = {}
         self._events: list[BanEvent] = []
         self._guard: Guard | None = None
         self.reconfigure(settings)
@@ -413,16 +406,8 @@ class Core:
         destination = parse_flow_token(token) if token else None
         if destination is None:
             return [Drop(Cause.STRAY, info)]
-        material = self._branch_material(
-            below, msg.call_id, msg.from_.tag, msg.cseq.number, destination
-        )
-        issued = self._issued.get(branch)
-        if issued is not None:
-            # A branch we issued from this material: its MAC needs no recomputing.
-            genuine = issued == material
-        else:
-            genuine = hmac.compare_digest(branch_of(self._branch_key, material), branch)
-        if not genuine:
+        expected = self._branch(below, msg.call_id, msg.from_.tag, msg.cseq.number, destination)
+        if not hmac.compare_digest(expected, branch):
             return [Drop(Cause.STRAY, info)]  # a forged or foreign Via (SECURITY-CASES 34)
         if msg.cseq.method == b"CANCEL":
             # We answered the CANCEL ourselves (§16.10); the next hop's 200 ends here.
@@ -948,15 +933,16 @@ class Core:
 
     # ------------------------------------------------------------------ building blocks
 
-    @staticmethod
-    def _branch_material(
+    def _branch(
+        self,
         prev: Via,
         call_id: bytes,
         from_tag: bytes | None,
         cseq_number: int,
         flow: Address,
     ) -> bytes:
-        return branch_material(
+        return compute_branch(
+            self._branch_key,
             prev.branch,
             prev.sent_by + b"\x00" + flow_token(flow),
             call_id,
@@ -965,16 +951,7 @@ class Core:
         )
 
     def _branch_for(self, msg: Request, source: Address) -> bytes:
-        """Our branch for `msg`, remembered (bounded) with the material it was made from, so
-        that the responses to it are checked without computing the MAC again."""
-        via = msg.top_via
-        material = self._branch_material(via, msg.call_id, msg.from_.tag, msg.cseq.number, source)
-        branch = branch_of(self._branch_key, material)
-        issued = self._issued
-        if len(issued) >= ISSUED_BRANCHES and branch not in issued:
-            issued.clear()
-        issued[branch] = material
-        return branch
+        return self._branch(msg.top_via, msg.call_id, msg.from_.tag, msg.cseq.number, source)
 
     def _transaction_key(self, msg: Request, ip: str) -> tuple[str, bytes, bytes]:
         """INVITE, its CANCEL and its non-2xx ACK share the top Via branch (RFC 3261 §17.2.3)."""

@@ -412,26 +412,3 @@ def test_loop_detected_in_a_via_comma_list() -> None:
     assert looped.count(b"\r\nVia: ") == 1
     c = core(settings(IP_TRUNK))
     assert status_of(only(c.handle(looped, CLIENT, LOCAL, None, NOW))) == 482
-
-
-def test_response_checked_by_the_mac_when_the_branch_is_not_remembered() -> None:
-    """Another instance sharing the key (or this one after its memory of issued branches was
-    cleared) checks the branch by its MAC: the same relay, and the same refusal of a forgery."""
-    c, action = invite_through()
-    data = response_to(action)
-    other = core(settings(IP_TRUNK))  # same key, never forwarded anything
-    for checker in (c, other):
-        relayed = only(checker.handle(data, UPSTREAM, LOCAL, None, NOW))
-        assert isinstance(relayed, Forward) and relayed.to == CLIENT
-        redirected = data.replace(b"sgf=udp-127.0.0.1-5061", b"sgf=udp-127.0.0.1-5099")
-        drop = only(checker.handle(redirected, UPSTREAM, LOCAL, None, NOW))
-        assert isinstance(drop, Drop) and drop.cause is Cause.STRAY
-
-
-def test_issued_branches_are_remembered_with_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("sipguard.proxy.core.ISSUED_BRANCHES", 8)
-    c = core(settings(IP_TRUNK))
-    for i in range(20):
-        req = request("OPTIONS", call_id=f"c{i}", branch=f"z9hG4bK-{i}")
-        assert isinstance(only(c.handle(req, CLIENT, LOCAL, None, NOW)), Forward)
-        assert len(c._issued) <= 8
