@@ -75,6 +75,18 @@ def key_for(name: bytes) -> bytes:
     return key
 
 
+def index_keys(keys: list[bytes]) -> dict[bytes, list[int]]:
+    """Canonical header key -> the positions of its lines, in message order."""
+    index: dict[bytes, list[int]] = {}
+    for i, k in enumerate(keys):
+        found = index.get(k)
+        if found is None:
+            index[k] = [i]
+        else:
+            found.append(i)
+    return index
+
+
 class Header(NamedTuple):
     """One header field. `name` as received; `key` lowercase full name (compact forms
     expanded); `value` unfolded (each fold becomes one SP) and stripped; `start`/`end` the
@@ -201,13 +213,7 @@ class Message:
         keys = [kget(n) or canonical_key(n) for n, _ in pairs]
         if any(v[-1:] in (b" ", b"\t") for _, v in pairs):
             pairs = [(n, v.rstrip(b" \t")) for n, v in pairs]  # trailing LWS is not the value
-        index: dict[bytes, list[int]] = {}
-        for i, k in enumerate(keys):
-            found = index.get(k)
-            if found is None:
-                index[k] = [i]
-            else:
-                found.append(i)
+        index = index_keys(keys)
         self._pairs = pairs
         self._keys = keys
         self._index = index

@@ -50,6 +50,7 @@ from sipguard.sip.message import (
     RecoveredHeaders,
     Request,
     Response,
+    index_keys,
     key_for,
     parse_max_forwards,
 )
@@ -226,13 +227,7 @@ def _parse(data: bytes, start: int, limits: ParserLimits) -> Request | Response:
             pairs = [(n, v.rstrip(b" \t")) for n, v in pairs]  # trailing LWS is not the value
     index = {k: [i] for i, k in enumerate(keys)}
     if len(index) != len(keys):
-        index = {}
-        for i, k in enumerate(keys):
-            found = index.get(k)
-            if found is None:
-                index[k] = [i]
-            else:
-                found.append(i)
+        index = index_keys(keys)
         for key in _SINGLE:
             found = index.get(key)
             if found is not None and len(found) > 1:
