@@ -394,6 +394,37 @@ def _sighup_caught(pid: int) -> bool:
     return False
 
 
+SENT = b"(signal sent)"  # marks, among the notifications seen, when the signal went out
+
+
+def _signal_on_ready(
+    sock: socket.socket, daemon: Daemon, signum: int, *, until: bytes | None = None
+) -> tuple[threading.Thread, list[bytes]]:
+    """As systemd does: send `signum` the moment READY=1 arrives on the test NOTIFY_SOCKET,
+    not after reading the log; then keep reading notifications until `until` (when given).
+    Returns the watcher thread and every notification line seen, with SENT where it acted."""
+    seen: list[bytes] = []
+
+    def watch() -> None:
+        deadline = time.monotonic() + 20
+        sock.settimeout(0.2)
+        while time.monotonic() < deadline:
+            try:
+                data = sock.recv(4096)
+            except TimeoutError:
+                continue
+            seen.extend(data.split(b"\n"))
+            if SENT not in seen and b"READY=1" in seen:
+                os.kill(daemon.pid, signum)
+                seen.append(SENT)
+            if SENT in seen and (until is None or until in seen):
+                return
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    return watcher, seen
+
+
 def test_sighup_right_after_ready_reloads(
     notify_socket: tuple[socket.socket, str], tmp_path: Path
 ) -> None:
@@ -405,29 +436,12 @@ def test_sighup_right_after_ready_reloads(
         config_for(free_port("udp"), None),
         env={**os.environ, "NOTIFY_SOCKET": path},
     )
-    sent: list[str] = []
-
-    def hup_on_ready() -> None:
-        # as systemd does: act on READY=1 the moment it arrives, not after reading the log
-        deadline = time.monotonic() + 20
-        sock.settimeout(0.2)
-        while time.monotonic() < deadline:
-            try:
-                data = sock.recv(4096)
-            except TimeoutError:
-                continue
-            if b"READY=1" in data.split(b"\n"):
-                os.kill(daemon.pid, signal.SIGHUP)
-                sent.append("SIGHUP")
-                return
-
-    watcher = threading.Thread(target=hup_on_ready, daemon=True)
-    watcher.start()
+    watcher, seen = _signal_on_ready(sock, daemon, signal.SIGHUP)
     try:
         with contextlib.suppress(HarnessError):  # it may die before `started` is read
             daemon.start(timeout=15)
         watcher.join(25)
-        assert sent == ["SIGHUP"], "no READY=1 on NOTIFY_SOCKET"
+        assert SENT in seen, "no READY=1 on NOTIFY_SOCKET"
         wait_for(
             lambda: daemon.find_event("config_reloaded") or not daemon.alive(),
             DEADLINE,
@@ -449,30 +463,12 @@ def test_sigterm_right_after_ready_exits_zero(
         config_for(free_port("udp"), None),
         env={**os.environ, "NOTIFY_SOCKET": path},
     )
-    seen: list[bytes] = []
-
-    def term_on_ready() -> None:
-        deadline = time.monotonic() + 20
-        sock.settimeout(0.2)
-        while time.monotonic() < deadline:
-            try:
-                data = sock.recv(4096)
-            except TimeoutError:
-                continue
-            seen.extend(data.split(b"\n"))
-            if b"READY=1" in seen and not any(x == b"SIGTERM" for x in seen):
-                os.kill(daemon.pid, signal.SIGTERM)
-                seen.append(b"SIGTERM")
-            if b"STOPPING=1" in seen:
-                return
-
-    watcher = threading.Thread(target=term_on_ready, daemon=True)
-    watcher.start()
+    watcher, seen = _signal_on_ready(sock, daemon, signal.SIGTERM, until=b"STOPPING=1")
     try:
         with contextlib.suppress(HarnessError):  # it may stop before `started` is read
             daemon.start(timeout=15)
         watcher.join(25)
-        assert b"SIGTERM" in seen, "no READY=1 on NOTIFY_SOCKET"
+        assert SENT in seen, "no READY=1 on NOTIFY_SOCKET"
         code = daemon.proc.wait(DEADLINE)
         assert code == 0, daemon.describe()
         assert b"STOPPING=1" in seen, seen
