@@ -2,9 +2,13 @@
 
 Owns: `Message`, `Request`, `Response`, `Header` and `RecoveredHeaders`. A message keeps the
 exact bytes it was parsed from (`raw`, trimmed to Content-Length) and an index of its header
-lines; typed values (Via, From, To, CSeq, URIs...) are parsed the first time they are read and
-cached. Objects are effectively immutable: edits produce new bytes (see `edit.py`). Never
-re-serialises a message, never does I/O. Accessors raise only `ParseError`.
+lines. The values that decide whether a message is acceptable at all (top Via, From, To,
+Call-ID, CSeq) are plain attributes, set by the parser, which validated them: reading them costs
+an attribute load, no call (every message the proxy handles reads them). Their parts (URI,
+parameters) and every other typed value (Contact, Route, the whole Via list...) are parsed the
+first time they are read and cached. Objects are effectively immutable: edits produce new bytes
+(see `edit.py`). Never re-serialises a message, never does I/O. Accessors raise only
+`ParseError`.
 
 RFC 3261 §7 (message structure), §7.3 (header fields, comma lists), §20 (header semantics),
 §8.1.1 (mandatory headers), §16.3 (Max-Forwards default 70).
@@ -18,31 +22,12 @@ from typing import NamedTuple
 
 from sipguard.errors import ParseError
 from sipguard.sip.fields import (
-    F_CSEQ_METHOD,
-    F_CSEQ_NUMBER,
-    F_FROM,
-    F_FROM_DISPLAY,
-    F_FROM_PARAMS,
-    F_FROM_URI,
-    F_TO,
-    F_TO_DISPLAY,
-    F_TO_PARAMS,
-    F_TO_URI,
-    F_VIA,
-    F_VIA_BRANCH,
-    F_VIA_HOST,
-    F_VIA_PARAMS,
-    F_VIA_PORT,
-    F_VIA_TRANSPORT,
-    FAST_CALL_ID_GROUP,
     LIST_HEADERS,
     CSeq,
-    MatchedVia,
     NameAddr,
     SipUri,
     Via,
     canonical_key,
-    parse_cseq,
     parse_name_addr_list,
     parse_uri,
     parse_via_values,
@@ -124,28 +109,30 @@ class Message:
     empty line that ends the header section (`raw[header_end:header_end + 2] == b"\\r\\n"`);
     `start_line_end` the offset of the first header line.
 
-    Built only by `parse_message`. A message it read on its fast path carries `_fast`, the
-    match of the values that decided acceptance (top Via, From, To, CSeq), and builds the
-    header index (`_pairs`, `_keys`, `_index`) only when a generic accessor needs it."""
+    `top_via`, `from_`, `to`, `call_id` and `cseq` are set by `parse_message` (on its fast path
+    built from the match, which validated them; on the general path from the values it
+    validated). A message read on the fast path carries `_fast`, the match, and builds the
+    header index (`_pairs`, `_keys`, `_index`) only when a generic accessor needs it.
+    """
 
     __slots__ = (
-        "_call_id",
         "_contacts",
-        "_cseq",
         "_fast",
-        "_from",
         "_headers",
         "_index",
         "_keys",
         "_pairs",
-        "_to",
-        "_top_via",
         "_vias",
         "body",
+        "call_id",
+        "cseq",
+        "from_",
         "header_end",
         "limits_uri",
         "raw",
         "start_line_end",
+        "to",
+        "top_via",
     )
 
     raw: bytes
@@ -157,13 +144,13 @@ class Message:
     _keys: list[bytes] | None
     _index: dict[bytes, list[int]] | None
     _headers: tuple[Header, ...] | None
+    top_via: Via
+    from_: NameAddr
+    to: NameAddr
+    call_id: bytes
+    cseq: CSeq
     _fast: re.Match[bytes] | None
-    _call_id: bytes | None
     _vias: list[Via] | None
-    _top_via: Via | None
-    _from: NameAddr | None
-    _to: NameAddr | None
-    _cseq: CSeq | None
     _contacts: list[NameAddr] | None
 
     def __init__(
@@ -189,12 +176,7 @@ class Message:
         self.limits_uri = max_uri_bytes
         self._headers = None
         self._fast = None
-        self._call_id = None
         self._vias = None
-        self._top_via = None
-        self._from = None
-        self._to = None
-        self._cseq = None
         self._contacts = None
 
     @property
@@ -296,117 +278,6 @@ class Message:
                     vias.extend(parse_via_values(self._value(i)))
             self._vias = vias
         return vias
-
-    @property
-    def top_via(self) -> Via:
-        via = self._top_via
-        if via is None:
-            fast = self._fast
-            if fast is not None:
-                # built from the match, which validated the value; groups read one by one
-                # (`m[n]` is cheaper than `m.group(*numbers)`)
-                via = self._top_via = _new_object(MatchedVia)
-                via.protocol = b"SIP/2.0"
-                via.transport = fast[F_VIA_TRANSPORT]  # upper case (the fast path admits no other)
-                via.host = fast[F_VIA_HOST]  # lower-case hostname or IPv4, no IPv6 reference
-                port = fast[F_VIA_PORT]
-                via.port = None if port is None else (_port_of(port) or int(port))
-                via.raw = fast[F_VIA]
-                via._params_raw = fast[F_VIA_PARAMS]
-                via._params = None
-                via.branch = fast[F_VIA_BRANCH]
-                return via
-            else:
-                via = self._top_via = self.vias[0]
-        return via
-
-    @property
-    def call_id(self) -> bytes:
-        call_id = self._call_id
-        if call_id is None:
-            fast = self._fast
-            if fast is not None:
-                call_id = self._call_id = fast[FAST_CALL_ID_GROUP]
-                return call_id
-            idx = self._idx().get(b"call-id")
-            if idx is None:
-                raise ParseError("missing Call-ID")
-            call_id = self._call_id = self._value(idx[0])
-        return call_id
-
-    @property
-    def cseq(self) -> CSeq:
-        cseq = self._cseq
-        if cseq is None:
-            fast = self._fast
-            if fast is not None:
-                cseq = self._cseq = _new_tuple(
-                    CSeq, (int(fast[F_CSEQ_NUMBER]), fast[F_CSEQ_METHOD])
-                )
-            else:
-                idx = self._idx().get(b"cseq")
-                if idx is None:
-                    raise ParseError("missing CSeq")
-                cseq = self._cseq = parse_cseq(self._value(idx[0]))
-        return cseq
-
-    @property
-    def from_(self) -> NameAddr:
-        addr = self._from
-        if addr is None:
-            fast = self._fast
-            if fast is not None:
-                # inlined (a call costs as much as the body): a NameAddr from the match, which
-                # validated it (no %-escape or IPv6 reference in its URI), no regex runs again
-                addr = self._from = _new_object(NameAddr)
-                display = fast[F_FROM_DISPLAY]
-                if not display:
-                    addr.display_name = None
-                elif display[0] == 34:
-                    addr.display_name = display[1:-1]  # quoted-string: quotes off, escapes kept
-                else:
-                    addr.display_name = display  # tokens
-                addr.uri_raw = fast[F_FROM_URI]
-                addr._params_raw = fast[F_FROM_PARAMS]
-                addr.raw = fast[F_FROM]
-                addr._params = None
-                addr._uri = None
-                addr._uri_max = self.limits_uri
-            else:
-                idx = self._idx().get(b"from")
-                if idx is None:
-                    raise ParseError("missing From")
-                addr = self._from = NameAddr(self._value(idx[0]), self.limits_uri)
-        return addr
-
-    @property
-    def to(self) -> NameAddr:
-        addr = self._to
-        if addr is None:
-            fast = self._fast
-            if fast is not None:
-                # inlined (a call costs as much as the body): a NameAddr from the match, which
-                # validated it (no %-escape or IPv6 reference in its URI), no regex runs again
-                addr = self._to = _new_object(NameAddr)
-                display = fast[F_TO_DISPLAY]
-                if not display:
-                    addr.display_name = None
-                elif display[0] == 34:
-                    addr.display_name = display[1:-1]  # quoted-string: quotes off, escapes kept
-                else:
-                    addr.display_name = display  # tokens
-                addr.uri_raw = fast[F_TO_URI]
-                addr._params_raw = fast[F_TO_PARAMS]
-                addr.raw = fast[F_TO]
-                addr._params = None
-                addr._uri = None
-                addr._uri_max = self.limits_uri
-            else:
-                idx = self._idx().get(b"to")
-                if idx is None:
-                    raise ParseError("missing To")
-                addr = self._to = NameAddr(self._value(idx[0]), self.limits_uri)
-        return addr
 
     @property
     def contacts(self) -> list[NameAddr]:

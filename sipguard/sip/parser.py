@@ -28,13 +28,32 @@ import re
 from sipguard.errors import MessageTooLarge, ParseError, VersionNotSupported
 from sipguard.sip.fields import (
     _CALL_ID_WORD,
+    F_CALL_ID,
     F_CONTENT_LENGTH,
+    F_CSEQ_METHOD,
+    F_CSEQ_NUMBER,
+    F_FROM,
+    F_FROM_DISPLAY,
+    F_FROM_PARAMS,
+    F_FROM_URI,
     F_METHOD,
     F_REASON,
     F_RURI,
     F_STATUS,
+    F_TO,
+    F_TO_DISPLAY,
+    F_TO_PARAMS,
+    F_TO_URI,
+    F_VIA,
+    F_VIA_BRANCH,
+    F_VIA_HOST,
+    F_VIA_PARAMS,
+    F_VIA_PORT,
+    F_VIA_TRANSPORT,
     FAST_MESSAGE_RE,
     TOKEN_RE,
+    CSeq,
+    MatchedVia,
     NameAddr,
     canonical_key,
     check_request_uri,
@@ -103,6 +122,9 @@ _key_for = key_for
 # From/To as name-addr, the top Via with an upper-case transport and a lower-case host.
 
 _new = object.__new__
+_new_tuple = tuple.__new__
+# The usual SIP ports (RFC 3261 §19.1.2, §26.2): a look-up costs less than int(bytes).
+_port_of = {b"%d" % port: port for port in (5060, 5061, 5062, 5063, 5064, 5065, 5070, 5080)}.get
 
 
 _fast_match = FAST_MESSAGE_RE.match
@@ -148,18 +170,55 @@ def parse_message(data: bytes, limits: ParserLimits = DEFAULT_LIMITS) -> Request
                 msg.raw = data if end == size else data[:end]
                 msg.body = data[hend:end]
                 msg.header_end = hend - 2
-                msg.limits_uri = limits.max_uri_bytes
+                uri_max = msg.limits_uri = limits.max_uri_bytes
                 msg._fast = m
-                msg._call_id = None
                 msg._pairs = None
                 msg._keys = None
                 msg._index = None
                 msg._headers = None
                 msg._vias = None
-                msg._top_via = None
-                msg._from = None
-                msg._to = None
-                msg._cseq = None
+                # the values that decided acceptance, built from the match (which validated
+                # them) with no regex run again; their parts (URI, parameters) on first use
+                via = msg.top_via = _new(MatchedVia)
+                via.protocol = b"SIP/2.0"
+                via.transport = m[F_VIA_TRANSPORT]  # upper case (the fast path admits no other)
+                via.host = m[F_VIA_HOST]  # lower-case hostname or IPv4, no IPv6 reference
+                port = m[F_VIA_PORT]
+                via.port = None if port is None else (_port_of(port) or int(port))
+                via.raw = m[F_VIA]
+                via._params_raw = m[F_VIA_PARAMS]
+                via._params = None
+                via.branch = m[F_VIA_BRANCH]
+                addr = msg.from_ = _new(NameAddr)
+                display = m[F_FROM_DISPLAY]
+                if not display:
+                    addr.display_name = None
+                elif display[0] == 34:
+                    addr.display_name = display[1:-1]  # quoted-string: quotes off, escapes kept
+                else:
+                    addr.display_name = display  # tokens
+                addr.uri_raw = m[F_FROM_URI]
+                addr._params_raw = m[F_FROM_PARAMS]
+                addr.raw = m[F_FROM]
+                addr._params = None
+                addr._uri = None
+                addr._uri_max = uri_max
+                addr = msg.to = _new(NameAddr)
+                display = m[F_TO_DISPLAY]
+                if not display:
+                    addr.display_name = None
+                elif display[0] == 34:
+                    addr.display_name = display[1:-1]
+                else:
+                    addr.display_name = display
+                addr.uri_raw = m[F_TO_URI]
+                addr._params_raw = m[F_TO_PARAMS]
+                addr.raw = m[F_TO]
+                addr._params = None
+                addr._uri = None
+                addr._uri_max = uri_max
+                msg.call_id = m[F_CALL_ID]
+                msg.cseq = _new_tuple(CSeq, (int(m[F_CSEQ_NUMBER]), m[F_CSEQ_METHOD]))
                 msg._contacts = None
                 return msg
     return parse_message_general(data, limits)
@@ -349,13 +408,15 @@ def _validate(
     uri_max = msg.limits_uri
     idx = index[b"via"]
     if len(idx) == 1:
-        msg._vias = parse_via_values(pairs[idx[0]][1])  # every Via value: RFC 4475 badinv01
+        vias = msg._vias = parse_via_values(pairs[idx[0]][1])  # every Via: RFC 4475 badinv01
     else:
-        msg.vias  # noqa: B018
-    msg._from = NameAddr(pairs[index[b"from"][0]][1], uri_max)
-    msg._to = NameAddr(pairs[index[b"to"][0]][1], uri_max)
-    cseq = msg._cseq = parse_cseq(pairs[index[b"cseq"][0]][1])
-    if _CALL_ID_RE.fullmatch(pairs[index[b"call-id"][0]][1]) is None:
+        vias = msg.vias
+    msg.top_via = vias[0]
+    msg.from_ = NameAddr(pairs[index[b"from"][0]][1], uri_max)
+    msg.to = NameAddr(pairs[index[b"to"][0]][1], uri_max)
+    cseq = msg.cseq = parse_cseq(pairs[index[b"cseq"][0]][1])
+    call_id = msg.call_id = pairs[index[b"call-id"][0]][1]
+    if _CALL_ID_RE.fullmatch(call_id) is None:
         raise ParseError("malformed Call-ID")
     idx = index.get(b"max-forwards")  # type: ignore[assignment]
     if idx is not None:
