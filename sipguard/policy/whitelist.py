@@ -51,12 +51,52 @@ IPV6 = 6
 _V4_MAX = (1 << 32) - 1
 _V6_MAX = (1 << 128) - 1
 _CACHE_SIZE = 4096
-_HEX4 = "[0-9a-fA-F]{1,4}"
-_V6_SOURCE = re.compile(rf"(?:{_HEX4}(?::{_HEX4})*)?(?:::(?:{_HEX4}(?::{_HEX4})*)?)?\Z")
 _DECIMAL = re.compile(r"(?:0|[1-9][0-9]*)\Z")
-_OCTET_RE = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
-_OCTET = re.compile(_OCTET_RE + r"\Z")
-_V4_SOURCE = re.compile(rf"{_OCTET_RE}\.{_OCTET_RE}\.{_OCTET_RE}\.{_OCTET_RE}\Z")
+_OCTET = re.compile(r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\Z")
+
+# Source normalisation is on the hot path (one parse per new peer address), so it avoids
+# per-group Python work: see normalise_source.
+# The decimal octets without leading zeros, exactly what _OCTET accepts: one dict lookup both
+# validates and converts (no "010", "1_0", " 1", "+1" or non-ASCII digits: those are not keys).
+_OCTET_VALUES = {str(octet): octet for octet in range(256)}
+_GROUP = "([0-9a-fA-F]{1,4})"  # 1 to 4 hex digits (RFC 4291 §2.2 form 1)
+
+
+def _nested_groups(count: int) -> str:
+    """GROUP(?::GROUP(?::GROUP)?)?: up to `count` colon-separated groups, captured in order."""
+    pattern = ""
+    for _ in range(count - 1):
+        pattern = f"(?::{_GROUP}{pattern})?"
+    return _GROUP + pattern
+
+
+# Hex-only IPv6 text, the shape inet_ntop writes (RFC 5952) and any other strict RFC 4291 §2.2
+# spelling without a dotted quad, then maybe a zone id (RFC 4007 §11: "%" and anything, dropped).
+# Without "::": exactly 8 groups. With one "::": up to 7 groups on each side, captured as groups
+# 1-7 (left part) and 8-14 (right part); the "at most 7 groups in all" rule is checked on the
+# formatted text (see _compressed_text).
+_ZONE = r"(?:%.*)?\Z"
+_V6_FULL = re.compile(":".join([_GROUP] * 8) + _ZONE, re.DOTALL)
+_V6_COMPRESSED = re.compile(
+    rf"(?:{_nested_groups(7)})?::(?:{_nested_groups(7)})?{_ZONE}", re.DOTALL
+)
+_FULL_TEXT = "%4s" * 8
+
+
+def _compressed_text(right: int) -> str:
+    """The %-template turning the 14 groups of _V6_COMPRESSED into 32 hex digits (spaces for
+    leading zeros) when the right part has `right` groups.
+
+    The left part fills its first 7-right slots ("%4s": right-justified in 4 columns); its last
+    `right` slots must be empty and print as nothing ("%s"), so a left part that is too long
+    (more than 7 groups in all, which leaves "::" standing for no group) makes the text longer
+    than 32 characters. "0000" is the zero group "::" always stands for, then the right part."""
+    return "%4s" * (7 - right) + "%s" * right + "0000" + "%4s" * right + "%s" * (7 - right)
+
+
+# Indexed by Match.lastindex (or 0): the last group that took part is the right part's last one
+# (8..14), else the right part is empty.
+_COMPRESSED_TEXT = tuple(_compressed_text(max(0, last - 7)) for last in range(15))
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,51 +259,81 @@ def normalise_source(ip: str) -> tuple[int, int]:
 
     IPv4-mapped IPv6 becomes IPv4; NAT64/6to4/IPv4-compatible stay IPv6; a zone id is dropped.
     Raises ValueError for text that is not an IP address."""
-    match = _V4_SOURCE.match(ip)
-    if match is not None:
-        a, b, c, d = match.groups()
-        return IPV4, (int(a) << 24) | (int(b) << 16) | (int(c) << 8) | int(d)
-    zone = ip.find("%")
-    if zone >= 0:
-        ip = ip[:zone]
-    if "." in ip:
-        # Dual-stack sockets report IPv4 peers as ::ffff:a.b.c.d (RFC 4291 §2.5.5.2).
-        if ip[:7] in ("::ffff:", "::FFFF:"):
-            match = _V4_SOURCE.match(ip, 7)
-            if match is not None:
-                a, b, c, d = match.groups()
-                return IPV4, (int(a) << 24) | (int(b) << 16) | (int(c) << 8) | int(d)
-        head, _, quad = ip.rpartition(":")
-        match = _V4_SOURCE.match(quad)
+    if ":" not in ip:
+        return IPV4, _ipv4_value(ip)
+    if "." not in ip:
+        # The common IPv6 case: hex-only text as inet_ntop writes it (RFC 5952), maybe a zone.
+        value = _ipv6_hex_value(ip)
+        if value is not None:
+            if value >> 32 == 0xFFFF:
+                return IPV4, value & _V4_MAX
+            return IPV6, value
+    return _ipv6_source(ip)
+
+
+def _ipv4_value(ip: str) -> int:
+    parts = ip.split(".")
+    if len(parts) == 4:
+        try:
+            return (
+                (_OCTET_VALUES[parts[0]] << 24)
+                | (_OCTET_VALUES[parts[1]] << 16)
+                | (_OCTET_VALUES[parts[2]] << 8)
+                | _OCTET_VALUES[parts[3]]
+            )
+        except KeyError:
+            pass
+    raise ValueError(f"not an IP address: {ip!r}")
+
+
+def _ipv6_hex_value(ip: str) -> int | None:
+    """The integer of hex-only IPv6 text (no dotted quad; a zone id is dropped); None if it is
+    not that.
+
+    One regex match validates and captures every group; one %-format pads them to 4 digits
+    (with spaces) and places them, so there is no per-group Python code (RFC 4291 §2.2)."""
+    if "::" in ip:
+        match = _V6_COMPRESSED.match(ip)
         if match is None:
-            raise ValueError(f"not an IP address: {ip!r}")
-        a, b, c, d = match.groups()
-        low = (int(a) << 24) | (int(b) << 16) | (int(c) << 8) | int(d)
-        value = (_parse_ipv6_groups(head + ":0:0") & ~_V4_MAX) | low
+            return None
+        text = _COMPRESSED_TEXT[match.lastindex or 0] % match.groups("")
+        if len(text) != 32:  # more than 7 groups beside "::": it would stand for no group
+            return None
     else:
-        value = _parse_ipv6_groups(ip)
+        match = _V6_FULL.match(ip)
+        if match is None:
+            return None
+        text = _FULL_TEXT % match.groups()
+    return int(text.replace(" ", "0"), 16)
+
+
+def _ipv6_source(ip: str) -> tuple[int, int]:
+    """IPv6 text with a zone id or an embedded dotted quad (or not an address at all)."""
+    zone = ip.find("%")
+    hex_text = ip[:zone] if zone >= 0 else ip
+    low = -1
+    if "." in hex_text:
+        # Dual-stack sockets report IPv4 peers as ::ffff:a.b.c.d (RFC 4291 §2.5.5.2).
+        if hex_text[:7] in ("::ffff:", "::FFFF:"):
+            try:
+                return IPV4, _ipv4_value(hex_text[7:])
+            except ValueError:
+                pass
+        # A dotted quad is only allowed as the last 32 bits (RFC 4291 §2.2 form 3).
+        head, _, quad = hex_text.rpartition(":")
+        try:
+            low = _ipv4_value(quad)
+        except ValueError:
+            raise ValueError(f"not an IP address: {ip!r}") from None
+        hex_text = head + ":0:0"
+    value = _ipv6_hex_value(hex_text)
+    if value is None:
+        raise ValueError(f"not an IP address: {ip!r}")
+    if low >= 0:
+        value = (value & ~_V4_MAX) | low
     if value >> 32 == 0xFFFF:
         return IPV4, value & _V4_MAX
     return IPV6, value
-
-
-def _parse_ipv6_groups(ip: str) -> int:
-    # The pattern admits 1..4 hex digits per group and at most one "::" (RFC 4291 §2.2).
-    if not _V6_SOURCE.match(ip):
-        raise ValueError(f"not an IP address: {ip!r}")
-    head, sep, tail = ip.partition("::")
-    if sep:
-        left = head.split(":") if head else []
-        right = tail.split(":") if tail else []
-        if len(left) + len(right) > 7:
-            raise ValueError(f"not an IP address: {ip!r}")
-        high = int("".join([group.zfill(4) for group in left]) or "0", 16)
-        low = int("".join([group.zfill(4) for group in right]) or "0", 16)
-        return (high << (16 * (8 - len(left)))) | low
-    groups = ip.split(":")
-    if len(groups) != 8:
-        raise ValueError(f"not an IP address: {ip!r}")
-    return int("".join([group.zfill(4) for group in groups]), 16)
 
 
 # ---------------------------------------------------------------------------------------------
