@@ -205,60 +205,65 @@ def _ci(name: bytes) -> bytes:
 # [^\r\n] spelled as ranges: sre tests a two-literal negated class char by char through a
 # slow path, but a class of three or more runs through a bitmap (about twice as fast).
 _F_LINE_CHAR = rb"[\x00-\x09\x0b\x0c\x0e-\xff]"
-_F_QUOTED = rb'"[^"\\\r\n]*(?:\\' + _F_LINE_CHAR + rb'[^"\\\r\n]*)*+"'  # = _QUOTED, unrolled
-_F_GEN = rb"(?:[" + _TOKEN_CLASS + rb":]+|" + _F_QUOTED + rb"|\[[0-9A-Fa-f:.]+\])"
-_F_PARAMS = rb"(?:;" + _TOKEN + rb"(?:=" + _F_GEN + rb"|))*+"
-_F_USER = rb"[A-Za-z0-9\-_.!~*'()&=+$,;?/]+"
-_F_USER_NS = rb"[A-Za-z0-9\-_.!~*'()&=+$/]+"
+_F_TOKEN = rb"[" + _TOKEN_CLASS + rb"]++"
+_F_QUOTED_TEXT = rb'[^"\\\r\n]*+(?:\\' + _F_LINE_CHAR + rb'[^"\\\r\n]*+)*+'
+_F_QUOTED = rb'"' + _F_QUOTED_TEXT + rb'"'  # = _QUOTED, unrolled
+_F_GEN = rb"(?:[" + _TOKEN_CLASS + rb":]++|" + _F_QUOTED + rb"|\[[0-9A-Fa-f:.]++\])"
+_F_PARAMS = rb"(?:;" + _F_TOKEN + rb"(?:=" + _F_GEN + rb"|))*+"
+_F_USER = rb"[A-Za-z0-9\-_.!~*'()&=+$,;?/]++"
+_F_USER_NS = rb"[A-Za-z0-9\-_.!~*'()&=+$/]++"
 _F_PCHAR = rb"[A-Za-z0-9\-_.!~*'()/:&+$]"
 _F_HCHAR = rb"[A-Za-z0-9\-_.!~*'()/?:+$]"
 _F_SCHEME = rb"[Ss][Ii][Pp][Ss]?"
-_F_HOST = rb"[A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9.]|)"  # = _HOSTNAME
+# = _HOSTNAME (a '-' never last), written so that nothing backtracks: runs of '-' only
+# where a hostname character follows
+_F_HOST = rb"[A-Za-z0-9][A-Za-z0-9.]*+(?:-++[A-Za-z0-9.][A-Za-z0-9.]*+)*+"
 # the top Via as usually written (transport upper case, host lower case): Via keeps them so,
 # no case conversion when it is built; another case goes to the general path
-_F_UPPER_TOKEN = rb"[A-Z0-9\-.!%*_+`'~]+"
-_F_LOWER_HOST = rb"[a-z0-9](?:[a-z0-9\-.]*[a-z0-9.]|)"
+_F_UPPER_TOKEN = rb"[A-Z0-9\-.!%*_+`'~]++"
+_F_LOWER_HOST = rb"[a-z0-9][a-z0-9.]*+(?:-++[a-z0-9.][a-z0-9.]*+)*+"
 _F_SIP_URI = (
     _F_SCHEME + rb":(?:" + _F_USER + rb"@|)" + _F_HOST + rb"(?::" + _PORT + rb"|)(?:;"
-    + _F_PCHAR + rb"+(?:=" + _F_PCHAR + rb"+|))*+"
+    + _F_PCHAR + rb"++(?:=" + _F_PCHAR + rb"++|))*+"
 )  # fmt: skip
 _F_SIP_URI_H = (
-    _F_SIP_URI + rb"(?:\?" + _F_HCHAR + rb"+=" + _F_HCHAR + rb"*(?:&" + _F_HCHAR + rb"+="
-    + _F_HCHAR + rb"*)*+|)"
+    _F_SIP_URI + rb"(?:\?" + _F_HCHAR + rb"++=" + _F_HCHAR + rb"*+(?:&" + _F_HCHAR + rb"++="
+    + _F_HCHAR + rb"*+)*+|)"
 )  # fmt: skip
-_F_OTHER_URI = rb"(?!" + _F_SCHEME + rb":)[A-Za-z][A-Za-z0-9+\-.]*:[^\x00-\x20\x7f<>\"%\[]+"
+_F_OTHER_URI = rb"(?!" + _F_SCHEME + rb":)[A-Za-z][A-Za-z0-9+\-.]*+:[^\x00-\x20\x7f<>\"%\[]++"
 _F_ADDR_SPEC = (
     _F_SCHEME + rb":(?:" + _F_USER_NS + rb"@|)" + _F_HOST + rb"(?::" + _PORT + rb"|)|(?!"
-    + _F_SCHEME + rb":)[A-Za-z][A-Za-z0-9+\-.]*:[^\x00-\x20\x7f<>\";,?%\[]+"
+    + _F_SCHEME + rb":)[A-Za-z][A-Za-z0-9+\-.]*+:[^\x00-\x20\x7f<>\";,?%\[]++"
 )  # fmt: skip
-_F_DISPLAY = _F_QUOTED + rb"|" + _TOKEN + rb"(?:[ \t]+" + _TOKEN + rb")*+"
+_F_DISPLAY = _F_QUOTED + rb"|" + _F_TOKEN + rb"(?:[ \t]++" + _F_TOKEN + rb")*+"
 
 
 def _f_name_addr() -> bytes:
     """name-addr / addr-spec with header parameters (Contact); without groups."""
     return (
-        rb"(?:(?:" + _F_DISPLAY + rb"|)[ \t]*<(?:" + _F_SIP_URI_H + rb"|" + _F_OTHER_URI
+        rb"(?:(?:" + _F_DISPLAY + rb"|)[ \t]*+<(?:" + _F_SIP_URI_H + rb"|" + _F_OTHER_URI
         + rb")>|" + _F_ADDR_SPEC + rb")" + _F_PARAMS
     )  # fmt: skip
 
 
 def _f_from_to(p: bytes) -> bytes:
     """From / To: a name-addr (the addr-spec form goes to the general path: one alternative
-    less for the common form), groups `p` (the value), `pd` (display name as written, empty
-    when absent), `pu` (the URI) and `pp` (parameters)."""
+    less for the common form), groups `p` (the value), `pq` (a quoted display name without its
+    quotes), `pn` (a display name of tokens), `pu` (the URI) and `pp` (parameters)."""
     return (
-        rb"(?P<" + p + rb">(?P<" + p + rb"d>" + _F_DISPLAY + rb"|)[ \t]*<(?P<" + p + rb"u>"
+        rb"(?P<" + p + rb">(?:\"(?P<" + p + rb"q>" + _F_QUOTED_TEXT + rb')"|(?P<' + p + rb"n>"
+        + _F_TOKEN + rb"(?:[ \t]++" + _F_TOKEN + rb")*+)|)[ \t]*+<(?P<" + p + rb"u>"
         + _F_SIP_URI_H + rb"|" + _F_OTHER_URI + rb")>(?P<" + p + rb"p>" + _F_PARAMS + rb"))"
     )  # fmt: skip
 
 
 _F_RPORT = _ci(b"rport") + b"="
 _F_VIA_PARAMS = (
-    rb"(?:;(?:" + _F_RPORT + _PORT + rb"|(?!" + _F_RPORT + rb")" + _TOKEN + rb"(?:=" + _F_GEN
+    rb"(?:;(?:" + _F_RPORT + _PORT + rb"|(?!" + _F_RPORT + rb")" + _F_TOKEN + rb"(?:=" + _F_GEN
     + rb"|)))*+"
 )  # fmt: skip
 _F_VIA_NC = (
-    rb"SIP/2\.0/" + _TOKEN + rb"[ \t]+" + _F_HOST + rb"(?::" + _PORT + rb"|)" + _F_VIA_PARAMS
+    rb"SIP/2\.0/" + _F_TOKEN + rb"[ \t]++" + _F_HOST + rb"(?::" + _PORT + rb"|)" + _F_VIA_PARAMS
 )
 
 
@@ -277,16 +282,16 @@ def _f_message(cond: Callable[[bytes], bytes]) -> bytes:
     # branch splits no parameter; another spelling of it goes to the general path
     via_params = (
         rb"(?:;(?:branch=" + cond(b"vbr") + rb"(?!)|(?P<vbr>" + _F_GEN + rb"))|" + _F_RPORT
-        + _PORT + rb"|(?!" + _F_RPORT + rb"|" + _ci(b"branch") + rb"=)" + _TOKEN + rb"(?:="
+        + _PORT + rb"|(?!" + _F_RPORT + rb"|" + _ci(b"branch") + rb"=)" + _F_TOKEN + rb"(?:="
         + _F_GEN + rb"|)))*+"
     )  # fmt: skip
     top_via = (
-        rb"(?P<via>SIP/2\.0/(?P<vt>" + _F_UPPER_TOKEN + rb")[ \t]+(?P<vh>" + _F_LOWER_HOST
+        rb"(?P<via>SIP/2\.0/(?P<vt>" + _F_UPPER_TOKEN + rb")[ \t]++(?P<vh>" + _F_LOWER_HOST
         + rb")(?::(?P<vp>"
-        + _PORT + rb")|)(?P<vpar>" + via_params + rb"))(?:[ \t]*,[ \t]*" + _F_VIA_NC + rb")*+"
+        + _PORT + rb")|)(?P<vpar>" + via_params + rb"))(?:[ \t]*+,[ \t]*+" + _F_VIA_NC + rb")*+"
     )  # fmt: skip
-    more_vias = _F_VIA_NC + rb"(?:[ \t]*,[ \t]*" + _F_VIA_NC + rb")*+"
-    contacts = rb"(?:\*|" + _f_name_addr() + rb"(?:[ \t]*,[ \t]*" + _f_name_addr() + rb")*+)"
+    more_vias = _F_VIA_NC + rb"(?:[ \t]*+,[ \t]*+" + _F_VIA_NC + rb")*+"
+    contacts = rb"(?:\*|" + _f_name_addr() + rb"(?:[ \t]*+,[ \t]*+" + _f_name_addr() + rb")*+)"
     # any other header: its name must not be another spelling of a header read here (compact
     # form, other case), checked only against the names sharing its first letter
     by_letter: dict[int, list[bytes]] = {}
@@ -295,30 +300,30 @@ def _f_message(cond: Callable[[bytes], bytes]) -> bytes:
         by_letter.setdefault(name[0], []).append(name[1:])
     risky = b"".join(
         rb"|" + _ci(bytes([letter])) + rb"(?!(?:" + rb"|".join(_ci(rest) for rest in rests)
-        + rb")[ \t]*:)[" + _TOKEN_CLASS + rb"]*[ \t]*:" + _F_LINE_CHAR + rb"*"
+        + rb")[ \t]*:)[" + _TOKEN_CLASS + rb"]*+[ \t]*+:" + _F_LINE_CHAR + rb"*+"
         for letter, rests in by_letter.items()
     )  # fmt: skip
-    ws = rb":[ \t]*"
+    ws = rb":[ \t]*+"
     eol = rb"(?=\r)"
     once = rb"(?!)|"
     # most header lines are none of the headers read here: a name whose first character no
     # such header name (any spelling) starts with needs no look-ahead
     safe_first = _token_class_without(b"VvFfTtIiLlMmCc")
     return (
-        rb"(?:SIP/2\.0 (?P<status>[1-6][0-9][0-9]) (?P<reason>[^\x00-\x08\x0a-\x1f\x7f]*)"
-        rb"|(?P<method>" + _TOKEN + rb") (?P<ruri>" + _F_SIP_URI + rb"|" + _F_OTHER_URI
+        rb"(?:SIP/2\.0 (?P<status>[1-6][0-9][0-9]) (?P<reason>[^\x00-\x08\x0a-\x1f\x7f]*+)"
+        rb"|(?P<method>" + _F_TOKEN + rb") (?P<ruri>" + _F_SIP_URI + rb"|" + _F_OTHER_URI
         + rb") SIP/2\.0)"
         rb"(?:\r\n(?:"
-        + safe_first + rb"[" + _TOKEN_CLASS + rb"]*[ \t]*:" + _F_LINE_CHAR + rb"*"
+        + safe_first + rb"[" + _TOKEN_CLASS + rb"]*+[ \t]*+:" + _F_LINE_CHAR + rb"*+"
         rb"|Via" + ws + cond(b"via") + more_vias + rb"|" + top_via + rb")"
         rb"|From" + ws + cond(b"f") + once + _f_from_to(b"f") + rb")"
         rb"|To" + ws + cond(b"t") + once + _f_from_to(b"t") + rb")"
-        rb"|C(?:all-ID" + ws + cond(b"cid") + once + rb"(?P<cid>" + _CALL_ID_WORD + rb"(?:@"
-        + _CALL_ID_WORD + rb"|))" + eol + rb")"
-        rb"|Seq" + ws + cond(b"cn") + once + rb"(?P<cn>[0-9]{1,9})[ \t]+(?P<cm>"
-        + cond(b"method") + rb"(?P=method)|" + _TOKEN + rb"))" + eol + rb")"
-        rb"|ont(?:ent-(?:Length" + ws + cond(b"cl") + once + rb"(?P<cl>0|[1-9][0-9]{0,8})"
-        + eol + rb")|Type[ \t]*:" + _F_LINE_CHAR + rb"*)"  # common, and not a header read here
+        rb"|C(?:all-ID" + ws + cond(b"cid") + once + rb"(?P<cid>" + _CALL_ID_WORD + rb"+(?:@"
+        + _CALL_ID_WORD + rb"+|))" + eol + rb")"
+        rb"|Seq" + ws + cond(b"cn") + once + rb"(?P<cn>[0-9]{1,9}+)[ \t]++(?P<cm>"
+        + cond(b"method") + rb"(?P=method)|" + _F_TOKEN + rb"))" + eol + rb")"
+        rb"|ont(?:ent-(?:Length" + ws + cond(b"cl") + once + rb"(?P<cl>0|[1-9][0-9]{0,8}+)"
+        + eol + rb")|Type[ \t]*+:" + _F_LINE_CHAR + rb"*+)"  # common, and not a header read here
         rb"|act" + ws + contacts + rb"))"
         rb"|Max-Forwards" + ws + cond(b"mf") + once + rb"(?P<mf>[0-9]{1,2}|1[0-9][0-9]"
         rb"|2[0-4][0-9]|25[0-5])" + eol + rb")"
@@ -337,23 +342,18 @@ def compile_fast(build: Callable[[Callable[[bytes], bytes]], bytes]) -> re.Patte
 
 
 FAST_MESSAGE_RE = compile_fast(_f_message)
-_G = FAST_MESSAGE_RE.groupindex
-FAST_VIA_GROUPS = (_G["via"], _G["vt"], _G["vh"], _G["vp"], _G["vpar"], _G["vbr"])
-FAST_FROM_GROUPS = (_G["f"], _G["fd"], _G["fu"], _G["fp"])
-FAST_TO_GROUPS = (_G["t"], _G["td"], _G["tu"], _G["tp"])
-FAST_CSEQ_GROUPS = (_G["cn"], _G["cm"])
-FAST_CALL_ID_GROUP = _G["cid"]
-FAST_REQUEST_GROUPS = (_G["method"], _G["ruri"], _G["cl"])
-FAST_RESPONSE_GROUPS = (_G["status"], _G["reason"], _G["cl"])
-# The same numbers one by one: `m[n]` costs a fraction of `m.group(*numbers)` (no bound
-# method, no argument tuple), so the message accessors read the groups they need this way.
-(F_VIA, F_VIA_TRANSPORT, F_VIA_HOST, F_VIA_PORT, F_VIA_PARAMS, F_VIA_BRANCH) = FAST_VIA_GROUPS
-(F_FROM, F_FROM_DISPLAY, F_FROM_URI, F_FROM_PARAMS) = FAST_FROM_GROUPS
-(F_TO, F_TO_DISPLAY, F_TO_URI, F_TO_PARAMS) = FAST_TO_GROUPS
-(F_CSEQ_NUMBER, F_CSEQ_METHOD) = FAST_CSEQ_GROUPS
-F_CALL_ID = FAST_CALL_ID_GROUP
-(F_METHOD, F_RURI, F_CONTENT_LENGTH) = FAST_REQUEST_GROUPS
-(F_STATUS, F_REASON) = FAST_RESPONSE_GROUPS[:2]
+# The groups of a fast match in number order: the parser reads them all with ONE `m.groups()`
+# (a tuple unpacked in place costs a fraction of reading twenty groups one by one).
+FAST_GROUPS = (
+    "status", "reason", "method", "ruri",  # start line
+    "via", "vt", "vh", "vp", "vpar", "vbr",  # top Via: value, transport, host, port, params, branch
+    "f", "fq", "fn", "fu", "fp",  # From: value, quoted or token display name, URI, params
+    "t", "tq", "tn", "tu", "tp",  # To: the same
+    "cid", "cn", "cm", "cl", "mf",  # Call-ID, CSeq number and method, Content-Length, Max-Forwards
+)  # fmt: skip
+_numbers = FAST_MESSAGE_RE.groupindex
+if tuple(sorted(_numbers, key=lambda name: _numbers[name])) != FAST_GROUPS:
+    raise RuntimeError("FAST_GROUPS does not list the groups of FAST_MESSAGE_RE in order")
 
 
 _MAX_32 = 0xFFFFFFFF

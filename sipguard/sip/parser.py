@@ -28,28 +28,6 @@ import re
 from sipguard.errors import MessageTooLarge, ParseError, VersionNotSupported
 from sipguard.sip.fields import (
     _CALL_ID_WORD,
-    F_CALL_ID,
-    F_CONTENT_LENGTH,
-    F_CSEQ_METHOD,
-    F_CSEQ_NUMBER,
-    F_FROM,
-    F_FROM_DISPLAY,
-    F_FROM_PARAMS,
-    F_FROM_URI,
-    F_METHOD,
-    F_REASON,
-    F_RURI,
-    F_STATUS,
-    F_TO,
-    F_TO_DISPLAY,
-    F_TO_PARAMS,
-    F_TO_URI,
-    F_VIA,
-    F_VIA_BRANCH,
-    F_VIA_HOST,
-    F_VIA_PARAMS,
-    F_VIA_PORT,
-    F_VIA_TRANSPORT,
     FAST_MESSAGE_RE,
     TOKEN_RE,
     CSeq,
@@ -149,22 +127,22 @@ def parse_message(data: bytes, limits: ParserLimits = DEFAULT_LIMITS) -> Request
         m = _fast_match(data, 0, limits.fast_path_bytes)
         if m is not None:
             hend = m.end()
-            # groups read one by one: `m[n]` is cheaper than `m.group(*numbers)`
-            cl = m[F_CONTENT_LENGTH]
+            # every group in one call (order: fields.FAST_GROUPS)
+            (status, reason, method, ruri, via_value, transport, host, port, via_params, branch,
+             f_value, f_quoted, f_name, f_uri, f_params, t_value, t_quoted, t_name, t_uri,
+             t_params, call_id, cseq_number, cseq_method, cl, _) = m.groups()  # fmt: skip
             end = size if cl is None else hend + int(cl)
             if end <= size:
                 msg: Request | Response
-                method = m[F_METHOD]
                 if method is not None:
                     msg = _new(Request)
                     msg.method = method
-                    ruri = msg.uri = m[F_RURI]
+                    msg.uri = ruri
                     msg._ruri = None
                     msg.start_line_end = len(method) + len(ruri) + 11  # M SP URI SP SIP/2.0 CRLF
                 else:
                     msg = _new(Response)
-                    reason = m[F_REASON]
-                    msg.status = int(m[F_STATUS])
+                    msg.status = int(status)
                     msg.reason = reason
                     msg.start_line_end = len(reason) + 14  # SIP/2.0 SP Code SP Reason CRLF
                 msg.raw = data if end == size else data[:end]
@@ -177,49 +155,37 @@ def parse_message(data: bytes, limits: ParserLimits = DEFAULT_LIMITS) -> Request
                 msg._index = None
                 msg._headers = None
                 msg._vias = None
+                msg._contacts = None
                 # the values that decided acceptance, built from the match (which validated
                 # them) with no regex run again; their parts (URI, parameters) on first use
                 via = msg.top_via = _new(MatchedVia)
                 via.protocol = b"SIP/2.0"
-                via.transport = m[F_VIA_TRANSPORT]  # upper case (the fast path admits no other)
-                via.host = m[F_VIA_HOST]  # lower-case hostname or IPv4, no IPv6 reference
-                port = m[F_VIA_PORT]
+                via.transport = transport  # upper case (the fast path admits no other)
+                via.host = host  # lower-case hostname or IPv4, no IPv6 reference
                 via.port = None if port is None else (_port_of(port) or int(port))
-                via.raw = m[F_VIA]
-                via._params_raw = m[F_VIA_PARAMS]
+                via.raw = via_value
+                via._params_raw = via_params
                 via._params = None
-                via.branch = m[F_VIA_BRANCH]
+                via.branch = branch
                 addr = msg.from_ = _new(NameAddr)
-                display = m[F_FROM_DISPLAY]
-                if not display:
-                    addr.display_name = None
-                elif display[0] == 34:
-                    addr.display_name = display[1:-1]  # quoted-string: quotes off, escapes kept
-                else:
-                    addr.display_name = display  # tokens
-                addr.uri_raw = m[F_FROM_URI]
-                addr._params_raw = m[F_FROM_PARAMS]
-                addr.raw = m[F_FROM]
+                # display name: quotes off, escapes kept (as NameAddr does)
+                addr.display_name = f_name if f_quoted is None else f_quoted
+                addr.uri_raw = f_uri
+                addr._params_raw = f_params
+                addr.raw = f_value
                 addr._params = None
                 addr._uri = None
                 addr._uri_max = uri_max
                 addr = msg.to = _new(NameAddr)
-                display = m[F_TO_DISPLAY]
-                if not display:
-                    addr.display_name = None
-                elif display[0] == 34:
-                    addr.display_name = display[1:-1]
-                else:
-                    addr.display_name = display
-                addr.uri_raw = m[F_TO_URI]
-                addr._params_raw = m[F_TO_PARAMS]
-                addr.raw = m[F_TO]
+                addr.display_name = t_name if t_quoted is None else t_quoted
+                addr.uri_raw = t_uri
+                addr._params_raw = t_params
+                addr.raw = t_value
                 addr._params = None
                 addr._uri = None
                 addr._uri_max = uri_max
-                msg.call_id = m[F_CALL_ID]
-                msg.cseq = _new_tuple(CSeq, (int(m[F_CSEQ_NUMBER]), m[F_CSEQ_METHOD]))
-                msg._contacts = None
+                msg.call_id = call_id
+                msg.cseq = _new_tuple(CSeq, (int(cseq_number), cseq_method))
                 return msg
     return parse_message_general(data, limits)
 
