@@ -37,11 +37,6 @@ from sipguard.sip.fields import (
 __all__ = ["Header", "Message", "RecoveredHeaders", "Request", "Response", "parse_max_forwards"]
 
 DEFAULT_MAX_FORWARDS = 70
-_new_tuple = tuple.__new__
-_new_object = object.__new__
-# The usual SIP ports (RFC 3261 §19.1.2, §26.2): a look-up costs less than int(bytes).
-_PORTS = {b"%d" % port: port for port in (5060, 5061, 5062, 5063, 5064, 5065, 5070, 5080)}
-_port_of = _PORTS.get
 
 # Every header line of a header block without folding: CRLF, a token name, optional SP/HTAB, a
 # colon, the value (RFC 3261 §7.3.1, §25).
