@@ -35,6 +35,7 @@ from sipguard.sip.fields import (
     NameAddr,
     canonical_key,
     check_request_uri,
+    matched_name_addr,
     parse_cseq,
     parse_via_values,
 )
@@ -167,23 +168,13 @@ def parse_message(data: bytes, limits: ParserLimits = DEFAULT_LIMITS) -> Request
                 via._params_raw = via_params
                 via._params = None
                 via.branch = branch
-                addr = msg.from_ = _new(NameAddr)
-                # display name: quotes off, escapes kept (as NameAddr does)
-                addr.display_name = f_name if f_quoted is None else f_quoted
-                addr.uri_raw = f_uri
-                addr._params_raw = f_params
-                addr.raw = f_value
-                addr._params = None
-                addr._uri = None
-                addr._uri_max = uri_max
-                addr = msg.to = _new(NameAddr)
-                addr.display_name = t_name if t_quoted is None else t_quoted
-                addr.uri_raw = t_uri
-                addr._params_raw = t_params
-                addr.raw = t_value
-                addr._params = None
-                addr._uri = None
-                addr._uri_max = uri_max
+                # display names: quotes off, escapes kept (as NameAddr does)
+                msg.from_ = matched_name_addr(
+                    f_name if f_quoted is None else f_quoted, f_uri, f_params, f_value, uri_max
+                )
+                msg.to = matched_name_addr(
+                    t_name if t_quoted is None else t_quoted, t_uri, t_params, t_value, uri_max
+                )
                 msg.call_id = call_id
                 msg.cseq = _new_tuple(CSeq, (int(cseq_number), cseq_method))
                 return msg
