@@ -8,7 +8,8 @@ auth-params (latin-1, lossless), never serialises a whole message, never does I/
 
 Also the grammar of the parser's fast path, `FAST_MESSAGE_RE`: a whole message of the common
 shape in one match, with the same pieces minus what is rare (a strict subset of this grammar),
-and the numbers of the groups the message accessors build typed values from.
+the order of its groups (`FAST_GROUPS`, checked at import) and `matched_name_addr`, which builds
+a From or To from them.
 
 RFC 3261 §7.3.1 (header field format, comma lists), §19.1 (SIP URI), §20 (headers), §25 (ABNF);
 RFC 3581 (rport); RFC 5118 and RFC 5954 (IPv6 references); RFC 7616 / RFC 3261 §22.4 (digest
