@@ -614,7 +614,7 @@ class Via:
 
 
 class MatchedVia(Via):
-    """A top Via read on the parser's fast path (built by `Message.top_via` from the match,
+    """A top Via read on the parser's fast path (built by `parse_message` from the match,
     which validated it): the same value as `Via(raw)`, with `branch` a plain attribute filled
     from the match (None when absent), since the fast grammar captures the one `branch=`
     parameter it admits."""
