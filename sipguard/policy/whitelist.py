@@ -49,15 +49,13 @@ from sipguard.settings import Trunk
 IPV4 = 4
 IPV6 = 6
 _V4_MAX = (1 << 32) - 1
-_V6_MAX = (1 << 128) - 1
 _CACHE_SIZE = 4096
 _DECIMAL = re.compile(r"(?:0|[1-9][0-9]*)\Z")
-_OCTET = re.compile(r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\Z")
 
 # Source normalisation is on the hot path (one parse per new peer address), so it avoids
 # per-group Python work: see normalise_source.
-# The decimal octets without leading zeros, exactly what _OCTET accepts: one dict lookup both
-# validates and converts (no "010", "1_0", " 1", "+1" or non-ASCII digits: those are not keys).
+# The decimal octets without leading zeros: one dict lookup both validates and converts (no
+# "010", "1_0", " 1", "+1" or non-ASCII digits: those are not keys).
 _OCTET_VALUES = {str(octet): octet for octet in range(256)}
 _GROUP = "([0-9a-fA-F]{1,4}+)"  # 1 to 4 hex digits (RFC 4291 §2.2 form 1), no backtracking
 
@@ -240,7 +238,7 @@ def _parse_glob(text: str) -> tuple[int, int, int]:
         for octet in (low, high) if dash else (low,):
             if not octet:
                 raise ValueError("an octet or a range bound is missing")
-            if not _OCTET.match(octet):
+            if octet not in _OCTET_VALUES:
                 _parse_ipv4(f"{octet}.0.0.0")  # raises with the precise reason
                 raise ValueError(f"{octet!r} is not an octet")  # pragma: no cover - defensive
         if dash:
