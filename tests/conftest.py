@@ -1,18 +1,45 @@
-"""Shared test fixtures: where the read-only corpora live."""
+"""Shared test fixtures: where the test corpora live (``tests/data``, inside the repository).
+
+The corpora are checked against ``tests/data/MANIFEST.sha256`` once per run: a missing or altered
+file stops the run at collection with the files named, so a partial checkout never passes as a
+smaller suite.
+"""
 
 from __future__ import annotations
 
-import os
+import hashlib
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("SIPGUARD_SHARED", ROOT.parent / "shared"))
-CORPORA = SHARED / "corpora"
+CORPORA = ROOT / "tests" / "data"
+MANIFEST = CORPORA / "MANIFEST.sha256"
+
+
+def missing_corpus_files() -> list[str]:
+    """Every manifest entry that is absent or whose bytes differ, as 'path: why'."""
+    if not MANIFEST.is_file():
+        return [f"{MANIFEST}: the manifest itself is missing"]
+    problems = []
+    for line in MANIFEST.read_text(encoding="ascii").splitlines():
+        digest, _, name = line.partition("  ")
+        path = CORPORA / name
+        if not path.is_file():
+            problems.append(f"{path}: missing")
+        elif hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+            problems.append(f"{path}: bytes differ from MANIFEST.sha256 (line ends converted?)")
+    return problems
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    problems = missing_corpus_files()
+    if problems:
+        shown = "\n  ".join(problems[:20])
+        more = f"\n  … and {len(problems) - 20} more" if len(problems) > 20 else ""
+        raise pytest.UsageError(f"test data missing or altered under {CORPORA}:\n  {shown}{more}")
 
 
 @pytest.fixture(scope="session")
 def corpora() -> Path:
-    assert CORPORA.is_dir(), f"the shared corpora are missing: {CORPORA}"
     return CORPORA
