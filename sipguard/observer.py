@@ -63,6 +63,7 @@ EVENTS: Final[dict[Cause, tuple[str, int]]] = {
     Cause.FROM_UPSTREAM: ("from_upstream", DEBUG),
     Cause.RESPONSE: ("response_relayed", DEBUG),
     Cause.UPSTREAM_ERROR: ("upstream_unavailable", WARNING),
+    Cause.STATE_ERROR: ("state_unavailable", WARNING),
     Cause.BUG: ("bug_dropped", DEBUG),  # `bug()` writes the error line with the traceback
 }
 

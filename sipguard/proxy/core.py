@@ -43,9 +43,10 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Sequence
+from functools import partial
 from typing import NamedTuple
 
-from sipguard.auth.credentials import CredentialStore
+from sipguard.auth.credentials import CredentialStore, Entry
 from sipguard.auth.digest import DigestAnswer, MalformedAnswer, build_challenges, verify
 from sipguard.auth.nonce import NonceIssuer, NonceTracker, NonceVerdict
 from sipguard.errors import MessageTooLarge, ParseError
@@ -54,12 +55,15 @@ from sipguard.policy.whitelist import RuleSet, SourceMatcher
 from sipguard.proxy.actions import (
     Action,
     Address,
+    AskNonceCount,
     BanEvent,
     Cause,
     Drop,
     Forward,
     Info,
+    Question,
     Reply,
+    ShareFailure,
     Transport,
 )
 from sipguard.proxy.memory import Admission, ExpiringTable
@@ -221,6 +225,10 @@ class Core:
             ExpiringTable(limits.transaction_table_size)
         )
         self._events: list[BanEvent] = []
+        # With shared state (DESIGN §7): what a decision needs from, or tells, other instances.
+        # A decision waiting for an answer returns no action and leaves its `AskNonceCount`
+        # here; the shell drains the list after every call into the core and resumes it.
+        self.questions: list[Question] = []
         self._guard: Guard | None = None
         self.reconfigure(settings)
 
@@ -277,6 +285,7 @@ class Core:
             assert self._guard is not None
             self._guard.configure(guard_settings)
         self._rate_drop = protection.rate_action == "drop"
+        self._shared_state = settings.state.backend != "memory"
 
     # ------------------------------------------------------------------ entry points
 
@@ -678,6 +687,16 @@ class Core:
         else:
             retransmission = self._retransmission_key(msg, source_ip, answer)
             if self._answered.get(retransmission, now) is None:
+                if nonce_expiry is not None and self._shared_state:
+                    # Every instance's nonce-count verdict: a question for the shell (DESIGN §7).
+                    resume = partial(
+                        self._nonce_count_answered, msg, flow, info, parsed, entry, answer,
+                        retransmission, nonce_expiry,
+                    )  # fmt: skip
+                    self.questions.append(
+                        AskNonceCount(answer.nonce, answer.nonce_count, nonce_expiry, resume)
+                    )
+                    return []
                 if nonce_expiry is None or not self._tracker.accept(
                     answer.nonce, answer.nonce_count, nonce_expiry, now
                 ):
@@ -685,18 +704,96 @@ class Core:
                 else:
                     self._answered.put(retransmission, True, now + RETRANSMISSION_TTL)
         if failure is not None:
-            if verdict is NonceVerdict.VALID and not correct and nonce_expiry is not None:
-                # A cracker reuses one nonce for many guesses: one wrong answer kills it.
-                self._tracker.kill(answer.nonce, nonce_expiry, now)
-            ban = guard.record_failure(source_ip, now)
-            if ban is not None:
-                self._events.append(BanEvent(ban.ip, ban.until, ban.failures))
-            info = Info(info.method, info.call_id, "", user, 0, failure)
-            return self._refuse(msg, flow, Cause.AUTH_FAILED, info, now, counted=True)
+            kill = verdict is NonceVerdict.VALID and not correct and nonce_expiry is not None
+            return self._auth_failed(
+                msg, flow, info, answer, failure, nonce_expiry if kill else None, now
+            )
         assert entry is not None
         guard.record_success(source_ip, now)
         info = Info(info.method, info.call_id, entry.trunk, answer.username)
         return self._forward_upstream(msg, flow, now, Cause.ADMITTED_DIGEST, info, parsed)
+
+    # ------------------------------------------------------------------ shared state (§7)
+
+    def _auth_failed(
+        self,
+        msg: Request,
+        flow: _Flow,
+        info: Info,
+        answer: DigestAnswer,
+        failure: str,
+        kill_until: float | None,
+        now: float,
+    ) -> list[Action]:
+        """Refuse a digest answer and count a failure for its source (here, and in the shared
+        window when state is shared). `kill_until`: the nonce dies (a cracker reuses one nonce
+        for many guesses: one wrong answer kills it)."""
+        guard = self._guard
+        assert guard is not None
+        source_ip = _ip_key(flow.source.host)
+        if kill_until is not None:
+            self._tracker.kill(answer.nonce, kill_until, now)
+        ban = guard.record_failure(source_ip, now)
+        if ban is not None:
+            self._events.append(BanEvent(ban.ip, ban.until, ban.failures))
+        info = Info(info.method, info.call_id, "", answer.username[:64], 0, failure)
+        if self._shared_state:
+            window = self.settings.protection.ban_window
+            killed = answer.nonce if kill_until is not None else None
+            self.questions.append(ShareFailure(source_ip, window, killed, kill_until or 0.0))
+        return self._refuse(msg, flow, Cause.AUTH_FAILED, info, now, counted=True)
+
+    def _nonce_count_answered(
+        self,
+        msg: Request,
+        flow: _Flow,
+        info: Info,
+        parsed: dict[int, bool],
+        entry: Entry | None,
+        answer: DigestAnswer,
+        retransmission: tuple[str, str, int, str, bytes, bytes, int],
+        nonce_expiry: float,
+        shared: bool | None,
+        now: float,
+    ) -> list[Action]:
+        """Resume an admission with every instance's nonce-count verdict (`AskNonceCount`);
+        None: shared state unavailable, so the local view decides (`state.on_error: local`) or
+        the request gets a 503 (`refuse`). The local tracker is kept in step either way."""
+        local = self._tracker.accept(answer.nonce, answer.nonce_count, nonce_expiry, now)
+        if shared is None:
+            if self.settings.state.on_error == "refuse":
+                extra = ((b"Retry-After", RETRY_AFTER),)
+                status, reason = 503, b"Service Unavailable"
+                return [
+                    self._reply(msg, flow, status, reason, Cause.STATE_ERROR, info, extra=extra)
+                ]
+            shared = local
+        if not shared and self._answered.get(retransmission, now) is None:
+            return self._auth_failed(msg, flow, info, answer, "nonce-count replayed", None, now)
+        assert entry is not None
+        self._answered.put(retransmission, True, now + RETRANSMISSION_TTL)
+        guard = self._guard
+        assert guard is not None
+        guard.record_success(_ip_key(flow.source.host), now)
+        info = Info(info.method, info.call_id, entry.trunk, answer.username)
+        return self._forward_upstream(msg, flow, now, Cause.ADMITTED_DIGEST, info, parsed)
+
+    def shared_failures(self, ip: str, count: int, now: float) -> BanEvent | None:
+        """The failure count of `ip` across every instance (the answer to a `ShareFailure`): the
+        ban it calls for, which the shell publishes; every instance (this one included) applies
+        it when it hears it (`apply_ban`)."""
+        guard = self._guard
+        assert guard is not None
+        ban = guard.shared_ban(ip, count, now)
+        return None if ban is None else BanEvent(ban.ip, ban.until, ban.failures)
+
+    def apply_ban(self, ip: str, until: float, now: float) -> BanEvent | None:
+        """A ban heard from shared state (any instance, this one included), kept in the local
+        guard so that the source is dropped without a round trip; None if nothing changed."""
+        guard = self._guard
+        assert guard is not None
+        ban = guard.ban_until(ip, until, now)
+        return None if ban is None else BanEvent(ban.ip, ban.until, ban.failures)
 
     @staticmethod
     def _retransmission_key(
