@@ -608,6 +608,7 @@ async def _serve(path: str, settings: Settings, observer: ObserverProtocol) -> i
         finally:
             await signals.stopping()
             await server.stop()
+            _note(observer, "info", "stopped")  # the drain is over: the last line before exit
         return EX_OK
     finally:
         signals.remove()
