@@ -25,8 +25,9 @@ from sipguard.metrics import Metrics
 from sipguard.notify import Notifier
 from sipguard.observer import Observer
 from sipguard.proxy.actions import Transport
-from sipguard.server import ListenerError, Server, reserved_sources
+from sipguard.server import ListenerError, Server, reserved_sources, stream_limits
 from sipguard.settings import Listener, Trunk, Upstream
+from sipguard.transport.stream import StreamLimits
 from tests.integration.test_transport import (
     DEADLINE,
     EchoCore,
@@ -256,6 +257,11 @@ async def test_hurry_ends_the_drain() -> None:
     finally:
         server.hurry()
         await stopping
+
+
+def test_default_stream_limits_are_the_settings_defaults() -> None:
+    """One home: `settings.Limits` holds the defaults; `StreamLimits` reads them."""
+    assert stream_limits(make_settings(("tcp", "127.0.0.1"))) == StreamLimits()
 
 
 def test_reserved_sources_are_named_addresses() -> None:
