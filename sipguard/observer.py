@@ -29,6 +29,7 @@ from sipguard import __version__
 from sipguard.logs import configure_logging
 from sipguard.metrics import ACCOMPANYING_REPLY_CAUSES, Metrics, is_dropped_response, serve_metrics
 from sipguard.notify import Notifier
+from sipguard.policy.whitelist import normalise_source_text
 from sipguard.proxy.actions import Action, Address, BanEvent, Cause, Drop, Forward, Reply
 from sipguard.settings import LogSettings, MetricsSettings, Settings, diff_settings
 
@@ -76,14 +77,6 @@ STOP_MARGIN: Final = 5.0
 MAX_TRACKED_BANS: Final = 100_000
 
 _ACTION_KIND: Final[dict[type, str]] = {Reply: "reply", Forward: "forward", Drop: "drop"}
-
-
-def peer_ip(host: str) -> str:
-    """The address to log for a peer: IPv4-mapped IPv6 (`::ffff:192.0.2.1`, RFC 4291 §2.5.5.2)
-    from a dual-stack socket is written as IPv4, as the firewall sees it."""
-    if host.startswith(("::ffff:", "::FFFF:")) and "." in host:
-        return host[7:]
-    return host
 
 
 def reply_status(action: Action) -> int:
@@ -193,7 +186,7 @@ class Observer:
             return
         info = action.info
         fields: dict[str, Any] = {
-            "src_ip": peer_ip(source.host),
+            "src_ip": normalise_source_text(source.host),
             "src_port": source.port,
             "transport": source.transport.value,
             "cause": cause.value,
@@ -281,7 +274,7 @@ class Observer:
             self._log(
                 ERROR,
                 "bug",
-                src_ip=peer_ip(source.host),
+                src_ip=normalise_source_text(source.host),
                 src_port=source.port,
                 transport=source.transport.value,
                 exc_type=type(exc).__name__,
@@ -310,7 +303,7 @@ class Observer:
             self._log(
                 WARNING,
                 "banned",
-                src_ip=peer_ip(event.ip),
+                src_ip=normalise_source_text(event.ip),
                 failures=getattr(event, "failures", 0),
                 until=event.until,
                 ban_seconds=max(0, round(event.until - self._clock())),
@@ -318,7 +311,7 @@ class Observer:
         else:
             self._bans.pop(event.ip, None)
             why = {} if reason is None else {"reason": str(getattr(reason, "value", reason))}
-            self._log(INFO, "unbanned", src_ip=peer_ip(event.ip), **why)
+            self._log(INFO, "unbanned", src_ip=normalise_source_text(event.ip), **why)
 
     def active_bans(self) -> float:
         """Bans not yet expired (the `sipguard_bans_active` gauge, computed at scrape time)."""

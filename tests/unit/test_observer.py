@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sipguard.logs import REDACTED, configure_logging
 from sipguard.metrics import Metrics
 from sipguard.notify import Notifier
-from sipguard.observer import EVENTS, STOP_MARGIN, Observer, build_observer, peer_ip
+from sipguard.observer import EVENTS, STOP_MARGIN, Observer, build_observer
 from sipguard.proxy.actions import Address, BanEvent, Cause, Drop, Forward, Info, Reply, Transport
 from sipguard.settings import (
     AuthSettings,
@@ -199,10 +199,11 @@ def test_src_is_the_socket_peer_not_a_header() -> None:
     assert line["closed"] is True and "status" not in line
 
 
-def test_peer_ip() -> None:
-    assert peer_ip("::ffff:192.0.2.1") == "192.0.2.1"
-    assert peer_ip("::ffff:c000:201") == "::ffff:c000:201"
-    assert peer_ip("2001:db8::1") == "2001:db8::1"
+def test_ipv4_mapped_peer_is_logged_as_ipv4() -> None:
+    rig = Rig()
+    rig.observer.decision(challenge(), Address(Transport.UDP, "::ffff:192.0.2.1", 5080), 1e-5)
+    rig.observer.decision(challenge(), Address(Transport.UDP, "2001:db8::1", 5080), 1e-5)
+    assert [line["src_ip"] for line in rig.lines()] == ["192.0.2.1", "2001:db8::1"]
 
 
 def test_secrets_in_info_never_reach_the_log() -> None:
