@@ -56,8 +56,8 @@ from tests.integration.harness import (
     hostport,
     port_in_use,
     received_statuses,
-    wait_for,
 )
+from tests.polling import wait_for
 from tests.sipclient import SipClient, parse_message
 
 prometheus_parser = pytest.importorskip("prometheus_client.parser")

@@ -33,6 +33,7 @@ from sipguard.settings import (
     Trunk,
     Upstream,
 )
+from tests.polling import wait_for_async
 
 PEER = Address(Transport.UDP, "203.0.113.7", 5080)
 UPSTREAM = Address(Transport.UDP, "127.0.0.1", 5070)
@@ -492,15 +493,6 @@ def test_build_observer_and_log_level_follows_reload(monkeypatch: pytest.MonkeyP
     assert build_observer(make_settings(with_metrics=False), stream=out).metrics is None
 
 
-async def wait_for(predicate: Any, deadline: float = 5.0) -> None:
-    """Poll `predicate` on the loop until true or the deadline passes."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline
-    while not predicate():
-        assert loop.time() < end, "condition not reached before the deadline"
-        await asyncio.sleep(0.01)
-
-
 async def fetch(port: int, path: str) -> bytes:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(f"GET {path} HTTP/1.1\r\n\r\n".encode())
@@ -536,11 +528,11 @@ async def test_endpoint_follows_start_reload_and_stop(monkeypatch: pytest.Monkey
     first, second = free_port(), free_port()
     observer = build_observer(with_endpoint(first), stream=out)
     observer.started(["udp://127.0.0.1:5060"])
-    await wait_for(lambda: observer.endpoint is not None)
+    await wait_for_async(lambda: observer.endpoint is not None, 5, "the endpoint")
     assert (await fetch(first, "/healthz")).endswith(b"ok\n")
     assert b"sipguard_build_info" in await fetch(first, "/metrics")
     observer.config_reloaded(with_endpoint(second))  # metrics.listen moved
-    await wait_for(lambda: observer.endpoint is not None)
+    await wait_for_async(lambda: observer.endpoint is not None, 5, "the endpoint")
     assert (await fetch(second, "/healthz")).endswith(b"ok\n")
     with pytest.raises(OSError):
         await fetch(first, "/healthz")
@@ -565,7 +557,7 @@ async def test_endpoint_port_in_use_is_reported_not_fatal(
         def reported() -> bool:
             return b"listener_error" in out.getvalue()
 
-        await wait_for(reported)
+        await wait_for_async(reported, 5, "the listener_error line")
     assert observer.endpoint is None
     observer.stopping()
 
