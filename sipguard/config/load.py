@@ -21,6 +21,7 @@ from sipguard.config.network import read_listeners, read_tls, read_upstreams
 from sipguard.config.observability import read_log, read_metrics
 from sipguard.config.protection import read_limits, read_protection
 from sipguard.config.reader import Reader
+from sipguard.config.state import read_state
 from sipguard.errors import ConfigError
 from sipguard.settings import Settings
 
@@ -54,6 +55,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("log", read_log, absent={}),
     Section("limits", read_limits, absent={}, early=True),
     Section("protection", read_protection, absent={}),
+    Section("state", read_state, absent={}),
 )
 
 
