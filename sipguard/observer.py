@@ -288,6 +288,20 @@ class Observer:
         if self.notifier is not None:
             self.notifier.status(f"listener {listener} failed: {detail}")
 
+    # -- shared state -----------------------------------------------------------------------
+
+    def state_outage(self, operation: str, detail: str) -> None:
+        """The shared state stopped answering (`detail`: why, never a secret) or answers again
+        (`detail` empty): one line each way, not one per failed call."""
+        if detail:
+            self._log(WARNING, "state_unreachable", operation=operation, detail=detail)
+        else:
+            self._log(INFO, "state_restored", operation=operation)
+
+    def state_errors(self, count: int) -> None:
+        if self.metrics is not None:
+            self.metrics.state_failed(count)
+
     # -- bans -------------------------------------------------------------------------------
 
     def banned(self, event: BanEvent | Any) -> None:
