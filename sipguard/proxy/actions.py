@@ -13,6 +13,20 @@ from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from typing import NamedTuple
 
+from sipguard.policy.guard import BanEvent
+
+__all__ = [
+    "Action",
+    "Address",
+    "BanEvent",
+    "Cause",
+    "Drop",
+    "Forward",
+    "Info",
+    "Reply",
+    "Transport",
+]
+
 
 class Transport(StrEnum):
     UDP = "udp"
@@ -120,12 +134,3 @@ class Drop:
 
 
 Action = Reply | Forward | Drop
-
-
-@dataclass(frozen=True, slots=True)
-class BanEvent:
-    """A source was banned (or unbanned, `until` == 0) by the guard; the shell logs it."""
-
-    ip: str
-    until: float
-    failures: int = 0

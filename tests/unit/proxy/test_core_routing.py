@@ -341,7 +341,7 @@ def test_reconfigure_is_atomic_when_a_builder_fails() -> None:
 def test_destination_checks_are_cached_with_a_bound() -> None:
     # Responses and in-dialog requests check the same few addresses again and again: the answer
     # is remembered, and the memory stays bounded whatever the peers send.
-    from sipguard.proxy import routing
+    from sipguard.proxy import via as routing
 
     first = routing.checked_destination(Transport.UDP, "127.0.0.1", 5061)
     assert first == Address(Transport.UDP, "127.0.0.1", 5061)
@@ -412,3 +412,13 @@ def test_loop_detected_in_a_via_comma_list() -> None:
     assert looped.count(b"\r\nVia: ") == 1
     c = core(settings(IP_TRUNK))
     assert status_of(only(c.handle(looped, CLIENT, LOCAL, None, NOW))) == 482
+
+
+def test_nul_in_folded_header_is_refused() -> None:
+    # A folded line is forwarded unfolded (SECURITY-CASES 10); one holding a NUL cannot be
+    # written as one line, so the request is refused with 400 rather than escaping as a bug.
+    c = core(settings(IP_TRUNK))
+    data = request("INVITE", extra=["X-Note: a\x00b\r\n c"])
+    action = only(c.handle(data, CLIENT, LOCAL, None, NOW))
+    assert isinstance(action, Reply) and action.cause is Cause.PARSE_ERROR
+    assert status_of(action) == 400
