@@ -14,6 +14,7 @@ from enum import Enum, StrEnum
 from typing import NamedTuple
 
 from sipguard.policy.guard import BanEvent
+from sipguard.sip import Request
 
 __all__ = [
     "Action",
@@ -108,13 +109,24 @@ class Reply:
     info: Info = field(default_factory=Info)
 
 
+class Origin(NamedTuple):
+    """The request a Forward carries out, as received, and where it came from: what the core
+    needs to answer its sender when the Forward cannot be delivered (no bytes parsed again)."""
+
+    request: Request
+    source: Address
+    local: Address
+    connection: int | None
+
+
 @dataclass(frozen=True, slots=True)
 class Forward:
     """Send `data` (a request or response we relay) to `to`.
 
     `local` is the listener whose address our Via names (UDP: send from that socket, so answers
     come back to it); `connection` names the stream connection to use when the message must go
-    back on an existing one; None lets the shell use any open connection to `to` or open one."""
+    back on an existing one; None lets the shell use any open connection to `to` or open one.
+    `origin`: for a request sipguard sends on, the request as received and its sender."""
 
     data: bytes
     to: Address
@@ -122,6 +134,7 @@ class Forward:
     connection: int | None
     cause: Cause
     info: Info = field(default_factory=Info)
+    origin: Origin | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ from sipguard.proxy.via import (
     BRANCH_PREFIX,
     is_our_tag,
     one_via_value,
+    single_via,
     transaction_key,
 )
 from sipguard.settings import Trunk
@@ -180,11 +181,13 @@ def _admit(ctx: Context, admitted: Admitted) -> Verdict:
 def _sanity(ctx: Context, info: Info) -> list[Action] | None:
     """RFC 3261 §16.3 request validation, once the source is known to be allowed."""
     msg = ctx.msg
-    if msg.request_uri.scheme not in URI_SCHEMES:
+    if msg.uri[:4].lower() != b"sip:" and msg.request_uri.scheme not in URI_SCHEMES:
         cause = Cause.UNSUPPORTED_URI_SCHEME
         return [reply(ctx, 416, b"Unsupported URI Scheme", cause, info)]
     if msg.max_forwards <= 0:
         return [reply(ctx, 483, b"Too Many Hops", Cause.TOO_MANY_HOPS, info)]
+    if ctx.plain and single_via(msg):
+        return None  # no Proxy-Require, one Via: nothing below us to loop through
     proxy_require = msg.get_all(b"proxy-require")
     if proxy_require:
         # We support no extension that a proxy must understand (RFC 3261 §16.3 step 5).

@@ -18,8 +18,9 @@ from sipguard.auth.credentials import CredentialStore
 from sipguard.auth.nonce import NonceIssuer, NonceTracker
 from sipguard.policy.guard import BanEvent, Guard
 from sipguard.policy.whitelist import SourceMatcher
-from sipguard.proxy.actions import Address, Cause, Info
+from sipguard.proxy.actions import Address, Cause, Info, Transport
 from sipguard.proxy.memory import Admission, ExpiringTable
+from sipguard.proxy.outgoing import Fragments
 from sipguard.settings import Settings
 from sipguard.sip import ParserLimits, Request
 
@@ -40,6 +41,8 @@ class Config:
     upstream_endpoints: frozenset[tuple[str, int]]
     listeners: tuple[Address, ...]
     own: frozenset[tuple[str, int]]  # (host, port) of every listener: "us" in URIs and Vias
+    # what our lines start with, per listener (transport, host, port)
+    fragments: dict[tuple[Transport, str, int], Fragments]
 
 
 class State:
@@ -113,3 +116,6 @@ class Context(NamedTuple):
     connection: int | None
     now: float
     ip: str  # the source's address as bans, rates and dialogs know it (IPv4-mapped unwrapped)
+    # read on the parser's fast path with none of outgoing.NEEDS_INDEX: no Route, Proxy-Require,
+    # credentials or headers we strip; positions come from the parser's match, no header index
+    plain: bool

@@ -56,6 +56,7 @@ from sipguard.proxy import admission, forwarding
 from sipguard.proxy.actions import Action, Address, Cause, Drop, Forward, Info, Reply, Transport
 from sipguard.proxy.context import Admitted, Config, Context, State
 from sipguard.proxy.memory import Admission, ExpiringTable
+from sipguard.proxy.outgoing import NEEDS_INDEX, fragments_for
 from sipguard.proxy.replies import RETRY_AFTER, ip_key, reply
 from sipguard.proxy.via import branch_key, tag_for
 from sipguard.settings import Settings
@@ -109,6 +110,7 @@ def compile_config(settings: Settings, issuer: NonceIssuer, nonce_key: bytes) ->
         upstream_endpoints=frozenset((u.host, u.port) for u in upstreams),
         listeners=listeners,
         own=frozenset((x.host, x.port) for x in listeners),
+        fragments={(x.transport, x.host, x.port): fragments_for(x) for x in listeners},
     )
 
 
@@ -198,7 +200,10 @@ class Core:
         try:
             if isinstance(msg, Response):
                 return forwarding.relay_response(cfg, st, msg)
-            ctx = Context(cfg, st, msg, source, local, connection, now, ip)
+            plain = msg.matched_span("via") is not None and (
+                NEEDS_INDEX.search(data, msg.start_line_end - 1, msg.header_end) is None
+            )
+            ctx = Context(cfg, st, msg, source, local, connection, now, ip, plain)
             if from_upstream:
                 return forwarding.from_upstream(ctx)
             return self._on_client_request(ctx)

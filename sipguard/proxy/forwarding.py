@@ -17,8 +17,7 @@ Extension points:
 
 from __future__ import annotations
 
-from sipguard.errors import ParseError
-from sipguard.proxy.actions import Action, Address, Cause, Drop, Forward, Info
+from sipguard.proxy.actions import Action, Address, Cause, Drop, Forward, Info, Origin
 from sipguard.proxy.context import Admitted, Config, Context, State
 from sipguard.proxy.memory import (
     DIALOG_LINGER,
@@ -26,10 +25,12 @@ from sipguard.proxy.memory import (
     INVITE_TRANSACTION_TTL,
     Admission,
 )
+from sipguard.proxy.outgoing import Changes, write_indexed, write_plain
 from sipguard.proxy.replies import CREDENTIAL_KEYS, ip_key, is_our_credential, reply, text
 from sipguard.proxy.via import (
     FLOW_PARAM,
     branch_for,
+    flow_token,
     our_uri,
     parse_flow_token,
     received_params,
@@ -63,7 +64,8 @@ def upstream_for(ctx: Context) -> Address | None:
 def to_upstream(ctx: Context, admitted: Admitted) -> list[Action]:
     """RFC 3261 §16.6: forward an admitted request to the upstream."""
     msg, info = ctx.msg, admitted.info
-    if msg.max_forwards <= 0:
+    max_forwards = msg.max_forwards
+    if max_forwards <= 0:
         if msg.method == b"ACK":
             return [Drop(Cause.TOO_MANY_HOPS, info)]
         return [reply(ctx, 483, b"Too Many Hops", Cause.TOO_MANY_HOPS, info)]
@@ -71,43 +73,65 @@ def to_upstream(ctx: Context, admitted: Admitted) -> list[Action]:
     if destination is None:
         return [reply(ctx, 503, b"Service Unavailable", Cause.UPSTREAM_ERROR, info)]
     out_local = listener_for(ctx.cfg, destination)
-    data = _edited_request(ctx, admitted, out_local or ctx.cfg.listeners[0])
+    data = write_request(ctx, admitted, out_local or ctx.cfg.listeners[0], max_forwards)
     _remember(ctx, info)
-    return [Forward(data, destination, out_local, None, admitted.cause, info)]
+    origin = Origin(msg, ctx.source, ctx.local, ctx.connection)
+    return [Forward(data, destination, out_local, None, admitted.cause, info, origin)]
 
 
-def _edited_request(ctx: Context, admitted: Admitted, via_local: Address) -> bytes:
-    msg, source = ctx.msg, ctx.source
+def write_request(ctx: Context, admitted: Admitted, via_local: Address, max_forwards: int) -> bytes:
+    """The outgoing bytes of an admitted request: what changes is decided here, then written in
+    one pass (proxy/outgoing.py)."""
+    msg, source, cfg = ctx.msg, ctx.source, ctx.cfg
     method = msg.method
-    popped, _hint = our_routes(ctx.cfg, msg)
-    edits = Edits(msg)
-    received = received_params(msg.top_via, source)
-    if received:
-        edits.set_top_via_params(received)
-    edits.prepend_via(
-        via_value_with_flow(via_local, branch_for(ctx.st.branch_key, msg, source), source)
+    plain = ctx.plain
+    token = flow_token(source)
+    ours = cfg.fragments[via_local.transport, via_local.host, via_local.port]
+    branch = branch_for(ctx.st.branch_key, msg, source)
+    via = ours.via_head + branch + ours.via_tail + token
+    route_name, route_lines = _route_lines(ctx, method, via_local, token)
+    changes = Changes(
+        via=via,
+        received=received_params(msg.top_via, source),
+        max_forwards=-1 if method == b"ACK" else max_forwards - 1,
+        route_name=route_name,
+        route_lines=route_lines,
+        popped=0 if plain else our_routes(cfg, msg)[0],
+        strip=frozenset() if plain else _stripped(ctx, admitted),
+        attach=_outgoing_headers(admitted),
     )
-    for _ in range(popped):
-        edits.remove_first_route()
-    if method != b"ACK":
-        edits.replace_max_forwards(msg.max_forwards - 1)
-    if method in DIALOG_CREATING and not msg.to.tag:
-        edits.insert_headers(record_routes(b"Record-Route", via_local, ctx.local, source))
+    return write_plain(msg, changes) if plain else write_indexed(msg, changes)
+
+
+def _route_lines(
+    ctx: Context, method: bytes, via_local: Address, token: bytes
+) -> tuple[bytes, list[bytes]]:
+    """Our Record-Route (a dialog-creating request) or Path (REGISTER) lines: one, or two when
+    the two sides differ in transport or address family (RFC 5658, RFC 3327)."""
+    if method in DIALOG_CREATING and not ctx.msg.to.tag:
+        name = b"Record-Route"
     elif method == b"REGISTER":
-        edits.insert_headers(record_routes(b"Path", via_local, ctx.local, source))
-    _outgoing_headers(ctx, admitted, edits)
-    return edits.build()
+        name = b"Path"
+    else:
+        return b"", []
+    fragments = ctx.cfg.fragments
+    local = ctx.local
+    prev = fragments[local.transport, local.host, local.port].uri_head
+    back = b"%s: %s;%s=%s>" % (name, prev, FLOW_PARAM, token)
+    if via_local == local:
+        return name, [back]
+    ahead = fragments[via_local.transport, via_local.host, via_local.port].uri_head
+    return name, [b"%s: %s>" % (name, ahead), back]
 
 
-def _outgoing_headers(ctx: Context, admitted: Admitted, edits: Edits) -> None:
-    """Strip credentials for our realm and any incoming copy of what we attach; unfold folded
-    lines; attach the trunk and user that admission decided."""
-    msg, info = ctx.msg, admitted.info
+def _stripped(ctx: Context, admitted: Admitted) -> frozenset[int]:
+    """Lines never forwarded: credentials for our realm and any incoming copy of the headers
+    we attach or the upstream would trust (SECURITY-CASES 28)."""
     realm = ctx.cfg.realm
     known = admitted.credentials or {}
-    edits.remove_header_lines(
+    return frozenset(
         i
-        for i, header in enumerate(msg.headers)
+        for i, header in enumerate(ctx.msg.headers)
         if header.key in UNTRUSTED_KEYS
         or (
             known[i]
@@ -115,12 +139,17 @@ def _outgoing_headers(ctx: Context, admitted: Admitted, edits: Edits) -> None:
             else header.key in CREDENTIAL_KEYS and is_our_credential(header.value, realm)
         )
     )
-    _unfold(msg, edits)
-    end = len(msg.headers)
+
+
+def _outgoing_headers(admitted: Admitted) -> list[bytes]:
+    """The lines attached to an admitted request: the trunk and user admission decided."""
+    info = admitted.info
+    attach = []
     if info.trunk:
-        edits.insert(end, TRUNK_HEADER + b": " + info.trunk.encode("utf-8"))
+        attach.append(TRUNK_HEADER + b": " + info.trunk.encode("utf-8"))
     if info.user:
-        edits.insert(end, USER_HEADER + b": " + info.user.encode("utf-8", "replace"))
+        attach.append(USER_HEADER + b": " + info.user.encode("utf-8", "replace"))
+    return attach
 
 
 def _remember(ctx: Context, info: Info) -> None:
@@ -134,22 +163,6 @@ def _remember(ctx: Context, info: Info) -> None:
         )
     if msg.method in DIALOG_CREATING and not msg.to.tag:
         st.dialogs.put(msg.call_id, admission, ctx.now + DIALOG_TTL)
-
-
-def _unfold(msg: Request, edits: Edits) -> None:
-    """Forward folded header lines (obsolete line folding, RFC 3261 §7.3.1) unfolded, as we
-    read them, so that no upstream parser can read them otherwise (SECURITY-CASES 10). A folded
-    value holding a NUL cannot be written as one line: the request is refused (400)."""
-    raw = msg.raw
-    end = msg.header_end
-    if raw.find(b"\r\n ", 0, end) < 0 and raw.find(b"\r\n\t", 0, end) < 0:
-        return
-    for i, header in enumerate(msg.headers):
-        if raw.find(b"\r\n", header.start, header.end - 2) >= 0:
-            value = edits.value(i)
-            if b"\x00" in value:
-                raise ParseError("NUL in a folded header value")
-            edits.set_value(i, value)
 
 
 # ------------------------------------------------------------------------- from the upstream

@@ -92,7 +92,7 @@ def via_value(local: Address, branch: bytes) -> bytes:
 
 def flow_token(address: Address) -> bytes:
     """`udp-127.0.0.1-5061`: the socket address a client used, to reach it back (RFC 5626 idea)."""
-    return f"{address.transport.value}-{address.host}-{address.port}".encode("ascii")
+    return b"%s-%s-%d" % (address.transport.encode(), address.host.encode(), address.port)
 
 
 # Tokens and addresses already checked: every response and in-dialog request checks the same
@@ -222,6 +222,17 @@ def one_via_value(msg: Request) -> bool:
         return False
     value = msg.get(b"via")
     return value is not None and b"," not in value
+
+
+def single_via(msg: Request) -> bool:
+    """A message read on the fast path has exactly one Via value: its top Via line holds no
+    comma list and no other Via line follows (a false "no" only costs the general check)."""
+    span = msg.matched_span("via")
+    if span is None:
+        return False
+    raw = msg.raw
+    end = span[1]
+    return raw[end : end + 2] == b"\r\n" and raw.find(b"\nVia", end, msg.header_end) < 0
 
 
 def top_two_vias(msg: Response) -> tuple[Via, Via | None]:
