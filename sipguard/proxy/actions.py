@@ -17,6 +17,7 @@ from sipguard.policy.guard import BanEvent
 from sipguard.sip import Request
 
 __all__ = [
+    "ACCOMPANYING_CAUSES",
     "Action",
     "Address",
     "BanEvent",
@@ -96,10 +97,19 @@ class Info(NamedTuple):
     detail: str = ""  # a short human reason (never a secret)
 
 
+# Causes whose Reply accompanies a Forward of the same message: the 200 sipguard sends to a
+# CANCEL it relays (RFC 3261 §16.10). The Forward is the decision (one log line, one request).
+ACCOMPANYING_CAUSES = frozenset({Cause.CANCEL_FORWARDED})
+
+
 @dataclass(frozen=True, slots=True)
 class Reply:
     """Send `data` (a response we built) back to `to`: from the listener `local` (UDP), or over
-    stream `connection` when it is still open (else over any connection to `to`)."""
+    stream `connection` when it is still open (else over any connection to `to`).
+
+    Its status is `info.status` (the core sets it on every reply it builds) and `accompanies`
+    says whether a Forward of the same message goes with it: the shell reads these values and
+    never the bytes."""
 
     data: bytes
     to: Address
@@ -107,6 +117,14 @@ class Reply:
     connection: int | None
     cause: Cause
     info: Info = field(default_factory=Info)
+
+    @property
+    def status(self) -> int:
+        return self.info.status
+
+    @property
+    def accompanies(self) -> bool:
+        return self.cause in ACCOMPANYING_CAUSES
 
 
 class Origin(NamedTuple):

@@ -225,34 +225,25 @@ class Core:
 
     def upstream_failed(self, forward: Forward, now: float) -> list[Action]:
         """A Forward could not be delivered (refused, unreachable, TLS failure, connection lost):
-        answer the request's sender `503` through the normal response path, so nothing lingers.
-        Relayed responses and ACKs that could not be delivered are simply lost (RFC 3261 §17)."""
-        cfg, st = self._config, self._state
-        try:
-            msg = parse_message(forward.data, cfg.parser_limits)
-        except ParseError:
-            return [Drop(Cause.UPSTREAM_ERROR)]
-        if not isinstance(msg, Request) or msg.method in (b"ACK", b"CANCEL"):
+        its sender gets `503` at once, built from the request the Forward carries (`origin`),
+        sent where a response to it would have been relayed. Relayed responses and ACKs that
+        could not be delivered are simply lost (RFC 3261 §17); so is a CANCEL, which we have
+        answered already."""
+        origin = forward.origin
+        if origin is None or origin.request.method in (b"ACK", b"CANCEL"):
             return [Drop(Cause.UPSTREAM_ERROR, Info(detail="relay not delivered"))]
-        try:
-            data = build_response(
-                msg,
-                503,
-                b"Service Unavailable",
-                to_tag=tag_for(st.branch_key, msg),
-                extra_headers=((b"Retry-After", RETRY_AFTER),),
-            )
-            response = parse_message(data, cfg.parser_limits)
-            assert isinstance(response, Response)
-            actions = forwarding.relay_response(cfg, st, response)
-        except ParseError:
-            return [Drop(Cause.UPSTREAM_ERROR)]
-        return [
-            Forward(a.data, a.to, a.local, a.connection, Cause.UPSTREAM_ERROR, a.info)
-            if isinstance(a, Forward)
-            else a
-            for a in actions
-        ]
+        msg = origin.request
+        data = build_response(
+            msg,
+            503,
+            b"Service Unavailable",
+            to_tag=tag_for(self._state.branch_key, msg),
+            extra_headers=((b"Retry-After", RETRY_AFTER),),
+        )
+        info = Info(forward.info.method, forward.info.call_id, "", "", 503)
+        to = origin.source
+        local = forwarding.listener_for(self._config, to)
+        return [Forward(data, to, local, None, Cause.UPSTREAM_ERROR, info)]
 
     def tick(self, now: float) -> list[BanEvent]:
         """Housekeeping: expire memory and bans; returns ban and unban events to log."""

@@ -199,7 +199,8 @@ def from_upstream(ctx: Context) -> list[Action]:
     if msg.method == b"CANCEL":
         actions.append(reply(ctx, 200, b"OK", Cause.CANCEL_FORWARDED, info))
     data = edits.build()
-    actions.append(Forward(data, destination, out_local, None, Cause.FROM_UPSTREAM, info))
+    origin = Origin(msg, ctx.source, ctx.local, ctx.connection)
+    actions.append(Forward(data, destination, out_local, None, Cause.FROM_UPSTREAM, info, origin))
     return actions
 
 
