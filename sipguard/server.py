@@ -475,13 +475,17 @@ class StderrObserver(NullObserver):
 
 def run_from_file(path: str, *, observer_factory: ObserverFactory | None = None) -> int:
     """`sipguard run --config FILE`: serve until SIGTERM/SIGINT. Returns the exit code."""
+    from sipguard.config import load_settings_with_warnings
+
     try:
-        settings = _load(path)
+        settings, warnings = load_settings_with_warnings(path)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return EX_CONFIG
     observer = observer_factory(settings) if observer_factory is not None else StderrObserver()
+    for warning in warnings:  # what check-config would say, e.g. no nonce key (issue 12)
+        _note(observer, "warning", "config_warning", detail=warning)
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         return runner.run(_serve(path, settings, observer))
 
