@@ -399,19 +399,31 @@ def test_connections_gauge() -> None:
     assert rig.metric("sipguard_connections", transport="tls") == 1
 
 
-def test_everything_optional() -> None:
-    observer = Observer(None, None, None)
+def test_everything_optional(capsys: pytest.CaptureFixture[str]) -> None:
+    """No metrics, logger nor notifier (a tool, a test): every report is taken, nothing is
+    written anywhere, no endpoint is opened, and the ban bookkeeping still holds."""
+    clock = Clock()
+    observer = Observer(None, None, None, clock=clock)
     observer.decision(challenge(), PEER, 1e-5)
     observer.started(["udp://127.0.0.1:5060"])
     observer.reloading()
+    observer.config_reloaded(make_settings("info"))
     observer.config_reload_failed(["x"])
-    observer.banned(BanEvent("192.0.2.1", 1.0))
+    observer.banned(BanEvent("192.0.2.1", clock.now + 600))
+    observer.banned(BanEvent("192.0.2.2", clock.now + 600))
+    assert observer.active_bans() == 2.0
+    observer.banned(BanEvent("192.0.2.1", 0))  # that ban ended
+    assert observer.active_bans() == 1.0
+    clock.now += 601
+    assert observer.active_bans() == 0.0
     observer.bug(RuntimeError("x"), PEER)
     observer.upstream_error(UPSTREAM, "x")
     observer.connection_opened("udp")
     observer.connection_closed("udp")
     observer.listener_error("udp://127.0.0.1:5060", "x")
     observer.stopping()
+    assert observer.metrics is None and observer.logger is None and observer.endpoint is None
+    assert capsys.readouterr() == ("", "")
 
 
 def test_set_logger_switches_output() -> None:

@@ -474,14 +474,19 @@ def test_case_31_which_address_is_checked() -> None:
     ),
 )
 def test_case_32_whitelist_and_auth_interplay(method: str, transport: Transport) -> None:
-    """A source that is not whitelisted never reaches the upstream, whatever it sends; a
-    whitelisted one still needs credentials where its trunk has them."""
+    """A source that is not whitelisted never reaches the upstream, whatever it sends: one 403
+    (`auth.refuse` is "403"); a whitelisted one still needs credentials where its trunk has
+    them: one challenge, 401 for REGISTER, 407 otherwise (RFC 3261 §22.1, §22.3)."""
     c = digest_core()
     stranger = Address(transport, "127.0.0.2", 5061)
-    refused(c.handle(request(method), stranger, LOCAL, None, NOW), 403)
-    refused(c.handle(request(method, to_tag="t"), stranger, LOCAL, None, NOW), 403)
+    for data in (request(method), request(method, to_tag="t")):
+        action = only(c.handle(data, stranger, LOCAL, None, NOW))
+        assert isinstance(action, Reply) and action.cause is Cause.ACL_DENIED, action
+        assert status_line(action) == 403
     friend = Address(transport, "127.0.0.1", 5061)
-    refused(c.handle(request(method), friend, LOCAL, None, NOW), 401, 407)
+    action = only(c.handle(request(method), friend, LOCAL, None, NOW))
+    assert isinstance(action, Reply) and action.cause is Cause.CHALLENGED, action
+    assert status_line(action) == (401 if method == "REGISTER" else 407)
 
 
 # ---------------------------------------------------------------- resources
