@@ -235,6 +235,16 @@ class Protection:
 
 
 @dataclass(frozen=True, slots=True)
+class StateSettings:
+    """Where state shared across workers and hosts lives (issue 15; `sipguard.state`)."""
+
+    backend: str = "memory"  # memory: this process only | redis: every worker and host
+    redis_url: str = "redis://127.0.0.1:6379/0"  # redis://, rediss:// (TLS), unix:///path
+    key_prefix: str = "sipguard:"  # every key and channel starts with it
+    on_error: str = "local"  # Redis unreachable: "local" state keeps serving | "refuse" (503)
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """The whole configuration, as one value swapped atomically on reload."""
 
@@ -248,10 +258,20 @@ class Settings:
     log: LogSettings = field(default_factory=LogSettings)
     limits: Limits = field(default_factory=Limits)
     protection: Protection = field(default_factory=Protection)
+    state: StateSettings = field(default_factory=StateSettings)
 
 
 # Top-level sections compared whole by `diff_settings` (trunks and listeners are itemised).
-_SECTIONS: tuple[str, ...] = ("upstream", "auth", "tls", "metrics", "log", "limits", "protection")
+_SECTIONS: tuple[str, ...] = (
+    "upstream",
+    "auth",
+    "tls",
+    "metrics",
+    "log",
+    "limits",
+    "protection",
+    "state",
+)
 
 
 @dataclass(frozen=True, slots=True)
