@@ -112,9 +112,8 @@ def reserved_sources(settings: Settings) -> ReservedSource | None:
     (SECURITY-CASES 9): an address that a trunk's whitelist names (an empty whitelist names
     nobody: it admits any address, and so reserves nothing) or an upstream's address. None
     when the config names no address. IPv4-mapped peers match IPv4 entries (policy.whitelist).
-    Raises ValueError for an entry the whitelist grammar refuses (the config loader refuses
-    it first)."""
-    rules = [parse_rule(text) for trunk in settings.trunks for text in trunk.whitelist]
+    The whitelist entries come parsed (`settings.Rule`); an upstream's host is an IP literal."""
+    rules = [rule for trunk in settings.trunks for rule in trunk.whitelist]
     for upstream in settings.upstream:
         with contextlib.suppress(ValueError):  # an IP literal by Upstream's contract
             rules.append(parse_rule(upstream.host))

@@ -1,8 +1,10 @@
 """The validated configuration of sipguard, as frozen values.
 
 Owns: the types every layer reads its configuration from (`Settings`, `Listener`, `Upstream`,
-`AuthSettings`, `Trunk`, `Credential`, `Limits`, `Protection`...), and the named defaults of every
-limit, each with the reason for its value.
+`AuthSettings`, `Trunk`, `Credential`, `Rule`, `Limits`, `Protection`...), and the named defaults
+of every limit, each with the reason for its value. Whitelist entries are held parsed (`Rule`:
+the config loader parses each once with `policy.whitelist.parse_rule`; matching and the shell
+use the intervals, never the text again).
 
 Never does: read files, YAML or the environment, resolve names, hash passwords (digest math
 belongs to `sipguard.auth`). It imports only the standard library's dataclasses, enum, datetime
@@ -145,11 +147,22 @@ class Credential:
 
 
 @dataclass(frozen=True, slots=True)
+class Rule:
+    """One whitelist entry as the inclusive interval [first, last] of one address family
+    (`policy.whitelist` owns the grammar and builds these; `text` is the entry as written)."""
+
+    text: str
+    family: int  # 4 or 6
+    first: int
+    last: int
+
+
+@dataclass(frozen=True, slots=True)
 class Trunk:
     """A group of sources trusted together: by address (whitelist), by digest, or both."""
 
     name: str
-    whitelist: tuple[str, ...] = ()  # validated rule texts; empty = any address
+    whitelist: tuple[Rule, ...] = ()  # parsed entries; empty = any address
     credentials: tuple[Credential, ...] = ()  # empty = the whitelist alone admits (IP trust)
     algorithms: tuple[str, ...] | None = None  # overrides auth.algorithms for this trunk
     allow_open: bool = False  # operator accepted a trunk with neither whitelist nor credentials
@@ -223,7 +236,7 @@ class Protection:
     # Seconds a ban lasts; long enough to make password guessing pointless.
     ban_duration: float = 600.0
     # Sources never banned nor rate limited (whitelist-format rules), e.g. a monitoring host.
-    never_ban: tuple[str, ...] = ()
+    never_ban: tuple[Rule, ...] = ()
     # Unauthenticated requests per second per source (token bucket), and the bucket size.
     # 200 phones behind one NAT re-registering after an outage send ~400 requests at once
     # (REGISTER, 401, REGISTER) and then refresh at well under 50/s, so neither is refused.

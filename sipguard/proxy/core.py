@@ -236,7 +236,7 @@ class Core:
         upstreams = [Address(Transport(u.transport), u.host, u.port) for u in settings.upstream]
         listeners = [Address(Transport(x.transport), x.host, x.port) for x in settings.listen]
         protection = settings.protection
-        never_ban = RuleSet.from_texts(protection.never_ban)
+        never_ban = RuleSet(protection.never_ban)
         guard_settings = GuardSettings(
             ban_failures=protection.ban_failures,
             ban_window=protection.ban_window,

@@ -22,6 +22,7 @@ from sipguard.logs import REDACTED, configure_logging
 from sipguard.metrics import Metrics
 from sipguard.notify import Notifier
 from sipguard.observer import EVENTS, STOP_MARGIN, Observer, build_observer
+from sipguard.policy.whitelist import parse_rules
 from sipguard.proxy.actions import Address, BanEvent, Cause, Drop, Forward, Info, Reply, Transport
 from sipguard.settings import (
     AuthSettings,
@@ -331,7 +332,7 @@ def test_lifecycle_notifies_systemd() -> None:
         tls=None,
         upstream=(Upstream("sip:127.0.0.1:5070", "udp", "127.0.0.1", 5070),),
         auth=AuthSettings(realm="sipguard.test"),
-        trunks=(Trunk("acme"), Trunk("initech", whitelist=("192.0.2.0/24",))),
+        trunks=(Trunk("acme"), Trunk("initech", whitelist=parse_rules(("192.0.2.0/24",)))),
     )
     rig.observer.config_reloaded(settings)
     rig.observer.reloading()
@@ -451,10 +452,10 @@ def make_settings(level: str = "info", with_metrics: bool = True) -> Settings:
 def test_config_reloaded_says_what_changed() -> None:
     first = make_settings("info")
     rig = Rig(settings=first)
-    carrier = Trunk("carrier", whitelist=("192.0.2.0/24", "198.51.100.7"))
+    carrier = Trunk("carrier", whitelist=parse_rules(("192.0.2.0/24", "198.51.100.7")))
     second = dataclasses.replace(first, trunks=(*first.trunks, carrier))
     rig.observer.config_reloaded(second)
-    acme = Trunk("acme", whitelist=("203.0.113.0/24",))
+    acme = Trunk("acme", whitelist=parse_rules(("203.0.113.0/24",)))
     third = dataclasses.replace(second, trunks=(acme, carrier))
     rig.observer.config_reloaded(third)
     rig.observer.config_reloaded(third)  # saved again, nothing edited

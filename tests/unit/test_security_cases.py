@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from sipguard.errors import ParseError
-from sipguard.policy.whitelist import parse_rule
+from sipguard.policy.whitelist import parse_rule, parse_rules
 from sipguard.proxy.actions import Action, Address, Cause, Drop, Forward, Reply, Transport
 from sipguard.proxy.core import Core
 from sipguard.settings import Trunk
@@ -41,8 +41,8 @@ from tests.unit.proxy.playbook import (
 
 RFC4475 = Path(CORPORA, "rfc4475")
 RFC5118 = Path(CORPORA, "rfc5118", "wire")
-IP_TRUNK = Trunk("office", whitelist=("127.0.0.1", "::1"))
-DIGEST_TRUNK = Trunk("acme", whitelist=("127.0.0.1",), credentials=(alice(),))
+IP_TRUNK = Trunk("office", whitelist=parse_rules(("127.0.0.1", "::1")))
+DIGEST_TRUNK = Trunk("acme", whitelist=parse_rules(("127.0.0.1",)), credentials=(alice(),))
 
 
 def ip_core() -> Core:
@@ -426,7 +426,7 @@ def test_case_28_auth_header_stripping() -> None:
     "rule", ["203.0.113.5", "203.0.113.*", "203.0.113.0-203.0.113.9", "203.0.113.0/24"]
 )
 def test_case_29_ipv4_mapped_and_embedded_forms(rule: str) -> None:
-    c = core(settings(Trunk("t", whitelist=(rule,))))
+    c = core(settings(Trunk("t", whitelist=parse_rules((rule,)))))
     mapped = Address(Transport.UDP, "::ffff:203.0.113.5", 5060)
     assert isinstance(only(c.handle(request("INVITE"), mapped, LOCAL, None, NOW)), Forward)
     for embedded in ("::203.0.113.5", "64:ff9b::cb00:7105", "2002:cb00:7105::"):
