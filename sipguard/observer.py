@@ -431,7 +431,7 @@ def reload_fields(previous: Settings | None, settings: Settings) -> dict[str, An
         "trunks": len(settings.trunks),
         "rules": diff.rules[1],
         "users": diff.credentials[1],  # not "credentials": a key named so is redacted (logs)
-        "listeners": diff.listeners[1],
+        "listeners": [listener.url for listener in settings.listen],
     }
     if previous is None:
         return fields
@@ -447,7 +447,6 @@ def reload_fields(previous: Settings | None, settings: Settings) -> dict[str, An
     for key, (before, after) in (
         ("rules", diff.rules),
         ("users", diff.credentials),
-        ("listeners", diff.listeners),
     ):
         if before != after:
             fields[f"{key}_before"] = before
