@@ -275,7 +275,7 @@ class Settings:
 
 
 # Top-level sections compared whole by `diff_settings` (trunks and listeners are itemised).
-_SECTIONS: tuple[str, ...] = (
+DIFFED_SECTIONS: tuple[str, ...] = (
     "upstream",
     "auth",
     "tls",
@@ -298,7 +298,7 @@ class SettingsDiff:
     trunks_changed: tuple[str, ...] = ()
     listeners_added: tuple[str, ...] = ()  # URLs
     listeners_removed: tuple[str, ...] = ()
-    sections_changed: tuple[str, ...] = ()  # among _SECTIONS
+    sections_changed: tuple[str, ...] = ()  # among DIFFED_SECTIONS
     # (before, after)
     rules: tuple[int, int] = (0, 0)  # whitelist entries over all trunks
     credentials: tuple[int, int] = (0, 0)
@@ -338,7 +338,7 @@ def diff_settings(old: Settings, new: Settings) -> SettingsDiff:
         listeners_added=tuple(url for url in new_urls if url not in old_urls),
         listeners_removed=tuple(url for url in old_urls if url not in new_urls),
         sections_changed=tuple(
-            name for name in _SECTIONS if getattr(old, name) != getattr(new, name)
+            name for name in DIFFED_SECTIONS if getattr(old, name) != getattr(new, name)
         ),
         rules=(old_counts[0], new_counts[0]),
         credentials=(old_counts[1], new_counts[1]),

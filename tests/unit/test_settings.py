@@ -9,6 +9,7 @@ import pytest
 
 from sipguard.policy.whitelist import parse_rules
 from sipguard.settings import (
+    DIFFED_SECTIONS,
     AuthSettings,
     Credential,
     Limits,
@@ -148,3 +149,11 @@ def test_diff_sees_a_changed_password_without_showing_it() -> None:
     diff = diff_settings(old, base_settings(trunks=(old.trunks[0], office)))
     assert diff.trunks_changed == ("office",)
     assert "pw-" not in repr(diff)
+
+
+def test_diff_compares_every_settings_field() -> None:
+    """A new `Settings` field is compared by `diff_settings` (or itemised) from the start."""
+    fields = {field.name for field in dataclasses.fields(Settings)}
+    itemised = {"source", "listen", "trunks"}
+    assert set(DIFFED_SECTIONS) | itemised == fields
+    assert not set(DIFFED_SECTIONS) & itemised
