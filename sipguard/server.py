@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sipguard.errors import ConfigError
+from sipguard.exits import EX_CONFIG, EX_OK, EX_OSERR
 from sipguard.policy.whitelist import RuleSet, parse_rule
 from sipguard.proxy.actions import Address, Transport
 from sipguard.settings import Listener, Settings
@@ -57,9 +58,6 @@ from sipguard.transport.udp import UdpEndpoint, bind_udp
 from sipguard.transport.upstream import client_tls_context
 
 __all__ = [
-    "EX_CONFIG",
-    "EX_OK",
-    "EX_OSERR",
     "ListenerError",
     "NullObserver",
     "ObserverProtocol",
@@ -70,12 +68,6 @@ __all__ = [
     "run_from_file",
     "stream_limits",
 ]
-
-# sysexits.h, as in sipguard.cli (which imports us, so we cannot import it).
-EX_OK = 0
-EX_SOFTWARE = 70
-EX_OSERR = 71
-EX_CONFIG = 78
 
 TICK_INTERVAL = 1.0  # seconds between core.tick calls (bans, table expiry)
 LISTEN_BACKLOG = 1024  # pending TCP accepts per listener: absorbs a reconnect storm
@@ -120,9 +112,8 @@ def reserved_sources(settings: Settings) -> ReservedSource | None:
     (SECURITY-CASES 9): an address that a trunk's whitelist names (an empty whitelist names
     nobody: it admits any address, and so reserves nothing) or an upstream's address. None
     when the config names no address. IPv4-mapped peers match IPv4 entries (policy.whitelist).
-    Raises ValueError for an entry the whitelist grammar refuses (the config loader refuses
-    it first)."""
-    rules = [parse_rule(text) for trunk in settings.trunks for text in trunk.whitelist]
+    The whitelist entries come parsed (`settings.Rule`); an upstream's host is an IP literal."""
+    rules = [rule for trunk in settings.trunks for rule in trunk.whitelist]
     for upstream in settings.upstream:
         with contextlib.suppress(ValueError):  # an IP literal by Upstream's contract
             rules.append(parse_rule(upstream.host))

@@ -23,10 +23,8 @@ from sipguard.config.protection import read_limits, read_protection
 from sipguard.config.reader import Reader
 from sipguard.config.secrets import check_config_mode
 from sipguard.errors import ConfigError
+from sipguard.exits import EX_CONFIG, EX_OK
 from sipguard.settings import Settings
-
-EX_OK = 0
-EX_CONFIG = 78  # sysexits EX_CONFIG, as sipguard.cli
 
 SectionReader = Callable[[Reader, object, Mapping[str, Any]], Any]
 

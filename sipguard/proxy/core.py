@@ -76,7 +76,7 @@ def _guard_settings(settings: Settings) -> GuardSettings:
         ban_failures=protection.ban_failures,
         ban_window=protection.ban_window,
         ban_duration=protection.ban_duration,
-        never_ban=RuleSet.from_texts(protection.never_ban).__contains__,
+        never_ban=RuleSet(protection.never_ban).__contains__,
         rate=protection.rate,
         burst=protection.burst,
         scanner_user_agents=tuple(protection.scanner_user_agents),
