@@ -3,8 +3,9 @@
 Owns: argument parsing and exit codes. Each subcommand's work lives in its own module and is
 imported only when that subcommand runs, so `sipguard --help` stays fast.
 
-Exit codes follow sysexits: 0 success, 64 usage, 78 configuration error (EX_CONFIG),
-70 internal error, 71 OS error (a port in use), 73 cannot create the output file (gen-key).
+Exit codes follow sysexits (`sipguard.exits`): 0 success, 64 usage, 65 bad input data
+(`hash-password`), 71 OS error (a port in use), 73 cannot create the output file (`gen-key`),
+78 configuration error (EX_CONFIG).
 """
 
 from __future__ import annotations
@@ -14,13 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from sipguard import __version__
-
-EX_OK = 0
-EX_USAGE = 64
-EX_SOFTWARE = 70
-EX_OSERR = 71
-EX_CANTCREAT = 73
-EX_CONFIG = 78
+from sipguard.exits import EX_CANTCREAT, EX_OK, EX_USAGE
 
 
 def build_parser() -> argparse.ArgumentParser:

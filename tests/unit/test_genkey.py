@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from sipguard.cli import EX_CANTCREAT, EX_OK, main
+from sipguard.cli import main
 from sipguard.config import load_settings_with_warnings
+from sipguard.exits import EX_CANTCREAT, EX_OK
 
 ROOT = Path(__file__).resolve().parents[2]
 

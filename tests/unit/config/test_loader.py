@@ -14,7 +14,7 @@ import pytest
 
 from sipguard.config import load_settings, load_settings_with_warnings
 from sipguard.errors import ConfigError
-from sipguard.policy.whitelist import SourceMatcher
+from sipguard.policy.whitelist import SourceMatcher, parse_rule, parse_rules
 from sipguard.settings import Credential, Limits, Listener, Protection, Upstream
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -87,7 +87,8 @@ def test_example_config_loads(tmp_path: Path) -> None:
 def test_good_test_config(write: Write) -> None:
     settings = load_settings(str(ROOT / "config" / "test-good.yaml"))
     acme = settings.trunks[0]
-    assert acme.whitelist[1] == "192.168.1.*"
+    assert acme.whitelist[1] == parse_rule("192.168.1.*")  # parsed once, here
+    assert acme.whitelist[1].text == "192.168.1.*"
     assert acme.algorithms == ("MD5",)
     assert acme.credentials[0].valid_until == datetime(2099, 1, 1, tzinfo=UTC)
     assert dict(acme.credentials[1].ha1) == {"MD5": "0123456789abcdef0123456789abcdef"}
@@ -97,7 +98,7 @@ def test_good_test_config(write: Write) -> None:
     assert settings.auth.refuse == "drop"
     assert settings.auth.algorithms == ("SHA-256", "MD5")
     assert settings.limits.read_deadline == 5.0
-    assert settings.protection.never_ban == ("127.0.0.1", "10.*.*.*")
+    assert settings.protection.never_ban == parse_rules(("127.0.0.1", "10.*.*.*"))
     assert settings.metrics is not None and settings.metrics.host == "::1"
     assert settings.log.format == "json"
 
