@@ -222,6 +222,7 @@ class Core:
         )
         self._events: list[BanEvent] = []
         self._guard: Guard | None = None
+        self._upstream_sockets: tuple[Address, ...] = ()
         self.reconfigure(settings)
 
     # ------------------------------------------------------------------ configuration
@@ -270,13 +271,21 @@ class Core:
         self._upstreams = upstreams
         self._upstream_endpoints = {(u.host, u.port) for u in upstreams}
         self._listeners = listeners
-        self._own = {(x.host, x.port) for x in listeners}
+        self._own = {(x.host, x.port) for x in (*listeners, *self._upstream_sockets)}
         if guard is not None:
             self._guard = guard
         else:
             assert self._guard is not None
             self._guard.configure(guard_settings)
         self._rate_drop = protection.rate_action == "drop"
+
+    def use_upstream_sockets(self, sockets: Sequence[Address]) -> None:
+        """The shell's own upstream-facing UDP sockets (at most one per address family, with
+        their bound ports). Whatever goes to a UDP upstream is sent from the one of its family,
+        which our Via and Record-Route then name, so that responses and in-dialog requests come
+        back to it; a config without a UDP listener can still reach a UDP upstream."""
+        self._upstream_sockets = tuple(sockets)
+        self._own = {(x.host, x.port) for x in (*self._listeners, *self._upstream_sockets)}
 
     # ------------------------------------------------------------------ entry points
 
@@ -919,8 +928,16 @@ class Core:
         return [(name, our_uri(toward_next, None)), (name, our_uri(toward_prev, prev))]
 
     def _listener_for(self, destination: Address) -> Address | None:
-        """The listener to send from: same transport and address family as the destination."""
+        """The socket to send from: for a UDP upstream, our upstream-facing socket of its
+        address family; else a listener of the destination's transport and address family."""
         v6 = ":" in destination.host
+        if (
+            destination.transport is Transport.UDP
+            and (destination.host, destination.port) in self._upstream_endpoints
+        ):
+            for own in self._upstream_sockets:
+                if (":" in own.host) == v6:
+                    return own
         fallback: Address | None = None
         for listener in self._listeners:
             if (":" in listener.host) != v6:

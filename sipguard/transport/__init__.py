@@ -53,6 +53,8 @@ class CoreProtocol(Protocol):
 
     def reconfigure(self, settings: Any) -> None: ...
 
+    def use_upstream_sockets(self, sockets: Sequence[Address]) -> None: ...
+
     @property
     def parser_limits(self) -> ParserLimits: ...
 
@@ -98,6 +100,8 @@ class ObserverProtocol(Protocol):
 
     def listener_error(self, listener: str, detail: str) -> None: ...
 
+    def peer_unreachable(self, peer: Address, reason: str) -> None: ...
+
 
 class NullObserver:
     """An observer that observes nothing: the default, and the base of test observers."""
@@ -136,6 +140,9 @@ class NullObserver:
         pass
 
     def listener_error(self, listener: str, detail: str) -> None:
+        pass
+
+    def peer_unreachable(self, peer: Address, reason: str) -> None:
         pass
 
 

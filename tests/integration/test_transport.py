@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
 import pytest
 import trustme
 import uvloop
 
+from sipguard.logs import configure_logging
+from sipguard.metrics import Metrics
+from sipguard.observer import Observer
 from sipguard.proxy.actions import (
     Action,
     Address,
@@ -29,7 +34,7 @@ from sipguard.proxy.actions import (
     Reply,
     Transport,
 )
-from sipguard.server import NullObserver, Server
+from sipguard.server import NullObserver, ObserverProtocol, Server
 from sipguard.settings import AuthSettings, Limits, Listener, Settings, TlsSettings
 from sipguard.sip.limits import ParserLimits
 
@@ -73,6 +78,7 @@ class EchoCore:
         self.upstream: Address | None = None
         self.client: tuple[Address, Address, int | None] | None = None
         self.reconfigured: list[object] = []
+        self.upstream_sockets: list[Address] = []
         self.ticks = 0
 
     def handle(
@@ -108,6 +114,9 @@ class EchoCore:
 
     def reconfigure(self, settings: Any) -> None:
         self.reconfigured.append(settings)
+
+    def use_upstream_sockets(self, sockets: Sequence[Address]) -> None:
+        self.upstream_sockets = list(sockets)
 
 
 class RecordingObserver(NullObserver):
@@ -179,7 +188,7 @@ def make_settings(
 async def serving(
     settings: Settings,
     core: EchoCore | None = None,
-    observer: RecordingObserver | None = None,
+    observer: ObserverProtocol | None = None,
     client_tls: ssl.SSLContext | None = None,
 ) -> AsyncIterator[Server]:
     server = Server(
@@ -871,5 +880,50 @@ def test_tls_upstream_verified(run: Runner[None], certs: tuple[trustme.CA, Path,
             assert await client.next() == b"503\r\n"
             transport.close()
         upstream.close()
+
+    run(scenario())
+
+
+# -- ICMP for replies to vanished clients ----------------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_reply_to_departed_udp_client_is_no_listener_error(run: Runner[None], host: str) -> None:
+    """Issue 12 item 7: a client that leaves before its reply (ICMP port unreachable) is
+    ordinary traffic: counted by reason and logged at debug with the peer, never an error."""
+
+    async def scenario() -> None:
+        out = io.BytesIO()
+        metrics = Metrics()
+        observer = Observer(metrics, configure_logging("debug", "json", out), None)
+        async with serving(make_settings(("udp", host)), observer=observer) as server:
+            listener = server.address_of("udp")
+            with socket.socket(
+                socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM
+            ) as client:
+                client.bind((host, 0))
+                port = client.getsockname()[1]
+                client.sendto(b"OPTIONS sip:x SIP/2.0\r\n\r\n", (listener.host, listener.port))
+            # closed before the loop could even read the request: the reply meets no socket
+
+            def lines() -> list[dict[str, Any]]:
+                return [orjson.loads(x) for x in out.getvalue().splitlines()]
+
+            def unreachable() -> bool:
+                return any(x["event"] == "peer_unreachable" for x in lines())
+
+            await until(unreachable, "the peer_unreachable line")
+            line = next(x for x in lines() if x["event"] == "peer_unreachable")
+            assert line["level"] == "debug"
+            assert (line["src_ip"], line["src_port"]) == (host, port)
+            assert line["reason"] == "port_unreachable"
+            assert not [x for x in lines() if x["level"] == "error"], lines()
+            scrape = metrics.scrape().decode()
+            assert 'sipguard_peer_unreachable_total{reason="port_unreachable"} 1.0' in scrape
+            # the listener serves the next client as before
+            transport, client_protocol = await udp_client(listener)
+            transport.sendto(b"OPTIONS sip:x SIP/2.0\r\n\r\n")
+            assert (await client_protocol.next()).startswith(b"OK")
+            transport.close()
 
     run(scenario())
