@@ -115,9 +115,10 @@ def test_baresip_registers_and_calls_over_tls(
         daemon = daemon_factory(config)
         directory = baresip_dir(tmp_path / "baresip", tls_files, host, port)
         dial = f"/dial sip:service@{hostport(host, port)}"
+        command = ["timeout", "-k", "3", str(RUN_SECONDS + 20), BARESIP, "-f", str(directory)]
+        command += ["-t", str(RUN_SECONDS), "-e", dial]
         done = subprocess.run(
-            ["timeout", "-k", "3", str(RUN_SECONDS + 20), BARESIP, "-f", str(directory)]
-            + ["-t", str(RUN_SECONDS), "-e", dial],  # noqa: RUF005 - two halves of one line
+            command,
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
