@@ -361,6 +361,12 @@ class _Loader:
                 self.error(where, f"{text!r}: duplicate of {seen[identity]}")
                 continue
             seen[identity] = where
+            if host == "::":
+                # An IPv6 socket is IPv6-only (IPV6_V6ONLY): IPv4 needs its own listener.
+                self.warn(
+                    where,
+                    f"{text!r} receives IPv6 only; add {transport}://0.0.0.0:{port} for IPv4",
+                )
             found.append(Listener(transport, host, port))
         return tuple(found)
 

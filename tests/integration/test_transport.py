@@ -13,6 +13,7 @@ import io
 import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -925,5 +926,56 @@ def test_reply_to_departed_udp_client_is_no_listener_error(run: Runner[None], ho
             transport.sendto(b"OPTIONS sip:x SIP/2.0\r\n\r\n")
             assert (await client_protocol.next()).startswith(b"OK")
             transport.close()
+
+    run(scenario())
+
+
+# -- wildcard listeners: IPv6-only, with IPv4 beside them ------------------------------------
+
+
+def test_ipv6_wildcard_is_ipv6_only_and_ipv4_wildcard_shares_its_port(run: Runner[None]) -> None:
+    """Issue 12 item 5: `[::]` receives IPv6 only (IPV6_V6ONLY, no IPv4-mapped peers ever reach
+    the core); `0.0.0.0` on the same port is the IPv4 side, and both are served."""
+
+    async def scenario() -> None:
+        port = free_port("::1")
+        core = EchoCore()
+        only_v6 = replace(
+            make_settings(),
+            listen=(Listener("udp", "::", port), Listener("tcp", "::", port)),
+        )
+        async with serving(only_v6, core):
+            # nobody serves IPv4 on that port: it is free to bind, and TCP is refused
+            for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+                with socket.socket(socket.AF_INET, kind) as probe:
+                    probe.bind(("127.0.0.1", port))
+            with pytest.raises(ConnectionRefusedError):
+                await connect(Address(Transport.TCP, "127.0.0.1", port))
+            transport, client = await udp_client(Address(Transport.UDP, "::1", port))
+            transport.sendto(b"OPTIONS sip:x SIP/2.0\r\n\r\n")
+            assert await client.next() == b"OK 1\r\n"
+            transport.close()
+        both = replace(
+            only_v6,
+            listen=(
+                *only_v6.listen,
+                Listener("udp", "0.0.0.0", port),
+                Listener("tcp", "0.0.0.0", port),
+            ),
+        )
+        core = EchoCore()
+        async with serving(both, core):
+            for host in ("::1", "127.0.0.1"):
+                transport, client = await udp_client(Address(Transport.UDP, host, port))
+                transport.sendto(b"OPTIONS sip:x SIP/2.0\r\n\r\n")
+                assert (await client.next()).startswith(b"OK")
+                transport.close()
+                reader, writer = await connect(Address(Transport.TCP, host, port))
+                writer.write(sip(b"A"))
+                assert (await reader.readline()).startswith(b"OK")
+                writer.close()
+            # each peer reached the core as itself, on the listener of its family
+            seen = {(source.host, local.host) for _data, source, local, _c in core.received}
+            assert seen == {("::1", "::"), ("127.0.0.1", "0.0.0.0")}
 
     run(scenario())
