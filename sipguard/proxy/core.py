@@ -319,6 +319,19 @@ class Core:
             # A header parsed on demand (Via, From, URI...) was malformed.
             return self._on_parse_error(exc, data, flow, from_upstream, msg)
 
+    def framing_error(
+        self, error: ParseError, source: Address, local: Address, connection: int, now: float
+    ) -> list[Action]:
+        """A stream lost its framing (RFC 3261 §18.3; SECURITY-CASES 3, 5, 7): a 400/513 when the
+        request's headers were recovered, else a Drop; the shell closes the connection in any
+        case (the next message's boundary is unknowable)."""
+        from_upstream = (source.host, source.port) in self._upstream_endpoints
+        guard = self._guard
+        assert guard is not None
+        if not from_upstream and guard.is_banned(_ip_key(source.host), now):
+            return [Drop(Cause.BANNED)]
+        return self._on_parse_error(error, b"", _Flow(source, local, connection), from_upstream)
+
     def upstream_failed(self, forward: Forward, now: float) -> list[Action]:
         """A Forward could not be delivered (refused, unreachable, TLS failure, connection lost):
         answer the request's sender `503` through the normal response path, so nothing lingers.
@@ -398,7 +411,10 @@ class Core:
         if reply is None:
             return [Drop(cause, info)]
         unknown = not from_upstream and not self._matcher.candidates(flow.source.host)
-        if unknown and (self._refuse_drop or len(reply) > len(data)):
+        # No reply bigger than the request to an unverified source (SECURITY-CASES 8); a stream
+        # peer's address was verified by its handshake.
+        amplifies = flow.connection is None and len(reply) > len(data)
+        if unknown and (self._refuse_drop or amplifies):
             return [Drop(cause, info)]
         return [Reply(reply, flow.source, flow.local, flow.connection, cause, info)]
 

@@ -22,6 +22,7 @@ import pytest
 import trustme
 import uvloop
 
+from sipguard.errors import ParseError
 from sipguard.logs import configure_logging
 from sipguard.metrics import Metrics
 from sipguard.observer import Observer
@@ -35,9 +36,11 @@ from sipguard.proxy.actions import (
     Reply,
     Transport,
 )
+from sipguard.proxy.core import Core
 from sipguard.server import NullObserver, ObserverProtocol, Server
-from sipguard.settings import AuthSettings, Limits, Listener, Settings, TlsSettings
+from sipguard.settings import AuthSettings, Limits, Listener, Settings, TlsSettings, Trunk
 from sipguard.sip.limits import ParserLimits
+from sipguard.transport import CoreProtocol
 
 T = TypeVar("T")
 LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
@@ -80,6 +83,7 @@ class EchoCore:
         self.client: tuple[Address, Address, int | None] | None = None
         self.reconfigured: list[object] = []
         self.upstream_sockets: list[Address] = []
+        self.framing_errors: list[ParseError] = []
         self.ticks = 0
 
     def handle(
@@ -101,6 +105,16 @@ class EchoCore:
             return [Forward(data, client, client_local, client_connection, Cause.RESPONSE)]
         answer = b"OK %d\r\n" % len(self.received)
         return [Reply(answer, source, local, connection, Cause.OPTIONS_ANSWERED)]
+
+    def framing_error(
+        self, error: ParseError, source: Address, local: Address, connection: int, now: float
+    ) -> list[Action]:
+        self.framing_errors.append(error)
+        if not error.routable:
+            return [Drop(Cause.PARSE_ERROR)]
+        return [
+            Reply(b"FRAMING %d\r\n" % error.status, source, local, connection, Cause.PARSE_ERROR)
+        ]
 
     def upstream_failed(self, forward: Forward, now: float) -> list[Action]:
         self.failed.append(forward)
@@ -188,7 +202,7 @@ def make_settings(
 @contextlib.asynccontextmanager
 async def serving(
     settings: Settings,
-    core: EchoCore | None = None,
+    core: CoreProtocol | None = None,
     observer: ObserverProtocol | None = None,
     client_tls: ssl.SSLContext | None = None,
 ) -> AsyncIterator[Server]:
@@ -977,5 +991,81 @@ def test_ipv6_wildcard_is_ipv6_only_and_ipv4_wildcard_shares_its_port(run: Runne
             # each peer reached the core as itself, on the listener of its family
             seen = {(source.host, local.host) for _data, source, local, _c in core.received}
             assert seen == {("::1", "::"), ("127.0.0.1", "0.0.0.0")}
+
+    run(scenario())
+
+
+# -- framing errors: 400/513, then the connection closes -------------------------------------
+
+FRAMING_HEAD = (
+    b"INVITE sip:bot@127.0.0.1 SIP/2.0\r\n"
+    b"Via: SIP/2.0/TCP 127.0.0.1:5099;branch=z9hG4bK-framing\r\n"
+    b"From: <sip:alice@127.0.0.1>;tag=f1\r\n"
+    b"To: <sip:bot@127.0.0.1>\r\n"
+    b"Call-ID: framing@client\r\n"
+    b"CSeq: 1 INVITE\r\n"
+    b"Max-Forwards: 70\r\n"
+)
+
+
+async def read_all(reader: asyncio.StreamReader) -> bytes:
+    """Everything the peer sends until it closes (bounded by the deadline)."""
+    chunks = []
+    async with asyncio.timeout(DEADLINE):
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := await reader.read(65536):
+                chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_tcp_framing_error_answered_then_closed(run: Runner[None]) -> None:
+    """Issue 12 item 9: the shell hands a lost framing to the core, sends what it answers, then
+    closes; nothing of the stream reaches `handle`."""
+
+    async def scenario() -> None:
+        core = EchoCore()
+        async with serving(make_settings(("tcp", "127.0.0.1")), core) as server:
+            reader, writer = await connect(server.address_of("tcp"))
+            writer.write(FRAMING_HEAD + b"Content-Length: 1 0\r\n\r\n" + sip(b"A"))
+            assert await read_all(reader) == b"FRAMING 400\r\n"
+            assert core.received == [] and [e.routable for e in core.framing_errors] == [True]
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("kind", ["tcp", "tls"])
+def test_framing_error_from_the_real_core(
+    run: Runner[None], certs: tuple[trustme.CA, Path, Path], kind: str
+) -> None:
+    """SECURITY-CASES 3 and 7 end to end: a malformed Content-Length gets 400, a body over the
+    limit 513, each on its own connection, which then closes."""
+
+    async def scenario() -> None:
+        ca, chain, key = certs
+        tls = TlsSettings(certificate=str(chain), private_key=str(key)) if kind == "tls" else None
+        settings = replace(
+            make_settings((kind, "127.0.0.1"), tls=tls),
+            trunks=(Trunk("demo", whitelist=("127.0.0.1",)),),
+        )
+        core = Core(settings, nonce_key=b"k" * 32, boot_id=b"framing!")
+        observer = RecordingObserver()
+        client = ssl.create_default_context()
+        ca.configure_trust(client)
+        async with serving(settings, core, observer) as server:
+            answers = []
+            for length in (b"abc", b"99999999"):
+                reader, writer = await connect(
+                    server.address_of(kind), ssl=client if kind == "tls" else None
+                )
+                writer.write(FRAMING_HEAD + b"Content-Length: " + length + b"\r\n\r\n")
+                answers.append(await read_all(reader))
+                writer.close()
+        assert [a.split(b"\r\n", 1)[0] for a in answers] == [
+            b"SIP/2.0 400 Bad Request",
+            b"SIP/2.0 513 Message Too Large",
+        ]
+        assert all(b"Call-ID: framing@client\r\n" in a for a in answers)
+        causes = [d.cause for d in observer.decisions]
+        assert causes == [Cause.PARSE_ERROR, Cause.TOO_LARGE]
 
     run(scenario())
