@@ -31,6 +31,7 @@ need_apt=()
 command -v sipp >/dev/null 2>&1 || need_apt+=(sip-tester)
 # the real TLS SIP client of the integration tests (Debian's SIPp has no TLS)
 command -v baresip >/dev/null 2>&1 || need_apt+=(baresip-core)
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server) # shared-state tests
 for pkg in "${SIPGUARD_APT_EXTRA[@]:-}"; do
 	[[ -n "$pkg" ]] && ! dpkg -s "$pkg" >/dev/null 2>&1 && need_apt+=("$pkg")
 done

@@ -36,8 +36,8 @@ from tests.integration.harness import (
     hostport,
     received_requests,
     received_statuses,
-    wait_for,
 )
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 

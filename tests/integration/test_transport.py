@@ -41,6 +41,7 @@ from sipguard.server import NullObserver, ObserverProtocol, Server
 from sipguard.settings import AuthSettings, Limits, Listener, Settings, TlsSettings, Trunk
 from sipguard.sip.limits import ParserLimits
 from sipguard.transport import CoreProtocol
+from tests.polling import wait_for_async
 
 T = TypeVar("T")
 LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
@@ -221,12 +222,7 @@ async def serving(
 
 async def until(condition: Callable[[], bool], what: str = "condition") -> None:
     """Wait for `condition` with a deadline (polled: these are counters, not events)."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + DEADLINE
-    while not condition():
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
+    await wait_for_async(condition, DEADLINE, what)
 
 
 async def read_closed(reader: asyncio.StreamReader) -> bool:
