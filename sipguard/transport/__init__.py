@@ -106,6 +106,10 @@ class ObserverProtocol(Protocol):
 
     def peer_unreachable(self, peer: Address, reason: str) -> None: ...
 
+    def state_outage(self, operation: str, detail: str) -> None: ...
+
+    def state_errors(self, count: int) -> None: ...
+
 
 class NullObserver:
     """An observer that observes nothing: the default, and the base of test observers."""
@@ -138,6 +142,12 @@ class NullObserver:
         pass
 
     def banned(self, event: Any) -> None:
+        pass
+
+    def state_outage(self, operation: str, detail: str) -> None:
+        pass
+
+    def state_errors(self, count: int) -> None:
         pass
 
     def stopping(self) -> None:

@@ -26,6 +26,7 @@ from sipguard.errors import ParseError
 from sipguard.logs import configure_logging
 from sipguard.metrics import Metrics
 from sipguard.observer import Observer
+from sipguard.policy.whitelist import parse_rules
 from sipguard.proxy.actions import (
     Action,
     Address,
@@ -1041,7 +1042,7 @@ def test_framing_error_from_the_real_core(
         tls = TlsSettings(certificate=str(chain), private_key=str(key)) if kind == "tls" else None
         settings = replace(
             make_settings((kind, "127.0.0.1"), tls=tls),
-            trunks=(Trunk("demo", whitelist=("127.0.0.1",)),),
+            trunks=(Trunk("demo", whitelist=parse_rules(("127.0.0.1",))),),
         )
         core = Core(settings, nonce_key=b"k" * 32, boot_id=b"framing!")
         observer = RecordingObserver()
