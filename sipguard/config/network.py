@@ -51,6 +51,13 @@ def read_listeners(
             r.error(where, f"{text!r}: duplicate of {seen[identity]}")
             continue
         seen[identity] = where
+        if listener.host == "::":
+            # An IPv6 socket is IPv6-only (IPV6_V6ONLY): IPv4 needs its own listener.
+            r.warn(
+                where,
+                f"{text!r} receives IPv6 only; "
+                f"add {listener.transport}://0.0.0.0:{listener.port} for IPv4",
+            )
         found.append(listener)
     return tuple(found)
 
@@ -94,7 +101,10 @@ def read_tls(r: Reader, value: object, done: Mapping[str, Any]) -> TlsSettings |
             paths[key] = None
             continue
         text = r.string(section[key], f"tls.{key}")
-        paths[key] = None if text is None else readable(r, text, f"tls.{key}", what)
+        private = key == "private_key"
+        paths[key] = (
+            None if text is None else readable(r, text, f"tls.{key}", what, private=private)
+        )
     ca_file = None
     if section.get("ca_file") is not None:
         text = r.string(section["ca_file"], "tls.ca_file")

@@ -23,6 +23,7 @@ import pytest
 from sipguard.metrics import Metrics
 from sipguard.notify import Notifier
 from sipguard.observer import Observer
+from sipguard.policy.whitelist import parse_rules
 from sipguard.proxy.actions import Transport
 from sipguard.server import ListenerError, Server, reserved_sources, stream_limits
 from sipguard.settings import Listener, Trunk, Upstream
@@ -118,6 +119,40 @@ async def test_reload_adds_and_removes_listeners() -> None:
         assert list(server.addresses) == list(new.listen)
         assert await ask(server, "tcp") == b"OK 2\r\n"
         assert server.dispatcher.streams.limits.read_deadline == 3.0
+    finally:
+        await server.stop()
+
+
+def _upstream(transport: str, host: str = "127.0.0.1", port: int = 5070) -> Upstream:
+    where = f"[{host}]" if ":" in host else host
+    return Upstream(f"sip:{where}:{port};transport={transport}", transport, host, port)
+
+
+async def test_upstream_facing_udp_sockets_follow_the_config() -> None:
+    """Issue 12 item 4: sipguard owns one UDP socket per family with a UDP upstream, whatever
+    its listeners (here TCP only), tells the core, and a reload opens and closes them."""
+    core = EchoCore()
+    settings = replace(
+        make_settings(("tcp", "127.0.0.1")),
+        upstream=(_upstream("udp"), _upstream("udp", "::1"), _upstream("udp", "127.0.0.1", 5080)),
+    )
+    server = Server(settings, core)
+    await server.start()
+    try:
+        v4, v6 = core.upstream_sockets  # one per family, not one per upstream
+        assert (v4.transport, v4.host, v6.host) == (Transport.UDP, "127.0.0.1", "::1")
+        assert v4.port and server.dispatcher.udp[v4].local == v4
+        # the socket is live: a datagram to it reaches the core as received on it
+        udp, _client = await udp_client(v4)
+        udp.sendto(b"SIP/2.0 200 OK")
+        await wait_for_async(lambda: len(core.received) == 1, DEADLINE, "the datagram")
+        assert core.received[0][2] == v4
+        udp.close()
+        assert await server.reload(replace(settings, upstream=(_upstream("udp"),))) == []
+        assert core.upstream_sockets == [v4]  # kept, same port
+        assert v6 not in server.dispatcher.udp
+        assert await server.reload(replace(settings, upstream=(_upstream("tcp"),))) == []
+        assert core.upstream_sockets == [] and server.dispatcher.udp == {}
     finally:
         await server.stop()
 
@@ -267,7 +302,10 @@ def test_reserved_sources_are_named_addresses() -> None:
     trunk's whitelist or an upstream names; an empty whitelist (any address) names nobody."""
     settings = replace(
         make_settings(("tcp", "127.0.0.1")),
-        trunks=(Trunk("pbx", whitelist=("192.0.2.0/24", "2001:db8::1")), Trunk("anyone")),
+        trunks=(
+            Trunk("pbx", whitelist=parse_rules(("192.0.2.0/24", "2001:db8::1"))),
+            Trunk("anyone"),
+        ),
         upstream=(Upstream("sip:198.51.100.7:5060", "udp", "198.51.100.7", 5060),),
     )
     reserved = reserved_sources(settings)
@@ -287,7 +325,7 @@ async def test_reload_replaces_reserved_sources() -> None:
     try:
         streams = server.dispatcher.streams
         assert streams.reserved is None
-        new = replace(settings, trunks=(Trunk("pbx", whitelist=("127.0.0.3",)),))
+        new = replace(settings, trunks=(Trunk("pbx", whitelist=parse_rules(("127.0.0.3",))),))
         assert await server.reload(new) == []
         assert streams.reserved is not None and streams.reserved("127.0.0.3")
         assert not streams.reserved("127.0.0.4")

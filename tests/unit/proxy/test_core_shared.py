@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from sipguard.policy.whitelist import parse_rules
 from sipguard.proxy.actions import AskNonceCount, Cause, Drop, Forward, Reply, ShareFailure
 from sipguard.proxy.core import Core
 from sipguard.settings import Settings, StateSettings
@@ -109,7 +110,7 @@ def test_wrong_answer_shares_the_failure_and_kills_the_nonce_everywhere() -> Non
 
 def test_never_ban_source_is_not_banned_by_the_shared_count() -> None:
     s = shared()
-    protection = dataclasses.replace(s.protection, never_ban=(IP,))
+    protection = dataclasses.replace(s.protection, never_ban=parse_rules((IP,)))
     c = core(dataclasses.replace(s, protection=protection))
     assert c.shared_failures(IP, 50, NOW) is None
     assert c.apply_ban(IP, NOW + 60, NOW) is None
