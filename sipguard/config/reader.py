@@ -66,6 +66,7 @@ class Reader:
         self.now = now
         self.problems: list[str] = []
         self.warnings: list[str] = []
+        self.inline_secrets = False  # a password or HA1 is written in the config file itself
 
     # -- reporting -------------------------------------------------------------------------
 

@@ -40,6 +40,7 @@ def write(tmp_path: Path) -> Write:
     def _write(text: str, name: str = "sipguard.yaml") -> str:
         path = tmp_path / name
         path.write_text(textwrap.dedent(text))
+        path.chmod(0o600)  # it holds passwords: private, as the README asks
         return str(path)
 
     return _write
@@ -56,10 +57,11 @@ def replace(old: str, new: str) -> str:
     return BASE.replace(old, new)
 
 
-def test_example_config_loads() -> None:
-    settings, warnings = load_settings_with_warnings(
-        str(ROOT / "config" / "sipguard.example.yaml"), environ={}, now=NOW
-    )
+def test_example_config_loads(tmp_path: Path) -> None:
+    path = tmp_path / "sipguard.yaml"  # installed as the README says: mode 0640
+    path.write_bytes((ROOT / "config" / "sipguard.example.yaml").read_bytes())
+    path.chmod(0o640)
+    settings, warnings = load_settings_with_warnings(str(path), environ={}, now=NOW)
     assert [listener.url for listener in settings.listen] == [
         "udp://127.0.0.1:5060",
         "tcp://127.0.0.1:5060",
@@ -355,6 +357,7 @@ def test_empty_file(write: Write) -> None:
 def test_secret_file_is_read_and_never_shown(write: Write, tmp_path: Path) -> None:
     key = b"0123456789abcdef-very-secret-key"
     (tmp_path / "nonce.key").write_bytes(key + b"\n")
+    (tmp_path / "nonce.key").chmod(0o600)
     path = write(replace("realm: sipguard.test", "realm: sipguard.test\n  secret_file: nonce.key"))
     settings, warnings = load_settings_with_warnings(path, environ={}, now=NOW)
     assert settings.auth.secret == key  # relative to the config file, trailing newline dropped
