@@ -448,7 +448,7 @@ def test_undelivered_relayed_response_is_dropped() -> None:
 
 def test_every_reply_carries_its_status() -> None:
     # The shell reads the status and whether a reply accompanies a Forward from the values.
-    c, invite = invite_through()
+    c, _invite = invite_through()
     cancel = request("CANCEL", cseq_method="CANCEL")
     ok, fwd = c.handle(cancel, CLIENT, LOCAL, None, NOW + 1)
     assert isinstance(ok, Reply) and ok.status == 200 and ok.accompanies
