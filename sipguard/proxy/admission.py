@@ -226,8 +226,8 @@ def _is_for_us(ctx: Context) -> bool:
 
 def _authenticate(ctx: Context, candidates: Sequence[Trunk], info: Info) -> Verdict:
     """DESIGN §4 step 3: check the digest answer, then map the outcome through `OUTCOMES`."""
-    algorithms = _algorithms(ctx, candidates)
-    check = check_digest(ctx, candidates, algorithms)
+    offer = _offer(ctx, candidates)
+    check = check_digest(ctx, candidates, offer.algorithms)
     step = OUTCOMES[check.outcome]
     answer = check.answer
     user = answer.username[:64] if answer is not None else ""
@@ -239,10 +239,10 @@ def _authenticate(ctx: Context, candidates: Sequence[Trunk], info: Info) -> Verd
     if step is Step.CHALLENGE:
         if check.detail:
             info = Info(info.method, info.call_id, detail=check.detail)
-        return _challenge(ctx, algorithms, False, Cause.CHALLENGED, info)
+        return _challenge(ctx, offer, False, Cause.CHALLENGED, info)
     if step is Step.STALE_CHALLENGE:
         info = Info(info.method, info.call_id, "", user)
-        return _challenge(ctx, algorithms, True, Cause.STALE_NONCE, info)
+        return _challenge(ctx, offer, True, Cause.STALE_NONCE, info)
     if step is Step.REJECT:
         return [reply(ctx, 400, b"Duplicate Credentials", Cause.PARSE_ERROR, info)]
     ban = ctx.st.guard.record_failure(ctx.ip, ctx.now)
@@ -357,29 +357,40 @@ def retransmission_key(
     )
 
 
-def _algorithms(ctx: Context, candidates: Sequence[Trunk]) -> tuple[str, ...]:
-    """The challenge order: the first credential trunk's, then the others' (DESIGN §3)."""
+class Offer(NamedTuple):
+    """What a challenge to these candidate trunks offers, and whether it is rate limited."""
+
+    algorithms: tuple[str, ...]
+    throttled: bool
+
+
+def _offer(ctx: Context, candidates: Sequence[Trunk]) -> Offer:
+    """The challenge order: the first credential trunk's, then the others' (DESIGN §3).
+
+    The anonymous per-source bucket (protection.rate) is for sources that only an open trunk
+    admits: a source a trunk's whitelist names is that trunk's to limit (issue 12 item 6), so a
+    carrier sending hundreds of calls a second from one address is never throttled by it."""
     default = ctx.cfg.settings.auth.algorithms
     seen: list[str] = []
+    named = False
     for trunk in candidates:
+        named = named or bool(trunk.whitelist)
         if trunk.requires_auth:
             for algorithm in trunk.algorithms or default:
                 if algorithm not in seen:
                     seen.append(algorithm)
-    return tuple(seen) or default
+    return Offer(tuple(seen) or default, not named)
 
 
-def _challenge(
-    ctx: Context, algorithms: Sequence[str], stale: bool, cause: Cause, info: Info
-) -> list[Action]:
+def _challenge(ctx: Context, offer: Offer, stale: bool, cause: Cause, info: Info) -> list[Action]:
     """401 + WWW-Authenticate for REGISTER, else 407 + Proxy-Authenticate (RFC 3261 §22.1)."""
     cfg, st = ctx.cfg, ctx.st
-    if not st.guard.allow_request(ctx.ip, ctx.now):
+    if offer.throttled and not st.guard.allow_request(ctx.ip, ctx.now):
         return rate_limited(ctx, info)
     nonce = st.issuer.issue(
         cfg.realm, ctx.ip, ctx.now, cfg.settings.auth.nonce_ttl, st.next_unique()
     )
-    values = build_challenges(cfg.realm, nonce, cfg.opaque, algorithms, stale)
+    values = build_challenges(cfg.realm, nonce, cfg.opaque, offer.algorithms, stale)
     if ctx.msg.method == b"REGISTER":
         status, reason, name = 401, b"Unauthorized", b"WWW-Authenticate"
     else:
