@@ -29,6 +29,7 @@ from sipguard import __version__
 from sipguard.logs import configure_logging
 from sipguard.metrics import Metrics, is_dropped_response, serve_metrics
 from sipguard.notify import Notifier
+from sipguard.policy.whitelist import source_ip
 from sipguard.proxy.actions import Action, Address, BanEvent, Cause, Drop, Forward, Reply
 from sipguard.settings import LogSettings, MetricsSettings, Settings
 
@@ -75,12 +76,9 @@ MAX_TRACKED_BANS: Final = 100_000
 _ACTION_KIND: Final[dict[type, str]] = {Reply: "reply", Forward: "forward", Drop: "drop"}
 
 
-def peer_ip(host: str) -> str:
-    """The address to log for a peer: IPv4-mapped IPv6 (`::ffff:192.0.2.1`, RFC 4291 §2.5.5.2)
-    from a dual-stack socket is written as IPv4, as the firewall sees it."""
-    if host.startswith(("::ffff:", "::FFFF:")) and "." in host:
-        return host[7:]
-    return host
+# The address to log for a peer: IPv4-mapped IPv6 from a dual-stack socket is written as IPv4,
+# as the firewall sees it (one rule with the core's bans and dialogs: policy.whitelist).
+peer_ip = source_ip
 
 
 def reply_status(action: Action) -> int:

@@ -256,6 +256,16 @@ def _parse_glob(text: str) -> tuple[int, int, int]:
 # Normalising socket peer addresses (fast, on the hot path)
 
 
+def source_ip(host: str) -> str:
+    """The text that names a socket peer for bans, rate limits, dialogs and logs: an IPv4-mapped
+    IPv6 peer from a dual-stack socket (`::ffff:192.0.2.1`, RFC 4291 §2.5.5.2) is the IPv4
+    address it carries, as the firewall sees it; anything else as given. The one home of this
+    rule for text (`normalise_source` is its integer form for matching)."""
+    if host[:7] in ("::ffff:", "::FFFF:") and "." in host:
+        return host[7:]
+    return host
+
+
 def normalise_source(ip: str) -> tuple[int, int]:
     """The (family, integer) a socket peer address is matched as.
 
@@ -508,7 +518,3 @@ class SourceMatcher:
             self._cache.clear()
         self._cache[ip] = found
         return found
-
-    def candidates_for(self, family: int, value: int) -> tuple[Trunk, ...]:
-        table = self._v4 if family == IPV4 else self._v6
-        return table.lookup(value)

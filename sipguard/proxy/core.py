@@ -51,13 +51,13 @@ from sipguard.auth.credentials import CredentialStore
 from sipguard.auth.nonce import NonceIssuer, NonceTracker
 from sipguard.errors import MessageTooLarge, ParseError
 from sipguard.policy.guard import BanEvent, Guard, GuardSettings
-from sipguard.policy.whitelist import RuleSet, SourceMatcher
+from sipguard.policy.whitelist import RuleSet, SourceMatcher, source_ip
 from sipguard.proxy import admission, forwarding
 from sipguard.proxy.actions import Action, Address, Cause, Drop, Forward, Info, Reply, Transport
 from sipguard.proxy.context import Admitted, Config, Context, State
 from sipguard.proxy.memory import Admission, ExpiringTable
 from sipguard.proxy.outgoing import NEEDS_INDEX, fragments_for
-from sipguard.proxy.replies import RETRY_AFTER, ip_key, reply
+from sipguard.proxy.replies import RETRY_AFTER, reply
 from sipguard.proxy.via import branch_key, tag_for
 from sipguard.settings import Settings
 from sipguard.sip import (
@@ -189,7 +189,7 @@ class Core:
         """Decide what to do with one message (a datagram, or one framed stream message)."""
         cfg, st = self._config, self._state
         from_upstream = (source.host, source.port) in cfg.upstream_endpoints
-        ip = ip_key(source.host)
+        ip = source_ip(source.host)
         if not from_upstream and st.guard.is_banned(ip, now):
             # The cheapest path: no parsing for a banned source (issue 7).
             return [Drop(Cause.BANNED)]

@@ -17,6 +17,7 @@ Extension points:
 
 from __future__ import annotations
 
+from sipguard.policy.whitelist import source_ip
 from sipguard.proxy.actions import Action, Address, Cause, Drop, Forward, Info, Origin
 from sipguard.proxy.context import Admitted, Config, Context, State
 from sipguard.proxy.memory import (
@@ -26,7 +27,7 @@ from sipguard.proxy.memory import (
     Admission,
 )
 from sipguard.proxy.outgoing import Changes, write_indexed, write_plain
-from sipguard.proxy.replies import CREDENTIAL_KEYS, ip_key, is_our_credential, reply, text
+from sipguard.proxy.replies import CREDENTIAL_KEYS, is_our_credential, reply, text
 from sipguard.proxy.via import (
     FLOW_PARAM,
     branch_for,
@@ -188,7 +189,7 @@ def from_upstream(ctx: Context) -> list[Action]:
         edits.replace_max_forwards(msg.max_forwards - 1)
     if msg.method in DIALOG_CREATING and not msg.to.tag:
         edits.insert_headers(record_routes(b"Record-Route", ctx.local, out_local, destination))
-        admission = Admission(ip_key(destination.host), "", "")
+        admission = Admission(source_ip(destination.host), "", "")
         st.dialogs.put(msg.call_id, admission, ctx.now + DIALOG_TTL)
     elif msg.method == b"BYE":
         st.dialogs.expire_at_most(msg.call_id, ctx.now + DIALOG_LINGER)
