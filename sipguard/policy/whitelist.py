@@ -1,8 +1,8 @@
 """IP whitelist rules: strict parsing, and matching a socket peer address against them.
 
-Owns: the whitelist entry grammar (DESIGN §3), compiling rules into sorted, merged integer
-intervals per address family, and the source-address normalisation used by admission
-(DESIGN §4 step 1, SECURITY-CASES 29-31).
+Owns: the whitelist entry grammar (DESIGN §3: `parse_rule`, which makes the `settings.Rule` the
+config holds), compiling rules into sorted, merged integer intervals per address family, and the
+source-address normalisation used by admission (DESIGN §4 step 1, SECURITY-CASES 29-31).
 
 Never does: SIP parsing, logging, I/O, name resolution. It never looks at Via `received`/`rport`,
 Contact or any header: callers pass the socket peer address (SECURITY-CASES 31).
@@ -19,7 +19,7 @@ whitespace, a wildcard before a fixed octet (`10.*.0.1`), IPv6 wildcards, and IP
 in the IPv4-mapped (`::ffff:a.b.c.d`, RFC 4291 §2.5.5.2) or IPv4-compatible (`::a.b.c.d`,
 deprecated by RFC 4291 §2.5.5.1) forms: write the IPv4 address instead.
 
-Source normalisation (`normalise_source`):
+Source normalisation (`normalise_source`; `normalise_source_text` for logs and keys):
 - `::ffff:a.b.c.d` (IPv4-mapped, what a dual-stack socket reports for an IPv4 peer) is the IPv4
   address a.b.c.d and matches IPv4 rules only.
 - NAT64 (`64:ff9b::/96`, RFC 6052), 6to4 (`2002::/16`, RFC 3056) and IPv4-compatible (`::a.b.c.d`)
@@ -40,11 +40,23 @@ from __future__ import annotations
 import re
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 import netaddr
 
-from sipguard.settings import Trunk
+from sipguard.settings import Rule, Trunk
+
+__all__ = [
+    "IPV4",
+    "IPV6",
+    "Rule",
+    "RuleSet",
+    "SourceMatcher",
+    "normalise_source",
+    "normalise_source_text",
+    "parse_address",
+    "parse_rule",
+    "parse_rules",
+]
 
 IPV4 = 4
 IPV6 = 6
@@ -101,16 +113,6 @@ def _compressed_text(right: int) -> str:
 _COMPRESSED_TEXT = tuple(_compressed_text(max(0, last - 7)) for last in range(15))
 
 
-@dataclass(frozen=True, slots=True)
-class Rule:
-    """One whitelist entry as the inclusive interval [first, last] of one address family."""
-
-    text: str
-    family: int  # 4 or 6
-    first: int
-    last: int
-
-
 # ---------------------------------------------------------------------------------------------
 # Parsing config entries (strict)
 
@@ -124,6 +126,12 @@ def parse_rule(text: str) -> Rule:
     except ValueError as exc:
         raise ValueError(f"{text!r}: {exc}") from None
     return Rule(text, family, first, last)
+
+
+def parse_rules(texts: Iterable[str]) -> tuple[Rule, ...]:
+    """Parse entries (tools, tests); the first bad one raises ValueError naming it. The config
+    loader parses entry by entry to report every bad one with its key path."""
+    return tuple(parse_rule(text) for text in texts)
 
 
 def _parse_rule(text: str) -> tuple[int, int, int]:
@@ -256,16 +264,6 @@ def _parse_glob(text: str) -> tuple[int, int, int]:
 # Normalising socket peer addresses (fast, on the hot path)
 
 
-def source_ip(host: str) -> str:
-    """The text that names a socket peer for bans, rate limits, dialogs and logs: an IPv4-mapped
-    IPv6 peer from a dual-stack socket (`::ffff:192.0.2.1`, RFC 4291 §2.5.5.2) is the IPv4
-    address it carries, as the firewall sees it; anything else as given. The one home of this
-    rule for text (`normalise_source` is its integer form for matching)."""
-    if host[:7] in ("::ffff:", "::FFFF:") and "." in host:
-        return host[7:]
-    return host
-
-
 def normalise_source(ip: str) -> tuple[int, int]:
     """The (family, integer) a socket peer address is matched as.
 
@@ -281,6 +279,16 @@ def normalise_source(ip: str) -> tuple[int, int]:
                 return IPV4, value & _V4_MAX
             return IPV6, value
     return _ipv6_source(ip)
+
+
+def normalise_source_text(ip: str) -> str:
+    """The text a socket peer address is logged and keyed as (bans, rate limits, dialogs): the
+    IPv4-mapped form a dual-stack socket writes for an IPv4 peer (`::ffff:192.0.2.1`, RFC 4291
+    §2.5.5.2) becomes the IPv4 address, as the firewall sees it; any other text is returned as
+    it is. The text counterpart of `normalise_source`, for the dotted form sockets write."""
+    if ip[:7] in ("::ffff:", "::FFFF:") and "." in ip:
+        return ip[7:]
+    return ip
 
 
 def _ipv4_value(ip: str) -> int:
@@ -391,11 +399,6 @@ class RuleSet:
         self._v4 = _Intervals((r.first, r.last) for r in self.rules if r.family == IPV4)
         self._v6 = _Intervals((r.first, r.last) for r in self.rules if r.family == IPV6)
 
-    @classmethod
-    def from_texts(cls, texts: Iterable[str]) -> RuleSet:
-        """Parse and compile entries; the first bad one raises ValueError naming it."""
-        return cls(parse_rule(text) for text in texts)
-
     def contains(self, family: int, value: int) -> bool:
         return value in (self._v4 if family == IPV4 else self._v6)
 
@@ -492,14 +495,8 @@ class SourceMatcher:
 
     @classmethod
     def from_trunks(cls, trunks: Sequence[Trunk]) -> SourceMatcher:
-        """Compile every trunk's whitelist. Raises ValueError naming the trunk and the entry."""
-        compiled: list[list[Rule]] = []
-        for trunk in trunks:
-            try:
-                compiled.append([parse_rule(text) for text in trunk.whitelist])
-            except ValueError as exc:
-                raise ValueError(f"trunk {trunk.name!r}: {exc}") from None
-        return cls(trunks, compiled)
+        """Compile every trunk's whitelist (parsed rules, `Trunk.whitelist`)."""
+        return cls(trunks, [trunk.whitelist for trunk in trunks])
 
     def candidates(self, ip: str) -> tuple[Trunk, ...]:
         """The trunks (in config order) whose whitelist contains `ip` or is empty.

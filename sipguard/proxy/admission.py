@@ -23,8 +23,8 @@ from sipguard.auth.credentials import Entry
 from sipguard.auth.digest import DigestAnswer, MalformedAnswer, build_challenges, verify
 from sipguard.auth.nonce import NonceVerdict
 from sipguard.errors import ParseError
-from sipguard.proxy.actions import Action, Cause, Drop, Info
-from sipguard.proxy.context import Admitted, Context
+from sipguard.proxy.actions import Action, Cause, Drop, Info, ShareFailure
+from sipguard.proxy.context import Admitted, Context, Pending
 from sipguard.proxy.memory import DIALOG_LINGER, DIALOG_TTL, RETRANSMISSION_TTL
 from sipguard.proxy.replies import rate_limited, refuse, reply, text
 from sipguard.proxy.via import (
@@ -40,7 +40,7 @@ from sipguard.sip import Credentials, Request, parse_credentials, parse_uri
 URI_SCHEMES = frozenset({b"sip", b"sips", b"tel"})
 
 
-Verdict = Admitted | list[Action]
+Verdict = Admitted | Pending | list[Action]
 
 
 class DigestOutcome(Enum):
@@ -59,6 +59,7 @@ class DigestOutcome(Enum):
     URI_MISMATCH = "digest uri differs from the Request-URI"
     FOREIGN_OPAQUE = "opaque not ours"
     REPLAY = "nonce-count replayed"
+    ASK = "nonce-count asked of every instance"  # shared state: the answer decides OK or REPLAY
 
 
 class Step(Enum):
@@ -69,6 +70,7 @@ class Step(Enum):
     STALE_CHALLENGE = "stale challenge"  # stale=true (RFC 7616 §3.3), no failure counted
     REFUSE = "refuse"  # 403 or silence, the same whatever the reason; a failure for the source
     REJECT = "reject"  # 400: the request itself is unusable
+    ASK = "ask"  # shared state: wait for every instance's nonce-count verdict (`Pending`)
 
 
 # The one table from digest outcome to action (DESIGN §4 step 3; SECURITY-CASES 11, 23, 26).
@@ -86,6 +88,7 @@ OUTCOMES: dict[DigestOutcome, Step] = {
     DigestOutcome.URI_MISMATCH: Step.REFUSE,
     DigestOutcome.FOREIGN_OPAQUE: Step.REFUSE,
     DigestOutcome.REPLAY: Step.REFUSE,
+    DigestOutcome.ASK: Step.ASK,
 }
 
 
@@ -97,6 +100,8 @@ class DigestCheck(NamedTuple):
     answer: DigestAnswer | None = None
     entry: Entry | None = None
     detail: str = ""
+    expiry: float | None = None  # the nonce's end (read from it)
+    killed: bool = False  # a wrong answer killed the nonce (to be killed everywhere too)
 
 
 def decide(ctx: Context) -> Verdict:
@@ -172,7 +177,7 @@ def _new_request(ctx: Context, info: Info) -> Verdict:
     return _authenticate(ctx, candidates, info)
 
 
-def _admit(ctx: Context, admitted: Admitted) -> Verdict:
+def _admit(ctx: Context, admitted: Admitted) -> Admitted | list[Action]:
     """Every new request admitted (by address or digest) passes here, its trunk known: the place
     for checks that need the trunk (its own limits) before anything is forwarded."""
     return admitted
@@ -226,8 +231,18 @@ def _is_for_us(ctx: Context) -> bool:
 
 def _authenticate(ctx: Context, candidates: Sequence[Trunk], info: Info) -> Verdict:
     """DESIGN §4 step 3: check the digest answer, then map the outcome through `OUTCOMES`."""
-    offer = _offer(ctx, candidates)
-    check = check_digest(ctx, candidates, offer.algorithms)
+    algorithms = _algorithms(ctx, candidates)
+    check = check_digest(ctx, candidates, algorithms)
+    if check.outcome is DigestOutcome.ASK:
+        assert check.expiry is not None
+        return Pending(check, algorithms, info, check.expiry)
+    return conclude(ctx, check, algorithms, info)
+
+
+def conclude(
+    ctx: Context, check: DigestCheck, algorithms: tuple[str, ...], info: Info
+) -> Admitted | list[Action]:
+    """What a digest outcome means (`OUTCOMES`); also the end of a `Pending` verdict."""
     step = OUTCOMES[check.outcome]
     answer = check.answer
     user = answer.username[:64] if answer is not None else ""
@@ -239,17 +254,37 @@ def _authenticate(ctx: Context, candidates: Sequence[Trunk], info: Info) -> Verd
     if step is Step.CHALLENGE:
         if check.detail:
             info = Info(info.method, info.call_id, detail=check.detail)
-        return _challenge(ctx, offer, False, Cause.CHALLENGED, info)
+        return _challenge(ctx, algorithms, False, Cause.CHALLENGED, info)
     if step is Step.STALE_CHALLENGE:
         info = Info(info.method, info.call_id, "", user)
-        return _challenge(ctx, offer, True, Cause.STALE_NONCE, info)
+        return _challenge(ctx, algorithms, True, Cause.STALE_NONCE, info)
     if step is Step.REJECT:
         return [reply(ctx, 400, b"Duplicate Credentials", Cause.PARSE_ERROR, info)]
     ban = ctx.st.guard.record_failure(ctx.ip, ctx.now)
     if ban is not None:
         ctx.st.events.append(ban)
+    if ctx.cfg.settings.state.backend != "memory":  # counted across instances too (§7)
+        killed = answer.nonce if check.killed and answer is not None else None
+        window = ctx.cfg.settings.protection.ban_window
+        ctx.st.questions.append(ShareFailure(ctx.ip, window, killed, check.expiry or 0.0))
     info = Info(info.method, info.call_id, "", user, 0, check.outcome.value)
     return refuse(ctx, Cause.AUTH_FAILED, info, counted=True)
+
+
+def counted(ctx: Context, pending: Pending, shared: bool | None) -> DigestCheck:
+    """A `Pending` answer with every instance's nonce-count verdict: OK or REPLAY. None: the
+    shared state is unavailable, so the local view decides (`state.on_error: local`; the local
+    tracker is kept in step either way). A retransmission admitted meanwhile stays OK."""
+    st = ctx.st
+    check: DigestCheck = pending.check
+    answer = check.answer
+    assert answer is not None
+    local = st.tracker.accept(answer.nonce, answer.nonce_count, pending.expiry, ctx.now)
+    key = retransmission_key(ctx.msg, ctx.ip, answer)
+    if st.answered.get(key, ctx.now) is None and not (local if shared is None else shared):
+        return check._replace(outcome=DigestOutcome.REPLAY)
+    st.answered.put(key, True, ctx.now + RETRANSMISSION_TTL)
+    return check._replace(outcome=DigestOutcome.OK)
 
 
 def _our_credentials(ctx: Context) -> tuple[list[Credentials], dict[int, bool]]:
@@ -294,12 +329,14 @@ def check_digest(
     correct = verify(answer, ha1, text(msg.method), msg.body)
     verdict, expiry = st.issuer.check_with_expiry(answer.nonce, cfg.realm, ctx.ip, ctx.now)
     outcome = _outcome(ctx, answer, entry, correct, verdict)
+    killed = False
     if outcome is DigestOutcome.OK:
         outcome = _count_nonce(ctx, answer, expiry)
     elif verdict is NonceVerdict.VALID and not correct and expiry is not None:
         # A cracker reuses one nonce for many guesses: one wrong answer kills it.
         st.tracker.kill(answer.nonce, expiry, ctx.now)
-    return DigestCheck(outcome, parsed, answer, entry)
+        killed = True
+    return DigestCheck(outcome, parsed, answer, entry, expiry=expiry, killed=killed)
 
 
 def _outcome(
@@ -335,6 +372,8 @@ def _count_nonce(ctx: Context, answer: DigestAnswer, expiry: float | None) -> Di
     key = retransmission_key(ctx.msg, ctx.ip, answer)
     if st.answered.get(key, ctx.now) is not None:
         return DigestOutcome.OK
+    if expiry is not None and ctx.cfg.settings.state.backend != "memory":
+        return DigestOutcome.ASK  # every instance's count decides (DESIGN §7): `counted`
     if expiry is None or not st.tracker.accept(answer.nonce, answer.nonce_count, expiry, ctx.now):
         return DigestOutcome.REPLAY
     st.answered.put(key, True, ctx.now + RETRANSMISSION_TTL)
@@ -357,40 +396,37 @@ def retransmission_key(
     )
 
 
-class Offer(NamedTuple):
-    """What a challenge to these candidate trunks offers, and whether it is rate limited."""
-
-    algorithms: tuple[str, ...]
-    throttled: bool
-
-
-def _offer(ctx: Context, candidates: Sequence[Trunk]) -> Offer:
-    """The challenge order: the first credential trunk's, then the others' (DESIGN §3).
-
-    The anonymous per-source bucket (protection.rate) is for sources that only an open trunk
-    admits: a source a trunk's whitelist names is that trunk's to limit (issue 12 item 6), so a
-    carrier sending hundreds of calls a second from one address is never throttled by it."""
+def _algorithms(ctx: Context, candidates: Sequence[Trunk]) -> tuple[str, ...]:
+    """The challenge order: the first credential trunk's, then the others' (DESIGN §3)."""
     default = ctx.cfg.settings.auth.algorithms
     seen: list[str] = []
-    named = False
     for trunk in candidates:
-        named = named or bool(trunk.whitelist)
         if trunk.requires_auth:
             for algorithm in trunk.algorithms or default:
                 if algorithm not in seen:
                     seen.append(algorithm)
-    return Offer(tuple(seen) or default, not named)
+    return tuple(seen) or default
 
 
-def _challenge(ctx: Context, offer: Offer, stale: bool, cause: Cause, info: Info) -> list[Action]:
+def _throttled(ctx: Context) -> bool:
+    """Whether a challenge to this source passes the anonymous per-source bucket
+    (protection.rate): only when no trunk's whitelist names the source, i.e. an open trunk (or
+    none) admits it. A named source is its trunk's to limit (issue 12 item 6), so a carrier
+    sending hundreds of calls a second from one address is never throttled by it."""
+    return not any(trunk.whitelist for trunk in ctx.cfg.matcher.candidates(ctx.source.host))
+
+
+def _challenge(
+    ctx: Context, algorithms: Sequence[str], stale: bool, cause: Cause, info: Info
+) -> list[Action]:
     """401 + WWW-Authenticate for REGISTER, else 407 + Proxy-Authenticate (RFC 3261 §22.1)."""
     cfg, st = ctx.cfg, ctx.st
-    if offer.throttled and not st.guard.allow_request(ctx.ip, ctx.now):
+    if _throttled(ctx) and not st.guard.allow_request(ctx.ip, ctx.now):
         return rate_limited(ctx, info)
     nonce = st.issuer.issue(
         cfg.realm, ctx.ip, ctx.now, cfg.settings.auth.nonce_ttl, st.next_unique()
     )
-    values = build_challenges(cfg.realm, nonce, cfg.opaque, offer.algorithms, stale)
+    values = build_challenges(cfg.realm, nonce, cfg.opaque, algorithms, stale)
     if ctx.msg.method == b"REGISTER":
         status, reason, name = 401, b"Unauthorized", b"WWW-Authenticate"
     else:

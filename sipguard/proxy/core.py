@@ -47,21 +47,33 @@ Decisions where the contract is silent, and why:
 
 from __future__ import annotations
 
+from functools import partial
+
 from sipguard.auth.credentials import CredentialStore
 from sipguard.auth.nonce import NonceIssuer, NonceTracker
 from sipguard.errors import MessageTooLarge, ParseError
 from sipguard.policy.guard import BanEvent, Guard, GuardSettings
-from sipguard.policy.whitelist import RuleSet, SourceMatcher, source_ip
+from sipguard.policy.whitelist import RuleSet, SourceMatcher, normalise_source_text
 from sipguard.proxy import admission, forwarding
-from sipguard.proxy.actions import Action, Address, Cause, Drop, Forward, Info, Reply, Transport
-from sipguard.proxy.context import Admitted, Config, Context, State
+from sipguard.proxy.actions import (
+    Action,
+    Address,
+    AskNonceCount,
+    Cause,
+    Drop,
+    Forward,
+    Info,
+    Question,
+    Reply,
+    Transport,
+)
+from sipguard.proxy.context import Admitted, Config, Context, Pending, State
 from sipguard.proxy.memory import Admission, ExpiringTable
 from sipguard.proxy.outgoing import NEEDS_INDEX, fragments_for
 from sipguard.proxy.replies import RETRY_AFTER, reply
 from sipguard.proxy.via import branch_key, tag_for
 from sipguard.settings import Settings
 from sipguard.sip import (
-    DEFAULT_LIMITS,
     ParserLimits,
     Request,
     Response,
@@ -77,7 +89,7 @@ def _guard_settings(settings: Settings) -> GuardSettings:
         ban_failures=protection.ban_failures,
         ban_window=protection.ban_window,
         ban_duration=protection.ban_duration,
-        never_ban=RuleSet.from_texts(protection.never_ban).__contains__,
+        never_ban=RuleSet(protection.never_ban).__contains__,
         rate=protection.rate,
         burst=protection.burst,
         scanner_user_agents=tuple(protection.scanner_user_agents),
@@ -86,15 +98,7 @@ def _guard_settings(settings: Settings) -> GuardSettings:
 
 def compile_config(settings: Settings, issuer: NonceIssuer, nonce_key: bytes) -> Config:
     """Everything a message is decided under, derived from `settings` once per load."""
-    limits = settings.limits
-    parser_limits = ParserLimits(
-        max_message_bytes=limits.max_message_bytes,
-        max_headers=limits.max_headers,
-        max_line_bytes=limits.max_line_bytes,
-        max_uri_bytes=limits.max_uri_bytes,
-        max_header_block_bytes=max(DEFAULT_LIMITS.max_header_block_bytes, 0),
-        max_body_bytes=limits.max_message_bytes,
-    )
+    parser_limits = ParserLimits.from_settings(settings.limits)
     upstreams = tuple(Address(Transport(u.transport), u.host, u.port) for u in settings.upstream)
     listeners = tuple(Address(Transport(x.transport), x.host, x.port) for x in settings.listen)
     return Config(
@@ -189,7 +193,7 @@ class Core:
         """Decide what to do with one message (a datagram, or one framed stream message)."""
         cfg, st = self._config, self._state
         from_upstream = (source.host, source.port) in cfg.upstream_endpoints
-        ip = source_ip(source.host)
+        ip = normalise_source_text(source.host)
         if not from_upstream and st.guard.is_banned(ip, now):
             # The cheapest path: no parsing for a banned source (issue 7).
             return [Drop(Cause.BANNED)]
@@ -214,6 +218,13 @@ class Core:
     def _on_client_request(self, ctx: Context) -> list[Action]:
         """A request from outside: admission's verdict, and what it means."""
         verdict = admission.decide(ctx)
+        if isinstance(verdict, Pending):
+            # Shared state (DESIGN §7): a question for the shell; no action until it answers.
+            resume = partial(self._resume, ctx, verdict)
+            answer = verdict.check.answer
+            question = AskNonceCount(answer.nonce, answer.nonce_count, verdict.expiry, resume)
+            self._state.questions.append(question)
+            return []
         if not isinstance(verdict, Admitted):
             return verdict
         forward = forwarding.to_upstream(ctx, verdict)
@@ -222,6 +233,40 @@ class Core:
             ok = reply(ctx, 200, b"OK", Cause.CANCEL_FORWARDED, verdict.info)
             return [ok, *forward]
         return forward
+
+    # ------------------------------------------------------------------ shared state (§7)
+
+    def _resume(
+        self, ctx: Context, pending: Pending, shared: bool | None, now: float
+    ) -> list[Action]:
+        """Conclude a `Pending` admission with every instance's nonce-count verdict (None: the
+        shared state is unavailable: the local view decides, or `503` with on_error: refuse)."""
+        ctx = ctx._replace(now=now)
+        if shared is None and self._config.settings.state.on_error == "refuse":
+            extra = ((b"Retry-After", RETRY_AFTER),)
+            info = pending.info
+            return [reply(ctx, 503, b"Service Unavailable", Cause.STATE_ERROR, info, extra=extra)]
+        check = admission.counted(ctx, pending, shared)
+        verdict = admission.conclude(ctx, check, pending.algorithms, pending.info)
+        if not isinstance(verdict, Admitted):
+            return verdict
+        return forwarding.to_upstream(ctx, verdict)
+
+    def shared_failures(self, ip: str, count: int, now: float) -> BanEvent | None:
+        """The failure count of `ip` across every instance (the answer to a `ShareFailure`): the
+        ban it calls for, which the shell publishes; every instance (this one included) applies
+        it when it hears it (`apply_ban`)."""
+        return self._state.guard.shared_ban(ip, count, now)
+
+    def apply_ban(self, ip: str, until: float, now: float) -> BanEvent | None:
+        """A ban heard from shared state (any instance, this one included), kept in the local
+        guard so that the source is dropped without a round trip; None if nothing changed."""
+        return self._state.guard.ban_until(ip, until, now)
+
+    @property
+    def questions(self) -> list[Question]:
+        """What the core asks of, or tells, the shared state (drained by the shell)."""
+        return self._state.questions
 
     def upstream_failed(self, forward: Forward, now: float) -> list[Action]:
         """A Forward could not be delivered (refused, unreachable, TLS failure, connection lost):

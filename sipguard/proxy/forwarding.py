@@ -17,7 +17,7 @@ Extension points:
 
 from __future__ import annotations
 
-from sipguard.policy.whitelist import source_ip
+from sipguard.policy.whitelist import normalise_source_text
 from sipguard.proxy.actions import Action, Address, Cause, Drop, Forward, Info, Origin
 from sipguard.proxy.context import Admitted, Config, Context, State
 from sipguard.proxy.memory import (
@@ -189,7 +189,7 @@ def from_upstream(ctx: Context) -> list[Action]:
         edits.replace_max_forwards(msg.max_forwards - 1)
     if msg.method in DIALOG_CREATING and not msg.to.tag:
         edits.insert_headers(record_routes(b"Record-Route", ctx.local, out_local, destination))
-        admission = Admission(source_ip(destination.host), "", "")
+        admission = Admission(normalise_source_text(destination.host), "", "")
         st.dialogs.put(msg.call_id, admission, ctx.now + DIALOG_TTL)
     elif msg.method == b"BYE":
         st.dialogs.expire_at_most(msg.call_id, ctx.now + DIALOG_LINGER)

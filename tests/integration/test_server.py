@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -24,9 +23,11 @@ import pytest
 from sipguard.metrics import Metrics
 from sipguard.notify import Notifier
 from sipguard.observer import Observer
+from sipguard.policy.whitelist import parse_rules
 from sipguard.proxy.actions import Transport
-from sipguard.server import ListenerError, Server, reserved_sources
+from sipguard.server import ListenerError, Server, reserved_sources, stream_limits
 from sipguard.settings import Listener, Trunk, Upstream
+from sipguard.transport.stream import StreamLimits
 from tests.integration.test_transport import (
     DEADLINE,
     EchoCore,
@@ -36,6 +37,7 @@ from tests.integration.test_transport import (
     sip,
     udp_client,
 )
+from tests.polling import wait_for, wait_for_async
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -246,9 +248,7 @@ async def test_hurry_ends_the_drain() -> None:
     await server.start()
     stopping = asyncio.get_running_loop().create_task(server.stop())
     try:
-        async with asyncio.timeout(DEADLINE):
-            while not server.stopping:
-                await asyncio.sleep(0.01)
+        await wait_for_async(lambda: server.stopping, DEADLINE, "the drain to begin")
         assert not stopping.done()  # draining: the core has work in flight
         server.hurry()
         await asyncio.wait_for(stopping, DEADLINE)
@@ -258,12 +258,20 @@ async def test_hurry_ends_the_drain() -> None:
         await stopping
 
 
+def test_default_stream_limits_are_the_settings_defaults() -> None:
+    """One home: `settings.Limits` holds the defaults; `StreamLimits` reads them."""
+    assert stream_limits(make_settings(("tcp", "127.0.0.1"))) == StreamLimits()
+
+
 def test_reserved_sources_are_named_addresses() -> None:
     """SECURITY-CASES 9: the connections kept back from strangers are for the addresses a
     trunk's whitelist or an upstream names; an empty whitelist (any address) names nobody."""
     settings = replace(
         make_settings(("tcp", "127.0.0.1")),
-        trunks=(Trunk("pbx", whitelist=("192.0.2.0/24", "2001:db8::1")), Trunk("anyone")),
+        trunks=(
+            Trunk("pbx", whitelist=parse_rules(("192.0.2.0/24", "2001:db8::1"))),
+            Trunk("anyone"),
+        ),
         upstream=(Upstream("sip:198.51.100.7:5060", "udp", "198.51.100.7", 5060),),
     )
     reserved = reserved_sources(settings)
@@ -283,7 +291,7 @@ async def test_reload_replaces_reserved_sources() -> None:
     try:
         streams = server.dispatcher.streams
         assert streams.reserved is None
-        new = replace(settings, trunks=(Trunk("pbx", whitelist=("127.0.0.3",)),))
+        new = replace(settings, trunks=(Trunk("pbx", whitelist=parse_rules(("127.0.0.3",))),))
         assert await server.reload(new) == []
         assert streams.reserved is not None and streams.reserved("127.0.0.3")
         assert not streams.reserved("127.0.0.4")
@@ -296,11 +304,7 @@ async def test_tick_called_every_second() -> None:
     server = Server(make_settings(("udp", "127.0.0.1")), core)
     await server.start()
     try:
-        loop = asyncio.get_running_loop()
-        end = loop.time() + DEADLINE
-        while core.ticks < 1 and loop.time() < end:
-            await asyncio.sleep(0.05)
-        assert core.ticks >= 1
+        await wait_for_async(lambda: core.ticks >= 1, DEADLINE, "a tick")
     finally:
         await server.stop()
 
@@ -359,16 +363,20 @@ class Daemon:
             self.lines.append(raw.decode(errors="replace").rstrip("\n"))
 
     def wait_for(self, condition: Callable[[], bool], what: str) -> None:
-        end = time.monotonic() + 15
-        while not condition():
-            if time.monotonic() > end:
-                raise AssertionError(f"timed out waiting for {what}: {self.lines}")
-            if self.proc.poll() is not None and not condition():
+        def met() -> bool:
+            if condition():
+                return True
+            if self.proc.poll() is not None:  # it exited: read what it wrote, then decide
                 self._reader.join(2)
                 if condition():
-                    return
+                    return True
                 raise AssertionError(f"exited {self.proc.returncode}: {self.lines}")
-            time.sleep(0.02)
+            return False
+
+        try:
+            wait_for(met, 15, what)
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}: {self.lines}") from None
 
     def wait_line(self, text: str) -> None:
         self.wait_for(lambda: any(text in line for line in self.lines), repr(text))
