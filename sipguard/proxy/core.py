@@ -200,7 +200,8 @@ class Core:
         try:
             msg = parse_message(data, cfg.parser_limits)
         except ParseError as exc:
-            return self._on_parse_error(exc, data, source, local, connection, from_upstream)
+            where = (source, local, connection)
+            return self._on_parse_error(exc, data, where, from_upstream)
         try:
             if isinstance(msg, Response):
                 return forwarding.relay_response(cfg, st, msg)
@@ -213,7 +214,8 @@ class Core:
             return self._on_client_request(ctx)
         except ParseError as exc:
             # A header parsed on demand (Via, From, URI...) was malformed.
-            return self._on_parse_error(exc, data, source, local, connection, from_upstream, msg)
+            where = (source, local, connection)
+            return self._on_parse_error(exc, data, where, from_upstream, msg)
 
     def _on_client_request(self, ctx: Context) -> list[Action]:
         """A request from outside: admission's verdict, and what it means."""
@@ -310,12 +312,14 @@ class Core:
         self,
         exc: ParseError,
         data: bytes,
-        source: Address,
-        local: Address,
-        connection: int | None,
+        where: tuple[Address, Address, int | None],
         from_upstream: bool,
         msg: Request | Response | None = None,
     ) -> list[Action]:
+        """A message we could not read: 400/513 when a reply can be routed (never to a stranger
+        when it would be larger than what it sent, SECURITY-CASES 8), else silence. `where`:
+        the source, the listener and the connection it came on."""
+        source, local, connection = where
         cause = Cause.TOO_LARGE if isinstance(exc, MessageTooLarge) else Cause.PARSE_ERROR
         info = Info(status=exc.status, detail=exc.detail[:120])
         if isinstance(msg, Response):
