@@ -36,6 +36,7 @@ from sipguard.proxy.via import (
     parse_flow_token,
     received_params,
     response_destination,
+    top_via_line,
     transaction_key,
     uri_destination,
     via_value_with_flow,
@@ -224,7 +225,12 @@ def relay_response(cfg: Config, st: State, msg: Response) -> list[Action]:
     if msg.cseq.method == b"CANCEL":
         # We answered the CANCEL ourselves (§16.10); the next hop's 200 ends here.
         return [Drop(Cause.CANCEL_FORWARDED, info)]
-    data = Edits(msg).remove_top_via().build()
+    cut = top_via_line(msg)
+    if cut is None:
+        data = Edits(msg).remove_top_via().build()
+    else:
+        raw = msg.raw
+        data = raw[: cut[0]] + raw[cut[1] :]
     return [Forward(data, destination, listener_for(cfg, destination), None, Cause.RESPONSE, info)]
 
 
