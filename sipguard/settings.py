@@ -142,9 +142,6 @@ class Credential:
         if self.valid_until is not None and self.valid_until.tzinfo is None:
             raise ValueError(f"credential {self.username!r}: valid_until must be timezone-aware")
 
-    def is_valid_at(self, now: datetime) -> bool:
-        return self.valid_until is None or now < self.valid_until
-
 
 @dataclass(frozen=True, slots=True)
 class Rule:

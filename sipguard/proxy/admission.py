@@ -410,12 +410,20 @@ def _algorithms(ctx: Context, candidates: Sequence[Trunk]) -> tuple[str, ...]:
     return tuple(seen) or default
 
 
+def _throttled(ctx: Context) -> bool:
+    """Whether a challenge to this source passes the anonymous per-source bucket
+    (protection.rate): only when no trunk's whitelist names the source, i.e. an open trunk (or
+    none) admits it. A named source is its trunk's to limit (issue 12 item 6), so a carrier
+    sending hundreds of calls a second from one address is never throttled by it."""
+    return not any(trunk.whitelist for trunk in ctx.cfg.matcher.candidates(ctx.source.host))
+
+
 def _challenge(
     ctx: Context, algorithms: Sequence[str], stale: bool, cause: Cause, info: Info
 ) -> list[Action]:
     """401 + WWW-Authenticate for REGISTER, else 407 + Proxy-Authenticate (RFC 3261 §22.1)."""
     cfg, st = ctx.cfg, ctx.st
-    if not st.guard.allow_request(ctx.ip, ctx.now):
+    if _throttled(ctx) and not st.guard.allow_request(ctx.ip, ctx.now):
         return rate_limited(ctx, info)
     nonce = st.issuer.issue(
         cfg.realm, ctx.ip, ctx.now, cfg.settings.auth.nonce_ttl, st.next_unique()

@@ -56,7 +56,7 @@ from sipguard.auth.credentials import CredentialStore
 from sipguard.auth.nonce import NonceIssuer, NonceTracker
 from sipguard.errors import MessageTooLarge, ParseError
 from sipguard.policy.guard import BanEvent, Guard, GuardSettings
-from sipguard.policy.whitelist import RuleSet, SourceMatcher
+from sipguard.policy.whitelist import RuleSet, SourceMatcher, normalise_source_text
 from sipguard.proxy import admission, forwarding
 from sipguard.proxy.actions import (
     Action,
@@ -73,7 +73,7 @@ from sipguard.proxy.actions import (
 from sipguard.proxy.context import Admitted, Config, Context, Pending, State
 from sipguard.proxy.memory import Admission, ExpiringTable
 from sipguard.proxy.outgoing import NEEDS_INDEX, fragments_for
-from sipguard.proxy.replies import RETRY_AFTER, ip_key, reply
+from sipguard.proxy.replies import RETRY_AFTER, reply
 from sipguard.proxy.via import branch_key, tag_for
 from sipguard.settings import Settings
 from sipguard.sip import (
@@ -216,14 +216,15 @@ class Core:
         """Decide what to do with one message (a datagram, or one framed stream message)."""
         cfg, st = self._config, self._state
         from_upstream = (source.host, source.port) in cfg.upstream_endpoints
-        ip = ip_key(source.host)
+        ip = normalise_source_text(source.host)
         if not from_upstream and st.guard.is_banned(ip, now):
             # The cheapest path: no parsing for a banned source (issue 7).
             return [Drop(Cause.BANNED)]
         try:
             msg = parse_message(data, cfg.parser_limits)
         except ParseError as exc:
-            return self._on_parse_error(exc, data, source, local, connection, from_upstream)
+            where = (source, local, connection)
+            return self._on_parse_error(exc, data, where, from_upstream)
         try:
             if isinstance(msg, Response):
                 return forwarding.relay_response(cfg, st, msg)
@@ -236,7 +237,8 @@ class Core:
             return self._on_client_request(ctx)
         except ParseError as exc:
             # A header parsed on demand (Via, From, URI...) was malformed.
-            return self._on_parse_error(exc, data, source, local, connection, from_upstream, msg)
+            where = (source, local, connection)
+            return self._on_parse_error(exc, data, where, from_upstream, msg)
 
     def _on_client_request(self, ctx: Context) -> list[Action]:
         """A request from outside: admission's verdict, and what it means."""
@@ -298,9 +300,11 @@ class Core:
         request's headers were recovered, else a Drop; the shell closes the connection in any
         case (the next message's boundary is unknowable)."""
         from_upstream = (source.host, source.port) in self._config.upstream_endpoints
-        if not from_upstream and self._state.guard.is_banned(ip_key(source.host), now):
+        if not from_upstream and self._state.guard.is_banned(
+            normalise_source_text(source.host), now
+        ):
             return [Drop(Cause.BANNED)]
-        return self._on_parse_error(error, b"", source, local, connection, from_upstream)
+        return self._on_parse_error(error, b"", (source, local, connection), from_upstream)
 
     def upstream_failed(self, forward: Forward, now: float) -> list[Action]:
         """A Forward could not be delivered (refused, unreachable, TLS failure, connection lost):
@@ -344,12 +348,14 @@ class Core:
         self,
         exc: ParseError,
         data: bytes,
-        source: Address,
-        local: Address,
-        connection: int | None,
+        where: tuple[Address, Address, int | None],
         from_upstream: bool,
         msg: Request | Response | None = None,
     ) -> list[Action]:
+        """A message we could not read: 400/513 when a reply can be routed (never to a stranger
+        when it would be larger than what it sent, SECURITY-CASES 8), else silence. `where`:
+        the source, the listener and the connection it came on."""
+        source, local, connection = where
         cause = Cause.TOO_LARGE if isinstance(exc, MessageTooLarge) else Cause.PARSE_ERROR
         info = Info(status=exc.status, detail=exc.detail[:120])
         if isinstance(msg, Response):
