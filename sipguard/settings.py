@@ -1,8 +1,8 @@
 """The validated configuration of sipguard, as frozen values.
 
 Owns: the types every layer reads its configuration from (`Settings`, `Listener`, `Upstream`,
-`AuthSettings`, `Trunk`, `Credential`, `Limits`, `Protection`...), and the named defaults of every
-limit, each with the reason for its value.
+`AuthSettings`, `Trunk`, `TrunkLimits`, `Credential`, `Limits`, `Protection`...), and the named
+defaults of every limit, each with the reason for its value.
 
 Never does: read files, YAML or the environment, resolve names, hash passwords (digest math
 belongs to `sipguard.auth`). It imports only the standard library's dataclasses, enum, datetime
@@ -142,6 +142,39 @@ class Credential:
 
 
 @dataclass(frozen=True, slots=True)
+class TrunkLimits:
+    """What one trunk (a tenant) may use of the platform (issue 17); None: not limited.
+
+    Enforced by `sipguard.policy.limits`: the per-second rates are token buckets holding two
+    seconds' worth of tokens (`BURST_SECONDS` there)."""
+
+    calls_per_second: float | None = None  # new INVITEs admitted per second
+    concurrent_calls: int | None = None  # calls being set up or established at once
+    registrations_per_second: float | None = None  # REGISTER requests admitted per second
+    # Seconds after which a call whose BYE never came (lost, crashed peer) stops counting: 4 h,
+    # like the dialog memory of the core, is longer than nearly every real call.
+    max_call_duration: float = 14400.0
+
+    def __post_init__(self) -> None:
+        # Guards against programming errors; sipguard.config validates operator input.
+        for rate in (self.calls_per_second, self.registrations_per_second):
+            if rate is not None and not rate > 0:
+                raise ValueError("trunk limits: a rate must be > 0")
+        if self.concurrent_calls is not None and self.concurrent_calls < 0:
+            raise ValueError("trunk limits: concurrent_calls must be >= 0")
+        if not self.max_call_duration > 0:
+            raise ValueError("trunk limits: max_call_duration must be > 0")
+
+    @property
+    def is_limited(self) -> bool:
+        return (
+            self.calls_per_second is not None
+            or self.concurrent_calls is not None
+            or self.registrations_per_second is not None
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Trunk:
     """A group of sources trusted together: by address (whitelist), by digest, or both."""
 
@@ -150,6 +183,7 @@ class Trunk:
     credentials: tuple[Credential, ...] = ()  # empty = the whitelist alone admits (IP trust)
     algorithms: tuple[str, ...] | None = None  # overrides auth.algorithms for this trunk
     allow_open: bool = False  # operator accepted a trunk with neither whitelist nor credentials
+    limits: TrunkLimits = field(default_factory=TrunkLimits)  # rates and concurrent calls
 
     @property
     def requires_auth(self) -> bool:
