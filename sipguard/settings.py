@@ -1,8 +1,8 @@
 """The validated configuration of sipguard, as frozen values.
 
 Owns: the types every layer reads its configuration from (`Settings`, `Listener`, `Upstream`,
-`AuthSettings`, `Trunk`, `TrunkLimits`, `Credential`, `Limits`, `Protection`...), and the named
-defaults of every limit, each with the reason for its value.
+`AuthSettings`, `Trunk`, `TrunkLimits`, `AdminSettings`, `Credential`, `Limits`, `Protection`...),
+and the named defaults of every limit, each with the reason for its value.
 
 Never does: read files, YAML or the environment, resolve names, hash passwords (digest math
 belongs to `sipguard.auth`). It imports only the standard library's dataclasses, enum, datetime
@@ -199,6 +199,28 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AdminSettings:
+    """The admin API's own listener (issue 17): JSON over HTTP, a bearer token required.
+
+    `host` is a loopback address unless the operator set `allow_remote` (the config loader
+    refuses anything else), since the API can lift bans and reload the configuration."""
+
+    host: str
+    port: int
+    token: bytes = field(repr=False, hash=False)  # from token_file, trailing newline removed
+    token_source: str = ""  # e.g. "file:/etc/sipguard/admin.token"; never the token itself
+    allow_remote: bool = False
+
+    def __post_init__(self) -> None:
+        if len(self.token) < MIN_ADMIN_TOKEN_BYTES:
+            raise ValueError(f"admin: the token is shorter than {MIN_ADMIN_TOKEN_BYTES} bytes")
+
+
+# A bearer token shorter than this can be guessed; `openssl rand -hex 32` writes 64.
+MIN_ADMIN_TOKEN_BYTES = 16
+
+
+@dataclass(frozen=True, slots=True)
 class LogSettings:
     level: str = "info"  # debug | info | warning | error
     format: str = "auto"  # json | console | auto (console on a terminal, json otherwise)
@@ -279,3 +301,6 @@ class Settings:
     log: LogSettings = field(default_factory=LogSettings)
     limits: Limits = field(default_factory=Limits)
     protection: Protection = field(default_factory=Protection)
+    admin: AdminSettings | None = None  # None: no admin API (the default)
+    # SHA-256 (hex) of the config file's bytes as loaded; "" for settings built by hand.
+    source_sha256: str = ""
