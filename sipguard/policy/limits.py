@@ -20,7 +20,8 @@ How a call is counted (RFC 3261 §12: a dialog is Call-ID + the two tags):
   INVITE, or its CANCEL, §9: only a call still being set up, so a failed re-INVITE never ends an
   answered call), or `expire`: a call never answered is released after `SETUP_TIMEOUT`, an
   answered one after the trunk's `max_call_duration`, so no count can stay stuck (lost BYE,
-  crashed peer). Nothing counts longer than `max_call_duration` at a stretch.
+  crashed peer). Nothing counts longer than `max_call_duration` at a stretch, and a call that
+  stopped counting is never counted again (a late 2xx or BYE changes nothing).
 
 Memory: a capped trunk never holds more entries than its `concurrent_calls`, so it is always
 counted exactly. Trunks without a cap share `max_uncapped` entries; beyond that a call is
@@ -122,17 +123,19 @@ class _Bucket:
 
     __slots__ = ("burst", "rate", "stamp", "tokens")
 
-    def __init__(self, rate: float, now: float) -> None:
+    def __init__(self, rate: float) -> None:
         self.rate = rate
         self.burst = max(1.0, rate * BURST_SECONDS)
-        self.tokens = self.burst
-        self.stamp = now
+        self.tokens = self.burst  # a new bucket is full
+        self.stamp: float | None = None
 
     def take(self, now: float) -> int | None:
         """None if a token was taken; else the whole seconds until one is there (>= 1)."""
-        elapsed = now - self.stamp
-        if elapsed > 0:  # a clock that steps back must not mint tokens
-            self.tokens = min(self.burst, self.tokens + elapsed * self.rate)
+        stamp = self.stamp
+        if stamp is None:
+            self.stamp = now
+        elif now > stamp:  # a clock that steps back must not mint tokens
+            self.tokens = min(self.burst, self.tokens + (now - stamp) * self.rate)
             self.stamp = now
         if self.tokens >= 1.0:
             self.tokens -= 1.0
@@ -155,7 +158,7 @@ class _Trunk:
         "registrations_admitted",
     )
 
-    def __init__(self, name: str, limits: TrunkLimits, now: float) -> None:
+    def __init__(self, name: str, limits: TrunkLimits) -> None:
         self.name = name
         self.configured = True  # False: removed by a reload, kept while its calls last
         self.active = 0
@@ -165,23 +168,23 @@ class _Trunk:
         self.limits = limits
         self.calls: _Bucket | None = None
         self.registrations: _Bucket | None = None
-        self.apply(limits, now)
+        self.apply(limits)
 
-    def apply(self, limits: TrunkLimits, now: float) -> None:
+    def apply(self, limits: TrunkLimits) -> None:
         """New limits; a bucket whose rate is unchanged keeps its tokens."""
         old = self.limits
         self.limits = limits
         if limits.calls_per_second is None:
             self.calls = None
         elif self.calls is None or old.calls_per_second != limits.calls_per_second:
-            self.calls = _Bucket(limits.calls_per_second, now)
+            self.calls = _Bucket(limits.calls_per_second)
         if limits.registrations_per_second is None:
             self.registrations = None
         elif (
             self.registrations is None
             or old.registrations_per_second != limits.registrations_per_second
         ):
-            self.registrations = _Bucket(limits.registrations_per_second, now)
+            self.registrations = _Bucket(limits.registrations_per_second)
 
     def refuse(self, verdict: LimitVerdict, retry_after: int | None = None) -> Decision:
         self.refused[verdict] += 1
@@ -210,17 +213,17 @@ class TrunkLimiter:
         self._deadlines: list[tuple[float, DialogKey]] = []
         self._untracked = 0
 
-    def configure(self, limits: Mapping[str, TrunkLimits], now: float) -> None:
+    def configure(self, limits: Mapping[str, TrunkLimits]) -> None:
         """The trunks of a new config. Calls in progress stay counted (a removed trunk's until
         they end); a rate that did not change keeps its bucket."""
         trunks = self._trunks
         for name, trunk_limits in limits.items():
             state = trunks.get(name)
             if state is None:
-                trunks[name] = _Trunk(name, trunk_limits, now)
+                trunks[name] = _Trunk(name, trunk_limits)
             else:
                 state.configured = True
-                state.apply(trunk_limits, now)
+                state.apply(trunk_limits)
         for name in [n for n in trunks if n not in limits]:
             if trunks[name].active:
                 trunks[name].configured = False
@@ -266,24 +269,15 @@ class TrunkLimiter:
 
     # -- the life of a call ---------------------------------------------------------------------
 
-    def established(self, trunk: str, key: DialogKey, callee_tag: bytes, now: float) -> None:
-        """A 2xx to an initial INVITE of `trunk` (RFC 3261 §13.2.2.4). A call no longer in the
-        table (its setup timed out) is counted again if there is room: it is up after all."""
+    def established(self, key: DialogKey, callee_tag: bytes, now: float) -> None:
+        """A 2xx to an INVITE (RFC 3261 §13.2.2.4): the call being set up is answered. The
+        first 2xx counts; a retransmission, a forked 2xx, the 2xx to a re-INVITE and the 2xx
+        of a call no longer counted (released, or admitted while the table was full) change
+        nothing, so that no answer can extend or revive a count."""
         call = self._calls.get(key)
-        if call is not None:
-            if call.callee_tag is None:  # the first 2xx; retransmissions and forks change nothing
-                call.callee_tag = callee_tag
-                self._move(key, call, now + call.trunk.limits.max_call_duration)
-            return
-        state = self._trunks.get(trunk)
-        if state is None or not state.configured:
-            return
-        cap = state.limits.concurrent_calls
-        if cap is not None and state.active >= cap:
-            return
-        call = self._track(key, state, b"", now + state.limits.max_call_duration)
-        if call is not None:
+        if call is not None and call.callee_tag is None:
             call.callee_tag = callee_tag
+            self._move(key, call, now + call.trunk.limits.max_call_duration)
 
     def ended(self, call_id: bytes, from_tag: bytes, to_tag: bytes) -> str | None:
         """A BYE from either side (RFC 3261 §15): the caller's (From-tag = caller) or the
@@ -347,14 +341,13 @@ class TrunkLimiter:
 
     # -- the table ------------------------------------------------------------------------------
 
-    def _track(self, key: DialogKey, state: _Trunk, branch: bytes, deadline: float) -> _Call | None:
+    def _track(self, key: DialogKey, state: _Trunk, branch: bytes, deadline: float) -> None:
         if state.limits.concurrent_calls is None and len(self._calls) >= self._max_uncapped:
             self._untracked += 1
-            return None
-        call = self._calls[key] = _Call(state, branch, deadline)
+            return
+        self._calls[key] = _Call(state, branch, deadline)
         state.active += 1
         heapq.heappush(self._deadlines, (deadline, key))
-        return call
 
     def _move(self, key: DialogKey, call: _Call, deadline: float) -> None:
         call.deadline = deadline

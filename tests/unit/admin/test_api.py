@@ -133,7 +133,7 @@ class Harness:
 async def admin() -> AsyncIterator[Harness]:
     settings = AdminSettings("127.0.0.1", 0, TOKEN, "file:/etc/sipguard/admin.token")
     core = GuardCore()
-    core.limiter.configure({t.name: t.limits for t in make_settings(None).trunks}, 0.0)
+    core.limiter.configure({t.name: t.limits for t in make_settings(None).trunks})
     server = Reloader(make_settings(settings))
     observer = Recorder()
     backend = DaemonBackend(server, core, observer, "/etc/sipguard/sipguard.yaml")

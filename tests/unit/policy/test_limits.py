@@ -28,7 +28,7 @@ OTHER = "other"
 
 def limiter(**limits: float | int | None) -> TrunkLimiter:
     result = TrunkLimiter()
-    result.configure({ACME: TrunkLimits(**limits), OTHER: TrunkLimits()}, 0.0)  # type: ignore[arg-type]
+    result.configure({ACME: TrunkLimits(**limits), OTHER: TrunkLimits()})  # type: ignore[arg-type]
     return result
 
 
@@ -118,7 +118,7 @@ def test_sixth_call_refused_until_a_bye() -> None:
     lim = limiter(concurrent_calls=5)
     for n in range(5):
         assert call(lim, n, 0.0) == ADMIT
-        lim.established(ACME, key(n), b"callee-%d" % n, 0.5)
+        lim.established(key(n), b"callee-%d" % n, 0.5)
     sixth = call(lim, 5, 1.0)
     assert sixth == Decision(LimitVerdict.CONCURRENT_CALLS, None)
     assert lim.active(ACME) == 5
@@ -133,7 +133,7 @@ def test_sixth_call_refused_until_a_bye() -> None:
 def test_bye_from_the_callee_side_releases() -> None:
     lim = limiter(concurrent_calls=1)
     call(lim, 0, 0.0)
-    lim.established(ACME, key(0), b"callee-0", 1.0)
+    lim.established(key(0), b"callee-0", 1.0)
     # The upstream's BYE: From is the callee, To the caller (RFC 3261 §12.2.1.1).
     assert lim.ended(b"call-0@pbx", b"callee-0", b"caller-0") == ACME
     assert lim.active(ACME) == 0
@@ -142,7 +142,7 @@ def test_bye_from_the_callee_side_releases() -> None:
 def test_bye_with_a_foreign_tag_does_not_release() -> None:
     lim = limiter(concurrent_calls=1)
     call(lim, 0, 0.0)
-    lim.established(ACME, key(0), b"callee-0", 1.0)
+    lim.established(key(0), b"callee-0", 1.0)
     assert lim.ended(b"call-0@pbx", b"caller-0", b"someone-else") is None
     assert lim.ended(b"call-9@pbx", b"caller-0", b"callee-0") is None
     assert lim.active(ACME) == 1
@@ -168,7 +168,7 @@ def test_failed_invite_and_cancel_release_a_call_being_set_up() -> None:
 def test_failed_reinvite_does_not_end_an_answered_call() -> None:
     lim = limiter(concurrent_calls=1)
     call(lim, 0, 0.0)
-    lim.established(ACME, key(0), b"callee-0", 1.0)
+    lim.established(key(0), b"callee-0", 1.0)
     assert lim.failed(key(0)) is None  # a 491 to a re-INVITE, or a late CANCEL
     assert lim.active(ACME) == 1
 
@@ -201,7 +201,7 @@ def test_zero_concurrent_calls_refuses_every_call() -> None:
 def test_lost_bye_released_after_max_call_duration() -> None:
     lim = limiter(concurrent_calls=1, max_call_duration=3)
     call(lim, 0, 0.0)
-    lim.established(ACME, key(0), b"callee-0", 1.0)
+    lim.established(key(0), b"callee-0", 1.0)
     assert lim.expire(3.9) == []
     assert lim.active(ACME) == 1
     assert not call(lim, 1, 3.9).admitted
@@ -227,24 +227,22 @@ def test_setup_never_counts_longer_than_max_call_duration() -> None:
     assert [r.reason for r in lim.expire(2.0)] == [ReleaseReason.SETUP_TIMEOUT]
 
 
-def test_answer_after_setup_timeout_counts_again_when_there_is_room() -> None:
+def test_answer_after_release_does_not_count_again() -> None:
     lim = limiter(concurrent_calls=1, max_call_duration=2)
     call(lim, 0, 0.0)
     lim.expire(2.0)
-    lim.established(ACME, key(0), b"callee-0", 3.0)  # the call is up after all
-    assert lim.active(ACME) == 1
-    lim.established(ACME, key(1), b"callee-1", 3.0)  # at the cap: not counted twice over
-    assert lim.active(ACME) == 1
-    lim.established("unknown", key(2), b"callee-2", 3.0)
-    assert lim.sizes().calls == 1
-    assert [r.reason for r in lim.expire(5.0)] == [ReleaseReason.MAX_CALL_DURATION]
+    lim.established(key(0), b"callee-0", 3.0)  # late: the count never comes back
+    lim.established(key(1), b"callee-1", 3.0)  # never admitted (a re-INVITE's 2xx)
+    assert lim.active(ACME) == 0
+    assert lim.sizes().calls == 0
+    assert lim.expire(100.0) == []
 
 
 def test_second_2xx_does_not_extend_the_call() -> None:
     lim = limiter(max_call_duration=10)
     call(lim, 0, 0.0)
-    lim.established(ACME, key(0), b"callee-0", 1.0)
-    lim.established(ACME, key(0), b"callee-fork", 5.0)  # a retransmitted or forked 2xx
+    lim.established(key(0), b"callee-0", 1.0)
+    lim.established(key(0), b"callee-fork", 5.0)  # a retransmitted or forked 2xx
     assert len(lim.expire(11.0)) == 1
     assert lim.ended(b"call-0@pbx", b"caller-0", b"callee-0") is None
 
@@ -254,7 +252,7 @@ def test_second_2xx_does_not_extend_the_call() -> None:
 
 def test_uncapped_trunks_share_a_bounded_table() -> None:
     lim = TrunkLimiter(max_uncapped=3)
-    lim.configure({ACME: TrunkLimits(concurrent_calls=2), OTHER: TrunkLimits()}, 0.0)
+    lim.configure({ACME: TrunkLimits(concurrent_calls=2), OTHER: TrunkLimits()})
     assert all(call(lim, n, 0.0, OTHER) == ADMIT for n in range(5))
     assert lim.active(OTHER) == 3
     assert lim.sizes().untracked == 2
@@ -271,7 +269,7 @@ def test_heap_stays_proportional_to_calls() -> None:
     lim = limiter(max_call_duration=100)
     for n in range(10_000):
         call(lim, n, float(n))
-        lim.established(ACME, key(n), b"callee", float(n))
+        lim.established(key(n), b"callee", float(n))
         lim.ended(b"call-%d@pbx" % n, b"caller-%d" % n, b"callee")
     assert lim.sizes().calls == 0
     assert len(lim._deadlines) <= 64 + 2
@@ -287,15 +285,14 @@ def test_reload_keeps_calls_and_unchanged_buckets() -> None:
     assert not call(lim, 2, 0.0).admitted  # bucket empty
     assert [lim.admit_registration(ACME, 0.0).admitted for _ in range(3)] == [True, True, False]
     lim.configure(
-        {ACME: TrunkLimits(calls_per_second=1, concurrent_calls=2, registrations_per_second=1)},
-        0.0,
+        {ACME: TrunkLimits(calls_per_second=1, concurrent_calls=2, registrations_per_second=1)}
     )
     assert not lim.admit_registration(ACME, 0.0).admitted  # same rate: same (empty) bucket
     assert lim.active(ACME) == 2
     assert not call(lim, 2, 0.0).admitted  # same rate: same (empty) bucket
-    lim.configure({ACME: TrunkLimits(calls_per_second=5, concurrent_calls=2)}, 0.0)
+    lim.configure({ACME: TrunkLimits(calls_per_second=5, concurrent_calls=2)})
     assert call(lim, 2, 0.0).verdict is LimitVerdict.CONCURRENT_CALLS  # new bucket, cap 2
-    lim.configure({ACME: TrunkLimits(concurrent_calls=3)}, 0.0)
+    lim.configure({ACME: TrunkLimits(concurrent_calls=3)})
     assert call(lim, 2, 0.0) == ADMIT  # no rate any more
     # Registrations unlimited now.
     assert all(lim.admit_registration(ACME, 0.0).admitted for _ in range(10))
@@ -304,7 +301,7 @@ def test_reload_keeps_calls_and_unchanged_buckets() -> None:
 def test_removed_trunk_kept_while_calls_last() -> None:
     lim = limiter(concurrent_calls=3)
     call(lim, 0, 0.0)
-    lim.configure({}, 1.0)
+    lim.configure({})
     assert lim.active(ACME) == 1  # still counted until it ends
     assert lim.usage(OTHER) is None  # no calls: forgotten
     assert call(lim, 1, 1.0) == ADMIT  # no limits configured for it any more: not counted
@@ -316,8 +313,8 @@ def test_removed_trunk_kept_while_calls_last() -> None:
 def test_trunk_back_in_the_config_finds_its_calls() -> None:
     lim = limiter(concurrent_calls=1)
     call(lim, 0, 0.0)
-    lim.configure({}, 1.0)
-    lim.configure({ACME: TrunkLimits(concurrent_calls=1)}, 2.0)
+    lim.configure({})
+    lim.configure({ACME: TrunkLimits(concurrent_calls=1)})
     assert call(lim, 1, 2.0).verdict is LimitVerdict.CONCURRENT_CALLS
 
 
@@ -358,8 +355,7 @@ def test_counts_match_the_table_and_never_stick(
         {
             ACME: TrunkLimits(concurrent_calls=cap, calls_per_second=rate, max_call_duration=60),
             OTHER: TrunkLimits(max_call_duration=90),
-        },
-        0.0,
+        }
     )
     now = 0.0
     for kind, trunk, n, step in events:
@@ -368,7 +364,7 @@ def test_counts_match_the_table_and_never_stick(
             branch = b"same" if kind == "retransmit" else b"b%f" % now
             lim.admit_call(trunk, key(n), branch, now)
         elif kind == "answer":
-            lim.established(trunk, key(n), b"callee-%d" % n, now)
+            lim.established(key(n), b"callee-%d" % n, now)
         elif kind == "bye":
             lim.ended(b"call-%d@pbx" % n, b"caller-%d" % n, b"callee-%d" % n)
         elif kind == "bye_callee":
@@ -394,7 +390,7 @@ def test_counts_match_the_table_and_never_stick(
 )
 def test_bucket_never_admits_more_than_burst_plus_rate(rate: float, gaps: list[float]) -> None:
     lim = TrunkLimiter()
-    lim.configure({ACME: TrunkLimits(calls_per_second=rate)}, 0.0)
+    lim.configure({ACME: TrunkLimits(calls_per_second=rate)})
     now = 0.0
     times: list[float] = []
     for n, gap in enumerate(gaps):
