@@ -14,7 +14,8 @@ import subprocess
 from pathlib import Path
 from types import TracebackType
 
-from tests.integration.harness import V4, HarnessError, free_port, wait_for
+from tests.integration.harness import V4, HarnessError, free_port
+from tests.polling import wait_for
 
 REDIS_SERVER = shutil.which("redis-server")
 
