@@ -607,11 +607,18 @@ async def _serve(path: str, settings: Settings, observer: ObserverProtocol) -> i
             for problem in exc.problems:
                 print(problem, file=sys.stderr)
             return EX_CONFIG
+        admin = None
+        if settings.admin is not None:  # aiohttp is imported only then
+            from sipguard.admin.daemon import start_daemon_admin
+
+            admin = await start_daemon_admin(server, core, observer, path)  # type: ignore[arg-type]
         try:
             signals.serving(server)
             await signals.stop.wait()
         finally:
             await signals.stopping()
+            if admin is not None:
+                await admin.close()
             await server.stop()
             _note(observer, "info", "stopped")  # the drain is over: the last line before exit
         return EX_OK

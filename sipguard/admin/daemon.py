@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from sipguard import __version__
+from sipguard.admin.api import AdminListener, start_admin
 from sipguard.admin.views import JSON, timestamp
 from sipguard.policy.guard import BanEvent, BanRecord, UnbanEvent
 from sipguard.policy.limits import TrunkUsage
@@ -46,6 +47,8 @@ class Reloadable(Protocol):
 
 class BanObserver(Protocol):
     def banned(self, event: Any) -> None: ...
+
+    def listener_error(self, listener: str, detail: str) -> None: ...
 
 
 class DaemonBackend:
@@ -132,3 +135,23 @@ class DaemonBackend:
         method = getattr(logger, level, None) if logger is not None else None
         if callable(method):
             method(event, **fields)
+
+
+async def start_daemon_admin(
+    server: Reloadable, core: AdminCore, observer: BanObserver, path: str
+) -> AdminListener | None:
+    """The admin API of `sipguard run`, when the config has an `admin` section. A listener that
+    cannot be bound is a `listener_error` and SIP service goes on, as for /metrics."""
+    settings = server.settings.admin
+    if settings is None:
+        return None
+    backend = DaemonBackend(server, core, observer, path)
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    url = f"http://{host}:{settings.port}"
+    try:
+        listener = await start_admin(settings, backend)
+    except OSError as exc:
+        observer.listener_error(f"{url}/v1", exc.strerror or str(exc))
+        return None
+    backend.note("info", "admin_listening", url=f"{url}/v1")
+    return listener
