@@ -72,6 +72,9 @@ class Recorder:
     def banned(self, event: Any) -> None:
         self.events.append(event)
 
+    def listener_error(self, listener: str, detail: str) -> None:
+        self.lines.append(("listener_error", {"listener": listener, "detail": detail}))
+
     def warning(self, event: str, **fields: Any) -> None:
         self.lines.append((event, fields))
 
