@@ -87,11 +87,12 @@ class GuardSettings:
 
 @dataclass(frozen=True, slots=True)
 class BanEvent:
-    """A source was banned until `until` after `failures` failures (log event `banned`)."""
+    """A source was banned until `until` after `failures` failures (log event `banned`); the
+    core also reports an unban with `until` == 0."""
 
     ip: str
     until: float
-    failures: int
+    failures: int = 0
 
 
 class UnbanReason(Enum):

@@ -13,6 +13,22 @@ from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from typing import NamedTuple
 
+from sipguard.policy.guard import BanEvent
+from sipguard.sip import Request
+
+__all__ = [
+    "ACCOMPANYING_CAUSES",
+    "Action",
+    "Address",
+    "BanEvent",
+    "Cause",
+    "Drop",
+    "Forward",
+    "Info",
+    "Reply",
+    "Transport",
+]
+
 
 class Transport(StrEnum):
     UDP = "udp"
@@ -82,10 +98,19 @@ class Info(NamedTuple):
     detail: str = ""  # a short human reason (never a secret)
 
 
+# Causes whose Reply accompanies a Forward of the same message: the 200 sipguard sends to a
+# CANCEL it relays (RFC 3261 §16.10). The Forward is the decision (one log line, one request).
+ACCOMPANYING_CAUSES = frozenset({Cause.CANCEL_FORWARDED})
+
+
 @dataclass(frozen=True, slots=True)
 class Reply:
     """Send `data` (a response we built) back to `to`: from the listener `local` (UDP), or over
-    stream `connection` when it is still open (else over any connection to `to`)."""
+    stream `connection` when it is still open (else over any connection to `to`).
+
+    Its status is `info.status` (the core sets it on every reply it builds) and `accompanies`
+    says whether a Forward of the same message goes with it: the shell reads these values and
+    never the bytes."""
 
     data: bytes
     to: Address
@@ -93,6 +118,24 @@ class Reply:
     connection: int | None
     cause: Cause
     info: Info = field(default_factory=Info)
+
+    @property
+    def status(self) -> int:
+        return self.info.status
+
+    @property
+    def accompanies(self) -> bool:
+        return self.cause in ACCOMPANYING_CAUSES
+
+
+class Origin(NamedTuple):
+    """The request a Forward carries out, as received, and where it came from: what the core
+    needs to answer its sender when the Forward cannot be delivered (no bytes parsed again)."""
+
+    request: Request
+    source: Address
+    local: Address
+    connection: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +144,8 @@ class Forward:
 
     `local` is the listener whose address our Via names (UDP: send from that socket, so answers
     come back to it); `connection` names the stream connection to use when the message must go
-    back on an existing one; None lets the shell use any open connection to `to` or open one."""
+    back on an existing one; None lets the shell use any open connection to `to` or open one.
+    `origin`: for a request sipguard sends on, the request as received and its sender."""
 
     data: bytes
     to: Address
@@ -109,6 +153,7 @@ class Forward:
     connection: int | None
     cause: Cause
     info: Info = field(default_factory=Info)
+    origin: Origin | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,12 +166,3 @@ class Drop:
 
 
 Action = Reply | Forward | Drop
-
-
-@dataclass(frozen=True, slots=True)
-class BanEvent:
-    """A source was banned (or unbanned, `until` == 0) by the guard; the shell logs it."""
-
-    ip: str
-    until: float
-    failures: int = 0
