@@ -17,6 +17,7 @@ from typing import NamedTuple
 from sipguard.auth.credentials import CredentialStore
 from sipguard.auth.nonce import NonceIssuer, NonceTracker
 from sipguard.policy.guard import BanEvent, Guard
+from sipguard.policy.limits import TrunkLimiter
 from sipguard.policy.whitelist import SourceMatcher
 from sipguard.proxy.actions import Address, Cause, Info, Transport
 from sipguard.proxy.memory import Admission, ExpiringTable
@@ -57,6 +58,7 @@ class State:
         "events",
         "guard",
         "issuer",
+        "limiter",
         "tracker",
         "transactions",
         "unique_prefix",
@@ -89,6 +91,8 @@ class State:
             ExpiringTable(table_size)
         )
         self.events: list[BanEvent] = []
+        # Per-trunk rates and calls in progress (issue 17); `Core.reconfigure` sets the limits.
+        self.limiter = TrunkLimiter()
 
     def next_unique(self) -> bytes:
         """8 bytes no other nonce of this process (and boot) carries."""
