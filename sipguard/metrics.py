@@ -230,6 +230,11 @@ class Metrics:
         self.bugs = Counter(
             "sipguard_bugs", "Exceptions that escaped the core (defects).", registry=r
         )
+        self.state_errors = Counter(
+            "sipguard_state_errors",
+            "Calls to the shared state (Redis) that failed or were skipped during an outage.",
+            registry=r,
+        )
         self.log_suppressed_lines = Counter(
             "sipguard_log_suppressed",
             "Log lines not written because their event exceeded its rate (by event name).",
@@ -366,6 +371,9 @@ class Metrics:
 
     def banned(self) -> None:
         self.bans.inc()
+
+    def state_failed(self, count: int) -> None:
+        self.state_errors.inc(count)
 
     def log_suppressed(self, event: str) -> None:
         """A line of `event` (a name from the observer's closed vocabulary) was not written."""

@@ -65,6 +65,7 @@ EVENTS: Final[dict[Cause, tuple[str, int]]] = {
     Cause.FROM_UPSTREAM: ("from_upstream", DEBUG),
     Cause.RESPONSE: ("response_relayed", DEBUG),
     Cause.UPSTREAM_ERROR: ("upstream_unavailable", WARNING),
+    Cause.STATE_ERROR: ("state_unavailable", WARNING),
     Cause.BUG: ("bug_dropped", DEBUG),  # `bug()` writes the error line with the traceback
 }
 
@@ -280,6 +281,20 @@ class Observer:
         self._log(ERROR, "listener_error", listener=listener, detail=detail)
         if self.notifier is not None:
             self.notifier.status(f"listener {listener} failed: {detail}")
+
+    # -- shared state -----------------------------------------------------------------------
+
+    def state_outage(self, operation: str, detail: str) -> None:
+        """The shared state stopped answering (`detail`: why, never a secret) or answers again
+        (`detail` empty): one line each way, not one per failed call."""
+        if detail:
+            self._log(WARNING, "state_unreachable", operation=operation, detail=detail)
+        else:
+            self._log(INFO, "state_restored", operation=operation)
+
+    def state_errors(self, count: int) -> None:
+        if self.metrics is not None:
+            self.metrics.state_failed(count)
 
     # -- bans -------------------------------------------------------------------------------
 

@@ -124,7 +124,7 @@ def trunk_view(trunk: Trunk, usage: TrunkUsage | None, now: datetime) -> JSON:
         refused = {verdict.value: count for verdict, count in usage.refused.items()}
     return {
         "name": trunk.name,
-        "whitelist": list(trunk.whitelist),
+        "whitelist": [rule.text for rule in trunk.whitelist],
         "algorithms": None if trunk.algorithms is None else list(trunk.algorithms),
         "credentials": credentials,
         "limits": limits_view(trunk.limits),

@@ -9,6 +9,7 @@ Never imports I/O, logging or metrics.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from typing import NamedTuple
@@ -79,6 +80,7 @@ class Cause(Enum):
     FROM_UPSTREAM = "from_upstream"  # request from the upstream, routed by Route/R-URI
     RESPONSE = "response"  # a response relayed by our Via
     UPSTREAM_ERROR = "upstream_error"  # the upstream cannot be reached: 503
+    STATE_ERROR = "state_error"  # shared state unreachable with state.on_error: refuse: 503
     # the shell's own
     BUG = "bug"  # an exception escaped: a defect, counted and dropped
 
@@ -166,3 +168,37 @@ class Drop:
 
 
 Action = Reply | Forward | Drop
+
+
+# ---------------------------------------------------------------- shared state (DESIGN §7)
+# Only with a shared state backend (`state.backend: redis`); the core never awaits: it leaves a
+# question as a value in `Core.questions` and resumes with the answer.
+
+
+@dataclass(frozen=True, slots=True)
+class AskNonceCount:
+    """Admission needs the nonce-count verdict of every instance (one atomic call): the shell
+    asks `SharedState.count_nonce(nonce, nonce_count, expires_at - now)` and executes the actions
+    of `resume(answer, now)`; answer None = shared state unavailable (the core then decides on
+    its local view, or refuses, as `state.on_error` says)."""
+
+    nonce: str
+    nonce_count: int
+    expires_at: float  # epoch seconds, from the nonce itself
+    resume: Callable[[bool | None, float], list[Action]] = field(compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ShareFailure:
+    """A failed authentication of `ip`, already counted here: the shell counts it in the shared
+    window of `window` seconds and hands the count to `Core.shared_failures`; `nonce` (until
+    `nonce_expires_at`), when set, is killed everywhere (a wrong answer kills its nonce)."""
+
+    ip: str
+    window: float
+    nonce: str | None = None
+    nonce_expires_at: float = 0.0
+
+
+# What the core leaves in `Core.questions` for the shell when state is shared.
+Question = AskNonceCount | ShareFailure

@@ -24,8 +24,8 @@ from sipguard.auth.digest import DigestAnswer, MalformedAnswer, build_challenges
 from sipguard.auth.nonce import NonceVerdict
 from sipguard.errors import ParseError
 from sipguard.proxy import limiting
-from sipguard.proxy.actions import Action, Cause, Drop, Info
-from sipguard.proxy.context import Admitted, Context
+from sipguard.proxy.actions import Action, Cause, Drop, Info, ShareFailure
+from sipguard.proxy.context import Admitted, Context, Pending
 from sipguard.proxy.memory import DIALOG_LINGER, DIALOG_TTL, RETRANSMISSION_TTL
 from sipguard.proxy.replies import rate_limited, refuse, reply, text
 from sipguard.proxy.via import (
@@ -41,7 +41,7 @@ from sipguard.sip import Credentials, Request, parse_credentials, parse_uri
 URI_SCHEMES = frozenset({b"sip", b"sips", b"tel"})
 
 
-Verdict = Admitted | list[Action]
+Verdict = Admitted | Pending | list[Action]
 
 
 class DigestOutcome(Enum):
@@ -60,6 +60,7 @@ class DigestOutcome(Enum):
     URI_MISMATCH = "digest uri differs from the Request-URI"
     FOREIGN_OPAQUE = "opaque not ours"
     REPLAY = "nonce-count replayed"
+    ASK = "nonce-count asked of every instance"  # shared state: the answer decides OK or REPLAY
 
 
 class Step(Enum):
@@ -70,6 +71,7 @@ class Step(Enum):
     STALE_CHALLENGE = "stale challenge"  # stale=true (RFC 7616 §3.3), no failure counted
     REFUSE = "refuse"  # 403 or silence, the same whatever the reason; a failure for the source
     REJECT = "reject"  # 400: the request itself is unusable
+    ASK = "ask"  # shared state: wait for every instance's nonce-count verdict (`Pending`)
 
 
 # The one table from digest outcome to action (DESIGN §4 step 3; SECURITY-CASES 11, 23, 26).
@@ -87,6 +89,7 @@ OUTCOMES: dict[DigestOutcome, Step] = {
     DigestOutcome.URI_MISMATCH: Step.REFUSE,
     DigestOutcome.FOREIGN_OPAQUE: Step.REFUSE,
     DigestOutcome.REPLAY: Step.REFUSE,
+    DigestOutcome.ASK: Step.ASK,
 }
 
 
@@ -98,6 +101,8 @@ class DigestCheck(NamedTuple):
     answer: DigestAnswer | None = None
     entry: Entry | None = None
     detail: str = ""
+    expiry: float | None = None  # the nonce's end (read from it)
+    killed: bool = False  # a wrong answer killed the nonce (to be killed everywhere too)
 
 
 def decide(ctx: Context) -> Verdict:
@@ -175,7 +180,7 @@ def _new_request(ctx: Context, info: Info) -> Verdict:
     return _authenticate(ctx, candidates, info)
 
 
-def _admit(ctx: Context, admitted: Admitted) -> Verdict:
+def _admit(ctx: Context, admitted: Admitted) -> Admitted | list[Action]:
     """Every new request admitted (by address or digest) passes here, its trunk known: the place
     for checks that need the trunk (its own limits, issue 17) before anything is forwarded."""
     refused = limiting.check(ctx, admitted)
@@ -232,6 +237,16 @@ def _authenticate(ctx: Context, candidates: Sequence[Trunk], info: Info) -> Verd
     """DESIGN §4 step 3: check the digest answer, then map the outcome through `OUTCOMES`."""
     algorithms = _algorithms(ctx, candidates)
     check = check_digest(ctx, candidates, algorithms)
+    if check.outcome is DigestOutcome.ASK:
+        assert check.expiry is not None
+        return Pending(check, algorithms, info, check.expiry)
+    return conclude(ctx, check, algorithms, info)
+
+
+def conclude(
+    ctx: Context, check: DigestCheck, algorithms: tuple[str, ...], info: Info
+) -> Admitted | list[Action]:
+    """What a digest outcome means (`OUTCOMES`); also the end of a `Pending` verdict."""
     step = OUTCOMES[check.outcome]
     answer = check.answer
     user = answer.username[:64] if answer is not None else ""
@@ -252,8 +267,28 @@ def _authenticate(ctx: Context, candidates: Sequence[Trunk], info: Info) -> Verd
     ban = ctx.st.guard.record_failure(ctx.ip, ctx.now)
     if ban is not None:
         ctx.st.events.append(ban)
+    if ctx.cfg.settings.state.backend != "memory":  # counted across instances too (§7)
+        killed = answer.nonce if check.killed and answer is not None else None
+        window = ctx.cfg.settings.protection.ban_window
+        ctx.st.questions.append(ShareFailure(ctx.ip, window, killed, check.expiry or 0.0))
     info = Info(info.method, info.call_id, "", user, 0, check.outcome.value)
     return refuse(ctx, Cause.AUTH_FAILED, info, counted=True)
+
+
+def counted(ctx: Context, pending: Pending, shared: bool | None) -> DigestCheck:
+    """A `Pending` answer with every instance's nonce-count verdict: OK or REPLAY. None: the
+    shared state is unavailable, so the local view decides (`state.on_error: local`; the local
+    tracker is kept in step either way). A retransmission admitted meanwhile stays OK."""
+    st = ctx.st
+    check: DigestCheck = pending.check
+    answer = check.answer
+    assert answer is not None
+    local = st.tracker.accept(answer.nonce, answer.nonce_count, pending.expiry, ctx.now)
+    key = retransmission_key(ctx.msg, ctx.ip, answer)
+    if st.answered.get(key, ctx.now) is None and not (local if shared is None else shared):
+        return check._replace(outcome=DigestOutcome.REPLAY)
+    st.answered.put(key, True, ctx.now + RETRANSMISSION_TTL)
+    return check._replace(outcome=DigestOutcome.OK)
 
 
 def _our_credentials(ctx: Context) -> tuple[list[Credentials], dict[int, bool]]:
@@ -298,12 +333,14 @@ def check_digest(
     correct = verify(answer, ha1, text(msg.method), msg.body)
     verdict, expiry = st.issuer.check_with_expiry(answer.nonce, cfg.realm, ctx.ip, ctx.now)
     outcome = _outcome(ctx, answer, entry, correct, verdict)
+    killed = False
     if outcome is DigestOutcome.OK:
         outcome = _count_nonce(ctx, answer, expiry)
     elif verdict is NonceVerdict.VALID and not correct and expiry is not None:
         # A cracker reuses one nonce for many guesses: one wrong answer kills it.
         st.tracker.kill(answer.nonce, expiry, ctx.now)
-    return DigestCheck(outcome, parsed, answer, entry)
+        killed = True
+    return DigestCheck(outcome, parsed, answer, entry, expiry=expiry, killed=killed)
 
 
 def _outcome(
@@ -339,6 +376,8 @@ def _count_nonce(ctx: Context, answer: DigestAnswer, expiry: float | None) -> Di
     key = retransmission_key(ctx.msg, ctx.ip, answer)
     if st.answered.get(key, ctx.now) is not None:
         return DigestOutcome.OK
+    if expiry is not None and ctx.cfg.settings.state.backend != "memory":
+        return DigestOutcome.ASK  # every instance's count decides (DESIGN §7): `counted`
     if expiry is None or not st.tracker.accept(answer.nonce, answer.nonce_count, expiry, ctx.now):
         return DigestOutcome.REPLAY
     st.answered.put(key, True, ctx.now + RETRANSMISSION_TTL)

@@ -12,14 +12,14 @@ Never does: I/O, clocks, SIP decisions. Nothing here is built per message but `C
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from sipguard.auth.credentials import CredentialStore
 from sipguard.auth.nonce import NonceIssuer, NonceTracker
 from sipguard.policy.guard import BanEvent, Guard
 from sipguard.policy.limits import TrunkLimiter
 from sipguard.policy.whitelist import SourceMatcher
-from sipguard.proxy.actions import Address, Cause, Info, Transport
+from sipguard.proxy.actions import Address, Cause, Info, Question, Transport
 from sipguard.proxy.memory import Admission, ExpiringTable
 from sipguard.proxy.outgoing import Fragments
 from sipguard.settings import Settings
@@ -59,6 +59,7 @@ class State:
         "guard",
         "issuer",
         "limiter",
+        "questions",
         "tracker",
         "transactions",
         "unique_prefix",
@@ -93,6 +94,10 @@ class State:
         self.events: list[BanEvent] = []
         # Per-trunk rates and calls in progress (issue 17); `Core.reconfigure` sets the limits.
         self.limiter = TrunkLimiter()
+        # With shared state (DESIGN §7): what a decision needs from, or tells, other instances.
+        # A decision waiting for an answer returns no action and leaves its `AskNonceCount`
+        # here; the shell drains the list after every call into the core and resumes it.
+        self.questions: list[Question] = []
 
     def next_unique(self) -> bytes:
         """8 bytes no other nonce of this process (and boot) carries."""
@@ -107,6 +112,16 @@ class Admitted(NamedTuple):
     cause: Cause
     info: Info
     credentials: dict[int, bool] | None = None
+
+
+class Pending(NamedTuple):
+    """The verdict of a right digest answer whose nonce-count other instances must confirm
+    (shared state): the core asks the shell (`AskNonceCount`) and concludes with the answer."""
+
+    check: Any  # admission.DigestCheck
+    algorithms: tuple[str, ...]
+    info: Info
+    expiry: float
 
 
 class Context(NamedTuple):

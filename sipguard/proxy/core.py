@@ -47,6 +47,8 @@ Decisions where the contract is silent, and why:
 
 from __future__ import annotations
 
+from functools import partial
+
 from sipguard.auth.credentials import CredentialStore
 from sipguard.auth.nonce import NonceIssuer, NonceTracker
 from sipguard.errors import MessageTooLarge, ParseError
@@ -54,8 +56,19 @@ from sipguard.policy.guard import BanEvent, BanRecord, Guard, GuardSettings, Unb
 from sipguard.policy.limits import TrunkUsage
 from sipguard.policy.whitelist import RuleSet, SourceMatcher
 from sipguard.proxy import admission, forwarding, limiting
-from sipguard.proxy.actions import Action, Address, Cause, Drop, Forward, Info, Reply, Transport
-from sipguard.proxy.context import Admitted, Config, Context, State
+from sipguard.proxy.actions import (
+    Action,
+    Address,
+    AskNonceCount,
+    Cause,
+    Drop,
+    Forward,
+    Info,
+    Question,
+    Reply,
+    Transport,
+)
+from sipguard.proxy.context import Admitted, Config, Context, Pending, State
 from sipguard.proxy.memory import Admission, ExpiringTable
 from sipguard.proxy.outgoing import NEEDS_INDEX, fragments_for
 from sipguard.proxy.replies import RETRY_AFTER, ip_key, reply
@@ -77,7 +90,7 @@ def _guard_settings(settings: Settings) -> GuardSettings:
         ban_failures=protection.ban_failures,
         ban_window=protection.ban_window,
         ban_duration=protection.ban_duration,
-        never_ban=RuleSet.from_texts(protection.never_ban).__contains__,
+        never_ban=RuleSet(protection.never_ban).__contains__,
         rate=protection.rate,
         burst=protection.burst,
         scanner_user_agents=tuple(protection.scanner_user_agents),
@@ -216,6 +229,13 @@ class Core:
     def _on_client_request(self, ctx: Context) -> list[Action]:
         """A request from outside: admission's verdict, and what it means."""
         verdict = admission.decide(ctx)
+        if isinstance(verdict, Pending):
+            # Shared state (DESIGN §7): a question for the shell; no action until it answers.
+            resume = partial(self._resume, ctx, verdict)
+            answer = verdict.check.answer
+            question = AskNonceCount(answer.nonce, answer.nonce_count, verdict.expiry, resume)
+            self._state.questions.append(question)
+            return []
         if not isinstance(verdict, Admitted):
             return verdict
         forward = forwarding.to_upstream(ctx, verdict)
@@ -224,6 +244,40 @@ class Core:
             ok = reply(ctx, 200, b"OK", Cause.CANCEL_FORWARDED, verdict.info)
             return [ok, *forward]
         return forward
+
+    # ------------------------------------------------------------------ shared state (§7)
+
+    def _resume(
+        self, ctx: Context, pending: Pending, shared: bool | None, now: float
+    ) -> list[Action]:
+        """Conclude a `Pending` admission with every instance's nonce-count verdict (None: the
+        shared state is unavailable: the local view decides, or `503` with on_error: refuse)."""
+        ctx = ctx._replace(now=now)
+        if shared is None and self._config.settings.state.on_error == "refuse":
+            extra = ((b"Retry-After", RETRY_AFTER),)
+            info = pending.info
+            return [reply(ctx, 503, b"Service Unavailable", Cause.STATE_ERROR, info, extra=extra)]
+        check = admission.counted(ctx, pending, shared)
+        verdict = admission.conclude(ctx, check, pending.algorithms, pending.info)
+        if not isinstance(verdict, Admitted):
+            return verdict
+        return forwarding.to_upstream(ctx, verdict)
+
+    def shared_failures(self, ip: str, count: int, now: float) -> BanEvent | None:
+        """The failure count of `ip` across every instance (the answer to a `ShareFailure`): the
+        ban it calls for, which the shell publishes; every instance (this one included) applies
+        it when it hears it (`apply_ban`)."""
+        return self._state.guard.shared_ban(ip, count, now)
+
+    def apply_ban(self, ip: str, until: float, now: float) -> BanEvent | None:
+        """A ban heard from shared state (any instance, this one included), kept in the local
+        guard so that the source is dropped without a round trip; None if nothing changed."""
+        return self._state.guard.ban_until(ip, until, now)
+
+    @property
+    def questions(self) -> list[Question]:
+        """What the core asks of, or tells, the shared state (drained by the shell)."""
+        return self._state.questions
 
     def upstream_failed(self, forward: Forward, now: float) -> list[Action]:
         """A Forward could not be delivered (refused, unreachable, TLS failure, connection lost):

@@ -15,6 +15,7 @@ from sipguard.admin.api import AdminListener, start_admin
 from sipguard.admin.daemon import DaemonBackend
 from sipguard.policy.guard import BanEvent, BanRecord, Guard, GuardSettings, UnbanEvent
 from sipguard.policy.limits import TrunkLimiter, TrunkUsage
+from sipguard.policy.whitelist import parse_rules
 from sipguard.settings import (
     AdminSettings,
     AuthSettings,
@@ -93,14 +94,14 @@ def make_settings(admin: AdminSettings | None) -> Settings:
         trunks=(
             Trunk(
                 "acme",
-                whitelist=("203.0.113.0/24",),
+                whitelist=parse_rules(["203.0.113.0/24"]),
                 credentials=(
                     Credential("acme", password="s3cret-password"),
                     Credential("old", ha1={"MD5": "0" * 32}, valid_until=expired),
                 ),
                 limits=TrunkLimits(calls_per_second=10, concurrent_calls=5),
             ),
-            Trunk("open", whitelist=("198.51.100.7",)),
+            Trunk("open", whitelist=parse_rules(["198.51.100.7"])),
         ),
         admin=admin,
         source_sha256="ab" * 32,

@@ -5,6 +5,7 @@ upstream's answers, BYE from either side, CANCEL, an undeliverable INVITE or the
 from __future__ import annotations
 
 from sipguard.policy.limits import LimitVerdict
+from sipguard.policy.whitelist import parse_rules
 from sipguard.proxy.actions import Action, Cause, Forward, Reply
 from sipguard.proxy.core import Core
 from sipguard.settings import Trunk, TrunkLimits
@@ -30,7 +31,7 @@ from tests.unit.proxy.test_core_routing import response_to
 
 
 def limited(**limits: float | int) -> Core:
-    trunk = Trunk("office", whitelist=("127.0.0.1",), limits=TrunkLimits(**limits))  # type: ignore[arg-type]
+    trunk = Trunk("office", whitelist=parse_rules(("127.0.0.1",)), limits=TrunkLimits(**limits))  # type: ignore[arg-type]
     return core(settings(trunk))
 
 
@@ -171,7 +172,9 @@ def test_digest_trunk_limited_after_authentication() -> None:
 def test_reload_keeps_calls_counted() -> None:
     c = limited(concurrent_calls=2)
     assert isinstance(invite(c, 1), Forward)
-    trunk = Trunk("office", whitelist=("127.0.0.1",), limits=TrunkLimits(concurrent_calls=1))
+    trunk = Trunk(
+        "office", whitelist=parse_rules(("127.0.0.1",)), limits=TrunkLimits(concurrent_calls=1)
+    )
     c.reconfigure(settings(trunk))
     assert c.calls_active() == {"office": 1}
     assert response(invite(c, 2)).status == 503

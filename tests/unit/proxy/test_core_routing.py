@@ -6,9 +6,10 @@ import dataclasses
 
 import pytest
 
+from sipguard.policy.whitelist import parse_rules
 from sipguard.proxy.actions import Address, Cause, Drop, Forward, Reply, Transport
 from sipguard.proxy.core import Core
-from sipguard.settings import Trunk
+from sipguard.settings import Credential, Trunk
 from sipguard.sip import Response, parse_message
 from tests.unit.proxy.playbook import (
     CLIENT,
@@ -24,7 +25,7 @@ from tests.unit.proxy.playbook import (
     status_of,
 )
 
-IP_TRUNK = Trunk("office", whitelist=("127.0.0.1",))
+IP_TRUNK = Trunk("office", whitelist=parse_rules(("127.0.0.1",)))
 
 
 def response_to(fwd: Forward, status: int = 200, reason: str = "OK", to_tag: str = "up-1") -> bytes:
@@ -201,7 +202,7 @@ def test_forged_to_tag_earns_nothing() -> None:
 def test_in_dialog_bye_survives_reload_that_removes_the_source() -> None:
     c, invite = invite_through()
     c.handle(response_to(invite), UPSTREAM, LOCAL, None, NOW)
-    c.reconfigure(settings(Trunk("office", whitelist=("10.0.0.1",))))
+    c.reconfigure(settings(Trunk("office", whitelist=parse_rules(("10.0.0.1",)))))
     bye = request(
         "BYE",
         cseq=2,
@@ -325,12 +326,14 @@ def test_ipv4_mapped_source_is_matched_as_ipv4() -> None:
 
 
 def test_reconfigure_is_atomic_when_a_builder_fails() -> None:
-    """A config that fails to compile (here a whitelist entry that bypassed validation) leaves
-    the running config whole: nothing half swapped in (issue 6, reload)."""
+    """A config that fails to compile (here an HA1 of an algorithm that bypassed validation,
+    after the whitelist compiled) leaves the running config whole: nothing half swapped in
+    (issue 6, reload)."""
     c = core(settings(IP_TRUNK))
     before = c.settings
-    broken = settings(Trunk("office", whitelist=("not-an-address",)))
-    with pytest.raises(ValueError, match="not-an-address"):
+    odd = Credential("bob", ha1={"MD4": "0" * 32})
+    broken = settings(Trunk("office", whitelist=parse_rules(("10.0.0.1",)), credentials=(odd,)))
+    with pytest.raises(ValueError, match="MD4"):
         c.reconfigure(broken)
     assert c.settings is before
     action = only(c.handle(request("INVITE"), CLIENT, LOCAL, None, NOW))

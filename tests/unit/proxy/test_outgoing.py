@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sipguard.errors import ParseError
+from sipguard.policy.whitelist import parse_rules
 from sipguard.proxy.actions import Address, Cause, Info, Transport
 from sipguard.proxy.context import Admitted, Context
 from sipguard.proxy.forwarding import (
@@ -39,7 +40,9 @@ from tests.unit.proxy.playbook import settings as make_settings
 TCP_LOCAL = Address(Transport.TCP, "127.0.0.1", 5060)
 V6_LOCAL = Address(Transport.UDP, "::1", 5060)
 CORE = core(
-    make_settings(Trunk("office", whitelist=("127.0.0.1",)), listen=(LOCAL, TCP_LOCAL, V6_LOCAL))
+    make_settings(
+        Trunk("office", whitelist=parse_rules(("127.0.0.1",))), listen=(LOCAL, TCP_LOCAL, V6_LOCAL)
+    )
 )
 SOURCES = [CLIENT, Address(Transport.TCP, "127.0.0.9", 40000), Address(Transport.UDP, "::1", 5062)]
 ADMITTED = [
