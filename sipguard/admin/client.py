@@ -23,17 +23,11 @@ from typing import Any, Final
 from urllib.parse import quote
 
 from sipguard.errors import ConfigError
+from sipguard.exits import EX_CONFIG, EX_NOPERM, EX_NOTHING, EX_OK, EX_UNAVAILABLE, EX_USAGE
 from sipguard.settings import AdminSettings
 
 TIMEOUT: Final = 30.0  # seconds; a reload reads and checks the whole file
 MAX_ANSWER_BYTES: Final = 16 * 1024 * 1024  # GET /v1/bans with 100 k bans is ~10 MB
-
-EX_OK: Final = 0
-EX_NOTHING: Final = 1
-EX_USAGE: Final = 64
-EX_UNAVAILABLE: Final = 69
-EX_NOPERM: Final = 77
-EX_CONFIG: Final = 78
 
 
 class _Failed(Exception):
