@@ -2,7 +2,8 @@
 
 Owns: `admin.listen` (`address:port`, an IP literal), `admin.token_file` (required: the API can
 lift bans and reload, so it never runs without a token; at least `MIN_ADMIN_TOKEN_BYTES`,
-printable ASCII since it travels in an HTTP header; a warning when others can read the file) and
+printable ASCII since it travels in an HTTP header; `secrets.read_file` warns when the file is
+open to others) and
 `admin.allow_remote`: the listener binds outside loopback only when this is `true`.
 
 Never does: open the listener (`sipguard.admin.api` does), put the token in a message.
@@ -11,7 +12,6 @@ Never does: open the listener (`sipguard.admin.api` does), put the token in a me
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -95,9 +95,4 @@ def _token(r: Reader, section: dict[str, Any]) -> tuple[bytes | None, str]:
             "(it travels in an HTTP header), e.g. `openssl rand -hex 32`",
         )
         return None, ""
-    try:
-        if os.stat(path).st_mode & 0o077:
-            r.warn("admin.token_file", f"{str(path)!r} can be read by others: chmod 600 it")
-    except OSError:
-        pass  # it was just read: a race with its removal changes nothing here
-    return token, f"file:{path}"
+    return token, f"file:{path}"  # read_file warned if others can read it

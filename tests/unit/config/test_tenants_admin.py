@@ -192,7 +192,8 @@ def test_token_readable_by_others_is_a_warning(folder: Path) -> None:
         folder, BASE + "admin: {listen: '127.0.0.1:9461', token_file: admin.token}\n"
     )
     assert warnings == [
-        f"{folder}/sipguard.yaml: admin.token_file: '{folder}/admin.token' can be read by others: chmod 600 it"
+        f"{folder}/sipguard.yaml: admin.token_file: token file '{folder}/admin.token' is mode "
+        "0644: open to more users than its owner and group; chmod 0640 (or 0600)"
     ]
 
 
