@@ -9,12 +9,16 @@ Never does: SIP, or anything before the token is checked: a request without the 
 from the running settings at each request, so a reload that rotates `admin.token_file` applies
 at once. Moving the listener (`admin.listen`) takes a restart.
 
-Why aiohttp (measured, issue 17): the API has seven routes with path parameters, JSON bodies and
-size limits, past what the hand-written `/metrics` responder should grow into. aiohttp's server
-and starlette on uvicorn (httptools) cost the same CPU per request here (~0.46 ms with a new
-connection each, ~0.2 ms kept alive; h11 ~0.8 ms); aiohttp embeds in a running loop without
-touching signal handlers (uvicorn's `Server.serve` installs its own SIGINT/SIGTERM handlers,
-which would take over the daemon's graceful shutdown), and is one dependency instead of three.
+Why aiohttp (measured with scripts/bench_admin_http, issue 17): the API has seven routes with
+path parameters, JSON bodies and size limits, past what the hand-written `/metrics` responder
+should grow into. Server CPU per request with a new connection each, medians of three runs of
+5 on a shared host: aiohttp 0.47-0.72 ms, starlette on uvicorn with httptools 0.46-0.60 ms (0 to
+25% cheaper), with h11 0.79-0.97 ms, a hand-written responder 0.26-0.29 ms. At the listener's
+bound of 20 requests/s either costs under 1.5% of a core, so the difference does not decide;
+embedding does: aiohttp runs in the daemon's loop without touching signal handlers, while
+uvicorn's `Server.serve` installs its own SIGINT/SIGTERM handlers (they would take over the
+daemon's graceful shutdown), and it is one dependency instead of three (uvicorn, starlette,
+httptools, plus anyio).
 
 Bounds (the API can lift bans, so it is a target): a request body of at most
 `MAX_BODY_BYTES`, header lines of at most `MAX_HEADER_BYTES`, at most `MAX_CONNECTIONS` open
