@@ -23,6 +23,7 @@ from sipguard.auth.credentials import Entry
 from sipguard.auth.digest import DigestAnswer, MalformedAnswer, build_challenges, verify
 from sipguard.auth.nonce import NonceVerdict
 from sipguard.errors import ParseError
+from sipguard.proxy import limiting
 from sipguard.proxy.actions import Action, Cause, Drop, Info, ShareFailure
 from sipguard.proxy.context import Admitted, Context, Pending
 from sipguard.proxy.memory import DIALOG_LINGER, DIALOG_TTL, RETRANSMISSION_TTL
@@ -143,6 +144,7 @@ def _cancel(ctx: Context, info: Info) -> Verdict:
     if admitted is None:
         return [Drop(Cause.STRAY, info)]  # no state for an unknown CANCEL (SECURITY-CASES 34)
     info = Info(info.method, info.call_id, admitted.trunk, admitted.user)
+    limiting.failed(ctx.st, ctx.msg)
     return Admitted(Cause.CANCEL_FORWARDED, info)
 
 
@@ -156,6 +158,7 @@ def _dialog(ctx: Context, info: Info) -> Admitted | None:
     dialogs.touch(call_id, ctx.now + DIALOG_TTL)
     if ctx.msg.method == b"BYE":
         dialogs.expire_at_most(call_id, ctx.now + DIALOG_LINGER)
+        limiting.ended(ctx.st, ctx.msg)
     return Admitted(Cause.IN_DIALOG, Info(info.method, info.call_id, dialog.trunk, dialog.user))
 
 
@@ -179,8 +182,9 @@ def _new_request(ctx: Context, info: Info) -> Verdict:
 
 def _admit(ctx: Context, admitted: Admitted) -> Admitted | list[Action]:
     """Every new request admitted (by address or digest) passes here, its trunk known: the place
-    for checks that need the trunk (its own limits) before anything is forwarded."""
-    return admitted
+    for checks that need the trunk (its own limits, issue 17) before anything is forwarded."""
+    refused = limiting.check(ctx, admitted)
+    return admitted if refused is None else refused
 
 
 def _sanity(ctx: Context, info: Info) -> list[Action] | None:

@@ -55,9 +55,10 @@ from functools import partial
 from sipguard.auth.credentials import CredentialStore
 from sipguard.auth.nonce import NonceIssuer, NonceTracker
 from sipguard.errors import MessageTooLarge, ParseError
-from sipguard.policy.guard import BanEvent, Guard, GuardSettings
+from sipguard.policy.guard import BanEvent, BanRecord, Guard, GuardSettings, UnbanEvent
+from sipguard.policy.limits import TrunkUsage
 from sipguard.policy.whitelist import RuleSet, SourceMatcher, normalise_source_text
-from sipguard.proxy import admission, forwarding
+from sipguard.proxy import admission, forwarding, limiting
 from sipguard.proxy.actions import (
     Action,
     Address,
@@ -75,7 +76,7 @@ from sipguard.proxy.memory import Admission, ExpiringTable
 from sipguard.proxy.outgoing import NEEDS_INDEX, fragments_for
 from sipguard.proxy.replies import RETRY_AFTER, reply
 from sipguard.proxy.via import branch_key, tag_for
-from sipguard.settings import Settings
+from sipguard.settings import Settings, TrunkLimits
 from sipguard.sip import (
     ParserLimits,
     Request,
@@ -97,6 +98,10 @@ def _guard_settings(settings: Settings) -> GuardSettings:
         burst=protection.burst,
         scanner_user_agents=tuple(protection.scanner_user_agents),
     )
+
+
+def _trunk_limits(settings: Settings) -> dict[str, TrunkLimits]:
+    return {trunk.name: trunk.limits for trunk in settings.trunks}
 
 
 def compile_config(
@@ -157,6 +162,7 @@ class Core:
             Guard(_guard_settings(settings)),
             limits.transaction_table_size,
         )
+        self._state.limiter.configure(_trunk_limits(settings))
 
     # ------------------------------------------------------------------ configuration
 
@@ -169,9 +175,11 @@ class Core:
             settings, self._state.issuer, self._nonce_key, self._config.upstream_sockets
         )
         guard_settings = _guard_settings(settings)
+        trunk_limits = _trunk_limits(settings)
         # ---- nothing below may fail: the swap
         self._config = config
         self._state.guard.configure(guard_settings)
+        self._state.limiter.configure(trunk_limits)
 
     def use_upstream_sockets(self, sockets: Sequence[Address]) -> None:
         """The shell's own upstream-facing UDP sockets (at most one per address family, with
@@ -227,7 +235,10 @@ class Core:
             return self._on_parse_error(exc, data, where, from_upstream)
         try:
             if isinstance(msg, Response):
-                return forwarding.relay_response(cfg, st, msg)
+                relayed = forwarding.relay_response(cfg, st, msg)
+                if from_upstream and relayed[0].cause is Cause.RESPONSE:
+                    limiting.answered(st, msg, now)  # a 2xx or a failure of a counted call
+                return relayed
             plain = msg.matched_span("via") is not None and (
                 NEEDS_INDEX.search(data, msg.start_line_end - 1, msg.header_end) is None
             )
@@ -316,6 +327,8 @@ class Core:
         if origin is None or origin.request.method in (b"ACK", b"CANCEL"):
             return [Drop(Cause.UPSTREAM_ERROR, Info(detail="relay not delivered"))]
         msg = origin.request
+        if msg.method == b"INVITE":
+            limiting.failed(self._state, msg)  # it never reached the upstream
         data = build_response(
             msg,
             503,
@@ -336,11 +349,35 @@ class Core:
         events, st.events = st.events, []
         for unban in st.guard.expire(now):
             events.append(BanEvent(unban.ip, 0.0))
+        st.limiter.expire(now)  # calls whose end never came (issue 17)
         return events
 
     @property
     def active_bans(self) -> int:
         return self._state.guard.active_bans()
+
+    # ------------------------------------------------------------------ the admin API's view
+
+    def bans(self, now: float) -> list[BanRecord]:
+        """The bans in force at `now` (for `GET /v1/bans`)."""
+        return self._state.guard.bans(now)
+
+    def ban(self, ip: str, now: float, duration: float | None) -> BanEvent | None:
+        """An operator's ban (`POST /v1/bans`); None when `ip` is exempt or bans are off."""
+        return self._state.guard.ban(ip, now, duration)
+
+    def unban(self, ip: str) -> UnbanEvent | None:
+        """Lift a ban at once (`DELETE /v1/bans/{address}`); None when `ip` was not banned."""
+        return self._state.guard.unban(ip)
+
+    def trunk_usage(self, name: str) -> TrunkUsage | None:
+        """A trunk's calls in progress and admitted/refused counts (`GET /v1/trunks`)."""
+        return self._state.limiter.usage(name)
+
+    def calls_active(self) -> dict[str, int]:
+        """Calls in progress per configured trunk (`sipguard_trunk_calls_active`)."""
+        limiter = self._state.limiter
+        return {trunk.name: limiter.active(trunk.name) for trunk in self.settings.trunks}
 
     # ------------------------------------------------------------------ errors
 

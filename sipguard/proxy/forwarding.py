@@ -18,6 +18,7 @@ Extension points:
 from __future__ import annotations
 
 from sipguard.policy.whitelist import normalise_source_text
+from sipguard.proxy import limiting
 from sipguard.proxy.actions import Action, Address, Cause, Drop, Forward, Info, Origin, Transport
 from sipguard.proxy.context import Admitted, Config, Context, State
 from sipguard.proxy.memory import (
@@ -194,6 +195,7 @@ def from_upstream(ctx: Context) -> list[Action]:
         st.dialogs.put(msg.call_id, admission, ctx.now + DIALOG_TTL)
     elif msg.method == b"BYE":
         st.dialogs.expire_at_most(msg.call_id, ctx.now + DIALOG_LINGER)
+        limiting.ended(st, msg)
     edits.prepend_via(
         via_value_with_flow(out_local, branch_for(st.branch_key, msg, ctx.source), ctx.source)
     )

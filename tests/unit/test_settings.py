@@ -148,6 +148,6 @@ def test_diff_sees_a_changed_password_without_showing_it() -> None:
 def test_diff_compares_every_settings_field() -> None:
     """A new `Settings` field is compared by `diff_settings` (or itemised) from the start."""
     fields = {field.name for field in dataclasses.fields(Settings)}
-    itemised = {"source", "listen", "trunks"}
+    itemised = {"source", "source_sha256", "listen", "trunks"}  # the file; listed items
     assert set(DIFFED_SECTIONS) | itemised == fields
     assert not set(DIFFED_SECTIONS) & itemised
