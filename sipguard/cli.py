@@ -1,4 +1,4 @@
-"""The `sipguard` command line: `run`, `check-config`, `hash-password`.
+"""The `sipguard` command line: `run`, `check-config`, `hash-password`, `verify-identity`.
 
 Owns: argument parsing and exit codes. Each subcommand's work lives in its own module and is
 imported only when that subcommand runs, so `sipguard --help` stays fast.
@@ -51,6 +51,18 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["MD5", "SHA-256", "SHA-512-256"],
         help="algorithm (repeatable; default: all three)",
     )
+    verify = sub.add_parser(
+        "verify-identity",
+        help="check the signed identity headers of one SIP request read from stdin "
+        "(exit 0 valid, 1 invalid with the reason)",
+    )
+    verify.add_argument("--config", "-c", required=True, metavar="FILE", help="YAML config file")
+    verify.add_argument(
+        "--max-age",
+        type=float,
+        metavar="S",
+        help="seconds a signature stays valid (default: identity.max_age)",
+    )
     return parser
 
 
@@ -73,6 +85,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from sipguard.hashpw import hash_password_command
 
         return hash_password_command(args.username, args.realm, args.algorithm)
+    if args.command == "verify-identity":
+        from sipguard.verifyid import verify_identity_command
+
+        return verify_identity_command(args.config, args.max_age)
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover - argparse rejects it
     return EX_USAGE  # pragma: no cover
 

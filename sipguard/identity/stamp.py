@@ -3,8 +3,8 @@
 
 Owns: `Stamper`, built once per (re)load from the settings, which precomputes per trunk the
 attribute header lines and the constant tail of the canonical form, and returns the header
-lines for one admitted request (plain `X-Sipguard-Trunk`/`-User` without an `identity`
-section; with one, also `-Auth`, `-Source`, `-Attr-*` and the signature); `InboundFilter`,
+lines for one admitted request (`X-Sipguard-Trunk`, `-User`, `-Attr-*`; with an `identity`
+section also `-Auth`, `-Source` and the signature `-Identity`); `InboundFilter`,
 which names the header keys a request from outside must not carry (our prefix in any case,
 `identity.strip_inbound`, and the identity headers the upstream would trust as asserted by us:
 SECURITY-CASES 28, CVE-2020-28361).
@@ -87,22 +87,21 @@ class Stamper:
     def _precompute(self, trunk: str, attributes: Iterable[tuple[str, str]]) -> _Trunk:
         names = self._names
         value = trunk.encode("utf-8")
-        lines = [names.trunk + b": " + value]
-        covered = b"%s:%s\n" % (names.trunk.lower(), value)
-        if self._secret is None:
-            return _Trunk(tuple(lines), {})
         prefix = names.prefix.decode("ascii")
         attrs = [
             (attribute_header(prefix, name).encode("ascii"), text.encode("utf-8"))
             for name, text in attributes
         ]
-        lines.extend(b"%s: %s" % pair for pair in attrs)
+        lines = (names.trunk + b": " + value, *(b"%s: %s" % pair for pair in attrs))
+        if self._secret is None:
+            return _Trunk(lines, {})
+        covered = b"%s:%s\n" % (names.trunk.lower(), value)
         # Canonical order: by lowercase name (the header's case could sort otherwise).
         attr_lines = b"".join(
             b"%s:%s\n" % pair for pair in sorted((n.lower(), v) for n, v in attrs)
         )
         tails = {m: covered + self._auth_keys[m] + attr_lines for m in AuthMethod}
-        return _Trunk(tuple(lines), tails)
+        return _Trunk(lines, tails)
 
     def lines(
         self,
@@ -122,11 +121,12 @@ class Stamper:
             stamp = self._precompute(trunk, ())
         names = self._names
         user_value = user.encode("utf-8", "replace")
+        out = list(stamp.lines)
+        if user:
+            out.insert(1, names.user + b": " + user_value)
         secret = self._secret
         if secret is None:
-            if user:
-                return [*stamp.lines, names.user + b": " + user_value]
-            return list(stamp.lines)
+            return out
         method = AuthMethod.DIGEST if user else AuthMethod.IP
         host, port = source
         where = (b"[%s]:%d" if ":" in host else b"%s:%d") % (host.encode("ascii"), port)
@@ -136,13 +136,8 @@ class Stamper:
         timestamp = int(now)
         form = canonical(self._key_id, timestamp, call_id, cseq, from_tag or b"", ())
         mac = hmac.digest(secret, form + covered + stamp.tails[method], "sha256").hex()
-        out = [
-            *stamp.lines,
-            names.auth + b": " + method.value.encode(),
-            names.source + b": " + where,
-        ]
-        if user:
-            out.insert(1, names.user + b": " + user_value)
+        out.append(names.auth + b": " + method.value.encode())
+        out.append(names.source + b": " + where)
         out.append(
             names.signature + b": " + format_signature(self._key_id, timestamp, mac.encode())
         )

@@ -62,8 +62,16 @@ def _mac(key: bytes, form: bytes) -> bytes:
 
 
 def test_plain_headers_without_identity_section() -> None:
-    assert _lines(None) == [b"X-Sipguard-Trunk: acme", b"X-Sipguard-User: alice"]
-    assert _lines(None, user="") == [b"X-Sipguard-Trunk: acme"]
+    """Unsigned, as before issue 16; the trunk's attributes (if any) are sent too."""
+    plain = Trunk(name="acme")
+    assert _lines(None, trunk=plain) == [b"X-Sipguard-Trunk: acme", b"X-Sipguard-User: alice"]
+    assert _lines(None, user="", trunk=plain) == [b"X-Sipguard-Trunk: acme"]
+    assert _lines(None) == [
+        b"X-Sipguard-Trunk: acme",
+        b"X-Sipguard-User: alice",
+        b"X-Sipguard-Attr-Plan: gold",
+        b"X-Sipguard-Attr-Org-Id: 8d1c5e0a",
+    ]
 
 
 def test_signed_digest_stamp_is_byte_exact() -> None:
