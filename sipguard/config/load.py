@@ -17,6 +17,7 @@ from typing import Any
 
 from sipguard.config.auth import read_auth, read_trunks
 from sipguard.config.document import parse_yaml
+from sipguard.config.identity import read_identity
 from sipguard.config.network import read_listeners, read_tls, read_upstreams
 from sipguard.config.observability import read_log, read_metrics
 from sipguard.config.protection import read_limits, read_protection
@@ -54,6 +55,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("log", read_log, absent={}),
     Section("limits", read_limits, absent={}, early=True),
     Section("protection", read_protection, absent={}),
+    Section("identity", read_identity),
 )
 
 
