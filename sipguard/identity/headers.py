@@ -39,8 +39,10 @@ from typing import Final
 from sipguard.settings import DEFAULT_HEADER_PREFIX
 
 __all__ = [
+    "FORM_HEAD",
     "MAX_ATTRIBUTE_NAME",
     "MAX_ATTRIBUTE_VALUE",
+    "SIGNATURE_FORMAT",
     "VERSION",
     "AuthMethod",
     "HeaderNames",
@@ -56,6 +58,11 @@ __all__ = [
 ]
 
 VERSION: Final = b"sipguard-identity-1"
+# The first lines of the canonical form: % (key id, timestamp, Call-ID, CSeq number, CSeq
+# method, From tag). The signer's templates start with it too.
+FORM_HEAD: Final = VERSION + b"\nkey:%s\ntime:%d\ncall-id:%s\ncseq:%d %s\nfrom-tag:%s\n"
+# The signature header value: % (key id, timestamp, MAC as 64 lowercase hex digits).
+SIGNATURE_FORMAT: Final = b"v=1;kid=%s;ts=%d;mac=%s"
 # Bounds: an attribute is a short label (an org id, a plan), never a document; a whole header
 # line stays far below `Limits.max_line_bytes` and the upstream's own limits.
 MAX_ATTRIBUTE_NAME: Final = 64
@@ -157,15 +164,7 @@ def canonical(
     """The canonical form (module docstring). `covered` holds the lowercase names and values
     of the prefix headers in the documented order (source, user, trunk, auth, attributes
     sorted); the verifier builds it from the message, the signer from what it attaches."""
-    head = b"%s\nkey:%s\ntime:%d\ncall-id:%s\ncseq:%d %s\nfrom-tag:%s\n" % (
-        VERSION,
-        key_id,
-        timestamp,
-        call_id,
-        cseq[0],
-        cseq[1],
-        from_tag,
-    )
+    head = FORM_HEAD % (key_id, timestamp, call_id, cseq[0], cseq[1], from_tag)
     return head + b"".join(b"%s:%s\n" % pair for pair in covered)
 
 
@@ -179,7 +178,7 @@ class Signature:
 
 
 def format_signature(key_id: bytes, timestamp: int, mac_hex: bytes) -> bytes:
-    return b"v=1;kid=%s;ts=%d;mac=%s" % (key_id, timestamp, mac_hex)
+    return SIGNATURE_FORMAT % (key_id, timestamp, mac_hex)
 
 
 def parse_signature(value: bytes) -> Signature | None:

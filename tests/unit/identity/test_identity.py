@@ -415,3 +415,14 @@ def test_inbound_filter(key: bytes, default: bool, configured: bool) -> None:
     )
     assert InboundFilter(None).strips(key) is default
     assert InboundFilter(identity).strips(key) is configured
+
+
+@given(key=st.binary(min_size=1, max_size=200), data=st.binary(max_size=600))
+def test_property_precomputed_hmac_is_hmac_sha256(key: bytes, data: bytes) -> None:
+    """The signer's precomputed pads (RFC 2104) give what the verifier's `hmac.digest` gives,
+    for keys shorter and longer than SHA-256's block."""
+    from sipguard.identity.stamp import _Mac
+
+    expected = hmac.new(key, data, hashlib.sha256).hexdigest().encode()
+    assert _Mac(key).hex(data) == expected
+    assert "secret" not in repr(_Mac(key)) and repr(key) not in repr(_Mac(key))
