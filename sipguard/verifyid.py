@@ -16,12 +16,9 @@ from typing import BinaryIO
 
 from sipguard.config import load_settings
 from sipguard.errors import ConfigError
+from sipguard.exits import EX_CONFIG, EX_INVALID, EX_OK
 from sipguard.identity import Outcome, verify_message
 from sipguard.settings import Limits
-
-EX_OK = 0
-EX_INVALID = 1
-EX_CONFIG = 78
 
 # A SIP message never exceeds this (RFC 3261 §18.1.1); read one byte more to tell.
 MAX_MESSAGE_BYTES = Limits().max_message_bytes

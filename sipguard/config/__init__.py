@@ -44,8 +44,6 @@ Extending it:
 from __future__ import annotations
 
 from sipguard.config.load import (
-    EX_CONFIG,
-    EX_OK,
     SECTIONS,
     Section,
     check_config_command,
@@ -54,8 +52,6 @@ from sipguard.config.load import (
 )
 
 __all__ = [
-    "EX_CONFIG",
-    "EX_OK",
     "SECTIONS",
     "Section",
     "check_config_command",

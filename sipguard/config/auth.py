@@ -1,11 +1,11 @@
 """The admission sections: `auth` (realm, algorithms, nonces) and `trunks` with their
 whitelists and credentials (DESIGN §3, §5).
 
-Owns: the trunk names (unique; they are metric label values), whitelist rule texts (checked
-with `policy.whitelist.parse_rule`), credentials (usernames unique across trunks; within its
-trunk a username may be listed once per secret, for rotation, each with an optional
-`not_before` and `valid_until`), and the warnings about open, useless or expiring parts (a
-username whose every secret has expired).
+Owns: the trunk names (unique; they are metric label values), whitelist rules (parsed once
+with `policy.whitelist.parse_rule` into `settings.Rule`), credentials (usernames unique across
+trunks; within its trunk a username may be listed once per secret, for rotation, each with an
+optional `not_before` and `valid_until`), and the warnings about open, useless or expiring parts
+(a username whose every secret has expired).
 
 Never does: read a secret itself (`sipguard.config.secrets` does), match a source, compute a
 digest.
@@ -28,7 +28,14 @@ from sipguard.config.identity import read_attributes
 from sipguard.config.reader import Reader, describe
 from sipguard.config.secrets import credential_secret, nonce_key
 from sipguard.policy.whitelist import parse_rule
-from sipguard.settings import ALGORITHMS, REFUSE_ACTIONS, AuthSettings, Credential, Trunk
+from sipguard.settings import (
+    ALGORITHMS,
+    REFUSE_ACTIONS,
+    AuthSettings,
+    Credential,
+    Rule,
+    Trunk,
+)
 
 AUTH_KEYS = ("realm", "algorithms", "nonce_ttl", "secret_file", "secret_env", "refuse")
 CORE_TRUNK_KEYS = ("name", "whitelist", "credentials", "algorithms", "allow_open")
@@ -111,10 +118,10 @@ def read_trunk(
         return None
     before = len(r.problems)
     name = trunk_name(r, section, key, seen)
-    rules: list[str] = []
+    rules: list[Rule] = []
     if section.get("whitelist") is not None:
-        items = r.string_list(section["whitelist"], f"{key}.whitelist", parse_rule)
-        rules = [text for _, text in items or []]
+        items = r.parsed_list(section["whitelist"], f"{key}.whitelist", parse_rule)
+        rules = [rule for _, rule in items or []]
     algorithms = None
     if section.get("algorithms") is not None:
         algorithms = r.algorithms(section["algorithms"], f"{key}.algorithms")
