@@ -1,8 +1,8 @@
 """The exit codes of the `sipguard` command, in one place (sysexits.h numbering).
 
 Owns: every code a subcommand returns (`run`, `check-config`, `hash-password`, `gen-key`,
-`verify-identity`) and the meaning of each. The systemd unit relies on `EX_CONFIG` (`RestartPreventExitStatus=78`:
-restarting does not fix a bad file).
+`verify-identity`) and the meaning of each. The systemd unit relies on `EX_CONFIG`
+(`RestartPreventExitStatus=78`: restarting does not fix a bad file).
 
 Never does: anything else; every module imports it, so it imports nothing.
 """

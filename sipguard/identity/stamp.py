@@ -16,6 +16,7 @@ edit messages, log. The secret stays inside the `Stamper` (`repr` shows none).
 from __future__ import annotations
 
 import hashlib
+import re
 from binascii import hexlify
 from collections.abc import Iterable
 from typing import Final, NamedTuple
@@ -28,6 +29,7 @@ from sipguard.identity.headers import (
     attribute_header,
 )
 from sipguard.settings import DEFAULT_HEADER_PREFIX, IdentitySettings, Trunk
+from sipguard.sip.fields import COMPACT_FORMS
 
 __all__ = ["ALWAYS_STRIPPED", "InboundFilter", "Stamper"]
 
@@ -81,17 +83,29 @@ def _literal(text: bytes) -> bytes:
     return text.replace(b"%", b"%%")
 
 
+# RFC 3261 §25.1 token characters: what may follow our prefix in a header name.
+_TOKEN_CHARS: Final = rb"[A-Za-z0-9\-.!%*_+`'~]*"
+
+
 class InboundFilter:
     """Which header keys (lowercase, compact forms expanded) are removed from a request from
-    outside before anything reads it."""
+    outside before anything reads it. `alternation` is the same set as a regex alternation of
+    header names as they may be spelled on the wire (compact forms included), to be matched
+    case-insensitively at a line start: the core uses it to tell a request with nothing to
+    strip from one that needs its header index."""
 
-    __slots__ = ("_keys", "_prefix")
+    __slots__ = ("_keys", "_prefix", "alternation")
 
     def __init__(self, identity: IdentitySettings | None) -> None:
         prefix = identity.header_prefix if identity is not None else DEFAULT_HEADER_PREFIX
         self._prefix = prefix.lower().encode("ascii")
         extra = identity.strip_inbound if identity is not None else ()
         self._keys = ALWAYS_STRIPPED | {name.lower().encode("ascii") for name in extra}
+        compact = {full: short for short, full in COMPACT_FORMS.items()}
+        spellings = sorted(self._keys | {compact[k] for k in self._keys if k in compact})
+        self.alternation = b"|".join(
+            [re.escape(self._prefix) + _TOKEN_CHARS, *(re.escape(k) for k in spellings)]
+        )
 
     def strips(self, key: bytes) -> bool:
         return key.startswith(self._prefix) or key in self._keys

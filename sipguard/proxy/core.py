@@ -52,6 +52,7 @@ from functools import partial
 from sipguard.auth.credentials import CredentialStore
 from sipguard.auth.nonce import NonceIssuer, NonceTracker
 from sipguard.errors import MessageTooLarge, ParseError
+from sipguard.identity import InboundFilter, Stamper
 from sipguard.policy.guard import BanEvent, Guard, GuardSettings
 from sipguard.policy.whitelist import RuleSet, SourceMatcher
 from sipguard.proxy import admission, forwarding
@@ -69,7 +70,7 @@ from sipguard.proxy.actions import (
 )
 from sipguard.proxy.context import Admitted, Config, Context, Pending, State
 from sipguard.proxy.memory import Admission, ExpiringTable
-from sipguard.proxy.outgoing import NEEDS_INDEX, fragments_for
+from sipguard.proxy.outgoing import fragments_for, needs_index
 from sipguard.proxy.replies import RETRY_AFTER, ip_key, reply
 from sipguard.proxy.via import branch_key, tag_for
 from sipguard.settings import Settings
@@ -101,6 +102,7 @@ def compile_config(settings: Settings, issuer: NonceIssuer, nonce_key: bytes) ->
     parser_limits = ParserLimits.from_settings(settings.limits)
     upstreams = tuple(Address(Transport(u.transport), u.host, u.port) for u in settings.upstream)
     listeners = tuple(Address(Transport(x.transport), x.host, x.port) for x in settings.listen)
+    inbound = InboundFilter(settings.identity)
     return Config(
         settings=settings,
         parser_limits=parser_limits,
@@ -115,6 +117,9 @@ def compile_config(settings: Settings, issuer: NonceIssuer, nonce_key: bytes) ->
         listeners=listeners,
         own=frozenset((x.host, x.port) for x in listeners),
         fragments={(x.transport, x.host, x.port): fragments_for(x) for x in listeners},
+        stamper=Stamper(settings.identity, settings.trunks),
+        inbound=inbound,
+        needs_index=needs_index(inbound.alternation),
     )
 
 
@@ -205,7 +210,7 @@ class Core:
             if isinstance(msg, Response):
                 return forwarding.relay_response(cfg, st, msg)
             plain = msg.matched_span("via") is not None and (
-                NEEDS_INDEX.search(data, msg.start_line_end - 1, msg.header_end) is None
+                cfg.needs_index.search(data, msg.start_line_end - 1, msg.header_end) is None
             )
             ctx = Context(cfg, st, msg, source, local, connection, now, ip, plain)
             if from_upstream:
