@@ -1,4 +1,5 @@
-"""The `sipguard` command line: `run`, `check-config`, `hash-password`, `gen-key`, `admin`.
+"""The `sipguard` command line: `run`, `check-config`, `hash-password`, `gen-key`, `admin`,
+`verify-identity`.
 
 Owns: argument parsing and exit codes. Each subcommand's work lives in its own module and is
 imported only when that subcommand runs, so `sipguard --help` stays fast.
@@ -76,6 +77,18 @@ def build_parser() -> argparse.ArgumentParser:
     unban.add_argument("address", metavar="ADDR")
     actions.add_parser("reload", help="reload the config file as SIGHUP does; print any errors")
     actions.add_parser("status", help="version, uptime, workers, config file and its hash")
+    verify = sub.add_parser(
+        "verify-identity",
+        help="check the signed identity headers of one SIP request read from stdin "
+        "(exit 0 valid, 1 invalid with the reason)",
+    )
+    verify.add_argument("--config", "-c", required=True, metavar="FILE", help="YAML config file")
+    verify.add_argument(
+        "--max-age",
+        type=float,
+        metavar="S",
+        help="seconds a signature stays valid (default: identity.max_age)",
+    )
     return parser
 
 
@@ -109,6 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from sipguard.admin.client import admin_command
 
         return admin_command(args)
+    if args.command == "verify-identity":
+        from sipguard.verifyid import verify_identity_command
+
+        return verify_identity_command(args.config, args.max_age)
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover - argparse rejects it
     return EX_USAGE  # pragma: no cover
 

@@ -1,7 +1,7 @@
 """The exit codes of the `sipguard` command, in one place (sysexits.h numbering).
 
 Owns: every code a subcommand returns (`run`, `check-config`, `hash-password`, `gen-key`,
-`admin`) and the meaning of each. The systemd unit relies on `EX_CONFIG`
+`admin`, `verify-identity`) and the meaning of each. The systemd unit relies on `EX_CONFIG`
 (`RestartPreventExitStatus=78`: restarting does not fix a bad file).
 
 Never does: anything else; every module imports it, so it imports nothing.
@@ -13,6 +13,7 @@ from typing import Final
 
 EX_OK: Final = 0  # done; for `run`, a clean stop (SIGTERM/SIGINT)
 EX_NOTHING: Final = 1  # `admin unban`/`ban`: nothing done (not banned; an exempt address)
+EX_INVALID: Final = 1  # `verify-identity`: the signature is not valid (the reason is on stderr)
 EX_USAGE: Final = 64  # bad arguments; `hash-password`: empty password, mismatch, bad algorithm;
 # `admin`: the API refused the request as malformed (an address that is not one)
 EX_DATAERR: Final = 65  # `hash-password`: the password on stdin is not UTF-8

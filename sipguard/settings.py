@@ -2,9 +2,10 @@
 
 Owns: the types every layer reads its configuration from (`Settings`, `Listener`, `Upstream`,
 `AuthSettings`, `Trunk`, `TrunkLimits`, `AdminSettings`, `Credential`, `Rule`, `Limits`,
-`Protection`...), and the named defaults of every limit, each with the reason for its value.
-Whitelist entries are held parsed (`Rule`: the config loader parses each once with
-`policy.whitelist.parse_rule`; matching and the shell use the intervals, never the text again).
+`Protection`, `IdentitySettings`...), and the named defaults of every limit, each with the
+reason for its value. Whitelist entries are held parsed (`Rule`: the config loader parses
+each once with `policy.whitelist.parse_rule`; matching and the shell use the intervals, never
+the text again).
 
 Never does: read files, YAML or the environment, resolve names, hash passwords (digest math
 belongs to `sipguard.auth`). It imports only the standard library's dataclasses, enum, datetime
@@ -135,12 +136,23 @@ class Credential:
     password: str | None = field(default=None, repr=False, hash=False)
     ha1: Mapping[str, str] = field(default_factory=dict, repr=False, hash=False)
     valid_until: datetime | None = None  # aware, UTC; None: never expires
+    # aware, UTC; None: valid from the start. With valid_until, one secret of a rotation.
+    not_before: datetime | None = None
 
     def __post_init__(self) -> None:
         if (self.password is None) == (not self.ha1):
             raise ValueError(f"credential {self.username!r}: set exactly one of password and ha1")
-        if self.valid_until is not None and self.valid_until.tzinfo is None:
-            raise ValueError(f"credential {self.username!r}: valid_until must be timezone-aware")
+        for moment in (self.valid_until, self.not_before):
+            if moment is not None and moment.tzinfo is None:
+                raise ValueError(
+                    f"credential {self.username!r}: valid_until and not_before must be "
+                    "timezone-aware"
+                )
+
+    def is_valid_at(self, now: datetime) -> bool:
+        return (self.valid_until is None or now < self.valid_until) and (
+            self.not_before is None or now >= self.not_before
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,10 +209,60 @@ class Trunk:
     algorithms: tuple[str, ...] | None = None  # overrides auth.algorithms for this trunk
     allow_open: bool = False  # operator accepted a trunk with neither whitelist nor credentials
     limits: TrunkLimits = field(default_factory=TrunkLimits)  # rates and concurrent calls
+    # (name, value) pairs sent with every request this trunk admits (issue 16), config order;
+    # names and values validated by `sipguard.config` (see `sipguard.identity.headers`).
+    attributes: tuple[tuple[str, str], ...] = ()
 
     @property
     def requires_auth(self) -> bool:
         return bool(self.credentials)
+
+
+# The header prefix of what sipguard attaches: X-Sipguard-Trunk, X-Sipguard-Attr-Org-Id...
+DEFAULT_HEADER_PREFIX = "X-Sipguard-"
+# Identity headers a caller sets to be believed by the platform (RFC 3325, RFC 7239's cousins,
+# draft-ietf-sip-privacy-04): stripped from requests from outside by default.
+DEFAULT_STRIP_INBOUND: tuple[str, ...] = (
+    "P-Asserted-Identity",
+    "P-Preferred-Identity",
+    "X-Forwarded-For",
+    "Remote-Party-ID",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    """One identity signing key (HMAC-SHA-256): `id` names it in the signature header."""
+
+    id: str
+    secret: bytes = field(repr=False, hash=False)
+    # Where the key came from, e.g. "file:/etc/sipguard/identity-k2.key"; never the key itself.
+    source: str = "given"
+
+    def __post_init__(self) -> None:
+        if not self.secret:
+            raise ValueError(f"signing key {self.id!r}: empty secret")
+
+
+@dataclass(frozen=True, slots=True)
+class IdentitySettings:
+    """Signed identity headers on the way out, stripped copies on the way in (issue 16)."""
+
+    signing_keys: tuple[SigningKey, ...]  # newest first: the first signs, all verify
+    header_prefix: str = DEFAULT_HEADER_PREFIX
+    # Seconds a signature stays valid for the verifier: covers the platform's clock skew and
+    # queueing, short enough that a captured request cannot be replayed much later.
+    max_age: int = 30
+    strip_inbound: tuple[str, ...] = DEFAULT_STRIP_INBOUND
+
+    def __post_init__(self) -> None:
+        if not self.signing_keys:
+            raise ValueError("identity: at least one signing key")
+        ids = [k.id for k in self.signing_keys]
+        if len(set(ids)) != len(ids):
+            raise ValueError("identity: signing key ids must be unique")
+        if self.max_age <= 0:
+            raise ValueError("identity: max_age must be positive")
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,6 +390,7 @@ class Settings:
     admin: AdminSettings | None = None  # None: no admin API (the default)
     # SHA-256 (hex) of the config file's bytes as loaded; "" for settings built by hand.
     source_sha256: str = ""
+    identity: IdentitySettings | None = None  # None: plain X-Sipguard-Trunk/User, unsigned
 
 
 # Top-level sections compared whole by `diff_settings` (trunks and listeners are itemised).
@@ -341,6 +404,7 @@ DIFFED_SECTIONS: tuple[str, ...] = (
     "protection",
     "state",
     "admin",
+    "identity",
 )
 
 

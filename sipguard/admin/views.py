@@ -115,7 +115,8 @@ def trunk_view(trunk: Trunk, usage: TrunkUsage | None, now: datetime) -> JSON:
         {
             "username": c.username,
             "valid_until": None if c.valid_until is None else c.valid_until.isoformat(),
-            "valid": c.valid_until is None or now < c.valid_until,
+            "not_before": None if c.not_before is None else c.not_before.isoformat(),
+            "valid": c.is_valid_at(now),
         }
         for c in trunk.credentials
     ]

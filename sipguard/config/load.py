@@ -18,6 +18,7 @@ from typing import Any
 from sipguard.config.admin import read_admin
 from sipguard.config.auth import read_auth, read_trunks
 from sipguard.config.document import parse_yaml
+from sipguard.config.identity import read_identity
 from sipguard.config.network import read_listeners, read_tls, read_upstreams
 from sipguard.config.observability import read_log, read_metrics
 from sipguard.config.protection import read_limits, read_protection
@@ -57,6 +58,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("protection", read_protection, absent={}),
     Section("state", read_state, absent={}),
     Section("admin", read_admin),  # reads metrics
+    Section("identity", read_identity),
 )
 
 

@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from enum import Enum
 from typing import NamedTuple
 
-from sipguard.auth.credentials import Entry
-from sipguard.auth.digest import DigestAnswer, MalformedAnswer, build_challenges, verify
+from sipguard.auth.credentials import Entry, SecretCheck
+from sipguard.auth.digest import DigestAnswer, MalformedAnswer, build_challenges
 from sipguard.auth.nonce import NonceVerdict
 from sipguard.errors import ParseError
 from sipguard.proxy import limiting
@@ -56,7 +56,7 @@ class DigestOutcome(Enum):
     FOREIGN_NONCE = "nonce not issued to this source"
     UNKNOWN_USER = "unknown user"
     BAD = "wrong password"
-    EXPIRED = "credential expired"
+    EXPIRED = "credential expired or not yet valid"
     URI_MISMATCH = "digest uri differs from the Request-URI"
     FOREIGN_OPAQUE = "opaque not ours"
     REPLAY = "nonce-count replayed"
@@ -330,37 +330,41 @@ def check_digest(
             DigestOutcome.NOT_OFFERED, parsed, detail=DigestOutcome.NOT_OFFERED.value
         )
     cfg, st, msg = ctx.cfg, ctx.st, ctx.msg
-    entry = cfg.store.lookup(answer.username, answer.algorithm, [t.name for t in candidates])
-    ha1 = entry.ha1 if entry is not None else cfg.store.dummy_ha1(answer.algorithm)
-    correct = verify(answer, ha1, text(msg.method), msg.body)
+    # Every secret of the username (several during a rotation), at the same cost whatever the
+    # outcome; a secret that is not current is refused like a wrong one (issue 16).
+    trunks = [t.name for t in candidates]
+    secret = cfg.store.check(answer, text(msg.method), msg.body, trunks, ctx.now)
     verdict, expiry = st.issuer.check_with_expiry(answer.nonce, cfg.realm, ctx.ip, ctx.now)
-    outcome = _outcome(ctx, answer, entry, correct, verdict)
+    outcome = _outcome(ctx, answer, secret.outcome, verdict)
     killed = False
     if outcome is DigestOutcome.OK:
         outcome = _count_nonce(ctx, answer, expiry)
-    elif verdict is NonceVerdict.VALID and not correct and expiry is not None:
+    elif (
+        verdict is NonceVerdict.VALID
+        and secret.outcome is not SecretCheck.OK
+        and expiry is not None
+    ):
         # A cracker reuses one nonce for many guesses: one wrong answer kills it.
         st.tracker.kill(answer.nonce, expiry, ctx.now)
         killed = True
-    return DigestCheck(outcome, parsed, answer, entry, expiry=expiry, killed=killed)
+    return DigestCheck(outcome, parsed, answer, secret.entry, expiry=expiry, killed=killed)
 
 
 def _outcome(
     ctx: Context,
     answer: DigestAnswer,
-    entry: Entry | None,
-    correct: bool,
+    secret: SecretCheck,
     verdict: NonceVerdict,
 ) -> DigestOutcome:
     """The outcome of a usable answer, before its nonce-count is counted; the order of the
     checks decides which reason is logged, never what the peer sees."""
     if verdict is NonceVerdict.INVALID:
         return DigestOutcome.FOREIGN_NONCE
-    if entry is None:
+    if secret is SecretCheck.UNKNOWN_USER:
         return DigestOutcome.UNKNOWN_USER
-    if not correct:
+    if secret is SecretCheck.WRONG:
         return DigestOutcome.BAD
-    if not entry.valid_at(ctx.now):
+    if secret is SecretCheck.NOT_CURRENT:
         return DigestOutcome.EXPIRED
     if not same_uri(answer.uri.encode("utf-8"), ctx.msg):
         return DigestOutcome.URI_MISMATCH

@@ -55,6 +55,7 @@ from functools import partial
 from sipguard.auth.credentials import CredentialStore
 from sipguard.auth.nonce import NonceIssuer, NonceTracker
 from sipguard.errors import MessageTooLarge, ParseError
+from sipguard.identity import InboundFilter, Stamper
 from sipguard.policy.guard import BanEvent, BanRecord, Guard, GuardSettings, UnbanEvent
 from sipguard.policy.limits import TrunkUsage
 from sipguard.policy.whitelist import RuleSet, SourceMatcher, normalise_source_text
@@ -73,7 +74,7 @@ from sipguard.proxy.actions import (
 )
 from sipguard.proxy.context import Admitted, Config, Context, Pending, State
 from sipguard.proxy.memory import Admission, ExpiringTable
-from sipguard.proxy.outgoing import NEEDS_INDEX, fragments_for
+from sipguard.proxy.outgoing import fragments_for, needs_index
 from sipguard.proxy.replies import RETRY_AFTER, reply
 from sipguard.proxy.via import branch_key, tag_for
 from sipguard.settings import Settings, TrunkLimits
@@ -116,6 +117,7 @@ def compile_config(
     upstreams = tuple(Address(Transport(u.transport), u.host, u.port) for u in settings.upstream)
     listeners = tuple(Address(Transport(x.transport), x.host, x.port) for x in settings.listen)
     ours = (*listeners, *upstream_sockets)
+    inbound = InboundFilter(settings.identity)
     return Config(
         settings=settings,
         parser_limits=parser_limits,
@@ -131,6 +133,9 @@ def compile_config(
         upstream_sockets=upstream_sockets,
         own=frozenset((x.host, x.port) for x in ours),
         fragments={(x.transport, x.host, x.port): fragments_for(x) for x in ours},
+        stamper=Stamper(settings.identity, settings.trunks),
+        inbound=inbound,
+        needs_index=needs_index(inbound.alternation),
     )
 
 
@@ -240,7 +245,7 @@ class Core:
                     limiting.answered(st, msg, now)  # a 2xx or a failure of a counted call
                 return relayed
             plain = msg.matched_span("via") is not None and (
-                NEEDS_INDEX.search(data, msg.start_line_end - 1, msg.header_end) is None
+                cfg.needs_index.search(data, msg.start_line_end - 1, msg.header_end) is None
             )
             ctx = Context(cfg, st, msg, source, local, connection, now, ip, plain)
             if from_upstream:

@@ -117,8 +117,13 @@ async def test_trunks_show_limits_counters_and_no_secret(admin: Harness) -> None
     assert acme["admitted"] == {"calls": 5, "registrations": 0}
     assert acme["refused"]["concurrent_calls"] == 2
     assert acme["credentials"] == [
-        {"username": "acme", "valid_until": None, "valid": True},
-        {"username": "old", "valid_until": "2020-01-01T00:00:00+00:00", "valid": False},
+        {"username": "acme", "valid_until": None, "not_before": None, "valid": True},
+        {
+            "username": "old",
+            "valid_until": "2020-01-01T00:00:00+00:00",
+            "not_before": None,
+            "valid": False,
+        },
     ]
     assert open_trunk["credentials"] == [] and open_trunk["active_calls"] == 0
     _, raw, _ = await admin.request("GET", "/v1/trunks")
