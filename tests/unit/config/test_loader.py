@@ -17,7 +17,7 @@ from sipguard.errors import ConfigError
 from sipguard.policy.whitelist import SourceMatcher
 from sipguard.settings import Credential, Limits, Listener, Protection, Upstream
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
 BASE = """\

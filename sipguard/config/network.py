@@ -1,0 +1,167 @@
+"""The network sections: `listen`, `tls` and `upstream` (DESIGN §3).
+
+Owns: listener URLs (`transport://address:port`), the TLS files and options, upstream SIP URIs
+(`sip:HOST[:PORT][;transport=...]`, RFC 3261 §19.1), duplicates among them.
+
+Never does: open a socket or load a certificate (it only checks that the files can be read),
+resolve a name (sipguard does no DNS at runtime: addresses are IP literals).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from sipguard.config.reader import Reader
+from sipguard.config.secrets import readable
+from sipguard.settings import DEFAULT_PORTS, TRANSPORTS, Limits, Listener, TlsSettings, Upstream
+
+TLS_KEYS = ("certificate", "private_key", "ca_file", "verify_client")
+
+_LISTENER = re.compile(
+    r"(?P<transport>[a-z]+)://(?:\[(?P<v6>[^\]]*)\]|(?P<host>[^\[\]:/]*)):(?P<port>[^:]*)\Z"
+)
+_UPSTREAM = re.compile(
+    r"sip:(?:\[(?P<v6>[^\]]*)\]|(?P<host>[^\[\]:;]*))(?::(?P<port>[^;]*))?(?P<params>(?:;[^;]*)*)\Z"
+)
+
+
+def read_listeners(
+    r: Reader, value: object, done: Mapping[str, Any]
+) -> tuple[Listener, ...] | None:
+    """`listen`: at least one `transport://address:port`, no two alike."""
+    if value is None:
+        r.error("listen", "missing: give at least one transport://address:port")
+        return None
+    items = r.string_list(value, "listen")
+    if items is None:
+        return None
+    if not items and not value:
+        r.error("listen", "give at least one transport://address:port")
+    found: list[Listener] = []
+    seen: dict[tuple[str, int, int], str] = {}
+    for where, text in items:
+        listener = listener_url(r, text, where)
+        if listener is None:
+            continue
+        identity = (listener.transport, int(ipaddress.ip_address(listener.host)), listener.port)
+        if identity in seen:
+            r.error(where, f"{text!r}: duplicate of {seen[identity]}")
+            continue
+        seen[identity] = where
+        found.append(listener)
+    return tuple(found)
+
+
+def listener_url(r: Reader, text: str, where: str) -> Listener | None:
+    match = _LISTENER.match(text)
+    if match is None:
+        r.error(
+            where,
+            f"{text!r}: expected transport://address:port, e.g. udp://127.0.0.1:5060 "
+            "or tls://[::1]:5061 (IPv6 in brackets)",
+        )
+        return None
+    transport = match["transport"]
+    if transport not in TRANSPORTS:
+        r.error(where, f"{text!r}: transport must be one of {', '.join(TRANSPORTS)}")
+        return None
+    host = r.ip_literal(match["v6"], match["host"], where, text)
+    port = r.port(match["port"], where, text)
+    if host is None or port is None:
+        return None
+    return Listener(transport, host, port)
+
+
+def read_tls(r: Reader, value: object, done: Mapping[str, Any]) -> TlsSettings | None:
+    """`tls`: the certificate and key every tls:// listener presents."""
+    wanted = any(listener.transport == "tls" for listener in done.get("listen") or ())
+    if value is None:
+        if wanted:
+            r.error("tls", "missing: a tls:// listener needs certificate and private_key")
+        return None
+    section = r.mapping(value, "tls", TLS_KEYS)
+    if section is None:
+        return None
+    if not wanted:
+        r.warn("tls", "no tls:// listener uses this section")
+    paths: dict[str, str | None] = {}
+    for key, what in (("certificate", "certificate"), ("private_key", "private key")):
+        if key not in section:
+            r.error(f"tls.{key}", "missing")
+            paths[key] = None
+            continue
+        text = r.string(section[key], f"tls.{key}")
+        paths[key] = None if text is None else readable(r, text, f"tls.{key}", what)
+    ca_file = None
+    if section.get("ca_file") is not None:
+        text = r.string(section["ca_file"], "tls.ca_file")
+        if text is not None:
+            ca_file = readable(r, text, "tls.ca_file", "CA file")
+    verify = r.boolean(section.get("verify_client", False), "tls.verify_client")
+    if verify and ca_file is None:
+        r.error("tls.verify_client", "needs tls.ca_file to verify client certificates")
+    certificate, private_key = paths["certificate"], paths["private_key"]
+    if certificate is None or private_key is None or verify is None:
+        return None
+    timeout = (done.get("limits") or Limits()).tls_handshake_timeout
+    return TlsSettings(certificate, private_key, ca_file, verify, timeout)
+
+
+def read_upstreams(
+    r: Reader, value: object, done: Mapping[str, Any]
+) -> tuple[Upstream, ...] | None:
+    """`upstream`: at least one SIP URI of the platform, no two alike."""
+    if value is None:
+        r.error("upstream", "missing: give at least one sip:HOST[:PORT][;transport=...]")
+        return None
+    items = r.string_list(value, "upstream")
+    if items is None:
+        return None
+    if not items and not value:
+        r.error("upstream", "give at least one sip:HOST[:PORT][;transport=...]")
+    found: list[Upstream] = []
+    seen: dict[tuple[str, str, int], str] = {}
+    for where, text in items:
+        upstream = upstream_uri(r, text, where)
+        if upstream is None:
+            continue
+        identity = (upstream.transport, upstream.host, upstream.port)
+        if identity in seen:
+            r.error(where, f"{text!r}: duplicate of {seen[identity]}")
+            continue
+        seen[identity] = where
+        found.append(upstream)
+    return tuple(found)
+
+
+def upstream_uri(r: Reader, text: str, where: str) -> Upstream | None:
+    match = _UPSTREAM.match(text)
+    if match is None:
+        r.error(
+            where,
+            f"{text!r}: expected sip:HOST[:PORT][;transport=udp|tcp|tls], "
+            "e.g. sip:127.0.0.1:5070;transport=udp (IPv6 in brackets)",
+        )
+        return None
+    transport = "udp"
+    for param in filter(None, match["params"].split(";")):
+        name, _, param_value = param.partition("=")
+        # RFC 3261 §19.1.4: URI parameter names and transport values compare case-insensitively.
+        if name.lower() != "transport":
+            r.error(where, f"{text!r}: unsupported URI parameter {name!r}")
+            return None
+        transport = param_value.lower()
+        if transport not in TRANSPORTS:
+            r.error(where, f"{text!r}: transport must be one of {', '.join(TRANSPORTS)}")
+            return None
+    host = r.ip_literal(match["v6"], match["host"], where, text)
+    if match["port"] is None:
+        port: int | None = DEFAULT_PORTS[transport]  # RFC 3261 §19.1.2
+    else:
+        port = r.port(match["port"], where, text)
+    if host is None or port is None:
+        return None
+    return Upstream(text, transport, host, port)
