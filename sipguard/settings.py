@@ -123,6 +123,11 @@ class UpstreamHealth:
             raise ValueError("upstream_health: down_after and up_after must be >= 1")
 
 
+# A config without `upstream_health` probes nothing (it behaves as before pools existed); the
+# class defaults above are those of a written section.
+NO_PROBING = UpstreamHealth(probe_interval=0.0)
+
+
 @dataclass(frozen=True, slots=True)
 class AuthSettings:
     """Digest authentication (RFC 3261 §22, RFC 7616, RFC 8760)."""
@@ -275,4 +280,4 @@ class Settings:
     log: LogSettings = field(default_factory=LogSettings)
     limits: Limits = field(default_factory=Limits)
     protection: Protection = field(default_factory=Protection)
-    upstream_health: UpstreamHealth = field(default_factory=UpstreamHealth)
+    upstream_health: UpstreamHealth = NO_PROBING
