@@ -28,6 +28,7 @@ fi
 
 need_apt=()
 command -v sipp >/dev/null 2>&1 || need_apt+=(sip-tester)
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server) # shared-state tests
 for pkg in "${SIPGUARD_APT_EXTRA[@]:-}"; do
 	[[ -n "$pkg" ]] && ! dpkg -s "$pkg" >/dev/null 2>&1 && need_apt+=("$pkg")
 done

@@ -1,7 +1,8 @@
 """Structured logs of sipguard: one JSON line per decision on stdout (structlog + orjson).
 
 Owns: `configure_logging` (level, format, output stream), the `sanitize` processor that every
-line passes through, and the level names. The event vocabulary (which decision is which event,
+line passes through, the console rendering for a person at a terminal (`ConsoleRenderer`), and
+the level names. The event vocabulary (which decision is which event,
 at which level) lives in `sipguard.observer`.
 
 Never does: write a secret. `sanitize` replaces the value of any key named like a secret
@@ -173,6 +174,106 @@ class _UtcTimestamp:
         return event_dict
 
 
+# Console rendering (a person at a terminal): the first columns answer "what, who, and what
+# became of it"; the JSON shape is the interface for tools and stays as it is.
+CONSOLE_LEVEL_WIDTH: Final = 7  # "warning"
+CONSOLE_EVENT_WIDTH: Final = 12  # the common decision events line up; longer names push on
+_LEVEL_COLOURS: Final[dict[str, str]] = {
+    "debug": "\x1b[2m",
+    "info": "\x1b[32m",
+    "warning": "\x1b[33m",
+    "error": "\x1b[31;1m",
+}
+_RESET: Final = "\x1b[0m"
+# Values that need quotes to read as one field: spaces, quotes, "=", or nothing at all.
+_BARE: Final = re.compile(r"[^\s\"'=]+\Z")
+
+
+def _hostport(host: Any, port: Any) -> str:
+    text = str(host)
+    if port is None:
+        return text
+    return f"[{text}]:{port}" if ":" in text else f"{text}:{port}"
+
+
+def _console_value(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return ",".join(_console_value(item) for item in value)
+    text = "null" if value is None else str(value)
+    if _BARE.match(text):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class ConsoleRenderer:
+    """structlog renderer for people: `TIME LEVEL EVENT PEER OUTCOME FIELDS...` on one line.
+
+    PEER is `src_ip:src_port/transport` (the socket peer); OUTCOME is what was done (`forward
+    -> DST`, `reply STATUS`, `drop`); `method` follows bare; the other fields keep the order the
+    event gave them (not alphabetical), the Call-ID last (it is long). A `cause` that repeats
+    the event name is left out (`auth_failed`), or shortened (`admitted_digest` under `admitted`
+    reads `cause=digest`). The time is UTC to the millisecond. A traceback follows on its own
+    lines. Values arrive sanitised (`sanitize`): they cannot break the line."""
+
+    __slots__ = ("_colours",)
+
+    def __init__(self, colours: bool = False) -> None:
+        self._colours = colours
+
+    def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> str:
+        fields = dict(event_dict)
+        stamp = str(fields.pop("timestamp", ""))
+        level = str(fields.pop("level", method_name))
+        event = str(fields.pop("event", ""))
+        exception = fields.pop("exception", None)
+        head = [
+            f"{stamp[:23].replace('T', ' ')}Z" if len(stamp) > 23 else stamp,
+            self._level(level),
+            event.ljust(CONSOLE_EVENT_WIDTH),
+        ]
+        if "src_ip" in fields:
+            peer = _hostport(fields.pop("src_ip"), fields.pop("src_port", None))
+            transport = fields.pop("transport", None)
+            head.append(peer if transport is None else f"{peer}/{transport}")
+        head.extend(_outcome(fields))
+        cause = fields.pop("cause", None)
+        if cause is not None and cause != event:
+            fields["cause"] = str(cause).removeprefix(f"{event}_")
+        call_id = fields.pop("call_id", None)
+        if call_id is not None:
+            fields["call_id"] = call_id
+        if "method" in fields:
+            head.append(_console_value(fields.pop("method")))
+        line = " ".join(
+            [*head, *(f"{key}={_console_value(value)}" for key, value in fields.items())]
+        )
+        if exception:
+            # the traceback arrives with its line ends escaped; each of its lines is indented, so
+            # none can pass for a log line (they all start with a timestamp)
+            lines = str(exception).replace("\\x0a", "\n").splitlines()
+            line = "\n    ".join([line, *lines])
+        return line
+
+    def _level(self, level: str) -> str:
+        text = level.ljust(CONSOLE_LEVEL_WIDTH)
+        colour = _LEVEL_COLOURS.get(level) if self._colours else None
+        return f"{colour}{text}{_RESET}" if colour else text
+
+
+def _outcome(fields: dict[str, Any]) -> list[str]:
+    """The decision's outcome as console words, taken out of `fields`."""
+    action = fields.pop("action", None)
+    if action is None:
+        return []
+    status = fields.pop("status", None) if action == "reply" else None
+    if action == "forward" and "dst_ip" in fields:
+        where = _hostport(fields.pop("dst_ip"), fields.pop("dst_port", None))
+        return [f"forward->{where}"]
+    if action == "drop" and fields.pop("closed", False):
+        return ["drop+close"]
+    return [str(action) if status is None else f"{action} {status}"]
+
+
 def _format_exception(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
     """`exc_info` -> `exception` (plain traceback text, no locals: they may hold a password)."""
     if "exc_info" in event_dict:
@@ -255,9 +356,10 @@ def configure_logging(
     """Configure structlog for the whole process and return the sipguard logger.
 
     `format`: "json" (one object per line: timestamp (ISO 8601, UTC), level, event, fields),
-    "console" (aligned, human-readable), "auto" (console when `stream` is a terminal, else
-    json; under systemd stdout goes to the journal, so json). `stream` defaults to stdout.
-    Calling it again (on reload) replaces the configuration for loggers obtained afterwards."""
+    "console" (one short line per event for a person: see `ConsoleRenderer`), "auto" (console
+    when `stream` is a terminal, else json; under systemd stdout goes to the journal, so json).
+    `stream` defaults to stdout. Calling it again (on reload) replaces the configuration for
+    loggers obtained afterwards."""
     if level not in LEVELS:
         raise ValueError(f"log level must be one of {', '.join(LEVELS)}")
     if format not in FORMATS:
@@ -277,10 +379,7 @@ def configure_logging(
         factory = _SafeBytesLoggerFactory(_binary(out))
     else:
         text = _text(out)
-        renderer = structlog.dev.ConsoleRenderer(
-            colors=_isatty(text),
-            exception_formatter=structlog.dev.plain_traceback,
-        )
+        renderer = ConsoleRenderer(colours=_isatty(text))
         factory = lambda *args: _SafePrintLogger(text)  # noqa: E731
     structlog.configure(
         processors=[*shared, renderer],

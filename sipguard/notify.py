@@ -1,8 +1,8 @@
 """The systemd notification protocol (sd_notify), spoken directly: no libsystemd, no dependency.
 
-Owns: `Notifier`, which sends `READY=1`, `RELOADING=1` (+ `MONOTONIC_USEC=`), `STOPPING=1`,
-`STATUS=...` and `WATCHDOG=1` as one datagram each to the AF_UNIX socket named by
-`$NOTIFY_SOCKET` (a path, or `@name` for the Linux abstract namespace).
+Owns: `Notifier`, which sends `READY=1`, `RELOADING=1` (+ `MONOTONIC_USEC=`), `STOPPING=1`
+(+ `EXTEND_TIMEOUT_USEC=`), `STATUS=...` and `WATCHDOG=1` as one datagram each to the AF_UNIX
+socket named by `$NOTIFY_SOCKET` (a path, or `@name` for the Linux abstract namespace).
 
 Never does: raise. A notification that cannot be sent is logged by nobody and returns False: a
 service manager that went away must not kill the daemon. Never blocks the event loop for long
@@ -69,8 +69,12 @@ class Notifier:
         usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         return self.send("RELOADING=1", f"MONOTONIC_USEC={usec}", *_status(status))
 
-    def stopping(self, status: str | None = None) -> bool:
-        return self.send("STOPPING=1", *_status(status))
+    def stopping(self, status: str | None = None, *, needs: float | None = None) -> bool:
+        """The shutdown begins. `needs`: seconds it may take; systemd then waits at least that
+        long before it kills (EXTEND_TIMEOUT_USEC=, systemd >= 236), whatever TimeoutStopSec=
+        says, so a long `limits.shutdown_grace` is not cut short by the unit file."""
+        extend = () if needs is None else (f"EXTEND_TIMEOUT_USEC={round(needs * 1e6)}",)
+        return self.send("STOPPING=1", *extend, *_status(status))
 
     def status(self, text: str) -> bool:
         return self.send(*_status(text))

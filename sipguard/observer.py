@@ -29,10 +29,11 @@ from sipguard import __version__
 from sipguard.logs import configure_logging
 from sipguard.metrics import ACCOMPANYING_REPLY_CAUSES, Metrics, is_dropped_response, serve_metrics
 from sipguard.notify import Notifier
+from sipguard.policy.whitelist import normalise_source_text
 from sipguard.proxy.actions import Action, Address, BanEvent, Cause, Drop, Forward, Reply
 from sipguard.proxy.failover import FailoverEvent, UpstreamReport
 from sipguard.proxy.pool import Health
-from sipguard.settings import LogSettings, MetricsSettings, Settings
+from sipguard.settings import LogSettings, MetricsSettings, Settings, diff_settings
 
 DEBUG: Final = 10
 INFO: Final = 20
@@ -73,18 +74,13 @@ EVENTS: Final[dict[Cause, tuple[str, int]]] = {
 # Lines per second per event name, and the burst allowed above it (see the module docstring).
 DEFAULT_LOG_RATE: Final = 100.0
 DEFAULT_LOG_BURST: Final = 1000.0
+# Seconds a stop may take beyond `limits.shutdown_grace`: the server's flush of open connections
+# (`server.CLOSE_WAIT`, 1 s) and the exit itself, with room for a loaded machine.
+STOP_MARGIN: Final = 5.0
 # Bans remembered for the `sipguard_bans_active` gauge; expired ones are pruned beyond this.
 MAX_TRACKED_BANS: Final = 100_000
 
 _ACTION_KIND: Final[dict[type, str]] = {Reply: "reply", Forward: "forward", Drop: "drop"}
-
-
-def peer_ip(host: str) -> str:
-    """The address to log for a peer: IPv4-mapped IPv6 (`::ffff:192.0.2.1`, RFC 4291 §2.5.5.2)
-    from a dual-stack socket is written as IPv4, as the firewall sees it."""
-    if host.startswith(("::ffff:", "::FFFF:")) and "." in host:
-        return host[7:]
-    return host
 
 
 def reply_status(action: Action) -> int:
@@ -131,9 +127,11 @@ class Observer:
         log_stream: IO[Any] | None = None,
         endpoint: MetricsSettings | None = None,
         serve_endpoint: bool = False,
+        settings: Settings | None = None,
     ) -> None:
         """`log_settings`: the logging this observer configured (see `build_observer`); when
         given, a reload whose `log:` section differs reconfigures logging to `log_stream`.
+        `settings`: the configuration running now; `config_reloaded` then says what changed.
         `serve_endpoint`: serve /metrics and /healthz on `endpoint` once `started()` runs in the
         loop, and follow `metrics.listen` on reloads; False leaves the endpoint to the caller."""
         self.metrics = metrics
@@ -151,6 +149,7 @@ class Observer:
         self._endpoint_settings = endpoint
         self._endpoint: asyncio.Server | None = None
         self._endpoint_tasks: set[asyncio.Task[None]] = set()
+        self._settings = settings
         self.set_logger(logger)
         if metrics is not None:
             metrics.bans_active.set_function(self.active_bans)
@@ -191,7 +190,7 @@ class Observer:
             return
         info = action.info
         fields: dict[str, Any] = {
-            "src_ip": peer_ip(source.host),
+            "src_ip": normalise_source_text(source.host),
             "src_port": source.port,
             "transport": source.transport.value,
             "cause": cause.value,
@@ -279,7 +278,7 @@ class Observer:
             self._log(
                 ERROR,
                 "bug",
-                src_ip=peer_ip(source.host),
+                src_ip=normalise_source_text(source.host),
                 src_port=source.port,
                 transport=source.transport.value,
                 exc_type=type(exc).__name__,
@@ -344,7 +343,7 @@ class Observer:
             self._log(
                 WARNING,
                 "banned",
-                src_ip=peer_ip(event.ip),
+                src_ip=normalise_source_text(event.ip),
                 failures=getattr(event, "failures", 0),
                 until=event.until,
                 ban_seconds=max(0, round(event.until - self._clock())),
@@ -352,7 +351,7 @@ class Observer:
         else:
             self._bans.pop(event.ip, None)
             why = {} if reason is None else {"reason": str(getattr(reason, "value", reason))}
-            self._log(INFO, "unbanned", src_ip=peer_ip(event.ip), **why)
+            self._log(INFO, "unbanned", src_ip=normalise_source_text(event.ip), **why)
 
     def active_bans(self) -> float:
         """Bans not yet expired (the `sipguard_bans_active` gauge, computed at scrape time)."""
@@ -397,14 +396,9 @@ class Observer:
             self.metrics.config_reloaded(ok=True)
             self.metrics.set_trunks(trunk.name for trunk in settings.trunks)
             self.metrics.set_upstreams(upstream.uri for upstream in settings.upstream)
-        self._log(
-            INFO,
-            "config_reloaded",
-            file=settings.source,
-            listeners=[listener.url for listener in settings.listen],
-            upstream=[upstream.uri for upstream in settings.upstream],
-            trunks=len(settings.trunks),
-        )
+        previous, self._settings = self._settings, settings
+        fields = reload_fields(previous, settings)
+        self._log(INFO, "config_reloaded", file=settings.source, **fields)
         if self.notifier is not None:
             self.notifier.ready("serving; configuration reloaded")
 
@@ -418,10 +412,14 @@ class Observer:
             self.notifier.ready("serving; configuration reload FAILED, previous one kept")
 
     def stopping(self) -> None:
+        """SIGTERM/SIGINT: the drain begins. systemd hears how long it may take (the running
+        `limits.shutdown_grace` plus `STOP_MARGIN`), so TimeoutStopSec= cannot cut it short."""
         self._close_endpoint()
-        self._log(INFO, "stopping")
+        grace = None if self._settings is None else self._settings.limits.shutdown_grace
+        self._log(INFO, "stopping", **({} if grace is None else {"grace": grace}))
         if self.notifier is not None:
-            self.notifier.stopping("stopping")
+            needs = None if grace is None else grace + STOP_MARGIN
+            self.notifier.stopping("stopping", needs=needs)
 
     # -- the /metrics endpoint ---------------------------------------------------------------
 
@@ -464,6 +462,41 @@ class Observer:
         return self._endpoint
 
 
+def reload_fields(previous: Settings | None, settings: Settings) -> dict[str, Any]:
+    """The `config_reloaded` fields: what the new configuration holds (trunks, whitelist rules,
+    users, listeners) and, against `previous`, what changed: trunks and listeners by name, other
+    sections by name, the counts before when they differ, or `unchanged=true` (the file was
+    saved, but nothing in it differs: maybe not the file that was edited)."""
+    diff = diff_settings(settings if previous is None else previous, settings)
+    fields: dict[str, Any] = {
+        "trunks": len(settings.trunks),
+        "rules": diff.rules[1],
+        "users": diff.credentials[1],  # not "credentials": a key named so is redacted (logs)
+        "listeners": diff.listeners[1],
+    }
+    if previous is None:
+        return fields
+    named = {
+        "trunks_added": diff.trunks_added,
+        "trunks_removed": diff.trunks_removed,
+        "trunks_changed": diff.trunks_changed,
+        "listeners_added": diff.listeners_added,
+        "listeners_removed": diff.listeners_removed,
+        "sections_changed": diff.sections_changed,
+    }
+    fields.update((key, list(names)) for key, names in named.items() if names)
+    for key, (before, after) in (
+        ("rules", diff.rules),
+        ("users", diff.credentials),
+        ("listeners", diff.listeners),
+    ):
+        if before != after:
+            fields[f"{key}_before"] = before
+    if not diff.changed:
+        fields["unchanged"] = True
+    return fields
+
+
 def build_observer(settings: Settings, *, stream: IO[Any] | None = None) -> Observer:
     """The daemon's observer: logging configured from `settings.log` (on `stream`, default
     stdout), a `Metrics` with the configured trunks when `settings.metrics` is set, and a
@@ -484,4 +517,5 @@ def build_observer(settings: Settings, *, stream: IO[Any] | None = None) -> Obse
         log_stream=stream,
         endpoint=settings.metrics,
         serve_endpoint=True,
+        settings=settings,
     )

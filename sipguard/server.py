@@ -47,7 +47,12 @@ from sipguard.settings import Listener, Settings
 from sipguard.sip.framing import StreamFramer
 from sipguard.transport import CoreProtocol, NullObserver, ObserverProtocol
 from sipguard.transport.dispatch import Dispatcher
-from sipguard.transport.stream import ReservedSource, StreamLimits, server_tls_context
+from sipguard.transport.stream import (
+    QUEUED_MESSAGES,
+    ReservedSource,
+    StreamLimits,
+    server_tls_context,
+)
 from sipguard.transport.udp import UdpEndpoint, bind_udp
 from sipguard.transport.upstream import client_tls_context
 
@@ -105,8 +110,8 @@ def stream_limits(settings: Settings) -> StreamLimits:
         handshake_timeout=handshake,
         max_connections=limits.max_connections,
         max_connections_per_source=limits.max_connections_per_source,
-        max_write_buffer=16 * limits.max_message_bytes,
-        max_pending_bytes=16 * limits.max_message_bytes,
+        max_write_buffer=QUEUED_MESSAGES * limits.max_message_bytes,
+        max_pending_bytes=QUEUED_MESSAGES * limits.max_message_bytes,
     )
 
 
@@ -608,6 +613,7 @@ async def _serve(path: str, settings: Settings, observer: ObserverProtocol) -> i
         finally:
             await signals.stopping()
             await server.stop()
+            _note(observer, "info", "stopped")  # the drain is over: the last line before exit
         return EX_OK
     finally:
         signals.remove()

@@ -19,7 +19,7 @@ whitespace, a wildcard before a fixed octet (`10.*.0.1`), IPv6 wildcards, and IP
 in the IPv4-mapped (`::ffff:a.b.c.d`, RFC 4291 §2.5.5.2) or IPv4-compatible (`::a.b.c.d`,
 deprecated by RFC 4291 §2.5.5.1) forms: write the IPv4 address instead.
 
-Source normalisation (`normalise_source`):
+Source normalisation (`normalise_source`; `normalise_source_text` for logs and keys):
 - `::ffff:a.b.c.d` (IPv4-mapped, what a dual-stack socket reports for an IPv4 peer) is the IPv4
   address a.b.c.d and matches IPv4 rules only.
 - NAT64 (`64:ff9b::/96`, RFC 6052), 6to4 (`2002::/16`, RFC 3056) and IPv4-compatible (`::a.b.c.d`)
@@ -271,6 +271,16 @@ def normalise_source(ip: str) -> tuple[int, int]:
                 return IPV4, value & _V4_MAX
             return IPV6, value
     return _ipv6_source(ip)
+
+
+def normalise_source_text(ip: str) -> str:
+    """The text a socket peer address is logged and keyed as (bans, rate limits, dialogs): the
+    IPv4-mapped form a dual-stack socket writes for an IPv4 peer (`::ffff:192.0.2.1`, RFC 4291
+    §2.5.5.2) becomes the IPv4 address, as the firewall sees it; any other text is returned as
+    it is. The text counterpart of `normalise_source`, for the dotted form sockets write."""
+    if ip[:7] in ("::ffff:", "::FFFF:") and "." in ip:
+        return ip[7:]
+    return ip
 
 
 def _ipv4_value(ip: str) -> int:

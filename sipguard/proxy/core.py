@@ -80,7 +80,6 @@ from sipguard.proxy.routing import (
 )
 from sipguard.settings import Settings, Trunk
 from sipguard.sip import (
-    DEFAULT_LIMITS,
     Edits,
     ParserLimits,
     Request,
@@ -231,15 +230,7 @@ class Core:
 
         Atomic: everything is built first, and only then swapped in, so a config that fails to
         compile (an exception from any builder) leaves the running one whole."""
-        limits = settings.limits
-        parser_limits = ParserLimits(
-            max_message_bytes=limits.max_message_bytes,
-            max_headers=limits.max_headers,
-            max_line_bytes=limits.max_line_bytes,
-            max_uri_bytes=limits.max_uri_bytes,
-            max_header_block_bytes=max(DEFAULT_LIMITS.max_header_block_bytes, 0),
-            max_body_bytes=limits.max_message_bytes,
-        )
+        parser_limits = ParserLimits.from_settings(settings.limits)
         matcher = SourceMatcher.from_trunks(settings.trunks)
         store = CredentialStore.build(settings.trunks, settings.auth.realm, secret=self._nonce_key)
         upstreams = [Address(Transport(u.transport), u.host, u.port) for u in settings.upstream]

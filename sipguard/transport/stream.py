@@ -34,6 +34,7 @@ from typing import Protocol, cast
 
 from sipguard.errors import ParseError
 from sipguard.proxy.actions import Address, Forward, Transport
+from sipguard.settings import Limits
 from sipguard.sip.framing import KeepAlive
 from sipguard.transport import MessageSink, ObserverProtocol
 
@@ -61,21 +62,28 @@ class Framer(Protocol):
         ...
 
 
+_SETTINGS = Limits()  # the defaults of the operator's bounds, with their reasons
+# Bytes queued toward a peer, in largest messages: a live peer drains 16 within a round trip.
+QUEUED_MESSAGES = 16
+
+
 @dataclass(frozen=True, slots=True)
 class StreamLimits:
-    """The bounds a stream connection lives under (from `settings.limits` and `settings.tls`)."""
+    """The bounds a stream connection lives under (from `settings.limits` and `settings.tls`;
+    the defaults are `settings.Limits`'s, where their reasons are written)."""
 
-    read_deadline: float = 10.0  # seconds from a message's first byte to its last
-    idle_timeout: float = 300.0  # seconds without traffic either way
-    handshake_timeout: float = 10.0  # seconds for a TLS handshake (inbound and outbound)
-    max_connections: int = 10000  # inbound connections in total
-    max_connections_per_source: int = 64  # inbound connections from one IP address
-    # Bytes queued toward a peer that does not read (kernel buffer full) before we cut it off:
-    # 16 largest messages; a live peer drains it within a round trip.
-    max_write_buffer: int = 16 * 65535
+    read_deadline: float = _SETTINGS.read_deadline  # from a message's first byte to its last
+    idle_timeout: float = _SETTINGS.idle_timeout  # seconds without traffic either way
+    # seconds for a TLS handshake (inbound and outbound)
+    handshake_timeout: float = _SETTINGS.tls_handshake_timeout
+    max_connections: int = _SETTINGS.max_connections  # inbound connections in total
+    # inbound connections from one IP address
+    max_connections_per_source: int = _SETTINGS.max_connections_per_source
+    # Bytes queued toward a peer that does not read (kernel buffer full) before we cut it off.
+    max_write_buffer: int = QUEUED_MESSAGES * _SETTINGS.max_message_bytes
     # Bytes queued on an outbound connection that is still connecting: a burst of requests
     # toward an upstream that is being (re)connected.
-    max_pending_bytes: int = 16 * 65535
+    max_pending_bytes: int = QUEUED_MESSAGES * _SETTINGS.max_message_bytes
     # After we decide to close, how long a peer has to read our last bytes (e.g. a 400).
     linger: float = 2.0
 

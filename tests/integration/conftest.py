@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.integration.harness import SIPP, Daemon, Sipp, TlsFiles, make_tls_files
+from tests.integration.redis_server import RedisServer
 
 DaemonFactory = Callable[..., Daemon]
 
@@ -49,3 +50,10 @@ def daemon_factory(tmp_path: Path) -> Iterator[DaemonFactory]:
     finally:
         for daemon in reversed(started):
             daemon.__exit__(None, None, None)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server on a free loopback port, stopped by PID at teardown."""
+    with RedisServer(tmp_path / "redis") as server:
+        yield server

@@ -28,14 +28,15 @@ import ssl
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import yaml
+
+from tests.polling import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = ROOT / "tests" / "scenarios"
@@ -49,7 +50,6 @@ PASSWORD = "s3cret"  # the well-known test credential of the demo trunk
 
 Kind = Literal["udp", "tcp"]
 SippTransport = Literal["u1", "t1"]
-T = TypeVar("T")
 
 _AUTH_LEG = re.compile(r"[ \t]*<!-- auth:begin -->.*?<!-- auth:end -->[ \t]*\n", re.S)
 _AUTH_LINE = re.compile(r"^[ \t]*\[authentication[^\]]*\][ \t]*\n", re.M)
@@ -116,20 +116,6 @@ def port_in_use(kind: Kind, host: str, port: int) -> bool:
     return not _bindable(kind, host, port)
 
 
-def wait_for(
-    condition: Callable[[], T | None], timeout: float, what: str, interval: float = 0.02
-) -> T:
-    """Poll condition until it returns a truthy value or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout:.1f}s waiting for {what}")
-        time.sleep(interval)  # polling interval of a deadline-bounded wait, not a synchronisation
-
-
 def _stop_process(proc: subprocess.Popen[bytes], sig: int, timeout: float) -> int:
     """Signal proc by its PID and wait; SIGKILL it (and its own process group) if it lingers."""
     if proc.poll() is None:
@@ -150,7 +136,7 @@ def _stop_process(proc: subprocess.Popen[bytes], sig: int, timeout: float) -> in
 def demo_config(
     *,
     listen: Iterable[str],
-    upstream: Iterable[str],
+    upstream: Iterable[str | Mapping[str, Any]],
     tls: TlsFiles | None = None,
     whitelist: Iterable[str] = (V4, V6),
     metrics_port: int | None = None,

@@ -38,8 +38,8 @@ from tests.integration.harness import (
     hostport,
     received_requests,
     received_statuses,
-    wait_for,
 )
+from tests.polling import wait_for
 
 pytest.importorskip("sipguard.server", reason="the daemon (sipguard/server.py) is not there yet")
 pytest.importorskip("sipguard.config", reason="the daemon's config loader is not there yet")

@@ -56,8 +56,8 @@ from tests.integration.harness import (
     hostport,
     port_in_use,
     received_statuses,
-    wait_for,
 )
+from tests.polling import wait_for
 from tests.sipclient import SipClient, parse_message
 
 prometheus_parser = pytest.importorskip("prometheus_client.parser")
@@ -472,6 +472,8 @@ def test_sigterm_right_after_ready_exits_zero(
         code = daemon.proc.wait(DEADLINE)
         assert code == 0, daemon.describe()
         assert b"STOPPING=1" in seen, seen
+        # systemd is told how long the drain may take (limits.shutdown_grace + margin)
+        assert any(line.startswith(b"EXTEND_TIMEOUT_USEC=") for line in seen), seen
     finally:
         daemon.__exit__(None, None, None)
 
@@ -496,6 +498,7 @@ def test_sighup_during_shutdown_drain_still_exits_zero(daemon_factory: DaemonFac
     # ignored, and said so (README "Log events")
     assert daemon.find_event("signal_ignored", signal="SIGHUP"), daemon.describe()
     assert not daemon.find_event("config_reloading"), daemon.describe()
+    assert daemon.logs()[-1]["event"] == "stopped", daemon.describe()  # the last line
 
 
 def test_second_sigterm_hastens_the_shutdown_drain(daemon_factory: DaemonFactory) -> None:

@@ -48,8 +48,8 @@ from tests.integration.harness import (
     TlsFiles,
     demo_config,
     free_port,
-    wait_for,
 )
+from tests.polling import wait_for
 from tests.sipclient import (
     SipClient,
     SipMessage,

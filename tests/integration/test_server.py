@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -25,8 +24,9 @@ from sipguard.metrics import Metrics
 from sipguard.notify import Notifier
 from sipguard.observer import Observer
 from sipguard.proxy.actions import Transport
-from sipguard.server import ListenerError, Server, reserved_sources
+from sipguard.server import ListenerError, Server, reserved_sources, stream_limits
 from sipguard.settings import Listener, Trunk, Upstream
+from sipguard.transport.stream import StreamLimits
 from tests.integration.test_transport import (
     DEADLINE,
     EchoCore,
@@ -36,6 +36,7 @@ from tests.integration.test_transport import (
     sip,
     udp_client,
 )
+from tests.polling import wait_for, wait_for_async
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -246,9 +247,7 @@ async def test_hurry_ends_the_drain() -> None:
     await server.start()
     stopping = asyncio.get_running_loop().create_task(server.stop())
     try:
-        async with asyncio.timeout(DEADLINE):
-            while not server.stopping:
-                await asyncio.sleep(0.01)
+        await wait_for_async(lambda: server.stopping, DEADLINE, "the drain to begin")
         assert not stopping.done()  # draining: the core has work in flight
         server.hurry()
         await asyncio.wait_for(stopping, DEADLINE)
@@ -256,6 +255,11 @@ async def test_hurry_ends_the_drain() -> None:
     finally:
         server.hurry()
         await stopping
+
+
+def test_default_stream_limits_are_the_settings_defaults() -> None:
+    """One home: `settings.Limits` holds the defaults; `StreamLimits` reads them."""
+    assert stream_limits(make_settings(("tcp", "127.0.0.1"))) == StreamLimits()
 
 
 def test_reserved_sources_are_named_addresses() -> None:
@@ -296,11 +300,7 @@ async def test_tick_called_every_second() -> None:
     server = Server(make_settings(("udp", "127.0.0.1")), core)
     await server.start()
     try:
-        loop = asyncio.get_running_loop()
-        end = loop.time() + DEADLINE
-        while core.ticks < 1 and loop.time() < end:
-            await asyncio.sleep(0.05)
-        assert core.ticks >= 1
+        await wait_for_async(lambda: core.ticks >= 1, DEADLINE, "a tick")
     finally:
         await server.stop()
 
@@ -359,16 +359,20 @@ class Daemon:
             self.lines.append(raw.decode(errors="replace").rstrip("\n"))
 
     def wait_for(self, condition: Callable[[], bool], what: str) -> None:
-        end = time.monotonic() + 15
-        while not condition():
-            if time.monotonic() > end:
-                raise AssertionError(f"timed out waiting for {what}: {self.lines}")
-            if self.proc.poll() is not None and not condition():
+        def met() -> bool:
+            if condition():
+                return True
+            if self.proc.poll() is not None:  # it exited: read what it wrote, then decide
                 self._reader.join(2)
                 if condition():
-                    return
+                    return True
                 raise AssertionError(f"exited {self.proc.returncode}: {self.lines}")
-            time.sleep(0.02)
+            return False
+
+        try:
+            wait_for(met, 15, what)
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}: {self.lines}") from None
 
     def wait_line(self, text: str) -> None:
         self.wait_for(lambda: any(text in line for line in self.lines), repr(text))

@@ -32,6 +32,7 @@ from sipguard.proxy.actions import (
 from sipguard.server import NullObserver, Server
 from sipguard.settings import AuthSettings, Limits, Listener, Settings, TlsSettings
 from sipguard.sip.limits import ParserLimits
+from tests.polling import wait_for_async
 
 T = TypeVar("T")
 LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
@@ -197,12 +198,7 @@ async def serving(
 
 async def until(condition: Callable[[], bool], what: str = "condition") -> None:
     """Wait for `condition` with a deadline (polled: these are counters, not events)."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + DEADLINE
-    while not condition():
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
+    await wait_for_async(condition, DEADLINE, what)
 
 
 async def read_closed(reader: asyncio.StreamReader) -> bool:

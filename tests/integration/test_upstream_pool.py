@@ -44,8 +44,8 @@ from tests.integration.harness import (
     free_port,
     hostport,
     received_statuses,
-    wait_for,
 )
+from tests.polling import wait_for
 from tests.sipclient import SipClient
 
 pytestmark = pytest.mark.integration
@@ -120,7 +120,7 @@ def open_calls(messages: Sequence[Message]) -> set[str]:
 
 
 def scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://{V4}:{port}/metrics", timeout=2) as answer:  # noqa: S310
+    with urllib.request.urlopen(f"http://{V4}:{port}/metrics", timeout=2) as answer:
         text: str = answer.read().decode()
         return text
 
@@ -175,9 +175,7 @@ def pool_factory(sipp: Sipp, daemon_factory: DaemonFactory) -> Iterator[Any]:
         metrics = free_port("tcp", V4)
         config = demo_config(
             listen=[f"udp://{V4}:{port}", f"tcp://{V4}:{port}"],
-            upstream=[
-                {"uri": uri, "priority": p} for uri, p in zip(uris, priorities, strict=True)
-            ],
+            upstream=[{"uri": uri, "priority": p} for uri, p in zip(uris, priorities, strict=True)],
             whitelist=[V4],
             metrics_port=metrics,
             extra={"upstream_health": health or FAST_HEALTH, "limits": {"shutdown_grace": 1}},

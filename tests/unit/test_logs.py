@@ -4,6 +4,7 @@ forge a line (JSON and console), and a broken stdout never raising into the daem
 from __future__ import annotations
 
 import io
+import re
 from typing import IO, Any, cast
 
 import orjson
@@ -112,6 +113,83 @@ def test_crlf_call_id_cannot_forge_a_console_line() -> None:
     assert "\r" not in text and "\x1b" not in text and "\u2028" not in text
     assert "\x85" not in text
     assert "x0d" in text and "x1b" in text  # escaped (the console renderer may repr it again)
+
+
+def console_line(**fields: Any) -> str:
+    out = io.StringIO()
+    event = fields.pop("event")
+    configure_logging("debug", "console", out).warning(event, **fields)
+    (line,) = out.getvalue().splitlines()
+    stamp, _, rest = line.partition("Z ")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}", stamp), stamp
+    return rest
+
+
+DECISION: dict[str, Any] = {
+    "src_ip": "192.0.2.1",
+    "src_port": 5060,
+    "transport": "udp",
+    "cause": "admitted_digest",
+    "action": "forward",
+    "method": "INVITE",
+    "call_id": "a84b4c76e66710@pc33.atlanta.example.com",
+    "trunk": "carrier-a",
+    "user": "alice",
+    "dst_ip": "10.0.0.5",
+    "dst_port": 5060,
+}
+
+
+def test_console_line_puts_event_peer_and_outcome_first() -> None:
+    line = console_line(event="admitted", **DECISION)
+    assert line == (
+        "warning admitted     192.0.2.1:5060/udp forward->10.0.0.5:5060 INVITE trunk=carrier-a"
+        " user=alice cause=digest call_id=a84b4c76e66710@pc33.atlanta.example.com"
+    )
+    assert len("2026-12-02 05:58:29.960Z " + line) == 182  # the renderer before: 271
+
+
+def test_console_line_leaves_out_a_cause_that_repeats_the_event() -> None:
+    fields = {**DECISION, "cause": "auth_failed", "action": "reply", "status": 403}
+    del fields["dst_ip"], fields["dst_port"]
+    line = console_line(event="auth_failed", detail="wrong password", **fields)
+    assert line.startswith("warning auth_failed  192.0.2.1:5060/udp reply 403 INVITE ")
+    assert "cause" not in line and "auth_failed" not in line.partition(" ")[2][12:]
+    assert 'detail="wrong password"' in line
+    assert line.endswith(" call_id=a84b4c76e66710@pc33.atlanta.example.com")
+
+
+def test_console_peer_of_ipv6_and_closed_drop() -> None:
+    line = console_line(
+        event="acl_denied",
+        src_ip="2001:db8::1",
+        src_port=5061,
+        transport="tls",
+        cause="acl_denied",
+        action="drop",
+        closed=True,
+    )
+    assert line == "warning acl_denied   [2001:db8::1]:5061/tls drop+close"
+
+
+def test_console_lifecycle_fields_keep_their_order() -> None:
+    line = console_line(
+        event="started", listeners=["udp://127.0.0.1:5060", "tls://[::1]:5061"], version="1"
+    )
+    assert line == "warning started      listeners=udp://127.0.0.1:5060,tls://[::1]:5061 version=1"
+
+
+def test_console_traceback_lines_are_indented() -> None:
+    out = io.StringIO()
+    log = configure_logging("info", "console", out)
+    try:
+        raise RuntimeError("boom\n2026-01-01 00:00:00.000Z info    admitted forged")
+    except RuntimeError as exc:
+        log.error("bug", exc_type="RuntimeError", exc_info=exc)
+    first, *rest = out.getvalue().splitlines()
+    assert " error   bug          exc_type=RuntimeError" in first
+    assert rest and all(line.startswith("    ") for line in rest)
+    assert rest[-2].strip() == "RuntimeError: boom"  # the forged line stays indented
 
 
 def test_long_values_are_truncated() -> None:

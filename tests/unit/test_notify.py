@@ -51,6 +51,8 @@ def test_ready_reloading_stopping(systemd: socket.socket) -> None:
     assert before <= int(fields[1].removeprefix("MONOTONIC_USEC=")) <= after
     assert notifier.stopping()
     assert received(systemd) == ["STOPPING=1"]
+    assert notifier.stopping("draining", needs=35.5)
+    assert received(systemd) == ["STOPPING=1", "EXTEND_TIMEOUT_USEC=35500000", "STATUS=draining"]
     assert notifier.watchdog()
     assert received(systemd) == ["WATCHDOG=1"]
 

@@ -5,11 +5,13 @@ a flood of one event is bounded in lines but not in counts."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import re
 import socket
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -19,10 +21,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from sipguard.logs import REDACTED, configure_logging
 from sipguard.metrics import Metrics
 from sipguard.notify import Notifier
-from sipguard.observer import EVENTS, Observer, build_observer, peer_ip
+from sipguard.observer import EVENTS, STOP_MARGIN, Observer, build_observer
 from sipguard.proxy.actions import Address, BanEvent, Cause, Drop, Forward, Info, Reply, Transport
 from sipguard.settings import (
     AuthSettings,
+    Limits,
     Listener,
     LogSettings,
     MetricsSettings,
@@ -30,6 +33,7 @@ from sipguard.settings import (
     Trunk,
     Upstream,
 )
+from tests.polling import wait_for_async
 
 PEER = Address(Transport.UDP, "203.0.113.7", 5080)
 UPSTREAM = Address(Transport.UDP, "127.0.0.1", 5070)
@@ -196,10 +200,11 @@ def test_src_is_the_socket_peer_not_a_header() -> None:
     assert line["closed"] is True and "status" not in line
 
 
-def test_peer_ip() -> None:
-    assert peer_ip("::ffff:192.0.2.1") == "192.0.2.1"
-    assert peer_ip("::ffff:c000:201") == "::ffff:c000:201"
-    assert peer_ip("2001:db8::1") == "2001:db8::1"
+def test_ipv4_mapped_peer_is_logged_as_ipv4() -> None:
+    rig = Rig()
+    rig.observer.decision(challenge(), Address(Transport.UDP, "::ffff:192.0.2.1", 5080), 1e-5)
+    rig.observer.decision(challenge(), Address(Transport.UDP, "2001:db8::1", 5080), 1e-5)
+    assert [line["src_ip"] for line in rig.lines()] == ["192.0.2.1", "2001:db8::1"]
 
 
 def test_secrets_in_info_never_reach_the_log() -> None:
@@ -431,6 +436,48 @@ def make_settings(level: str = "info", with_metrics: bool = True) -> Settings:
     )
 
 
+def test_config_reloaded_says_what_changed() -> None:
+    first = make_settings("info")
+    rig = Rig(settings=first)
+    carrier = Trunk("carrier", whitelist=("192.0.2.0/24", "198.51.100.7"))
+    second = dataclasses.replace(first, trunks=(*first.trunks, carrier))
+    rig.observer.config_reloaded(second)
+    acme = Trunk("acme", whitelist=("203.0.113.0/24",))
+    third = dataclasses.replace(second, trunks=(acme, carrier))
+    rig.observer.config_reloaded(third)
+    rig.observer.config_reloaded(third)  # saved again, nothing edited
+    added, edited, same = rig.lines()
+    assert added["trunks_added"] == ["carrier"] and "trunks_changed" not in added
+    assert (added["trunks"], added["rules"], added["rules_before"]) == (2, 2, 0)
+    assert edited["trunks_changed"] == ["acme"] and "trunks_added" not in edited
+    assert (edited["rules"], edited["rules_before"]) == (3, 2)
+    assert "unchanged" not in added and "unchanged" not in edited
+    assert same["unchanged"] is True and "rules_before" not in same
+    assert (same["trunks"], same["rules"], same["users"], same["listeners"]) == (2, 3, 0, 1)
+
+
+def test_stopping_asks_systemd_for_the_grace_it_runs_with() -> None:
+    """TimeoutStopSec= in the unit must not cut `limits.shutdown_grace` short."""
+    first = make_settings("info")
+    rig = Rig(settings=first)
+    rig.observer.config_reloaded(dataclasses.replace(first, limits=Limits(shutdown_grace=40.0)))
+    rig.observer.stopping()
+    assert rig.notifier.sent[-1] == (
+        "STOPPING=1",
+        f"EXTEND_TIMEOUT_USEC={round((40.0 + STOP_MARGIN) * 1e6)}",
+        "STATUS=stopping",
+    )
+    assert rig.lines()[-1]["grace"] == 40.0
+
+
+def test_config_reloaded_without_a_previous_config_gives_counts() -> None:
+    rig = Rig()
+    rig.observer.config_reloaded(make_settings("info"))
+    (line,) = rig.lines()
+    assert (line["trunks"], line["rules"], line["users"], line["listeners"]) == (1, 0, 0, 1)
+    assert "unchanged" not in line and "trunks_added" not in line
+
+
 def test_build_observer_and_log_level_follows_reload(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
     out = io.BytesIO()
@@ -444,15 +491,6 @@ def test_build_observer_and_log_level_follows_reload(monkeypatch: pytest.MonkeyP
     events = [orjson.loads(line)["event"] for line in out.getvalue().splitlines()]
     assert events == ["config_reloaded", "challenged"]
     assert build_observer(make_settings(with_metrics=False), stream=out).metrics is None
-
-
-async def wait_for(predicate: Any, deadline: float = 5.0) -> None:
-    """Poll `predicate` on the loop until true or the deadline passes."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline
-    while not predicate():
-        assert loop.time() < end, "condition not reached before the deadline"
-        await asyncio.sleep(0.01)
 
 
 async def fetch(port: int, path: str) -> bytes:
@@ -490,11 +528,11 @@ async def test_endpoint_follows_start_reload_and_stop(monkeypatch: pytest.Monkey
     first, second = free_port(), free_port()
     observer = build_observer(with_endpoint(first), stream=out)
     observer.started(["udp://127.0.0.1:5060"])
-    await wait_for(lambda: observer.endpoint is not None)
+    await wait_for_async(lambda: observer.endpoint is not None, 5, "the endpoint")
     assert (await fetch(first, "/healthz")).endswith(b"ok\n")
     assert b"sipguard_build_info" in await fetch(first, "/metrics")
     observer.config_reloaded(with_endpoint(second))  # metrics.listen moved
-    await wait_for(lambda: observer.endpoint is not None)
+    await wait_for_async(lambda: observer.endpoint is not None, 5, "the endpoint")
     assert (await fetch(second, "/healthz")).endswith(b"ok\n")
     with pytest.raises(OSError):
         await fetch(first, "/healthz")
@@ -519,9 +557,24 @@ async def test_endpoint_port_in_use_is_reported_not_fatal(
         def reported() -> bool:
             return b"listener_error" in out.getvalue()
 
-        await wait_for(reported)
+        await wait_for_async(reported, 5, "the listener_error line")
     assert observer.endpoint is None
     observer.stopping()
+
+
+def test_readme_event_table_names_every_event() -> None:
+    """README "Log events" is the stable interface: every event the daemon writes is in it."""
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text()
+    table = readme.split("\n## Log events\n")[1].split("\n## ")[0]
+    named = set(re.findall(r"`([a-z_]+)`", table))
+    emitted = {name for name, _ in EVENTS.values()} | {"response_dropped"}
+    for module in ("sipguard/observer.py", "sipguard/server.py"):
+        source = (root / module).read_text()
+        emitted |= set(re.findall(r'_log\(\s*[A-Z]+,\s*"([a-z_]+)"', source))
+        emitted |= set(re.findall(r'_note\([^,]+,\s*"[a-z]+",\s*"([a-z_]+)"', source))
+    assert {"metrics_listening", "stopped", "upstream_error", "banned"} <= emitted
+    assert sorted(emitted - named) == []
 
 
 def test_upstream_report_logs_and_metrics() -> None:

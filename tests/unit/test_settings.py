@@ -14,8 +14,10 @@ from sipguard.settings import (
     Listener,
     Protection,
     Settings,
+    SettingsDiff,
     Trunk,
     Upstream,
+    diff_settings,
 )
 
 
@@ -80,3 +82,66 @@ def test_defaults() -> None:
     assert Limits().max_message_bytes == 65535
     assert Protection().burst >= 400
     assert "friendly-scanner" in Protection().scanner_user_agents
+
+
+def base_settings(**changes: object) -> Settings:
+    settings = Settings(
+        source="sipguard.yaml",
+        listen=(Listener("udp", "127.0.0.1", 5060), Listener("tcp", "127.0.0.1", 5060)),
+        tls=None,
+        upstream=(Upstream("sip:127.0.0.1:5070", "udp", "127.0.0.1", 5070),),
+        auth=AuthSettings("sipguard.test"),
+        trunks=(
+            Trunk("carrier", whitelist=("192.0.2.0/24", "198.51.100.7")),
+            Trunk("office", credentials=(Credential("alice", password="pw-a"),)),
+        ),
+    )
+    return dataclasses.replace(settings, **changes)  # type: ignore[arg-type]
+
+
+def test_diff_of_identical_settings_is_empty() -> None:
+    diff = diff_settings(base_settings(), base_settings())
+    assert not diff.changed
+    assert diff == SettingsDiff(rules=(2, 2), credentials=(1, 1), listeners=(2, 2))
+
+
+def test_diff_names_a_whitelist_edit() -> None:
+    old = base_settings()
+    carrier = Trunk("carrier", whitelist=("192.0.2.0/24", "198.51.100.7", "203.0.113.9"))
+    new = base_settings(trunks=(carrier, old.trunks[1]))
+    diff = diff_settings(old, new)
+    assert diff.changed
+    assert diff.trunks_changed == ("carrier",)
+    assert diff.trunks_added == diff.trunks_removed == ()
+    assert diff.rules == (2, 3)
+    assert diff.sections_changed == ()
+
+
+def test_diff_names_trunks_listeners_and_sections() -> None:
+    old = base_settings()
+    new = base_settings(
+        listen=(Listener("udp", "127.0.0.1", 5060), Listener("udp", "::1", 5060)),
+        trunks=(
+            old.trunks[1],
+            Trunk("monitor", whitelist=("127.0.0.1",)),
+            Trunk("backup", credentials=(Credential("bob", password="pw-b"),)),
+        ),
+        limits=Limits(shutdown_grace=20.0),
+        protection=Protection(rate=500.0),
+    )
+    diff = diff_settings(old, new)
+    assert diff.trunks_added == ("monitor", "backup")
+    assert diff.trunks_removed == ("carrier",)
+    assert diff.trunks_changed == ()
+    assert diff.listeners_added == ("udp://[::1]:5060",)
+    assert diff.listeners_removed == ("tcp://127.0.0.1:5060",)
+    assert diff.sections_changed == ("limits", "protection")
+    assert (diff.rules, diff.credentials, diff.listeners) == ((2, 1), (1, 2), (2, 2))
+
+
+def test_diff_sees_a_changed_password_without_showing_it() -> None:
+    old = base_settings()
+    office = Trunk("office", credentials=(Credential("alice", password="pw-new"),))
+    diff = diff_settings(old, base_settings(trunks=(old.trunks[0], office)))
+    assert diff.trunks_changed == ("office",)
+    assert "pw-" not in repr(diff)

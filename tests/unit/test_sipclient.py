@@ -8,7 +8,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 import trustme
@@ -25,6 +25,7 @@ from sipguard.auth.digest import (
 from sipguard.auth.nonce import NonceIssuer, NonceTracker, NonceVerdict, expires_at
 from sipguard.settings import Credential, Trunk
 from tests.conftest import CORPORA
+from tests.polling import wait_for
 from tests.sipclient import (
     NoMatchingChallenge,
     SipClient,
@@ -38,13 +39,6 @@ from tests.sipclient import (
 
 REALM = "sipguard.test"
 USER, PASSWORD = "alice", "wonder land\"'"
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        time.sleep(0.005)  # polling a condition with a deadline, not synchronising by sleep
 
 
 class DigestServer:
@@ -223,7 +217,7 @@ def test_invite_gets_407_answered_and_acked(
         "INVITE", "sip:bob@sipguard.test", USER, PASSWORD, "MD5", body=body
     )
     assert response.status == 200
-    wait_for(lambda: len(server.received) == 3)
+    wait_for(lambda: len(server.received) == 3, 5, "three requests", 0.005)
     invite, ack, second = server.received
     assert ack.method == "ACK" and ack.branch == invite.branch
     assert ack.cseq == (invite.cseq[0], "ACK")

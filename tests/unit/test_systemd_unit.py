@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from sipguard.observer import STOP_MARGIN
+from sipguard.settings import Limits
+
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "systemd" / "sipguard.service"
 
@@ -39,6 +42,17 @@ def parse_unit(text: str) -> dict[str, dict[str, list[str]]]:
     return sections
 
 
+README = ROOT / "README.md"
+# Where the README's install puts the command: the unit is copied as is.
+COMMAND = "/opt/sipguard/.venv/bin/sipguard"
+
+
+def readme_install() -> str:
+    """The shell commands of README "Install" (its fenced blocks)."""
+    section = README.read_text().split("\n## Install\n")[1].split("\n## ")[0]
+    return "\n".join(section.split("```")[1::2])
+
+
 @pytest.fixture(scope="module")
 def unit() -> dict[str, dict[str, list[str]]]:
     return parse_unit(UNIT.read_text())
@@ -52,13 +66,36 @@ def one(unit: dict[str, dict[str, list[str]]], key: str, section: str = "Service
 
 def test_service_lifecycle(unit: dict[str, dict[str, list[str]]]) -> None:
     assert one(unit, "Type") == "notify"
-    assert one(unit, "ExecStart") == "/usr/bin/sipguard run --config /etc/sipguard/sipguard.yaml"
-    assert one(unit, "ExecStartPre") == "/usr/bin/sipguard check-config /etc/sipguard/sipguard.yaml"
+    assert one(unit, "ExecStart") == f"{COMMAND} run --config /etc/sipguard/sipguard.yaml"
+    assert one(unit, "ExecStartPre") == f"{COMMAND} check-config /etc/sipguard/sipguard.yaml"
     assert one(unit, "ExecReload") == "/bin/kill -HUP $MAINPID"
     assert one(unit, "Restart") == "on-failure"
     assert one(unit, "RestartPreventExitStatus") == "78"  # EX_CONFIG from sipguard.cli
     assert one(unit, "TimeoutStopSec")
     assert one(unit, "WantedBy", "Install") == "multi-user.target"
+
+
+def test_the_unit_runs_what_the_readme_installs(unit: dict[str, dict[str, list[str]]]) -> None:
+    """Copied as is after the README's install, the unit finds its command and its guide."""
+    install = readme_install()
+    venv = COMMAND.removesuffix("/bin/sipguard")
+    assert f"python3 -m venv {venv}\n" in install
+    assert f"{venv}/bin/pip install " in install
+    assert "install -m 0644 systemd/sipguard.service /etc/systemd/system/" in install
+    for key in ("ExecStart", "ExecStartPre"):
+        assert one(unit, key).split()[0] == COMMAND, key
+    documents = one(unit, "Documentation", "Unit").split()
+    assert documents
+    for uri in documents:
+        assert uri.startswith("file://"), uri
+        assert f" {uri.removeprefix('file://')} " in install.replace("\n", " \n"), uri
+
+
+def test_stop_timeout_covers_the_default_grace(unit: dict[str, dict[str, list[str]]]) -> None:
+    """TimeoutStopSec= is a floor: the daemon extends it to its own grace (observer.stopping)."""
+    timeout = one(unit, "TimeoutStopSec")
+    assert timeout.endswith("s")
+    assert float(timeout.removesuffix("s")) >= Limits().shutdown_grace + STOP_MARGIN
 
 
 def test_sandbox(unit: dict[str, dict[str, list[str]]]) -> None:
@@ -110,7 +147,7 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
     if not entry.exists():
         pytest.skip(f"{entry} is missing: install the package (pip install -e .) to verify")
     copy = tmp_path / "sipguard.service"
-    copy.write_text(UNIT.read_text().replace("/usr/bin/sipguard", str(entry)))
+    copy.write_text(UNIT.read_text().replace(COMMAND, str(entry)))
     result = subprocess.run(
         [tool, "verify", str(copy)], capture_output=True, text=True, timeout=60, check=False
     )

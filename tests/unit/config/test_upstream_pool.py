@@ -58,3 +58,16 @@ def test_health_section_values(tmp_path: Path) -> None:
     settings, _ = _load(tmp_path, text)
     assert settings.upstream_health == UpstreamHealth(0.5, 0.25, 4, 1, 1.5)
     assert settings.limits.client_transaction_table_size == 77
+
+
+def test_example_pool_keys_load_when_uncommented(tmp_path: Path) -> None:
+    """The commented pool keys of config/sipguard.example.yaml are valid as written."""
+    example = (Path(__file__).resolve().parents[3] / "config" / "sipguard.example.yaml").read_text()
+    lines = example.splitlines()
+    start = next(i for i, line in enumerate(lines) if "# - uri: sip:127.0.0.1:5080" in line)
+    end = next(i for i, line in enumerate(lines) if "failover_timeout:" in line)
+    for i in range(start, end + 1):
+        lines[i] = lines[i].replace("# ", "", 1)
+    settings, _ = _load(tmp_path, "\n".join(lines) + "\n")
+    assert [u.port for u in settings.upstream] == [5070, 5080]
+    assert settings.upstream_health == UpstreamHealth()

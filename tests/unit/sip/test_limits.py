@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sipguard.errors import MessageTooLarge, ParseError
+from sipguard.settings import Limits
 from sipguard.sip import DEFAULT_LIMITS, ParserLimits, parse_message
 
 HEAD = (
@@ -26,6 +27,16 @@ def test_defaults() -> None:
     assert DEFAULT_LIMITS.max_headers == 256
     assert DEFAULT_LIMITS.max_line_bytes == 8_192
     assert DEFAULT_LIMITS.max_uri_bytes == 1_024
+
+
+def test_defaults_are_the_settings_defaults() -> None:
+    """One home: `settings.Limits` holds the defaults; the codec's are read from it."""
+    assert ParserLimits.from_settings(Limits()) == DEFAULT_LIMITS == ParserLimits()
+    custom = Limits(max_message_bytes=4000, max_headers=50, max_line_bytes=900, max_uri_bytes=300)
+    limits = ParserLimits.from_settings(custom)
+    assert (limits.max_message_bytes, limits.max_body_bytes) == (4000, 4000)
+    assert (limits.max_headers, limits.max_line_bytes, limits.max_uri_bytes) == (50, 900, 300)
+    assert limits.max_header_block_bytes == DEFAULT_LIMITS.max_header_block_bytes
 
 
 def test_limits_must_be_positive() -> None:

@@ -16,6 +16,7 @@ from sipguard.policy.whitelist import (
     RuleSet,
     SourceMatcher,
     normalise_source,
+    normalise_source_text,
     parse_rule,
 )
 from sipguard.settings import Trunk
@@ -197,6 +198,25 @@ def test_zone_id_of_source_is_stripped() -> None:
 )
 def test_normalise_source(text: str, expected: tuple[int, int]) -> None:
     assert normalise_source(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("::ffff:192.0.2.1", "192.0.2.1"),
+        ("::FFFF:192.0.2.1", "192.0.2.1"),
+        ("::ffff:c000:201", "::ffff:c000:201"),  # not the form a socket writes: left alone
+        ("::192.0.2.1", "::192.0.2.1"),  # IPv4-compatible is IPv6
+        ("64:ff9b::192.0.2.1", "64:ff9b::192.0.2.1"),  # NAT64 is IPv6
+        ("2001:db8::1", "2001:db8::1"),
+        ("192.0.2.1", "192.0.2.1"),
+    ],
+)
+def test_normalise_source_text(text: str, expected: str) -> None:
+    """The logged and keyed text agrees with what matching sees (`normalise_source`)."""
+    assert normalise_source_text(text) == expected
+    if "." in text:
+        assert normalise_source(normalise_source_text(text)) == normalise_source(text)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,239 @@
+"""The Redis `SharedState` (`state.backend: redis`): every worker and every host shares it.
+
+Owns: the key layout below `state.key_prefix`, the atomic scripts, the ban channel subscriber,
+the bounded connection pool with timeouts, and the outage handling (circuit breaker).
+
+Keys (PREFIX = `state.key_prefix`):
+  PREFIX nc:NONCE      highest accepted nonce-count; -1 once killed; TTL = the nonce's lifetime
+  PREFIX fail:IP       failed authentications in the window started by the first one; TTL window
+  PREFIX ban:IP        end of the ban (epoch seconds); TTL = the ban's length
+  PREFIX bans          pub/sub channel: "IP END" for every ban
+  PREFIX c:KEY         counters of other features (`add`)
+
+Calls: one round trip each (EVALSHA of a short Lua script, or one command); nothing here is called
+for responses, in-dialog requests or banned sources. URLs: redis://, rediss:// (TLS),
+unix:///path; Sentinel and Cluster through redis-py's own clients are not wired yet.
+
+Outages: every call is bounded by OPERATION_TIMEOUT; a failure opens the breaker for
+RETRY_AFTER seconds, during which calls answer None at once (no queue of timeouts on the hot
+path), then the next call tries again. The subscriber reconnects with back-off on its own and,
+on each (re)connection, reads the stored bans so a ban placed during its absence still reaches it.
+
+Never does: log or count in metrics itself (callbacks), SIP decisions, raise for an outage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from typing import Any, Final
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from sipguard.settings import StateSettings
+from sipguard.state import BanCallback, ErrorCallback
+
+# A round trip on a LAN is ~0.1-0.5 ms; 250 ms means the server is stuck, not slow.
+OPERATION_TIMEOUT: Final = 0.25
+# After a failure, answer None without trying for this long (then try again).
+RETRY_AFTER: Final = 1.0
+# Connections per process: the hot path needs one at a time per request in flight; beyond this
+# a call waits (bounded by OPERATION_TIMEOUT) instead of opening more.
+POOL_SIZE: Final = 16
+# Subscriber back-off after a lost connection: doubles from the first to the last.
+SUBSCRIBE_BACKOFF: Final = (0.2, 2.0)
+# Longest wait for a ban message before the subscriber pings the server (a dead server shows up).
+SUBSCRIBE_POLL: Final = 1.0
+# Stored bans read on each (re)subscription, at most (SCAN pages of 500).
+MAX_BANS_LOADED: Final = 100_000
+
+# KEYS[1] nc key; ARGV nc, ttl ms. 1 = accepted, 0 = replayed, decreasing or killed.
+_COUNT_NONCE: Final = """
+local last = tonumber(redis.call('GET', KEYS[1]) or '0')
+local nc = tonumber(ARGV[1])
+if last < 0 or nc <= last then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+# KEYS[1] counter; ARGV amount, ttl ms (set on creation only: a fixed window). The new count.
+_WINDOW_ADD: Final = """
+local n = redis.call('INCRBY', KEYS[1], ARGV[1])
+if n == tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return n
+"""
+
+
+class RedisState:
+    """`SharedState` on Redis (redis-py asyncio; hiredis parses replies when installed)."""
+
+    def __init__(self, settings: StateSettings) -> None:
+        self._prefix = settings.key_prefix
+        self._url = settings.redis_url
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url,
+            max_connections=POOL_SIZE,
+            timeout=OPERATION_TIMEOUT,  # waiting for a free connection
+            socket_timeout=OPERATION_TIMEOUT,
+            socket_connect_timeout=OPERATION_TIMEOUT,
+        )
+        self._client = aioredis.Redis(connection_pool=pool)
+        self._count_nonce = self._client.register_script(_COUNT_NONCE)
+        self._window_add = self._client.register_script(_WINDOW_ADD)
+        self._channel = f"{self._prefix}bans"
+        self._errors = 0
+        self._down_until = 0.0
+        self._down = False
+        self._on_ban: BanCallback | None = None
+        self._on_error: ErrorCallback | None = None
+        self._subscriber: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @property
+    def shared(self) -> bool:
+        return True
+
+    @property
+    def errors(self) -> int:
+        return self._errors
+
+    async def start(self, on_ban: BanCallback, on_error: ErrorCallback) -> None:
+        self._on_ban, self._on_error = on_ban, on_error
+        self._subscriber = asyncio.get_running_loop().create_task(self._subscribe_forever())
+
+    async def close(self) -> None:
+        self._closing = True
+        task, self._subscriber = self._subscriber, None
+        # A cancel that lands while redis-py sets up a read can be swallowed: cancel again until
+        # it ends; the loop also checks `_closing` at least every SUBSCRIBE_POLL seconds.
+        for _ in range(int(4 * SUBSCRIBE_POLL / 0.05)):
+            if task is None or task.done():
+                break
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.05)
+        with contextlib.suppress(RedisError, OSError):
+            await self._client.aclose()
+
+    # -- calls ------------------------------------------------------------------------------
+
+    async def count_nonce(self, nonce: str, nc: int, ttl: float) -> bool | None:
+        if nc <= 0:
+            return False
+        key = f"{self._prefix}nc:{nonce}"
+        answer = await self._call("count_nonce", self._count_nonce, [key], [nc, _ms(ttl)])
+        return None if answer is None else bool(answer)
+
+    async def kill_nonce(self, nonce: str, ttl: float) -> None:
+        key = f"{self._prefix}nc:{nonce}"
+        await self._call("kill_nonce", self._client.set, key, -1, px=_ms(ttl))
+
+    async def add_failure(self, ip: str, window: float) -> int | None:
+        key = f"{self._prefix}fail:{ip}"
+        answer = await self._call("add_failure", self._window_add, [key], [1, _ms(window)])
+        return None if answer is None else int(answer)
+
+    async def publish_ban(self, ip: str, until: float) -> bool:
+        ttl = until - time.time()
+        if ttl <= 0:
+            return True
+        pipe = self._client.pipeline(transaction=False)
+        pipe.set(f"{self._prefix}ban:{ip}", repr(until), px=_ms(ttl))
+        pipe.publish(self._channel, f"{ip} {until!r}")
+        return await self._call("publish_ban", pipe.execute) is not None
+
+    async def add(self, key: str, amount: int, ttl: float) -> int | None:
+        full = f"{self._prefix}c:{key}"
+        pipe = self._client.pipeline(transaction=True)
+        pipe.incrby(full, amount)
+        pipe.pexpire(full, _ms(ttl))
+        answer = await self._call("add", pipe.execute)
+        return None if answer is None else int(answer[0])
+
+    async def _call(self, operation: str, func: Any, *args: Any, **kwargs: Any) -> Any:
+        """One bounded call; None on any failure (counted, reported once per outage)."""
+        if self._down and time.monotonic() < self._down_until:
+            self._errors += 1
+            return None
+        try:
+            async with asyncio.timeout(OPERATION_TIMEOUT * 2):
+                answer = await func(*args, **kwargs)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._failed(operation, exc)
+            return None
+        if self._down:
+            self._down = False
+            if self._on_error is not None:
+                self._on_error(operation, "")
+        return answer
+
+    def _failed(self, operation: str, exc: BaseException) -> None:
+        self._errors += 1
+        self._down_until = time.monotonic() + RETRY_AFTER
+        if not self._down:
+            self._down = True
+            if self._on_error is not None:
+                self._on_error(operation, f"{type(exc).__name__}: {str(exc)[:120]}")
+
+    # -- bans -------------------------------------------------------------------------------
+
+    async def _subscribe_forever(self) -> None:
+        delay = SUBSCRIBE_BACKOFF[0]
+        while not self._closing:
+            try:
+                await self._subscribe_once()
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError, TimeoutError) as exc:
+                self._failed("subscribe", exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, SUBSCRIBE_BACKOFF[1])
+
+    async def _subscribe_once(self) -> None:
+        pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(self._channel)
+            await self._load_bans()
+            if self._down:
+                self._down = False
+                if self._on_error is not None:
+                    self._on_error("subscribe", "")
+            while not self._closing:
+                message = await pubsub.get_message(timeout=SUBSCRIBE_POLL)
+                if message is None:
+                    await pubsub.ping()  # a dead server shows up within one timeout
+                    continue
+                self._heard(message.get("data"))
+        finally:
+            with contextlib.suppress(RedisError, OSError, asyncio.CancelledError):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _load_bans(self) -> None:
+        if self._on_ban is None:
+            return
+        seen = 0
+        async for key in self._client.scan_iter(match=f"{self._prefix}ban:*", count=500):
+            value = await self._client.get(key)
+            name = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
+            ip = name[len(self._prefix) + 4 :]
+            if isinstance(value, bytes):
+                self._heard(f"{ip} {value.decode('ascii', 'replace')}".encode())
+            seen += 1
+            if seen >= MAX_BANS_LOADED:
+                return
+
+    def _heard(self, data: object) -> None:
+        if not isinstance(data, bytes) or self._on_ban is None:
+            return
+        ip, _, until = data.decode("utf-8", "replace").partition(" ")
+        try:
+            end = float(until)
+        except ValueError:
+            return
+        if ip and math.isfinite(end):
+            self._on_ban(ip, end)
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
