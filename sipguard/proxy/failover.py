@@ -117,7 +117,6 @@ class Upstreams(Generic[C]):
         self._events: list[UpstreamEvent] = []
         self._counts: dict[tuple[str, Outcome], int] = {}
         self._lost = 0
-        self._locals: dict[Address, Address] = {}
         self._uris: dict[Address, str] = {}
         self._refresh()
 
@@ -132,11 +131,6 @@ class Upstreams(Generic[C]):
 
     def _refresh(self) -> None:
         self._uris = {m.address: m.uri for m in self.pool.members}
-        self._locals = {}
-        for member in self.pool.members:
-            local = self._local_for(member.address)
-            if local is not None:
-                self._locals[member.address] = local
 
     # ------------------------------------------------------------------ choosing
 
@@ -225,10 +219,15 @@ class Upstreams(Generic[C]):
                 actions.extend(acted)
         for change in self.prober.expire(self.pool, now):
             self._event(change)
-        for probe in self.prober.due(self.pool, self._locals, now):
+        if self.prober.interval <= 0:
+            return actions
+        # asked each time: the shell may bind its upstream-facing sockets after we were built
+        locals_ = {m.address: self._local_for(m.address) for m in self.pool.members}
+        usable = {a: local for a, local in locals_.items() if local is not None}
+        for probe in self.prober.due(self.pool, usable, now):
             to = probe.member.address
             info = Info("OPTIONS", detail="probe")
-            actions.append(Forward(probe.data, to, self._locals[to], None, Cause.PROBE, info))
+            actions.append(Forward(probe.data, to, usable[to], None, Cause.PROBE, info))
         return actions
 
     def report(self) -> UpstreamReport:
@@ -321,7 +320,7 @@ class Upstreams(Generic[C]):
             data = build_ack(invite, msg)
         except ParseError:
             return []
-        local = self._locals.get(attempt.to)
+        local = self._local_for(attempt.to)
         info = Info("ACK", msg.call_id.decode("latin-1"), status=msg.status, detail="failed branch")
         return [Forward(data, attempt.to, local, None, Cause.FAILOVER, info)]
 

@@ -94,6 +94,8 @@ class ObserverProtocol(Protocol):
 
     def banned(self, event: Any) -> None: ...
 
+    def upstream_report(self, report: Any) -> None: ...
+
     def stopping(self) -> None: ...
 
     def listener_error(self, listener: str, detail: str) -> None: ...
@@ -130,6 +132,9 @@ class NullObserver:
         pass
 
     def banned(self, event: Any) -> None:
+        pass
+
+    def upstream_report(self, report: Any) -> None:
         pass
 
     def stopping(self) -> None:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 
 from sipguard.errors import ParseError
 from sipguard.proxy.actions import Address, Drop, Forward, Reply, Transport
+from sipguard.proxy.failover import UpstreamReport
 from sipguard.transport import CoreProtocol, ObserverProtocol, family_of, is_unicast
 from sipguard.transport.stream import Framer, StreamLimits, Streams
 from sipguard.transport.udp import UdpEndpoint
@@ -145,6 +146,8 @@ class Dispatcher:
                 stream = self.streams.by_id.get(connection)
                 if stream is not None:
                     stream.close()
+        elif kind is UpstreamReport:  # the tick's report of the upstream pool
+            self.observer.upstream_report(item)
         else:  # the tick's events (bans)
             self.observer.banned(item)
 
