@@ -102,8 +102,11 @@ class Dispatcher:
             self._depth -= 1
 
     def tick(self) -> None:
-        """The core's housekeeping (called every second); returns ban events to report."""
+        """The core's housekeeping and timers (probes, failovers): what it returns is executed
+        or reported. Not traffic: the shutdown drain waits for a quiet `last_message`."""
+        last = self.last_message
         self._contain(HOUSEKEEPING, None, self.core.tick, time.time())
+        self.last_message = last
 
     # -- execution -------------------------------------------------------------------------
 

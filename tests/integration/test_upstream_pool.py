@@ -9,7 +9,7 @@ Retry-After at once, nothing forwarded until one is back); a priority-2 upstream
 no priority-1 one is up; a CANCEL for a call that failed over reaching the ringing branch.
 
 Time is scaled down from the issue's 30 s at 100 calls/s (the machine is shared): 12 s at
-50 calls/s, the upstream stopped at second 4 and started at second 8, probes every second.
+20 calls/s, the upstream stopped at second 4 and started at second 8, probes every second.
 `SIPGUARD_POOL_FULL=1` runs the issue's figures (30 s, 100 calls/s, stop at 10, start at 20).
 Must never: use a non-loopback address, sleep to synchronise, leave a process running.
 
@@ -52,13 +52,15 @@ pytestmark = pytest.mark.integration
 
 FULL = os.environ.get("SIPGUARD_POOL_FULL") == "1"
 # (seconds of calls, calls per second, stop at, start again at)
-LOAD = (30.0, 100.0, 10.0, 20.0) if FULL else (12.0, 50.0, 4.0, 8.0)
+LOAD = (30.0, 100.0, 10.0, 20.0) if FULL else (12.0, 20.0, 4.0, 8.0)
+# Probes every second: a fifth of the example, so that down and up fit in seconds. The
+# timeouts stay at a second and more: on a busy shared machine an answer can take that long.
 FAST_HEALTH = {
     "probe_interval": 1,
-    "probe_timeout": 0.5,
+    "probe_timeout": 1,
     "down_after": 3,
     "up_after": 2,
-    "failover_timeout": 1,
+    "failover_timeout": 2,
 }
 
 
@@ -178,7 +180,11 @@ def pool_factory(sipp: Sipp, daemon_factory: DaemonFactory) -> Iterator[Any]:
             upstream=[{"uri": uri, "priority": p} for uri, p in zip(uris, priorities, strict=True)],
             whitelist=[V4],
             metrics_port=metrics,
-            extra={"upstream_health": health or FAST_HEALTH, "limits": {"shutdown_grace": 1}},
+            extra={
+                "upstream_health": health or FAST_HEALTH,
+                "limits": {"shutdown_grace": 1},
+                "log": {"level": os.environ.get("SIPGUARD_POOL_LOG", "info"), "format": "json"},
+            },
         )
         return Pool(daemon_factory(config), uases, port, metrics, uris)
 
