@@ -1,10 +1,11 @@
-"""The `sipguard` command line: `run`, `check-config`, `hash-password`.
+"""The `sipguard` command line: `run`, `check-config`, `hash-password`, `gen-key`.
 
 Owns: argument parsing and exit codes. Each subcommand's work lives in its own module and is
 imported only when that subcommand runs, so `sipguard --help` stays fast.
 
-Exit codes follow sysexits: 0 success, 64 usage, 78 configuration error (EX_CONFIG),
-70 internal error, 71 OS error (a port in use).
+Exit codes follow sysexits (`sipguard.exits`): 0 success, 64 usage, 65 bad input data
+(`hash-password`), 71 OS error (a port in use), 73 cannot create the output file (`gen-key`),
+78 configuration error (EX_CONFIG).
 """
 
 from __future__ import annotations
@@ -14,12 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from sipguard import __version__
-
-EX_OK = 0
-EX_USAGE = 64
-EX_SOFTWARE = 70
-EX_OSERR = 71
-EX_CONFIG = 78
+from sipguard.exits import EX_CANTCREAT, EX_OK, EX_USAGE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +31,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", "-c", required=True, metavar="FILE", help="YAML config file")
 
     check = sub.add_parser("check-config", help="validate a config file without starting")
-    check.add_argument("file", metavar="FILE", help="YAML config file")
+    check.add_argument("file", metavar="FILE", nargs="?", help="YAML config file")
+    check.add_argument(
+        "--config", "-c", metavar="FILE", dest="config", help="the same, as `run` takes it"
+    )
+
+    genkey = sub.add_parser(
+        "gen-key",
+        help="write a new nonce key (for auth.secret_file) to FILE: 32 random bytes as 64 hex "
+        "digits, mode 0600; never overwrites",
+    )
+    genkey.add_argument("file", metavar="FILE", help="the key file to create")
 
     hashpw = sub.add_parser(
         "hash-password",
@@ -68,13 +74,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config":
         from sipguard.config import check_config_command
 
-        return check_config_command(args.file)
+        if args.file is not None and args.config is not None and args.file != args.config:
+            parser.error("check-config: give the config file once (FILE or --config FILE)")
+        path = args.file if args.file is not None else args.config
+        if path is None:
+            parser.error("check-config: the config file is missing (FILE or --config FILE)")
+        return check_config_command(path)
+    if args.command == "gen-key":
+        return gen_key_command(args.file)
     if args.command == "hash-password":
         from sipguard.hashpw import hash_password_command
 
         return hash_password_command(args.username, args.realm, args.algorithm)
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover - argparse rejects it
     return EX_USAGE  # pragma: no cover
+
+
+def gen_key_command(path: str) -> int:
+    """`sipguard gen-key FILE`: 0, or 73 when FILE exists or cannot be created."""
+    from sipguard.genkey import write_key
+
+    try:
+        write_key(path)
+    except FileExistsError:
+        print(f"sipguard gen-key: {path}: exists; refusing to overwrite a key", file=sys.stderr)
+        return EX_CANTCREAT
+    except OSError as exc:
+        print(f"sipguard gen-key: {path}: {exc.strerror or exc}", file=sys.stderr)
+        return EX_CANTCREAT
+    print(
+        f"{path}: new nonce key written (64 hex digits, mode 0600). Name it in "
+        "auth.secret_file; the daemon's user must be able to read it "
+        f"(e.g. chgrp sipguard {path} && chmod 0640 {path})."
+    )
+    return EX_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,10 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from sipguard.auth.digest import BASE_ALGORITHMS, canonical_algorithm, compute_ha1
-
-EX_OK = 0
-EX_USAGE = 64  # sysexits: empty password, mismatch, unknown algorithm
-EX_DATAERR = 65  # sysexits: the password on stdin is not UTF-8
+from sipguard.exits import EX_DATAERR, EX_OK, EX_USAGE
 
 # A password line longer than this is a pasted file, not a password.
 MAX_PASSWORD_BYTES = 4096

@@ -29,7 +29,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 
 from sipguard import __version__
-from sipguard.proxy.actions import Action, Address, Cause, Drop, Forward, Reply, Transport
+from sipguard.proxy.actions import (
+    Action,
+    Address,
+    Cause,
+    Drop,
+    Forward,
+    Reply,
+    Transport,
+)
 
 # RFC 3261 §27.4 and the extensions sipguard meets in the field. Anything else is "other", so a
 # peer inventing methods cannot create series (RFC 3261 §7.1: methods are case-sensitive).
@@ -54,7 +62,6 @@ _METHOD_LABEL: Final[dict[str, str]] = {m: m for m in METHODS}
 
 # RFC 3261 §7.2: six status classes; a reply we cannot classify is "other".
 STATUS_CLASSES: Final[tuple[str, ...]] = ("1xx", "2xx", "3xx", "4xx", "5xx", "6xx")
-_STATUS_CLASS_OF_DIGIT: Final[dict[int, str]] = {ord(c[0]): c for c in STATUS_CLASSES}
 
 AUTH_RESULTS: Final[tuple[str, ...]] = ("ok", "challenged", "stale", "failed")
 _AUTH_RESULT: Final[dict[Cause, str]] = {
@@ -65,10 +72,8 @@ _AUTH_RESULT: Final[dict[Cause, str]] = {
 }
 _ADMITTED: Final = frozenset({Cause.ADMITTED_IP, Cause.ADMITTED_DIGEST})
 
-# A Reply with one of these causes accompanies a Forward of the same message: the 200 a proxy
-# sends to a CANCEL it relays (RFC 3261 §16.10). The Forward is the decision; the Reply is counted
-# only as a response sent, so one message is one request in the metrics and one log line.
-ACCOMPANYING_REPLY_CAUSES: Final = frozenset({Cause.CANCEL_FORWARDED})
+# A Reply that accompanies a Forward of the same message (`Reply.accompanies`: the 200 to a CANCEL
+# we relay, RFC 3261 §16.10) is counted only as a response sent: the Forward is the decision.
 # A Drop with one of these causes and a status is a response that ends here: the next hop's 200
 # to a CANCEL we already answered (§16.10), a response whose Via is not ours (§16.7 step 2).
 DROPPED_RESPONSE_CAUSES: Final = frozenset(
@@ -117,16 +122,11 @@ def method_label(method: str) -> str:
 
 
 def status_class(action: Action) -> str:
-    """`1xx`..`6xx` from `info.status`, else from the status line of the bytes, else "other"."""
+    """`1xx`..`6xx` from the status the core put in `info.status`, else "other" (never read
+    from the bytes: the shell makes no SIP decision)."""
     status = action.info.status
     if 100 <= status <= 699:
         return STATUS_CLASSES[status // 100 - 1]
-    if isinstance(action, Drop):
-        return OTHER
-    data = action.data
-    # RFC 3261 §7.2: Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
-    if data.startswith(b"SIP/2.0 ") and len(data) > 8:
-        return _STATUS_CLASS_OF_DIGIT.get(data[8], OTHER)
     return OTHER
 
 
@@ -205,6 +205,11 @@ class Metrics:
         self.bugs = Counter(
             "sipguard_bugs", "Exceptions that escaped the core (defects).", registry=r
         )
+        self.state_errors = Counter(
+            "sipguard_state_errors",
+            "Calls to the shared state (Redis) that failed or were skipped during an outage.",
+            registry=r,
+        )
         self.log_suppressed_lines = Counter(
             "sipguard_log_suppressed",
             "Log lines not written because their event exceeded its rate (by event name).",
@@ -256,12 +261,12 @@ class Metrics:
         """Count one core action about a message from `source` (the socket peer).
 
         `elapsed` (seconds the core took) goes to the processing histogram, except for a Reply
-        that accompanies a Forward of the same message (see `ACCOMPANYING_REPLY_CAUSES`).
+        that accompanies a Forward of the same message (`Reply.accompanies`).
         Responses are counted in `responses_total`, requests in `requests_total`."""
         cause = action.cause
         if type(action) is Reply:
             self._responses["sent", status_class(action)].inc()
-            if cause in ACCOMPANYING_REPLY_CAUSES:
+            if action.accompanies:
                 return  # the Forward of the same message is the decision
         elif cause is Cause.RESPONSE:
             if type(action) is Forward:
@@ -351,6 +356,9 @@ class Metrics:
 
     def banned(self) -> None:
         self.bans.inc()
+
+    def state_failed(self, count: int) -> None:
+        self.state_errors.inc(count)
 
     def log_suppressed(self, event: str) -> None:
         """A line of `event` (a name from the observer's closed vocabulary) was not written."""

@@ -12,7 +12,7 @@ Each decision event is bounded to `log_rate` lines per second (burst `log_burst`
 cannot fill the disk; the next line written carries `suppressed=N` and the metric
 `sipguard_log_suppressed_total{event}` counts the rest. Metrics count every decision regardless.
 
-RFC 3261 §16.10 (the 200 to a CANCEL accompanies its forwarding: `ACCOMPANYING_REPLY_CAUSES`).
+RFC 3261 §16.10 (the 200 to a CANCEL accompanies its forwarding: `Reply.accompanies`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from structlog.typing import FilteringBoundLogger
 
 from sipguard import __version__
 from sipguard.logs import configure_logging
-from sipguard.metrics import ACCOMPANYING_REPLY_CAUSES, Metrics, is_dropped_response, serve_metrics
+from sipguard.metrics import Metrics, is_dropped_response, serve_metrics
 from sipguard.notify import Notifier
 from sipguard.policy.whitelist import normalise_source_text
 from sipguard.proxy.actions import Action, Address, BanEvent, Cause, Drop, Forward, Reply
@@ -68,6 +68,7 @@ EVENTS: Final[dict[Cause, tuple[str, int]]] = {
     Cause.UPSTREAM_ERROR: ("upstream_unavailable", WARNING),
     Cause.FAILOVER: ("failover_sent", DEBUG),  # the `failover` event is the decision's line
     Cause.PROBE: ("probe", DEBUG),
+    Cause.STATE_ERROR: ("state_unavailable", WARNING),
     Cause.BUG: ("bug_dropped", DEBUG),  # `bug()` writes the error line with the traceback
 }
 
@@ -84,15 +85,8 @@ _ACTION_KIND: Final[dict[type, str]] = {Reply: "reply", Forward: "forward", Drop
 
 
 def reply_status(action: Action) -> int:
-    """The status of a reply or relayed response: `info.status`, else read from the bytes."""
-    status = action.info.status
-    if status or isinstance(action, Drop):
-        return status
-    data = action.data
-    # RFC 3261 §7.2: Status-Line = "SIP/2.0" SP 3DIGIT SP Reason-Phrase
-    if data.startswith(b"SIP/2.0 ") and data[8:11].isdigit():
-        return int(data[8:11])
-    return 0
+    """The status of a reply or relayed response, as the core set it (0: not a response)."""
+    return action.info.status
 
 
 class _Budget:
@@ -176,7 +170,7 @@ class Observer:
         if self.metrics is not None:
             self.metrics.record_decision(action, source, elapsed)
         cause = action.cause
-        if cause in ACCOMPANYING_REPLY_CAUSES and type(action) is Reply:
+        if type(action) is Reply and action.accompanies:
             return  # the reply that accompanies a Forward (200 to CANCEL): the Forward is logged
         if is_dropped_response(action):
             event, level = "response_dropped", DEBUG
@@ -327,6 +321,20 @@ class Observer:
         for (uri, outcome), count in report.counts.items():
             metrics.upstream_requests_add(uri, outcome.value, count)
 
+    # -- shared state -----------------------------------------------------------------------
+
+    def state_outage(self, operation: str, detail: str) -> None:
+        """The shared state stopped answering (`detail`: why, never a secret) or answers again
+        (`detail` empty): one line each way, not one per failed call."""
+        if detail:
+            self._log(WARNING, "state_unreachable", operation=operation, detail=detail)
+        else:
+            self._log(INFO, "state_restored", operation=operation)
+
+    def state_errors(self, count: int) -> None:
+        if self.metrics is not None:
+            self.metrics.state_failed(count)
+
     # -- bans -------------------------------------------------------------------------------
 
     def banned(self, event: BanEvent | Any) -> None:
@@ -472,7 +480,7 @@ def reload_fields(previous: Settings | None, settings: Settings) -> dict[str, An
         "trunks": len(settings.trunks),
         "rules": diff.rules[1],
         "users": diff.credentials[1],  # not "credentials": a key named so is redacted (logs)
-        "listeners": diff.listeners[1],
+        "listeners": [listener.url for listener in settings.listen],
     }
     if previous is None:
         return fields
@@ -488,7 +496,6 @@ def reload_fields(previous: Settings | None, settings: Settings) -> dict[str, An
     for key, (before, after) in (
         ("rules", diff.rules),
         ("users", diff.credentials),
-        ("listeners", diff.listeners),
     ):
         if before != after:
             fields[f"{key}_before"] = before

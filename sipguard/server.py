@@ -41,10 +41,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from sipguard.errors import ConfigError
+from sipguard.exits import EX_CONFIG, EX_OK, EX_OSERR
 from sipguard.policy.whitelist import RuleSet, parse_rule
 from sipguard.proxy.actions import Address, Transport
 from sipguard.settings import Listener, Settings
 from sipguard.sip.framing import StreamFramer
+from sipguard.state import open_state
+from sipguard.state.bridge import StateBridge
 from sipguard.transport import CoreProtocol, NullObserver, ObserverProtocol
 from sipguard.transport.dispatch import Dispatcher
 from sipguard.transport.stream import (
@@ -57,9 +60,6 @@ from sipguard.transport.udp import UdpEndpoint, bind_udp
 from sipguard.transport.upstream import client_tls_context
 
 __all__ = [
-    "EX_CONFIG",
-    "EX_OK",
-    "EX_OSERR",
     "ListenerError",
     "NullObserver",
     "ObserverProtocol",
@@ -71,12 +71,6 @@ __all__ = [
     "stream_limits",
     "tick_interval",
 ]
-
-# sysexits.h, as in sipguard.cli (which imports us, so we cannot import it).
-EX_OK = 0
-EX_SOFTWARE = 70
-EX_OSERR = 71
-EX_CONFIG = 78
 
 TICK_INTERVAL = 1.0  # seconds between core.tick calls (bans, table expiry)...
 MIN_TICK_INTERVAL = 0.05  # ...or less: the upstream pool's timers need a quarter of their period
@@ -133,9 +127,8 @@ def reserved_sources(settings: Settings) -> ReservedSource | None:
     (SECURITY-CASES 9): an address that a trunk's whitelist names (an empty whitelist names
     nobody: it admits any address, and so reserves nothing) or an upstream's address. None
     when the config names no address. IPv4-mapped peers match IPv4 entries (policy.whitelist).
-    Raises ValueError for an entry the whitelist grammar refuses (the config loader refuses
-    it first)."""
-    rules = [parse_rule(text) for trunk in settings.trunks for text in trunk.whitelist]
+    The whitelist entries come parsed (`settings.Rule`); an upstream's host is an IP literal."""
+    rules = [rule for trunk in settings.trunks for rule in trunk.whitelist]
     for upstream in settings.upstream:
         with contextlib.suppress(ValueError):  # an IP literal by Upstream's contract
             rules.append(parse_rule(upstream.host))
@@ -189,6 +182,7 @@ class Server:
         self.dispatcher.streams.reserved = reserved_sources(settings)
         self._bound: dict[Listener, _Bound] = {}
         self._tick: asyncio.Task[None] | None = None
+        self._bridge: StateBridge | None = None
         self._reload_lock = asyncio.Lock()
         self._hurry = asyncio.Event()
         self.stopping = False
@@ -221,6 +215,8 @@ class Server:
                 bound.close()
             self._bound.clear()
             raise
+        if self.settings.state.backend != "memory":
+            await self._share_state()
         self._tick = asyncio.get_running_loop().create_task(self._heartbeat())
         self.observer.started([listener.url for listener in self._bound])
 
@@ -277,6 +273,8 @@ class Server:
                 break
         if self._tick is not None:
             self._tick.cancel()
+        if self._bridge is not None:
+            await self._bridge.close()
         self.dispatcher.close()
         streams = self.dispatcher.streams
         close_end = loop.time() + CLOSE_WAIT
@@ -292,9 +290,20 @@ class Server:
 
     # -- internals -------------------------------------------------------------------------
 
+    async def _share_state(self) -> None:
+        """Shared state (DESIGN §7): the bridge takes the core's questions after every call."""
+        state = open_state(self.settings.state)
+        core: Any = self.core  # the Core: questions, shared_failures, apply_ban
+        bridge = StateBridge(state, core, self.dispatcher.complete, self.observer)
+        await bridge.start()
+        self._bridge = bridge
+        self.dispatcher.after_core = bridge.drain
+
     async def _apply(self, settings: Settings) -> list[str]:
         """The body of `reload`: problems, or [] once everything is swapped in. Whatever fails
         before `core.reconfigure` returned leaves the running config exactly as it was."""
+        if settings.state != self.settings.state:
+            return [f"{settings.source}: state: a change of the shared state needs a restart"]
         try:
             server_tls = _server_context(settings)
             client_tls = self._client_context(settings)
@@ -488,13 +497,17 @@ class StderrObserver(NullObserver):
 
 def run_from_file(path: str, *, observer_factory: ObserverFactory | None = None) -> int:
     """`sipguard run --config FILE`: serve until SIGTERM/SIGINT. Returns the exit code."""
+    from sipguard.config import load_settings_with_warnings
+
     try:
-        settings = _load(path)
+        settings, warnings = load_settings_with_warnings(path)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return EX_CONFIG
     observer = observer_factory(settings) if observer_factory is not None else StderrObserver()
+    for warning in warnings:  # what check-config would say, e.g. no nonce key (issue 12)
+        _note(observer, "warning", "config_warning", detail=warning)
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         return runner.run(_serve(path, settings, observer))
 

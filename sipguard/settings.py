@@ -1,8 +1,10 @@
 """The validated configuration of sipguard, as frozen values.
 
 Owns: the types every layer reads its configuration from (`Settings`, `Listener`, `Upstream`,
-`UpstreamHealth`, `AuthSettings`, `Trunk`, `Credential`, `Limits`, `Protection`...), and the
-named defaults of every limit, each with the reason for its value.
+`UpstreamHealth`, `AuthSettings`, `Trunk`, `Credential`, `Rule`, `Limits`, `Protection`...), and
+the named defaults of every limit, each with the reason for its value. Whitelist entries are held
+parsed (`Rule`: the config loader parses each once with `policy.whitelist.parse_rule`; matching
+and the shell use the intervals, never the text again).
 
 Never does: read files, YAML or the environment, resolve names, hash passwords (digest math
 belongs to `sipguard.auth`). It imports only the standard library's dataclasses, enum, datetime
@@ -177,11 +179,22 @@ class Credential:
 
 
 @dataclass(frozen=True, slots=True)
+class Rule:
+    """One whitelist entry as the inclusive interval [first, last] of one address family
+    (`policy.whitelist` owns the grammar and builds these; `text` is the entry as written)."""
+
+    text: str
+    family: int  # 4 or 6
+    first: int
+    last: int
+
+
+@dataclass(frozen=True, slots=True)
 class Trunk:
     """A group of sources trusted together: by address (whitelist), by digest, or both."""
 
     name: str
-    whitelist: tuple[str, ...] = ()  # validated rule texts; empty = any address
+    whitelist: tuple[Rule, ...] = ()  # parsed entries; empty = any address
     credentials: tuple[Credential, ...] = ()  # empty = the whitelist alone admits (IP trust)
     algorithms: tuple[str, ...] | None = None  # overrides auth.algorithms for this trunk
     allow_open: bool = False  # operator accepted a trunk with neither whitelist nor credentials
@@ -258,7 +271,7 @@ class Protection:
     # Seconds a ban lasts; long enough to make password guessing pointless.
     ban_duration: float = 600.0
     # Sources never banned nor rate limited (whitelist-format rules), e.g. a monitoring host.
-    never_ban: tuple[str, ...] = ()
+    never_ban: tuple[Rule, ...] = ()
     # Unauthenticated requests per second per source (token bucket), and the bucket size.
     # 200 phones behind one NAT re-registering after an outage send ~400 requests at once
     # (REGISTER, 401, REGISTER) and then refresh at well under 50/s, so neither is refused.
@@ -298,7 +311,7 @@ class Settings:
 
 
 # Top-level sections compared whole by `diff_settings` (trunks and listeners are itemised).
-_SECTIONS: tuple[str, ...] = (
+DIFFED_SECTIONS: tuple[str, ...] = (
     "upstream",
     "upstream_health",
     "auth",
@@ -322,7 +335,7 @@ class SettingsDiff:
     trunks_changed: tuple[str, ...] = ()
     listeners_added: tuple[str, ...] = ()  # URLs
     listeners_removed: tuple[str, ...] = ()
-    sections_changed: tuple[str, ...] = ()  # among _SECTIONS
+    sections_changed: tuple[str, ...] = ()  # among DIFFED_SECTIONS
     # (before, after)
     rules: tuple[int, int] = (0, 0)  # whitelist entries over all trunks
     credentials: tuple[int, int] = (0, 0)
@@ -362,7 +375,7 @@ def diff_settings(old: Settings, new: Settings) -> SettingsDiff:
         listeners_added=tuple(url for url in new_urls if url not in old_urls),
         listeners_removed=tuple(url for url in old_urls if url not in new_urls),
         sections_changed=tuple(
-            name for name in _SECTIONS if getattr(old, name) != getattr(new, name)
+            name for name in DIFFED_SECTIONS if getattr(old, name) != getattr(new, name)
         ),
         rules=(old_counts[0], new_counts[0]),
         credentials=(old_counts[1], new_counts[1]),

@@ -43,8 +43,6 @@ Extending it:
 from __future__ import annotations
 
 from sipguard.config.load import (
-    EX_CONFIG,
-    EX_OK,
     SECTIONS,
     Section,
     check_config_command,
@@ -53,8 +51,6 @@ from sipguard.config.load import (
 )
 
 __all__ = [
-    "EX_CONFIG",
-    "EX_OK",
     "SECTIONS",
     "Section",
     "check_config_command",

@@ -1,9 +1,10 @@
 """The admission sections: `auth` (realm, algorithms, nonces) and `trunks` with their
 whitelists and credentials (DESIGN §3, §5).
 
-Owns: the trunk names (unique; they are metric label values), whitelist rule texts (checked
-with `policy.whitelist.parse_rule`), credentials (unique usernames across trunks, one secret
-each, an optional expiry), and the warnings about open, useless or expiring parts.
+Owns: the trunk names (unique; they are metric label values), whitelist rules (parsed once
+with `policy.whitelist.parse_rule` into `settings.Rule`), credentials (unique usernames across
+trunks, one secret each, an optional expiry), and the warnings about open, useless or expiring
+parts.
 
 Never does: read a secret itself (`sipguard.config.secrets` does), match a source, compute a
 digest.
@@ -25,7 +26,14 @@ from typing import Any
 from sipguard.config.reader import Reader, describe
 from sipguard.config.secrets import credential_secret, nonce_key
 from sipguard.policy.whitelist import parse_rule
-from sipguard.settings import ALGORITHMS, REFUSE_ACTIONS, AuthSettings, Credential, Trunk
+from sipguard.settings import (
+    ALGORITHMS,
+    REFUSE_ACTIONS,
+    AuthSettings,
+    Credential,
+    Rule,
+    Trunk,
+)
 
 AUTH_KEYS = ("realm", "algorithms", "nonce_ttl", "secret_file", "secret_env", "refuse")
 CORE_TRUNK_KEYS = ("name", "whitelist", "credentials", "algorithms", "allow_open")
@@ -107,10 +115,10 @@ def read_trunk(
         return None
     before = len(r.problems)
     name = trunk_name(r, section, key, seen)
-    rules: list[str] = []
+    rules: list[Rule] = []
     if section.get("whitelist") is not None:
-        items = r.string_list(section["whitelist"], f"{key}.whitelist", parse_rule)
-        rules = [text for _, text in items or []]
+        items = r.parsed_list(section["whitelist"], f"{key}.whitelist", parse_rule)
+        rules = [rule for _, rule in items or []]
     algorithms = None
     if section.get("algorithms") is not None:
         algorithms = r.algorithms(section["algorithms"], f"{key}.algorithms")

@@ -22,11 +22,11 @@ from sipguard.config.network import read_listeners, read_tls, read_upstreams
 from sipguard.config.observability import read_log, read_metrics
 from sipguard.config.protection import read_limits, read_protection
 from sipguard.config.reader import Reader
+from sipguard.config.secrets import check_config_mode
+from sipguard.config.state import read_state
 from sipguard.errors import ConfigError
+from sipguard.exits import EX_CONFIG, EX_OK
 from sipguard.settings import Settings
-
-EX_OK = 0
-EX_CONFIG = 78  # sysexits EX_CONFIG, as sipguard.cli
 
 SectionReader = Callable[[Reader, object, Mapping[str, Any]], Any]
 
@@ -56,6 +56,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("log", read_log, absent={}),
     Section("limits", read_limits, absent={}, early=True),
     Section("protection", read_protection, absent={}),
+    Section("state", read_state, absent={}),
 )
 
 
@@ -85,6 +86,7 @@ def load_settings_with_warnings(
         raise ConfigError(problems)
     reader = Reader(path, os.environ if environ is None else environ, now or datetime.now(UTC))
     settings = read_document(reader, document)
+    check_config_mode(reader)
     problems.extend(reader.problems)
     if problems or settings is None:
         raise ConfigError(problems)

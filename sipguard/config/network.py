@@ -96,7 +96,10 @@ def read_tls(r: Reader, value: object, done: Mapping[str, Any]) -> TlsSettings |
             paths[key] = None
             continue
         text = r.string(section[key], f"tls.{key}")
-        paths[key] = None if text is None else readable(r, text, f"tls.{key}", what)
+        private = key == "private_key"
+        paths[key] = (
+            None if text is None else readable(r, text, f"tls.{key}", what, private=private)
+        )
     ca_file = None
     if section.get("ca_file") is not None:
         text = r.string(section["ca_file"], "tls.ca_file")

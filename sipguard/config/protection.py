@@ -3,7 +3,7 @@ scanner User-Agents, sources never banned).
 
 Owns: range checks of every limit (the names and defaults are `settings.Limits` and
 `settings.Protection`: a new field there is a new key here, with no edit), the never-ban rules
-(checked with `policy.whitelist.parse_rule`) and the User-Agent patterns (printable ASCII).
+(parsed once with `policy.whitelist.parse_rule`) and the User-Agent patterns (printable ASCII).
 
 Never does: apply a limit or a ban.
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 from sipguard.config.reader import Reader
 from sipguard.policy.whitelist import parse_rule
-from sipguard.settings import RATE_ACTIONS, Limits, Protection
+from sipguard.settings import RATE_ACTIONS, Limits, Protection, Rule
 
 
 def read_limits(r: Reader, value: object, done: Mapping[str, Any]) -> Limits | None:
@@ -68,12 +68,12 @@ def read_protection(r: Reader, value: object, done: Mapping[str, Any]) -> Protec
     return Protection(**values)
 
 
-def rules(r: Reader, value: object, key: str) -> tuple[str, ...] | None:
+def rules(r: Reader, value: object, key: str) -> tuple[Rule, ...] | None:
     before = len(r.problems)
-    items = r.string_list(value, key, parse_rule)
+    items = r.parsed_list(value, key, parse_rule)
     if items is None:
         return None
-    return tuple(text for _, text in items) if len(r.problems) == before else None
+    return tuple(rule for _, rule in items) if len(r.problems) == before else None
 
 
 def user_agents(r: Reader, value: object, key: str) -> tuple[str, ...] | None:

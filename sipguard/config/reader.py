@@ -19,9 +19,11 @@ import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sipguard.settings import ALGORITHMS
+
+T = TypeVar("T")
 
 _PORT = re.compile(r"[1-9][0-9]{0,4}\Z")
 # RFC 3261 §25.1 quoted-string content: no DQUOTE, backslash or control characters, so the realm
@@ -64,6 +66,7 @@ class Reader:
         self.now = now
         self.problems: list[str] = []
         self.warnings: list[str] = []
+        self.inline_secrets = False  # a password or HA1 is written in the config file itself
 
     # -- reporting -------------------------------------------------------------------------
 
@@ -147,27 +150,29 @@ class Reader:
             return None
         return value
 
-    def string_list(
-        self, value: object, key: str, check: Callable[[str], object] | None = None
-    ) -> list[tuple[str, str]] | None:
-        """Items of a list of strings, each with its key path; bad items are reported, in
-        order, including those `check` refuses with ValueError."""
+    def string_list(self, value: object, key: str) -> list[tuple[str, str]] | None:
+        """Items of a list of strings, each with its key path; bad items are reported."""
+        return self.parsed_list(value, key, str)
+
+    def parsed_list(
+        self, value: object, key: str, parse: Callable[[str], T]
+    ) -> list[tuple[str, T]] | None:
+        """Items of a list of strings, each parsed by `parse` (once: the value is kept), with
+        its key path; bad items are reported in order, including those `parse` refuses with
+        ValueError (its message is the problem)."""
         if not isinstance(value, list):
             self.error(key, f"expected a list, got {describe(value)}")
             return None
-        items: list[tuple[str, str]] = []
+        items: list[tuple[str, T]] = []
         for index, item in enumerate(value):
             where = f"{key}[{index}]"
             text = self.string(item, where)
             if text is None:
                 continue
-            if check is not None:
-                try:
-                    check(text)
-                except ValueError as exc:
-                    self.error(where, str(exc))
-                    continue
-            items.append((where, text))
+            try:
+                items.append((where, parse(text)))
+            except ValueError as exc:
+                self.error(where, str(exc))
         return items
 
     def algorithms(self, value: object, key: str) -> tuple[str, ...] | None:

@@ -5,13 +5,18 @@ Owns: `auth.secret_file` / `auth.secret_env` (the nonce HMAC key), a credential'
 (`password`, `ha1`, `password_env` or `password_file`), reading a small file the config names
 (size-capped), and checking that a TLS file can be read.
 
+Also warns when a file holding a secret (a secret or password file, a TLS private key) is
+more open than the README asks (0640: owner read/write, group read, nothing for others).
+
 Never does: put a secret's value in a message (only its key path, its type or the file's path),
 log, or keep a file open.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +26,10 @@ from sipguard.settings import ALGORITHMS, HA1_HEX_LENGTH
 MIN_SECRET_BYTES = 16  # a nonce HMAC key shorter than 128 bits is guessable offline
 MAX_SECRET_FILE_BYTES = 65536  # a key or password file is small; never slurp a log by mistake
 SECRET_KINDS = ("password", "ha1", "password_env", "password_file")
+PRIVATE_MODE = 0o640  # the most open mode the README asks for a file holding a secret
+GEN_KEY_HINT = "make one with `sipguard gen-key /etc/sipguard/nonce.key` and set auth.secret_file"
+# A message, not a password (S105):
+PASSWORD_EMPTY = "is empty: give the password (quoted), or use ha1, password_env or password_file"  # noqa: S105
 _HEX = re.compile(r"[0-9a-fA-F]+\Z")
 
 
@@ -33,29 +42,67 @@ class CredentialSecret:
     ha1: dict[str, str] = field(default_factory=dict)
 
 
+def too_open(mode: int) -> bool:
+    """Whether a file of this mode is open beyond PRIVATE_MODE (any bit for others, group
+    write or execute)."""
+    return bool(stat.S_IMODE(mode) & ~PRIVATE_MODE & 0o077)
+
+
+def warn_if_open(r: Reader, key: str, what: str, path: str, mode: int) -> None:
+    if too_open(mode):
+        r.warn(
+            key,
+            f"{what} {path!r} is mode {stat.S_IMODE(mode):04o}: open to more users than its "
+            f"owner and group; chmod {PRIVATE_MODE:04o} (or 0600)",
+        )
+
+
+def check_config_mode(r: Reader) -> None:
+    """Warn when the config file holds a password or HA1 and is open beyond PRIVATE_MODE."""
+    if not r.inline_secrets:
+        return
+    try:
+        mode = os.stat(r.path).st_mode
+    except OSError:
+        return  # it was read a moment ago; a race with a rename is not worth a message
+    if too_open(mode):
+        r.warn(
+            "",
+            f"holds passwords or HA1 values and is mode {stat.S_IMODE(mode):04o}: open to more "
+            f"users than its owner and group; chmod {PRIVATE_MODE:04o} (or 0600)",
+        )
+
+
 def read_file(r: Reader, text: str, key: str, what: str) -> bytes | None:
-    """Read a small file named by the config; errors name the file, never its content."""
+    """Read a small secret file named by the config; errors name the file, never its content."""
     path = r.file_path(text)
     try:
         with path.open("rb") as handle:
             data = handle.read(MAX_SECRET_FILE_BYTES + 1)
+            mode = os.fstat(handle.fileno()).st_mode
     except OSError as exc:
         r.error(key, f"cannot read {what} {str(path)!r}: {exc.strerror or exc}")
         return None
     if len(data) > MAX_SECRET_FILE_BYTES:
         r.error(key, f"{what} {str(path)!r} is larger than {MAX_SECRET_FILE_BYTES} bytes")
         return None
+    warn_if_open(r, key, what, str(path), mode)
     return data
 
 
-def readable(r: Reader, text: str, key: str, what: str) -> str:
-    """The resolved path of a file the daemon reads later (TLS); an error if it cannot."""
+def readable(r: Reader, text: str, key: str, what: str, *, private: bool = False) -> str:
+    """The resolved path of a file the daemon reads later (TLS); an error if it cannot, a
+    warning if it is `private` (a key) and open to others."""
     path = r.file_path(text)
     try:
         with path.open("rb") as handle:
             handle.read(1)
+            mode = os.fstat(handle.fileno()).st_mode
     except OSError as exc:
         r.error(key, f"cannot read {what} {str(path)!r}: {exc.strerror or exc}")
+        return str(path)
+    if private:
+        warn_if_open(r, key, what, str(path), mode)
     return str(path)
 
 
@@ -97,7 +144,7 @@ def nonce_key(r: Reader, section: dict[str, Any]) -> tuple[bytes | None, str | N
         r.warn(
             "auth",
             "no secret_file or secret_env: a random nonce key per process, so nonces do "
-            "not survive a restart and are not shared between instances",
+            f"not survive a restart and are not shared between instances; {GEN_KEY_HINT}",
         )
         return None, "random"
     if data is None:
@@ -122,7 +169,11 @@ def credential_secret(
         return found
     kind = kinds[0]
     where = f"{key}.{kind}"
-    if kind == "password":
+    if kind in ("password", "ha1"):
+        r.inline_secrets = True  # the config file itself holds a password equivalent
+    if kind == "password" and section[kind] in (None, ""):
+        r.error(where, PASSWORD_EMPTY)  # `password:`, `password: ~` and `password: ""` alike
+    elif kind == "password":
         found.password = r.string(section[kind], where, secret=True)
     elif kind == "password_env":
         found.password = environment(r, section[kind], where)

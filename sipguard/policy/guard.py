@@ -37,6 +37,11 @@ DEFAULT_SCANNER_USER_AGENTS: tuple[str, ...] = (
 )
 
 
+# Two bans of one source whose ends differ by less than this are one ban (decided by two
+# instances a few milliseconds apart, or our own heard back from the shared state).
+SAME_BAN = 5.0
+
+
 def _nobody_exempt(ip: str) -> bool:
     return False
 
@@ -87,11 +92,12 @@ class GuardSettings:
 
 @dataclass(frozen=True, slots=True)
 class BanEvent:
-    """A source was banned until `until` after `failures` failures (log event `banned`)."""
+    """A source was banned until `until` after `failures` failures (log event `banned`); the
+    core also reports an unban with `until` == 0."""
 
     ip: str
     until: float
-    failures: int
+    failures: int = 0
 
 
 class UnbanReason(Enum):
@@ -274,6 +280,34 @@ class Guard:
             return None
         self._failures.pop(ip, None)
         return self._place_ban(ip, now + duration, 0)
+
+    def shared_ban(self, ip: str, count: int, now: float) -> BanEvent | None:
+        """The ban that `count` failures of `ip` across every instance (shared state) call for,
+        by the threshold `record_failure` applies (proven sources, never_ban, bans off alike):
+        a new one, or the one already in place here (so that the others learn it). Places
+        nothing: the shell publishes it and every instance applies it with `ban_until`."""
+        current = self._ban_get(ip)
+        if current is not None and now < current:
+            return BanEvent(ip, current, count)
+        proven_until = self._proven.get(ip)
+        proven = proven_until is not None and now < proven_until
+        threshold = self._proven_failures if proven else self._settings.ban_failures
+        if count < threshold or self._settings.ban_duration <= 0 or self._exempt(ip):
+            return None
+        return BanEvent(ip, now + self._settings.ban_duration, count)
+
+    def ban_until(self, ip: str, until: float, now: float) -> BanEvent | None:
+        """A ban placed elsewhere (another instance), ending at `until`: None if it is over,
+        the source is exempt here, or a ban ending at most SAME_BAN seconds earlier is already
+        in place (the same ban, decided on two instances or heard back)."""
+        current = self._ban_get(ip)
+        if not now < until or (current is not None and current >= until - SAME_BAN):
+            return None
+        if self._exempt(ip):
+            self._exempted += 1
+            return None
+        self._failures.pop(ip, None)
+        return self._place_ban(ip, until, 0)
 
     def active_bans(self) -> int:
         """Bans in the table (including expired ones not yet swept; `expire()` first if exact)."""

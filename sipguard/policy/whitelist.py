@@ -1,8 +1,8 @@
 """IP whitelist rules: strict parsing, and matching a socket peer address against them.
 
-Owns: the whitelist entry grammar (DESIGN §3), compiling rules into sorted, merged integer
-intervals per address family, and the source-address normalisation used by admission
-(DESIGN §4 step 1, SECURITY-CASES 29-31).
+Owns: the whitelist entry grammar (DESIGN §3: `parse_rule`, which makes the `settings.Rule` the
+config holds), compiling rules into sorted, merged integer intervals per address family, and the
+source-address normalisation used by admission (DESIGN §4 step 1, SECURITY-CASES 29-31).
 
 Never does: SIP parsing, logging, I/O, name resolution. It never looks at Via `received`/`rport`,
 Contact or any header: callers pass the socket peer address (SECURITY-CASES 31).
@@ -40,11 +40,23 @@ from __future__ import annotations
 import re
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 import netaddr
 
-from sipguard.settings import Trunk
+from sipguard.settings import Rule, Trunk
+
+__all__ = [
+    "IPV4",
+    "IPV6",
+    "Rule",
+    "RuleSet",
+    "SourceMatcher",
+    "normalise_source",
+    "normalise_source_text",
+    "parse_address",
+    "parse_rule",
+    "parse_rules",
+]
 
 IPV4 = 4
 IPV6 = 6
@@ -101,16 +113,6 @@ def _compressed_text(right: int) -> str:
 _COMPRESSED_TEXT = tuple(_compressed_text(max(0, last - 7)) for last in range(15))
 
 
-@dataclass(frozen=True, slots=True)
-class Rule:
-    """One whitelist entry as the inclusive interval [first, last] of one address family."""
-
-    text: str
-    family: int  # 4 or 6
-    first: int
-    last: int
-
-
 # ---------------------------------------------------------------------------------------------
 # Parsing config entries (strict)
 
@@ -124,6 +126,12 @@ def parse_rule(text: str) -> Rule:
     except ValueError as exc:
         raise ValueError(f"{text!r}: {exc}") from None
     return Rule(text, family, first, last)
+
+
+def parse_rules(texts: Iterable[str]) -> tuple[Rule, ...]:
+    """Parse entries (tools, tests); the first bad one raises ValueError naming it. The config
+    loader parses entry by entry to report every bad one with its key path."""
+    return tuple(parse_rule(text) for text in texts)
 
 
 def _parse_rule(text: str) -> tuple[int, int, int]:
@@ -391,11 +399,6 @@ class RuleSet:
         self._v4 = _Intervals((r.first, r.last) for r in self.rules if r.family == IPV4)
         self._v6 = _Intervals((r.first, r.last) for r in self.rules if r.family == IPV6)
 
-    @classmethod
-    def from_texts(cls, texts: Iterable[str]) -> RuleSet:
-        """Parse and compile entries; the first bad one raises ValueError naming it."""
-        return cls(parse_rule(text) for text in texts)
-
     def contains(self, family: int, value: int) -> bool:
         return value in (self._v4 if family == IPV4 else self._v6)
 
@@ -492,14 +495,8 @@ class SourceMatcher:
 
     @classmethod
     def from_trunks(cls, trunks: Sequence[Trunk]) -> SourceMatcher:
-        """Compile every trunk's whitelist. Raises ValueError naming the trunk and the entry."""
-        compiled: list[list[Rule]] = []
-        for trunk in trunks:
-            try:
-                compiled.append([parse_rule(text) for text in trunk.whitelist])
-            except ValueError as exc:
-                raise ValueError(f"trunk {trunk.name!r}: {exc}") from None
-        return cls(trunks, compiled)
+        """Compile every trunk's whitelist (parsed rules, `Trunk.whitelist`)."""
+        return cls(trunks, [trunk.whitelist for trunk in trunks])
 
     def candidates(self, ip: str) -> tuple[Trunk, ...]:
         """The trunks (in config order) whose whitelist contains `ip` or is empty.

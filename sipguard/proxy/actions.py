@@ -9,9 +9,26 @@ Never imports I/O, logging or metrics.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from typing import NamedTuple
+
+from sipguard.policy.guard import BanEvent
+from sipguard.sip import Request
+
+__all__ = [
+    "ACCOMPANYING_CAUSES",
+    "Action",
+    "Address",
+    "BanEvent",
+    "Cause",
+    "Drop",
+    "Forward",
+    "Info",
+    "Reply",
+    "Transport",
+]
 
 
 class Transport(StrEnum):
@@ -64,6 +81,7 @@ class Cause(Enum):
     UPSTREAM_ERROR = "upstream_error"  # the upstream cannot be reached: 503
     FAILOVER = "failover"  # sent to the next upstream; a failed branch's ACK or answer
     PROBE = "probe"  # an OPTIONS health probe of an upstream, or its answer
+    STATE_ERROR = "state_error"  # shared state unreachable with state.on_error: refuse: 503
     # the shell's own
     BUG = "bug"  # an exception escaped: a defect, counted and dropped
 
@@ -83,10 +101,19 @@ class Info(NamedTuple):
     detail: str = ""  # a short human reason (never a secret)
 
 
+# Causes whose Reply accompanies a Forward of the same message: the 200 sipguard sends to a
+# CANCEL it relays (RFC 3261 §16.10). The Forward is the decision (one log line, one request).
+ACCOMPANYING_CAUSES = frozenset({Cause.CANCEL_FORWARDED})
+
+
 @dataclass(frozen=True, slots=True)
 class Reply:
     """Send `data` (a response we built) back to `to`: from the listener `local` (UDP), or over
-    stream `connection` when it is still open (else over any connection to `to`)."""
+    stream `connection` when it is still open (else over any connection to `to`).
+
+    Its status is `info.status` (the core sets it on every reply it builds) and `accompanies`
+    says whether a Forward of the same message goes with it: the shell reads these values and
+    never the bytes."""
 
     data: bytes
     to: Address
@@ -94,6 +121,24 @@ class Reply:
     connection: int | None
     cause: Cause
     info: Info = field(default_factory=Info)
+
+    @property
+    def status(self) -> int:
+        return self.info.status
+
+    @property
+    def accompanies(self) -> bool:
+        return self.cause in ACCOMPANYING_CAUSES
+
+
+class Origin(NamedTuple):
+    """The request a Forward carries out, as received, and where it came from: what the core
+    needs to answer its sender when the Forward cannot be delivered (no bytes parsed again)."""
+
+    request: Request
+    source: Address
+    local: Address
+    connection: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +147,8 @@ class Forward:
 
     `local` is the listener whose address our Via names (UDP: send from that socket, so answers
     come back to it); `connection` names the stream connection to use when the message must go
-    back on an existing one; None lets the shell use any open connection to `to` or open one."""
+    back on an existing one; None lets the shell use any open connection to `to` or open one.
+    `origin`: for a request sipguard sends on, the request as received and its sender."""
 
     data: bytes
     to: Address
@@ -110,6 +156,7 @@ class Forward:
     connection: int | None
     cause: Cause
     info: Info = field(default_factory=Info)
+    origin: Origin | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,10 +171,35 @@ class Drop:
 Action = Reply | Forward | Drop
 
 
+# ---------------------------------------------------------------- shared state (DESIGN §7)
+# Only with a shared state backend (`state.backend: redis`); the core never awaits: it leaves a
+# question as a value in `Core.questions` and resumes with the answer.
+
+
 @dataclass(frozen=True, slots=True)
-class BanEvent:
-    """A source was banned (or unbanned, `until` == 0) by the guard; the shell logs it."""
+class AskNonceCount:
+    """Admission needs the nonce-count verdict of every instance (one atomic call): the shell
+    asks `SharedState.count_nonce(nonce, nonce_count, expires_at - now)` and executes the actions
+    of `resume(answer, now)`; answer None = shared state unavailable (the core then decides on
+    its local view, or refuses, as `state.on_error` says)."""
+
+    nonce: str
+    nonce_count: int
+    expires_at: float  # epoch seconds, from the nonce itself
+    resume: Callable[[bool | None, float], list[Action]] = field(compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ShareFailure:
+    """A failed authentication of `ip`, already counted here: the shell counts it in the shared
+    window of `window` seconds and hands the count to `Core.shared_failures`; `nonce` (until
+    `nonce_expires_at`), when set, is killed everywhere (a wrong answer kills its nonce)."""
 
     ip: str
-    until: float
-    failures: int = 0
+    window: float
+    nonce: str | None = None
+    nonce_expires_at: float = 0.0
+
+
+# What the core leaves in `Core.questions` for the shell when state is shared.
+Question = AskNonceCount | ShareFailure

@@ -14,16 +14,23 @@ were not admitted, so a flood of strays or unauthenticated requests creates no s
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
+
+# How long the core remembers what it admitted (seconds).
+INVITE_TRANSACTION_TTL = 200.0  # > Timer C (3 min, RFC 3261 §16.6 step 11): CANCEL may come late
+DIALOG_TTL = 4 * 3600.0  # refreshed by every in-dialog request; a call idle for 4 h is forgotten
+DIALOG_LINGER = 40.0  # after a BYE: retransmissions of it still pass
+# How long an admitted digest answer is recognised when its request is retransmitted: Timer F
+# (64*T1 = 32 s, RFC 3261 §17.1.2.2), the longest a UDP client retransmits a non-INVITE request.
+RETRANSMISSION_TTL = 32.0
 
 K = TypeVar("K")
 V = TypeVar("V")
 
 
-@dataclass(frozen=True, slots=True)
-class Admission:
-    """What was admitted, and for whom: kept with a transaction or a dialog."""
+class Admission(NamedTuple):
+    """What was admitted, and for whom: kept with a transaction or a dialog. A NamedTuple: one
+    is built per admitted INVITE or dialog, at a third of a frozen dataclass's calls."""
 
     source_ip: str
     trunk: str

@@ -12,7 +12,7 @@ Never does: I/O, clocks, decide when to send (probe.Prober and transactions deci
 from __future__ import annotations
 
 from sipguard.proxy.actions import Address
-from sipguard.proxy.routing import hostport, via_value
+from sipguard.proxy.via import hostport, via_value
 from sipguard.sip import Request, Response
 
 PROBE_FROM = b"<sip:sipguard@invalid>"  # RFC 3261 §8.1.1.3; the probe has no user behind it

@@ -25,7 +25,7 @@ from enum import Enum
 from sipguard.proxy.actions import Address
 from sipguard.proxy.originate import build_probe
 from sipguard.proxy.pool import HealthChange, Member, Pool
-from sipguard.proxy.routing import BRANCH_PREFIX
+from sipguard.proxy.via import BRANCH_PREFIX
 
 PROBE_BRANCH_PREFIX = BRANCH_PREFIX + b"p"
 

@@ -42,7 +42,7 @@ from enum import Enum
 from typing import Generic, TypeVar
 
 from sipguard.proxy.actions import Address
-from sipguard.proxy.routing import BRANCH_DIGEST_HEX, BRANCH_PREFIX
+from sipguard.proxy.via import BRANCH_DIGEST_HEX, BRANCH_PREFIX
 
 C = TypeVar("C")
 

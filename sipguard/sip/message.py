@@ -40,6 +40,9 @@ DEFAULT_MAX_FORWARDS = 70
 
 # Every header line of a header block without folding: CRLF, a token name, optional SP/HTAB, a
 # colon, the value (RFC 3261 §7.3.1, §25).
+# The first User-Agent line of a message read on the fast path (no folding there), found without
+# building the header index; its value as the index would hold it (trailing LWS off).
+_USER_AGENT_RE = re.compile(rb"\r\nUser-Agent[ \t]*:[ \t]*([^\r\n]*?)[ \t]*(?=\r)", re.IGNORECASE)
 _HEADER_RE = re.compile(rb"\r\n([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:[ \t]*([^\r\n]*)")
 # Header name as received -> canonical key. Bounded so that a flood of distinct names cannot
 # grow it (filled by the parser through `key_for`).
@@ -308,9 +311,20 @@ class Message:
             out.extend(parse_name_addr_list(self._value(i), max_uri_bytes=self.limits_uri))
         return out
 
+    def matched_span(self, group: str) -> tuple[int, int] | None:
+        """Where the parser's fast match found `group` (a name in `fields.FAST_GROUPS`) in `raw`:
+        (-1, -1) when the group matched nothing; None when the message was not read on the fast
+        path. Lets an editor place its cuts without building the header index."""
+        m = self._fast
+        return None if m is None else m.span(group)
+
     @property
     def max_forwards(self) -> int:
         """RFC 3261 §16.6 step 3 / §8.1.1.6: 70 when absent. Validated at parse time."""
+        m = self._fast
+        if m is not None:  # the fast match read the one Max-Forwards there may be
+            value = m.group("mf")
+            return DEFAULT_MAX_FORWARDS if value is None else int(value)
         idx = self._idx().get(b"max-forwards")
         if idx is None:
             return DEFAULT_MAX_FORWARDS
@@ -323,6 +337,9 @@ class Message:
 
     @property
     def user_agent(self) -> bytes | None:
+        if self._fast is not None and self._index is None:
+            m = _USER_AGENT_RE.search(self.raw, self.start_line_end - 2, self.header_end + 2)
+            return None if m is None else m.group(1)
         return self.get(b"user-agent")
 
 

@@ -100,6 +100,10 @@ class ObserverProtocol(Protocol):
 
     def listener_error(self, listener: str, detail: str) -> None: ...
 
+    def state_outage(self, operation: str, detail: str) -> None: ...
+
+    def state_errors(self, count: int) -> None: ...
+
 
 class NullObserver:
     """An observer that observes nothing: the default, and the base of test observers."""
@@ -135,6 +139,12 @@ class NullObserver:
         pass
 
     def upstream_report(self, report: Any) -> None:
+        pass
+
+    def state_outage(self, operation: str, detail: str) -> None:
+        pass
+
+    def state_errors(self, count: int) -> None:
         pass
 
     def stopping(self) -> None:

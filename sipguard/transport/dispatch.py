@@ -60,6 +60,8 @@ class Dispatcher:
         self.bugs = 0
         self.refused_destinations = 0
         self.unsent = 0
+        # With shared state: takes the questions the core left (sipguard.state.bridge.drain).
+        self.after_core: Callable[[Address, int | None], None] | None = None
 
     # -- listeners -------------------------------------------------------------------------
 
@@ -110,6 +112,16 @@ class Dispatcher:
 
     # -- execution -------------------------------------------------------------------------
 
+    def complete(
+        self,
+        source: Address,
+        connection: int | None,
+        func: Callable[..., Iterable[object]],
+        *args: object,
+    ) -> None:
+        """Run a core decision resumed later (shared state answered) like a received one."""
+        self._contain(source, connection, func, *args)
+
     def _contain(
         self,
         source: Address,
@@ -123,6 +135,8 @@ class Dispatcher:
             elapsed = time.perf_counter() - start
             for item in results:
                 self._execute(item, source, connection, elapsed)
+            if self.after_core is not None:
+                self.after_core(source, connection)
         except Exception as exc:  # the one broad except: one message's failure (DESIGN §2)
             self.bugs += 1
             self.observer.bug(exc, source)

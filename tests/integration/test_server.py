@@ -23,6 +23,7 @@ import pytest
 from sipguard.metrics import Metrics
 from sipguard.notify import Notifier
 from sipguard.observer import Observer
+from sipguard.policy.whitelist import parse_rules
 from sipguard.proxy.actions import Transport
 from sipguard.server import ListenerError, Server, reserved_sources, stream_limits
 from sipguard.settings import Listener, Trunk, Upstream
@@ -267,7 +268,10 @@ def test_reserved_sources_are_named_addresses() -> None:
     trunk's whitelist or an upstream names; an empty whitelist (any address) names nobody."""
     settings = replace(
         make_settings(("tcp", "127.0.0.1")),
-        trunks=(Trunk("pbx", whitelist=("192.0.2.0/24", "2001:db8::1")), Trunk("anyone")),
+        trunks=(
+            Trunk("pbx", whitelist=parse_rules(("192.0.2.0/24", "2001:db8::1"))),
+            Trunk("anyone"),
+        ),
         upstream=(Upstream("sip:198.51.100.7:5060", "udp", "198.51.100.7", 5060),),
     )
     reserved = reserved_sources(settings)
@@ -287,7 +291,7 @@ async def test_reload_replaces_reserved_sources() -> None:
     try:
         streams = server.dispatcher.streams
         assert streams.reserved is None
-        new = replace(settings, trunks=(Trunk("pbx", whitelist=("127.0.0.3",)),))
+        new = replace(settings, trunks=(Trunk("pbx", whitelist=parse_rules(("127.0.0.3",))),))
         assert await server.reload(new) == []
         assert streams.reserved is not None and streams.reserved("127.0.0.3")
         assert not streams.reserved("127.0.0.4")

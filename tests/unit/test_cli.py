@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from sipguard import __version__
-from sipguard.cli import EX_USAGE, main
+from sipguard.cli import main
+from sipguard.exits import EX_USAGE
 
 
 def test_module_help_runs() -> None:

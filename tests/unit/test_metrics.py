@@ -161,12 +161,15 @@ def test_acl_denied_and_parse_error_per_transport() -> None:
     )
 
 
-def test_status_class_read_from_bytes_when_info_has_none() -> None:
+def test_status_class_comes_from_the_value_never_the_bytes() -> None:
+    # The core sets info.status on every reply (issue 13: the shell parses no SIP); a reply
+    # without one is "other", whatever its bytes say.
     m = Metrics()
-    action = Reply(b"SIP/2.0 503 Busy\r\n\r\n", PEER, None, None, Cause.UPSTREAM_ERROR)
+    action = Reply(b"garbage", PEER, None, None, Cause.UPSTREAM_ERROR, Info(status=503))
     m.record_decision(action, PEER, 1e-5)
-    m.record_decision(Reply(b"garbage", PEER, None, None, Cause.PARSE_ERROR), PEER, 1e-5)
+    m.record_decision(Reply(b"SIP/2.0 200 OK\r\n\r\n", PEER, None, None, Cause.BUG), PEER, 1e-5)
     assert value(m, "sipguard_responses_total", direction="sent", status_class="5xx") == 1
+    assert value(m, "sipguard_responses_total", direction="sent", status_class="2xx") == 0
     assert value(m, "sipguard_responses_total", direction="sent", status_class="other") == 1
 
 

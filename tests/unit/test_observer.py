@@ -22,6 +22,7 @@ from sipguard.logs import REDACTED, configure_logging
 from sipguard.metrics import Metrics
 from sipguard.notify import Notifier
 from sipguard.observer import EVENTS, STOP_MARGIN, Observer, build_observer
+from sipguard.policy.whitelist import parse_rules
 from sipguard.proxy.actions import Address, BanEvent, Cause, Drop, Forward, Info, Reply, Transport
 from sipguard.settings import (
     AuthSettings,
@@ -137,10 +138,11 @@ def test_admitted_line_and_metrics() -> None:
 def test_refusals_are_logged_with_status(cause: Cause, event: str, level: str) -> None:
     rig = Rig()
     data = b"SIP/2.0 403 Forbidden\r\n\r\n"
-    rig.observer.decision(Reply(data, PEER, None, None, cause, Info(method="REGISTER")), PEER, 1e-5)
+    info = Info(method="REGISTER", status=403)  # the core sets the status of every reply
+    rig.observer.decision(Reply(data, PEER, None, None, cause, info), PEER, 1e-5)
     (line,) = rig.lines()
     assert (line["event"], line["level"], line["cause"]) == (event, level, cause.value)
-    assert line["status"] == 403  # read from the bytes when Info has none
+    assert line["status"] == 403  # from the value: the shell never reads the bytes
     assert line["action"] == "reply"
 
 
@@ -331,7 +333,7 @@ def test_lifecycle_notifies_systemd() -> None:
         tls=None,
         upstream=(Upstream("sip:127.0.0.1:5070", "udp", "127.0.0.1", 5070),),
         auth=AuthSettings(realm="sipguard.test"),
-        trunks=(Trunk("acme"), Trunk("initech", whitelist=("192.0.2.0/24",))),
+        trunks=(Trunk("acme"), Trunk("initech", whitelist=parse_rules(("192.0.2.0/24",)))),
     )
     rig.observer.config_reloaded(settings)
     rig.observer.reloading()
@@ -399,19 +401,31 @@ def test_connections_gauge() -> None:
     assert rig.metric("sipguard_connections", transport="tls") == 1
 
 
-def test_everything_optional() -> None:
-    observer = Observer(None, None, None)
+def test_everything_optional(capsys: pytest.CaptureFixture[str]) -> None:
+    """No metrics, logger nor notifier (a tool, a test): every report is taken, nothing is
+    written anywhere, no endpoint is opened, and the ban bookkeeping still holds."""
+    clock = Clock()
+    observer = Observer(None, None, None, clock=clock)
     observer.decision(challenge(), PEER, 1e-5)
     observer.started(["udp://127.0.0.1:5060"])
     observer.reloading()
+    observer.config_reloaded(make_settings("info"))
     observer.config_reload_failed(["x"])
-    observer.banned(BanEvent("192.0.2.1", 1.0))
+    observer.banned(BanEvent("192.0.2.1", clock.now + 600))
+    observer.banned(BanEvent("192.0.2.2", clock.now + 600))
+    assert observer.active_bans() == 2.0
+    observer.banned(BanEvent("192.0.2.1", 0))  # that ban ended
+    assert observer.active_bans() == 1.0
+    clock.now += 601
+    assert observer.active_bans() == 0.0
     observer.bug(RuntimeError("x"), PEER)
     observer.upstream_error(UPSTREAM, "x")
     observer.connection_opened("udp")
     observer.connection_closed("udp")
     observer.listener_error("udp://127.0.0.1:5060", "x")
     observer.stopping()
+    assert observer.metrics is None and observer.logger is None and observer.endpoint is None
+    assert capsys.readouterr() == ("", "")
 
 
 def test_set_logger_switches_output() -> None:
@@ -439,10 +453,10 @@ def make_settings(level: str = "info", with_metrics: bool = True) -> Settings:
 def test_config_reloaded_says_what_changed() -> None:
     first = make_settings("info")
     rig = Rig(settings=first)
-    carrier = Trunk("carrier", whitelist=("192.0.2.0/24", "198.51.100.7"))
+    carrier = Trunk("carrier", whitelist=parse_rules(("192.0.2.0/24", "198.51.100.7")))
     second = dataclasses.replace(first, trunks=(*first.trunks, carrier))
     rig.observer.config_reloaded(second)
-    acme = Trunk("acme", whitelist=("203.0.113.0/24",))
+    acme = Trunk("acme", whitelist=parse_rules(("203.0.113.0/24",)))
     third = dataclasses.replace(second, trunks=(acme, carrier))
     rig.observer.config_reloaded(third)
     rig.observer.config_reloaded(third)  # saved again, nothing edited
@@ -453,7 +467,8 @@ def test_config_reloaded_says_what_changed() -> None:
     assert (edited["rules"], edited["rules_before"]) == (3, 2)
     assert "unchanged" not in added and "unchanged" not in edited
     assert same["unchanged"] is True and "rules_before" not in same
-    assert (same["trunks"], same["rules"], same["users"], same["listeners"]) == (2, 3, 0, 1)
+    assert (same["trunks"], same["rules"], same["users"]) == (2, 3, 0)
+    assert same["listeners"] == [listener.url for listener in first.listen]
 
 
 def test_stopping_asks_systemd_for_the_grace_it_runs_with() -> None:
@@ -474,7 +489,8 @@ def test_config_reloaded_without_a_previous_config_gives_counts() -> None:
     rig = Rig()
     rig.observer.config_reloaded(make_settings("info"))
     (line,) = rig.lines()
-    assert (line["trunks"], line["rules"], line["users"], line["listeners"]) == (1, 0, 0, 1)
+    assert (line["trunks"], line["rules"], line["users"]) == (1, 0, 0)
+    assert line["listeners"] == [listener.url for listener in make_settings("info").listen]
     assert "unchanged" not in line and "trunks_added" not in line
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from sipguard.errors import ParseError
-from sipguard.policy.whitelist import parse_rule
+from sipguard.policy.whitelist import parse_rule, parse_rules
 from sipguard.proxy.actions import Action, Address, Cause, Drop, Forward, Reply, Transport
 from sipguard.proxy.core import Core
 from sipguard.settings import Trunk
@@ -41,8 +41,8 @@ from tests.unit.proxy.playbook import (
 
 RFC4475 = Path(CORPORA, "rfc4475")
 RFC5118 = Path(CORPORA, "rfc5118", "wire")
-IP_TRUNK = Trunk("office", whitelist=("127.0.0.1", "::1"))
-DIGEST_TRUNK = Trunk("acme", whitelist=("127.0.0.1",), credentials=(alice(),))
+IP_TRUNK = Trunk("office", whitelist=parse_rules(("127.0.0.1", "::1")))
+DIGEST_TRUNK = Trunk("acme", whitelist=parse_rules(("127.0.0.1",)), credentials=(alice(),))
 
 
 def ip_core() -> Core:
@@ -426,7 +426,7 @@ def test_case_28_auth_header_stripping() -> None:
     "rule", ["203.0.113.5", "203.0.113.*", "203.0.113.0-203.0.113.9", "203.0.113.0/24"]
 )
 def test_case_29_ipv4_mapped_and_embedded_forms(rule: str) -> None:
-    c = core(settings(Trunk("t", whitelist=(rule,))))
+    c = core(settings(Trunk("t", whitelist=parse_rules((rule,)))))
     mapped = Address(Transport.UDP, "::ffff:203.0.113.5", 5060)
     assert isinstance(only(c.handle(request("INVITE"), mapped, LOCAL, None, NOW)), Forward)
     for embedded in ("::203.0.113.5", "64:ff9b::cb00:7105", "2002:cb00:7105::"):
@@ -474,14 +474,19 @@ def test_case_31_which_address_is_checked() -> None:
     ),
 )
 def test_case_32_whitelist_and_auth_interplay(method: str, transport: Transport) -> None:
-    """A source that is not whitelisted never reaches the upstream, whatever it sends; a
-    whitelisted one still needs credentials where its trunk has them."""
+    """A source that is not whitelisted never reaches the upstream, whatever it sends: one 403
+    (`auth.refuse` is "403"); a whitelisted one still needs credentials where its trunk has
+    them: one challenge, 401 for REGISTER, 407 otherwise (RFC 3261 §22.1, §22.3)."""
     c = digest_core()
     stranger = Address(transport, "127.0.0.2", 5061)
-    refused(c.handle(request(method), stranger, LOCAL, None, NOW), 403)
-    refused(c.handle(request(method, to_tag="t"), stranger, LOCAL, None, NOW), 403)
+    for data in (request(method), request(method, to_tag="t")):
+        action = only(c.handle(data, stranger, LOCAL, None, NOW))
+        assert isinstance(action, Reply) and action.cause is Cause.ACL_DENIED, action
+        assert status_line(action) == 403
     friend = Address(transport, "127.0.0.1", 5061)
-    refused(c.handle(request(method), friend, LOCAL, None, NOW), 401, 407)
+    action = only(c.handle(request(method), friend, LOCAL, None, NOW))
+    assert isinstance(action, Reply) and action.cause is Cause.CHALLENGED, action
+    assert status_line(action) == (401 if method == "REGISTER" else 407)
 
 
 # ---------------------------------------------------------------- resources

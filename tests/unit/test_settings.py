@@ -7,7 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from sipguard.policy.whitelist import parse_rules
 from sipguard.settings import (
+    DIFFED_SECTIONS,
     AuthSettings,
     Credential,
     Limits,
@@ -40,7 +42,7 @@ def test_secrets_never_in_repr() -> None:
     cred = Credential("alice", password="s3cret-pw")
     cred_ha1 = Credential("bob", ha1={"MD5": "0" * 32})
     auth = AuthSettings("sipguard.test", secret=b"k3y-material-0123456")
-    trunk = Trunk("demo", ("127.0.0.1",), (cred, cred_ha1))
+    trunk = Trunk("demo", parse_rules(("127.0.0.1",)), (cred, cred_ha1))
     settings = Settings("x.yaml", (), None, (), auth, (trunk,))
     text = repr(settings)
     assert "s3cret-pw" not in text
@@ -92,7 +94,7 @@ def base_settings(**changes: object) -> Settings:
         upstream=(Upstream("sip:127.0.0.1:5070", "udp", "127.0.0.1", 5070),),
         auth=AuthSettings("sipguard.test"),
         trunks=(
-            Trunk("carrier", whitelist=("192.0.2.0/24", "198.51.100.7")),
+            Trunk("carrier", whitelist=parse_rules(("192.0.2.0/24", "198.51.100.7"))),
             Trunk("office", credentials=(Credential("alice", password="pw-a"),)),
         ),
     )
@@ -107,7 +109,9 @@ def test_diff_of_identical_settings_is_empty() -> None:
 
 def test_diff_names_a_whitelist_edit() -> None:
     old = base_settings()
-    carrier = Trunk("carrier", whitelist=("192.0.2.0/24", "198.51.100.7", "203.0.113.9"))
+    carrier = Trunk(
+        "carrier", whitelist=parse_rules(("192.0.2.0/24", "198.51.100.7", "203.0.113.9"))
+    )
     new = base_settings(trunks=(carrier, old.trunks[1]))
     diff = diff_settings(old, new)
     assert diff.changed
@@ -123,7 +127,7 @@ def test_diff_names_trunks_listeners_and_sections() -> None:
         listen=(Listener("udp", "127.0.0.1", 5060), Listener("udp", "::1", 5060)),
         trunks=(
             old.trunks[1],
-            Trunk("monitor", whitelist=("127.0.0.1",)),
+            Trunk("monitor", whitelist=parse_rules(("127.0.0.1",))),
             Trunk("backup", credentials=(Credential("bob", password="pw-b"),)),
         ),
         limits=Limits(shutdown_grace=20.0),
@@ -145,3 +149,11 @@ def test_diff_sees_a_changed_password_without_showing_it() -> None:
     diff = diff_settings(old, base_settings(trunks=(old.trunks[0], office)))
     assert diff.trunks_changed == ("office",)
     assert "pw-" not in repr(diff)
+
+
+def test_diff_compares_every_settings_field() -> None:
+    """A new `Settings` field is compared by `diff_settings` (or itemised) from the start."""
+    fields = {field.name for field in dataclasses.fields(Settings)}
+    itemised = {"source", "listen", "trunks"}
+    assert set(DIFFED_SECTIONS) | itemised == fields
+    assert not set(DIFFED_SECTIONS) & itemised

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from sipguard.exits import EX_CONFIG
 from sipguard.observer import STOP_MARGIN
 from sipguard.settings import Limits
 
@@ -70,7 +71,7 @@ def test_service_lifecycle(unit: dict[str, dict[str, list[str]]]) -> None:
     assert one(unit, "ExecStartPre") == f"{COMMAND} check-config /etc/sipguard/sipguard.yaml"
     assert one(unit, "ExecReload") == "/bin/kill -HUP $MAINPID"
     assert one(unit, "Restart") == "on-failure"
-    assert one(unit, "RestartPreventExitStatus") == "78"  # EX_CONFIG from sipguard.cli
+    assert one(unit, "RestartPreventExitStatus") == str(EX_CONFIG)  # sipguard.exits
     assert one(unit, "TimeoutStopSec")
     assert one(unit, "WantedBy", "Install") == "multi-user.target"
 

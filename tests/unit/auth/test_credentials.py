@@ -18,6 +18,7 @@ from sipguard.auth.digest import (
     is_hex_digest,
     verify,
 )
+from sipguard.policy.whitelist import parse_rules
 from sipguard.settings import Credential, Trunk
 from tests.conftest import CORPORA
 
@@ -28,7 +29,7 @@ UNTIL = datetime(2027, 1, 1, tzinfo=UTC)
 def _store() -> CredentialStore:
     acme = Trunk(
         name="acme",
-        whitelist=("203.0.113.7",),
+        whitelist=parse_rules(("203.0.113.7",)),
         credentials=(
             Credential(username="acme", password="s3cret", valid_until=UNTIL),
             Credential(username="shared", password="acme-pw"),
@@ -43,7 +44,7 @@ def _store() -> CredentialStore:
             Credential(username="shared", password="beta-pw"),
         ),
     )
-    open_trunk = Trunk(name="open", whitelist=("10.0.0.1",))
+    open_trunk = Trunk(name="open", whitelist=parse_rules(("10.0.0.1",)))
     return CredentialStore.build([acme, beta, open_trunk], REALM, secret=b"k" * 32)
 
 

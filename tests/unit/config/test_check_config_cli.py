@@ -23,14 +23,38 @@ def check_config(path: str | Path, cwd: Path = ROOT) -> subprocess.CompletedProc
     )
 
 
-def test_example_config_is_accepted() -> None:
-    result = check_config("config/sipguard.example.yaml")
+def install_example(folder: Path, mode: int = 0o640) -> Path:
+    """The example config copied as the README installs it (mode 0640 by default)."""
+    path = folder / "sipguard.yaml"
+    path.write_bytes((ROOT / "config" / "sipguard.example.yaml").read_bytes())
+    path.chmod(mode)
+    return path
+
+
+def test_example_config_is_accepted(tmp_path: Path) -> None:
+    install_example(tmp_path)
+    result = check_config("sipguard.yaml", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == (
-        "config/sipguard.example.yaml: OK: 4 listener(s), 1 upstream(s), 1 trunk(s), "
+        "sipguard.yaml: OK: 4 listener(s), 1 upstream(s), 1 trunk(s), "
         "2 whitelist rule(s), 1 credential(s), 1 warning(s)"
     )
-    assert "warning: config/sipguard.example.yaml: auth: no secret_file" in result.stderr
+    assert result.stderr == (
+        "warning: sipguard.yaml: auth: no secret_file or secret_env: a random nonce key per "
+        "process, so nonces do not survive a restart and are not shared between instances; "
+        "make one with `sipguard gen-key /etc/sipguard/nonce.key` and set auth.secret_file\n"
+    )
+
+
+def test_config_holding_passwords_readable_by_others_is_warned(tmp_path: Path) -> None:
+    install_example(tmp_path, 0o644)
+    result = check_config("sipguard.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "2 warning(s)" in result.stdout
+    assert (
+        "warning: sipguard.yaml: holds passwords or HA1 values and is mode 0644: open to more "
+        "users than its owner and group; chmod 0640 (or 0600)\n"
+    ) in result.stderr
 
 
 def test_good_test_config_is_accepted() -> None:
@@ -98,6 +122,7 @@ def test_unreadable_secret_file_exit_78(tmp_path: Path) -> None:
     assert text != example
     path = tmp_path / "sipguard.yaml"
     path.write_text(text)
+    path.chmod(0o640)
     # Missing: an error naming the key and the file.
     result = check_config(path)
     assert result.returncode == EX_CONFIG
@@ -115,6 +140,7 @@ def test_unreadable_secret_file_exit_78(tmp_path: Path) -> None:
     # Readable and long enough: accepted, and the key is never printed.
     secret.rmdir()
     secret.write_bytes(b"kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk\n")
+    secret.chmod(0o600)
     result = check_config(path)
     assert result.returncode == 0, result.stderr
     assert "kkkk" not in result.stdout + result.stderr

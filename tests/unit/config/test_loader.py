@@ -14,7 +14,7 @@ import pytest
 
 from sipguard.config import load_settings, load_settings_with_warnings
 from sipguard.errors import ConfigError
-from sipguard.policy.whitelist import SourceMatcher
+from sipguard.policy.whitelist import SourceMatcher, parse_rule, parse_rules
 from sipguard.settings import Credential, Limits, Listener, Protection, Upstream
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -40,6 +40,7 @@ def write(tmp_path: Path) -> Write:
     def _write(text: str, name: str = "sipguard.yaml") -> str:
         path = tmp_path / name
         path.write_text(textwrap.dedent(text))
+        path.chmod(0o600)  # it holds passwords: private, as the README asks
         return str(path)
 
     return _write
@@ -56,10 +57,11 @@ def replace(old: str, new: str) -> str:
     return BASE.replace(old, new)
 
 
-def test_example_config_loads() -> None:
-    settings, warnings = load_settings_with_warnings(
-        str(ROOT / "config" / "sipguard.example.yaml"), environ={}, now=NOW
-    )
+def test_example_config_loads(tmp_path: Path) -> None:
+    path = tmp_path / "sipguard.yaml"  # installed as the README says: mode 0640
+    path.write_bytes((ROOT / "config" / "sipguard.example.yaml").read_bytes())
+    path.chmod(0o640)
+    settings, warnings = load_settings_with_warnings(str(path), environ={}, now=NOW)
     assert [listener.url for listener in settings.listen] == [
         "udp://127.0.0.1:5060",
         "tcp://127.0.0.1:5060",
@@ -85,7 +87,8 @@ def test_example_config_loads() -> None:
 def test_good_test_config(write: Write) -> None:
     settings = load_settings(str(ROOT / "config" / "test-good.yaml"))
     acme = settings.trunks[0]
-    assert acme.whitelist[1] == "192.168.1.*"
+    assert acme.whitelist[1] == parse_rule("192.168.1.*")  # parsed once, here
+    assert acme.whitelist[1].text == "192.168.1.*"
     assert acme.algorithms == ("MD5",)
     assert acme.credentials[0].valid_until == datetime(2099, 1, 1, tzinfo=UTC)
     assert dict(acme.credentials[1].ha1) == {"MD5": "0123456789abcdef0123456789abcdef"}
@@ -95,7 +98,7 @@ def test_good_test_config(write: Write) -> None:
     assert settings.auth.refuse == "drop"
     assert settings.auth.algorithms == ("SHA-256", "MD5")
     assert settings.limits.read_deadline == 5.0
-    assert settings.protection.never_ban == ("127.0.0.1", "10.*.*.*")
+    assert settings.protection.never_ban == parse_rules(("127.0.0.1", "10.*.*.*"))
     assert settings.metrics is not None and settings.metrics.host == "::1"
     assert settings.log.format == "json"
 
@@ -354,6 +357,7 @@ def test_empty_file(write: Write) -> None:
 def test_secret_file_is_read_and_never_shown(write: Write, tmp_path: Path) -> None:
     key = b"0123456789abcdef-very-secret-key"
     (tmp_path / "nonce.key").write_bytes(key + b"\n")
+    (tmp_path / "nonce.key").chmod(0o600)
     path = write(replace("realm: sipguard.test", "realm: sipguard.test\n  secret_file: nonce.key"))
     settings, warnings = load_settings_with_warnings(path, environ={}, now=NOW)
     assert settings.auth.secret == key  # relative to the config file, trailing newline dropped

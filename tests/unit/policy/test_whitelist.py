@@ -18,6 +18,7 @@ from sipguard.policy.whitelist import (
     normalise_source,
     normalise_source_text,
     parse_rule,
+    parse_rules,
 )
 from sipguard.settings import Trunk
 
@@ -131,8 +132,8 @@ def test_ipv4_mapped_source() -> None:
     forms are IPv6 addresses and never match an IPv4 rule (CVE-2026-39409, CVE-2026-40199)."""
     rules = ["203.0.113.5", "203.0.113.*", "203.0.113.0-203.0.113.9", "203.0.113.0/24"]
     for rule in rules:
-        matcher = SourceMatcher.from_trunks([Trunk("t", (rule,))])
-        ruleset = RuleSet.from_texts([rule])
+        matcher = SourceMatcher.from_trunks([Trunk("t", (parse_rule(rule),))])
+        ruleset = RuleSet(parse_rules([rule]))
         for source in (
             "203.0.113.5",
             "::ffff:203.0.113.5",
@@ -156,26 +157,26 @@ def test_ipv4_mapped_source() -> None:
             assert matcher.candidates(source) == (), (rule, source)
             assert source not in ruleset
     # Denied exactly as the IPv4 rule says, at the range edges too.
-    matcher = SourceMatcher.from_trunks([Trunk("t", ("203.0.113.0-203.0.113.9",))])
+    matcher = SourceMatcher.from_trunks([Trunk("t", parse_rules(("203.0.113.0-203.0.113.9",)))])
     assert matcher.candidates("::ffff:203.0.113.9")
     assert not matcher.candidates("::ffff:203.0.113.10")
     assert not matcher.candidates("::ffff:203.0.112.255")
 
 
 def test_nat64_prefix_can_be_trusted_explicitly() -> None:
-    matcher = SourceMatcher.from_trunks([Trunk("nat64", ("64:ff9b::cb00:7100/120",))])
+    matcher = SourceMatcher.from_trunks([Trunk("nat64", parse_rules(("64:ff9b::cb00:7100/120",)))])
     assert matcher.candidates("64:ff9b::203.0.113.5")
     assert not matcher.candidates("203.0.113.5")
 
 
 def test_ipv6_catch_all_does_not_cover_mapped_ipv4_peers() -> None:
-    matcher = SourceMatcher.from_trunks([Trunk("v6", ("::/0",))])
+    matcher = SourceMatcher.from_trunks([Trunk("v6", parse_rules(("::/0",)))])
     assert matcher.candidates("2001:db8::1")
     assert not matcher.candidates("::ffff:203.0.113.5")
 
 
 def test_zone_id_of_source_is_stripped() -> None:
-    matcher = SourceMatcher.from_trunks([Trunk("ll", ("fe80::1",))])
+    matcher = SourceMatcher.from_trunks([Trunk("ll", parse_rules(("fe80::1",)))])
     assert matcher.candidates("fe80::1%eth0")
     assert matcher.candidates("fe80::1")
     assert not matcher.candidates("fe80::2%eth0")
@@ -245,10 +246,10 @@ def test_normalise_source_refuses_non_addresses(text: str) -> None:
 
 def test_candidates_keep_config_order_and_add_open_trunks() -> None:
     trunks = [
-        Trunk("a", ("10.0.0.0/8",)),
+        Trunk("a", parse_rules(("10.0.0.0/8",))),
         Trunk("open", (), allow_open=True),
-        Trunk("b", ("10.1.0.0/16", "2001:db8::/32")),
-        Trunk("c", ("10.1.2.3",)),
+        Trunk("b", parse_rules(("10.1.0.0/16", "2001:db8::/32"))),
+        Trunk("c", parse_rules(("10.1.2.3",))),
     ]
     matcher = SourceMatcher.from_trunks(trunks)
 
@@ -265,13 +266,13 @@ def test_candidates_keep_config_order_and_add_open_trunks() -> None:
     assert names("10.1.2.3") == ["a", "open", "b", "c"]
 
 
-def test_matcher_names_trunk_of_bad_rule() -> None:
-    with pytest.raises(ValueError, match=r"trunk 'x': '10.0.0.1/8': host bits"):
-        SourceMatcher.from_trunks([Trunk("x", ("10.0.0.1/8",))])
+def test_parse_rules_names_the_bad_entry() -> None:
+    with pytest.raises(ValueError, match=r"'10.0.0.1/8': host bits"):
+        parse_rules(("10.0.0.0/8", "10.0.0.1/8"))
 
 
 def test_ruleset_edges() -> None:
-    ruleset = RuleSet.from_texts(["10.0.0.0/30", "10.0.0.4-10.0.0.5", "2001:db8::/127"])
+    ruleset = RuleSet(parse_rules(["10.0.0.0/30", "10.0.0.4-10.0.0.5", "2001:db8::/127"]))
     assert len(ruleset) == 3 and ruleset
     assert "10.0.0.5" in ruleset and "10.0.0.0" in ruleset
     assert "10.0.0.6" not in ruleset and "9.255.255.255" not in ruleset
@@ -359,7 +360,7 @@ def test_matcher_agrees_with_netaddr_ipset(
 ) -> None:
     rules_a = [parse_rule(t) for t in texts_a]
     rules_b = [parse_rule(t) for t in texts_b]
-    trunk_a, trunk_b = Trunk("a", tuple(texts_a)), Trunk("b", tuple(texts_b))
+    trunk_a, trunk_b = Trunk("a", tuple(rules_a)), Trunk("b", tuple(rules_b))
     matcher = SourceMatcher.from_trunks([trunk_a, trunk_b])
     set_a, set_b = _ipset(rules_a), _ipset(rules_b)
     ruleset_a = RuleSet(rules_a)

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from sipguard.policy.whitelist import IPV4, IPV6, SourceMatcher, normalise_source
+from sipguard.policy.whitelist import IPV4, IPV6, SourceMatcher, normalise_source, parse_rules
 from sipguard.settings import Trunk
 
 V4_MAX = (1 << 32) - 1
@@ -224,8 +224,8 @@ def test_zone_id_does_not_make_an_address(text: str) -> None:
 def test_candidates_follow_normalise_source(text: str) -> None:
     """Cold and cached lookups give the same answer; a non-address matches open trunks only."""
     trunks = [
-        Trunk("v4", ("0.0.0.0/1",)),
-        Trunk("v6", ("::/1",)),
+        Trunk("v4", parse_rules(("0.0.0.0/1",))),
+        Trunk("v6", parse_rules(("::/1",))),
         Trunk("open", (), allow_open=True),
     ]
     matcher = SourceMatcher.from_trunks(trunks)

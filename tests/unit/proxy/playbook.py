@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sipguard.auth.digest import compute_ha1, compute_response
+from sipguard.policy.whitelist import parse_rules
 from sipguard.proxy.actions import Action, Address, Forward, Reply, Transport
 from sipguard.proxy.core import Core
 from sipguard.settings import (
@@ -61,7 +62,8 @@ def settings(
 
 
 def digest_trunk(**kw: object) -> Trunk:
-    return Trunk("acme", whitelist=("127.0.0.1",), credentials=(alice(),), **kw)  # type: ignore[arg-type]
+    whitelist = parse_rules(("127.0.0.1",))
+    return Trunk("acme", whitelist=whitelist, credentials=(alice(),), **kw)  # type: ignore[arg-type]
 
 
 def core(s: Settings, key: bytes = KEY) -> Core:

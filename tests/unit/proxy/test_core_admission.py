@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from sipguard.policy.whitelist import parse_rules
 from sipguard.proxy.actions import Cause, Drop, Forward, Reply
 from sipguard.proxy.core import Core
 from sipguard.settings import Credential, Protection, Trunk
@@ -34,7 +35,7 @@ from tests.unit.proxy.playbook import (
     with_auth,
 )
 
-IP_TRUNK = Trunk("office", whitelist=("127.0.0.1",))
+IP_TRUNK = Trunk("office", whitelist=parse_rules(("127.0.0.1",)))
 
 
 def authenticated(method: str = "REGISTER") -> tuple[Core, bytes]:
@@ -166,7 +167,7 @@ def test_wrong_password_unknown_user_expired_credential_replies_identical() -> N
     unknown_user = _refusal_for(digest_trunk(), username="mallory")
     expired = Trunk(
         "acme",
-        whitelist=("127.0.0.1",),
+        whitelist=parse_rules(("127.0.0.1",)),
         credentials=(Credential("alice", password="s3cret", valid_until=expiry(-1)),),
     )
     expired_credential = _refusal_for(expired)
@@ -176,7 +177,7 @@ def test_wrong_password_unknown_user_expired_credential_replies_identical() -> N
 def test_credential_valid_until_in_future_admits() -> None:
     trunk = Trunk(
         "acme",
-        whitelist=("127.0.0.1",),
+        whitelist=parse_rules(("127.0.0.1",)),
         credentials=(Credential("alice", password="s3cret", valid_until=expiry(1)),),
     )
     c = core(settings(trunk))
@@ -236,7 +237,7 @@ def test_nonce_signed_with_another_key_is_refused() -> None:
 
 
 def test_nonce_from_another_source() -> None:
-    both = Trunk("acme", whitelist=("127.0.0.1", "127.0.0.2"), credentials=(alice(),))
+    both = Trunk("acme", whitelist=parse_rules(("127.0.0.1", "127.0.0.2")), credentials=(alice(),))
     c = core(settings(both))
     params = challenge(only(c.handle(request(), STRANGER, LOCAL, None, NOW)))
     req = with_auth(request(cseq=2), "Authorization", answer(params, "REGISTER"))
@@ -423,7 +424,7 @@ def test_key_is_not_in_any_action() -> None:
 
 def test_digest_uri_without_ipv6_brackets_is_the_same_uri() -> None:
     """SIPp writes uri="sip:::1:5060" for the Request-URI sip:[::1]:5060."""
-    c = core(settings(Trunk("acme", whitelist=("::1",), credentials=(alice(),))))
+    c = core(settings(Trunk("acme", whitelist=parse_rules(("::1",)), credentials=(alice(),))))
     v6 = dataclasses.replace(CLIENT, host="::1")
     uri = "sip:[::1]:5060"
     params = challenge(only(c.handle(request(uri=uri), v6, LOCAL, None, NOW)))

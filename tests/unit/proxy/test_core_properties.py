@@ -9,6 +9,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sipguard.policy.whitelist import parse_rules
 from sipguard.proxy.actions import Address, Drop, Forward, Reply, Transport
 from sipguard.settings import Trunk
 from tests.conftest import CORPORA
@@ -17,7 +18,7 @@ from tests.unit.proxy.playbook import settings as make_settings
 
 CORE = core(
     make_settings(
-        Trunk("office", whitelist=("127.0.0.1",)),
+        Trunk("office", whitelist=parse_rules(("127.0.0.1",))),
         Trunk("remote", credentials=(alice(),), algorithms=("SHA-256", "MD5")),
     )
 )

@@ -6,9 +6,10 @@ import dataclasses
 
 import pytest
 
+from sipguard.policy.whitelist import parse_rules
 from sipguard.proxy.actions import Address, Cause, Drop, Forward, Reply, Transport
 from sipguard.proxy.core import Core
-from sipguard.settings import Trunk
+from sipguard.settings import Credential, Trunk
 from sipguard.sip import Response, parse_message
 from tests.unit.proxy.playbook import (
     CLIENT,
@@ -24,7 +25,7 @@ from tests.unit.proxy.playbook import (
     status_of,
 )
 
-IP_TRUNK = Trunk("office", whitelist=("127.0.0.1",))
+IP_TRUNK = Trunk("office", whitelist=parse_rules(("127.0.0.1",)))
 
 
 def response_to(fwd: Forward, status: int = 200, reason: str = "OK", to_tag: str = "up-1") -> bytes:
@@ -201,7 +202,7 @@ def test_forged_to_tag_earns_nothing() -> None:
 def test_in_dialog_bye_survives_reload_that_removes_the_source() -> None:
     c, invite = invite_through()
     c.handle(response_to(invite), UPSTREAM, LOCAL, None, NOW)
-    c.reconfigure(settings(Trunk("office", whitelist=("10.0.0.1",))))
+    c.reconfigure(settings(Trunk("office", whitelist=parse_rules(("10.0.0.1",)))))
     bye = request(
         "BYE",
         cseq=2,
@@ -325,12 +326,14 @@ def test_ipv4_mapped_source_is_matched_as_ipv4() -> None:
 
 
 def test_reconfigure_is_atomic_when_a_builder_fails() -> None:
-    """A config that fails to compile (here a whitelist entry that bypassed validation) leaves
-    the running config whole: nothing half swapped in (issue 6, reload)."""
+    """A config that fails to compile (here an HA1 of an algorithm that bypassed validation,
+    after the whitelist compiled) leaves the running config whole: nothing half swapped in
+    (issue 6, reload)."""
     c = core(settings(IP_TRUNK))
     before = c.settings
-    broken = settings(Trunk("office", whitelist=("not-an-address",)))
-    with pytest.raises(ValueError, match="not-an-address"):
+    odd = Credential("bob", ha1={"MD4": "0" * 32})
+    broken = settings(Trunk("office", whitelist=parse_rules(("10.0.0.1",)), credentials=(odd,)))
+    with pytest.raises(ValueError, match="MD4"):
         c.reconfigure(broken)
     assert c.settings is before
     action = only(c.handle(request("INVITE"), CLIENT, LOCAL, None, NOW))
@@ -341,7 +344,7 @@ def test_reconfigure_is_atomic_when_a_builder_fails() -> None:
 def test_destination_checks_are_cached_with_a_bound() -> None:
     # Responses and in-dialog requests check the same few addresses again and again: the answer
     # is remembered, and the memory stays bounded whatever the peers send.
-    from sipguard.proxy import routing
+    from sipguard.proxy import via as routing
 
     first = routing.checked_destination(Transport.UDP, "127.0.0.1", 5061)
     assert first == Address(Transport.UDP, "127.0.0.1", 5061)
@@ -412,3 +415,47 @@ def test_loop_detected_in_a_via_comma_list() -> None:
     assert looped.count(b"\r\nVia: ") == 1
     c = core(settings(IP_TRUNK))
     assert status_of(only(c.handle(looped, CLIENT, LOCAL, None, NOW))) == 482
+
+
+def test_nul_in_folded_header_is_refused() -> None:
+    # A folded line is forwarded unfolded (SECURITY-CASES 10); one holding a NUL cannot be
+    # written as one line, so the request is refused with 400 rather than escaping as a bug.
+    c = core(settings(IP_TRUNK))
+    data = request("INVITE", extra=["X-Note: a\x00b\r\n c"])
+    action = only(c.handle(data, CLIENT, LOCAL, None, NOW))
+    assert isinstance(action, Reply) and action.cause is Cause.PARSE_ERROR
+    assert status_of(action) == 400
+
+
+def test_undelivered_request_from_upstream_is_answered_503_to_the_upstream() -> None:
+    # The Forward carries the request as received: no bytes are parsed again to answer it.
+    c = core(settings(IP_TRUNK))
+    bye = request("BYE", uri="sip:alice@127.0.0.1:5061", to_tag="t-1")
+    out = only(c.handle(bye, UPSTREAM, LOCAL, None, NOW))
+    assert isinstance(out, Forward) and out.to == CLIENT and out.origin is not None
+    answer = only(c.upstream_failed(out, NOW + 1))
+    assert isinstance(answer, Forward) and answer.cause is Cause.UPSTREAM_ERROR
+    assert answer.to == UPSTREAM and answer.info.status == 503
+    msg = parse_message(answer.data)
+    assert isinstance(msg, Response) and msg.status == 503 and len(msg.vias) == 1
+
+
+def test_undelivered_relayed_response_is_dropped() -> None:
+    c, invite = invite_through()
+    ok = response_to(invite, 200, "OK")
+    relayed = only(c.handle(ok, UPSTREAM, LOCAL, None, NOW))
+    assert isinstance(relayed, Forward) and relayed.origin is None
+    dropped = only(c.upstream_failed(relayed, NOW + 1))
+    assert isinstance(dropped, Drop) and dropped.cause is Cause.UPSTREAM_ERROR
+
+
+def test_every_reply_carries_its_status() -> None:
+    # The shell reads the status and whether a reply accompanies a Forward from the values.
+    c, _invite = invite_through()
+    cancel = request("CANCEL", cseq_method="CANCEL")
+    ok, fwd = c.handle(cancel, CLIENT, LOCAL, None, NOW + 1)
+    assert isinstance(ok, Reply) and ok.status == 200 and ok.accompanies
+    assert isinstance(fwd, Forward) and fwd.cause is Cause.CANCEL_FORWARDED
+    refused = only(c.handle(request("INVITE"), STRANGER, LOCAL, None, NOW))
+    assert isinstance(refused, Reply) and refused.status == status_of(refused) == 403
+    assert not refused.accompanies

@@ -1,9 +1,11 @@
-"""Where a message goes, and the marks sipguard leaves on it to find its way back.
+"""Our Via and the marks sipguard leaves on a message to find its way back.
 
-Owns: our Via branch (RFC 3261 §16.6 step 8, §16.11), our Record-Route and Path URIs
-(RFC 3261 §16.6 step 4, RFC 5658 double record-routing, RFC 3327), the flow token that lets a
-request from the upstream reach a client over the connection it registered or called from, and
-the destination of a response from its Via (RFC 3261 §18.2.2, RFC 3581).
+Owns: our Via branch (RFC 3261 §16.6 step 8, §16.11) and To-tag, the received/rport parameters
+on the sender's Via (RFC 3261 §18.2.1, RFC 3581 §4), checking that a response's top Via is ours
+(§16.7 step 3) and where it goes (§18.2.2), the transaction key of an INVITE (§17.2.3), our
+Record-Route and Path URIs (RFC 3261 §16.6 step 4, RFC 5658 double record-routing, RFC 3327),
+the flow token that lets a request from the upstream reach a client over the connection it
+registered or called from, and the destinations named by URIs (RFC 3263 without DNS).
 
 Never does: I/O, clocks, or trust a header to name an address we send to unchecked: broadcast,
 multicast and unspecified addresses are refused (SECURITY-CASES 16).
@@ -22,6 +24,8 @@ import hmac
 import ipaddress
 
 from sipguard.proxy.actions import Address, Transport
+from sipguard.sip import Request, Response
+from sipguard.sip.fields import SipUri, Via, parse_via
 
 MAGIC_COOKIE = b"z9hG4bK"  # RFC 3261 §8.1.1.7
 BRANCH_PREFIX = MAGIC_COOKIE + b"sg"
@@ -88,7 +92,7 @@ def via_value(local: Address, branch: bytes) -> bytes:
 
 def flow_token(address: Address) -> bytes:
     """`udp-127.0.0.1-5061`: the socket address a client used, to reach it back (RFC 5626 idea)."""
-    return f"{address.transport.value}-{address.host}-{address.port}".encode("ascii")
+    return b"%s-%s-%d" % (address.transport.encode(), address.host.encode(), address.port)
 
 
 # Tokens and addresses already checked: every response and in-dialog request checks the same
@@ -167,3 +171,114 @@ def transport_of(via_transport: str) -> Transport | None:
 
 def default_port(transport: Transport) -> int:
     return 5061 if transport is Transport.TLS else 5060  # RFC 3261 §19.1.2
+
+
+def branch(
+    key: bytes, prev: Via, call_id: bytes, from_tag: bytes | None, cseq: int, flow: Address
+) -> bytes:
+    """Our branch for a message whose previous hop's Via is `prev`, sent back along `flow`."""
+    return compute_branch(
+        key, prev.branch, prev.sent_by + b"\x00" + flow_token(flow), call_id, from_tag, cseq
+    )
+
+
+def branch_for(key: bytes, msg: Request, source: Address) -> bytes:
+    """Our branch for a request received from `source`."""
+    return branch(key, msg.top_via, msg.call_id, msg.from_.tag, msg.cseq.number, source)
+
+
+def tag_for(key: bytes, msg: Request) -> bytes:
+    """The To-tag of a reply we build to `msg`."""
+    return compute_tag(key, msg.call_id, msg.from_.tag, msg.top_via.branch)
+
+
+def via_value_with_flow(local: Address, branch: bytes, flow: Address) -> bytes:
+    """Our Via, carrying the flow the answer must go back to (covered by the branch's MAC)."""
+    return via_value(local, branch) + b";" + FLOW_PARAM + b"=" + flow_token(flow)
+
+
+def transaction_key(msg: Request, ip: str) -> tuple[str, bytes, bytes]:
+    """INVITE, its CANCEL and its non-2xx ACK share the top Via branch (RFC 3261 §17.2.3)."""
+    via = msg.top_via
+    return (ip, via.branch or b"%d" % msg.cseq.number, msg.call_id)
+
+
+def received_params(via: Via, source: Address) -> list[tuple[bytes, bytes | None]]:
+    """RFC 3261 §18.2.1 received, RFC 3581 §4 rport, on the sender's Via."""
+    params: list[tuple[bytes, bytes | None]] = []
+    host = source.host.encode("ascii")
+    if via.host != host:
+        params.append((b"received", host))
+    if via.has_rport:
+        if via.host == host:
+            params.append((b"received", host))
+        params.append((b"rport", b"%d" % source.port))
+    return params
+
+
+def one_via_value(msg: Request) -> bool:
+    """Exactly one Via value: one Via header line, no comma in it."""
+    if len(msg.indices(b"via")) != 1:
+        return False
+    value = msg.get(b"via")
+    return value is not None and b"," not in value
+
+
+def single_via(msg: Request) -> bool:
+    """A message read on the fast path has exactly one Via value: its top Via line holds no
+    comma list and no other Via line follows (a false "no" only costs the general check)."""
+    span = msg.matched_span("via")
+    if span is None:
+        return False
+    raw = msg.raw
+    end = span[1]
+    return raw[end : end + 2] == b"\r\n" and raw.find(b"\nVia", end, msg.header_end) < 0
+
+
+def top_two_vias(msg: Response) -> tuple[Via, Via | None]:
+    """The top Via and the one below it (None when there is none), as `msg.vias[:2]`.
+
+    A response relayed through us usually carries two Via lines, ours and the client's; only
+    those two matter (RFC 3261 §16.7 step 3, §18.2.2), so the common case parses the second
+    alone and takes the top one from the parser's fast path (parsing every Via was ~45% of
+    relaying a response). Anything else (one line, three or more, a comma list) is parsed in
+    full as before, so a malformed Via anywhere is still refused."""
+    if len(msg.indices(b"via")) == 2:
+        values = msg.get_all(b"via")
+        if len(values) == 2 and b"," not in values[0] and b"," not in values[1]:
+            return msg.top_via, parse_via(values[1])
+    vias = msg.vias
+    return vias[0], vias[1] if len(vias) > 1 else None
+
+
+def response_destination(key: bytes, msg: Response) -> Address | None:
+    """Where a response goes (RFC 3261 §16.7 step 3, §18.2.2): the flow recorded in its top Via,
+    when that Via is ours, i.e. carries the branch recomputed from the Via below it; else None
+    (a stray, a forged or a foreign Via: SECURITY-CASES 34)."""
+    top, below = top_two_vias(msg)
+    ours = top.branch
+    if ours is None or not ours.startswith(BRANCH_PREFIX) or below is None:
+        return None
+    token = top.param(FLOW_PARAM)
+    destination = parse_flow_token(token) if token else None
+    if destination is None:
+        return None
+    expected = branch(key, below, msg.call_id, msg.from_.tag, msg.cseq.number, destination)
+    return destination if hmac.compare_digest(expected, ours) else None
+
+
+def uri_destination(uri: SipUri) -> Address | None:
+    """RFC 3263 without DNS: an IP-literal SIP URI's transport, host and port."""
+    if not uri.is_sip or not uri.host:
+        return None
+    name = uri.param(b"transport")
+    if uri.scheme == b"sips":
+        transport: Transport | None = Transport.TLS
+    elif name is None:
+        transport = Transport.UDP
+    else:
+        transport = transport_of(name.decode("latin-1"))
+    if transport is None:
+        return None
+    port = uri.port or default_port(transport)
+    return checked_destination(transport, uri.host.decode("latin-1"), port)

@@ -1,0 +1,136 @@
+"""What every step of the core reads: the compiled config, the process's state, one message.
+
+Owns: `Config` (everything derived from `Settings` once per load, swapped whole by
+`Core.reconfigure`), `State` (what outlives a reload: keys, memory tables, nonce counts, the
+guard) and `Context` (one request being decided: the message, where it came from, `now`, the
+config it is decided under), and `Admitted`, the verdict admission hands to forwarding.
+Passing one `Context` replaces long argument lists.
+
+Never does: I/O, clocks, SIP decisions. Nothing here is built per message but `Context`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from sipguard.auth.credentials import CredentialStore
+from sipguard.auth.nonce import NonceIssuer, NonceTracker
+from sipguard.policy.guard import BanEvent, Guard
+from sipguard.policy.whitelist import SourceMatcher
+from sipguard.proxy.actions import Address, Cause, Info, Question, Transport
+from sipguard.proxy.memory import Admission, ExpiringTable
+from sipguard.proxy.outgoing import Fragments
+from sipguard.settings import Settings
+from sipguard.sip import ParserLimits, Request
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The running config, compiled: built by `Core.reconfigure`, never changed after."""
+
+    settings: Settings
+    parser_limits: ParserLimits
+    matcher: SourceMatcher
+    store: CredentialStore
+    realm: str
+    opaque: str
+    refuse_drop: bool  # auth.refuse: drop instead of 403
+    rate_drop: bool  # protection.rate_action: drop instead of 503
+    upstreams: tuple[Address, ...]
+    upstream_endpoints: frozenset[tuple[str, int]]
+    listeners: tuple[Address, ...]
+    own: frozenset[tuple[str, int]]  # (host, port) of every listener: "us" in URIs and Vias
+    # what our lines start with, per listener (transport, host, port)
+    fragments: dict[tuple[Transport, str, int], Fragments]
+
+
+class State:
+    """What the core keeps across messages and reloads: keys, admitted transactions and dialogs,
+    nonce counts, recently admitted digest answers, the guard and pending ban events."""
+
+    __slots__ = (
+        "answered",
+        "branch_key",
+        "counter",
+        "dialogs",
+        "events",
+        "guard",
+        "issuer",
+        "questions",
+        "tracker",
+        "transactions",
+        "unique_prefix",
+    )
+
+    def __init__(
+        self,
+        issuer: NonceIssuer,
+        branch_key: bytes,
+        unique_prefix: bytes,
+        tracker: NonceTracker,
+        guard: Guard,
+        table_size: int,
+    ) -> None:
+        self.issuer = issuer
+        self.branch_key = branch_key
+        self.unique_prefix = unique_prefix
+        self.counter = 0
+        self.tracker = tracker
+        self.guard = guard
+        self.transactions: ExpiringTable[tuple[str, bytes, bytes], Admission] = ExpiringTable(
+            table_size
+        )
+        self.dialogs: ExpiringTable[bytes, Admission] = ExpiringTable(table_size)
+        # Digest answers admitted in the last RETRANSMISSION_TTL seconds, by everything that
+        # identifies the request (source, nonce, nc, cnonce, top Via branch, Call-ID, CSeq):
+        # a UDP retransmission repeats its nonce-count and must be forwarded again, not refused
+        # as a replay (RFC 3261 §16.11: a stateless proxy forwards retransmissions).
+        self.answered: ExpiringTable[tuple[str, str, int, str, bytes, bytes, int], bool] = (
+            ExpiringTable(table_size)
+        )
+        self.events: list[BanEvent] = []
+        # With shared state (DESIGN §7): what a decision needs from, or tells, other instances.
+        # A decision waiting for an answer returns no action and leaves its `AskNonceCount`
+        # here; the shell drains the list after every call into the core and resumes it.
+        self.questions: list[Question] = []
+
+    def next_unique(self) -> bytes:
+        """8 bytes no other nonce of this process (and boot) carries."""
+        self.counter = (self.counter + 1) & 0xFFFFFFFF
+        return self.unique_prefix + self.counter.to_bytes(4, "big")
+
+
+class Admitted(NamedTuple):
+    """The verdict that lets a request through: why, for which trunk and user, and which of its
+    credential headers are ours (header index -> ours), so forwarding need not parse them again."""
+
+    cause: Cause
+    info: Info
+    credentials: dict[int, bool] | None = None
+
+
+class Pending(NamedTuple):
+    """The verdict of a right digest answer whose nonce-count other instances must confirm
+    (shared state): the core asks the shell (`AskNonceCount`) and concludes with the answer."""
+
+    check: Any  # admission.DigestCheck
+    algorithms: tuple[str, ...]
+    info: Info
+    expiry: float
+
+
+class Context(NamedTuple):
+    """One request being decided. A NamedTuple: built once per message, read by attribute."""
+
+    cfg: Config
+    st: State
+    msg: Request
+    source: Address
+    local: Address
+    connection: int | None
+    now: float
+    ip: str  # the source's address as bans, rates and dialogs know it (IPv4-mapped unwrapped)
+    # read on the parser's fast path with none of outgoing.NEEDS_INDEX: no Route, Proxy-Require,
+    # credentials or headers we strip; positions come from the parser's match, no header index
+    plain: bool

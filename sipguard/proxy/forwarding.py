@@ -1,0 +1,273 @@
+"""Forwarding: the outgoing bytes of what admission let through, and where they go.
+
+Owns: the RFC 3261 §16.6 request edits (our Via, Max-Forwards, Record-Route/Path, Route entries
+naming us, credentials for our realm and identity headers stripped, ours attached), the
+destination of an admitted request (the upstream) and of a request from the upstream (Route,
+else Request-URI: §16.4, §16.12), relaying a response by its Via (§16.7), the listener to send
+from, and remembering admitted INVITE transactions and dialogs (proxy/memory.py).
+
+Never does: decide admission (admission.py does; everything here was admitted already), I/O.
+
+Extension points:
+- `_outgoing_headers`: which header lines of an admitted request are stripped and which are
+  attached (identity: signed tenant headers, inbound copies stripped);
+- `upstream_for`: the destination of an initial request, and `to_upstream` builds its Forward
+  (upstream pool: client transactions, failover).
+"""
+
+from __future__ import annotations
+
+from sipguard.proxy.actions import Action, Address, Cause, Drop, Forward, Info, Origin
+from sipguard.proxy.context import Admitted, Config, Context, State
+from sipguard.proxy.memory import (
+    DIALOG_LINGER,
+    DIALOG_TTL,
+    INVITE_TRANSACTION_TTL,
+    Admission,
+)
+from sipguard.proxy.outgoing import Changes, write_indexed, write_plain
+from sipguard.proxy.replies import CREDENTIAL_KEYS, ip_key, is_our_credential, reply, text
+from sipguard.proxy.via import (
+    FLOW_PARAM,
+    branch_for,
+    flow_token,
+    our_uri,
+    parse_flow_token,
+    received_params,
+    response_destination,
+    transaction_key,
+    uri_destination,
+    via_value_with_flow,
+)
+from sipguard.sip import Edits, Request, Response
+
+# Methods that create a dialog and so get our Record-Route (RFC 3261 §16.6 step 4; RFC 6665).
+DIALOG_CREATING = frozenset({b"INVITE", b"SUBSCRIBE", b"REFER"})
+# Headers a client must never set itself: what we attach, and identity the upstream would trust
+# as asserted by us (SECURITY-CASES 28, CVE-2020-28361). Matched on the lowercase key.
+TRUNK_HEADER = b"X-Sipguard-Trunk"
+USER_HEADER = b"X-Sipguard-User"
+UNTRUSTED_KEYS = frozenset(
+    {b"x-sipguard-trunk", b"x-sipguard-user", b"p-asserted-identity", b"x-authenticated-user"}
+)
+
+
+# ------------------------------------------------------------------------- to the upstream
+
+
+def upstream_for(ctx: Context) -> Address | None:
+    """Where an initial request admitted from outside goes: the primary upstream."""
+    upstreams = ctx.cfg.upstreams
+    return upstreams[0] if upstreams else None
+
+
+def to_upstream(ctx: Context, admitted: Admitted) -> list[Action]:
+    """RFC 3261 §16.6: forward an admitted request to the upstream."""
+    msg, info = ctx.msg, admitted.info
+    max_forwards = msg.max_forwards
+    if max_forwards <= 0:
+        if msg.method == b"ACK":
+            return [Drop(Cause.TOO_MANY_HOPS, info)]
+        return [reply(ctx, 483, b"Too Many Hops", Cause.TOO_MANY_HOPS, info)]
+    destination = upstream_for(ctx)
+    if destination is None:
+        return [reply(ctx, 503, b"Service Unavailable", Cause.UPSTREAM_ERROR, info)]
+    out_local = listener_for(ctx.cfg, destination)
+    data = write_request(ctx, admitted, out_local or ctx.cfg.listeners[0], max_forwards)
+    _remember(ctx, info)
+    origin = Origin(msg, ctx.source, ctx.local, ctx.connection)
+    return [Forward(data, destination, out_local, None, admitted.cause, info, origin)]
+
+
+def write_request(ctx: Context, admitted: Admitted, via_local: Address, max_forwards: int) -> bytes:
+    """The outgoing bytes of an admitted request: what changes is decided here, then written in
+    one pass (proxy/outgoing.py)."""
+    msg, source, cfg = ctx.msg, ctx.source, ctx.cfg
+    method = msg.method
+    plain = ctx.plain
+    token = flow_token(source)
+    ours = cfg.fragments[via_local.transport, via_local.host, via_local.port]
+    branch = branch_for(ctx.st.branch_key, msg, source)
+    via = ours.via_head + branch + ours.via_tail + token
+    route_name, route_lines = _route_lines(ctx, method, via_local, token)
+    changes = Changes(
+        via=via,
+        received=received_params(msg.top_via, source),
+        max_forwards=-1 if method == b"ACK" else max_forwards - 1,
+        route_name=route_name,
+        route_lines=route_lines,
+        popped=0 if plain else our_routes(cfg, msg)[0],
+        strip=frozenset() if plain else _stripped(ctx, admitted),
+        attach=_outgoing_headers(admitted),
+    )
+    return write_plain(msg, changes) if plain else write_indexed(msg, changes)
+
+
+def _route_lines(
+    ctx: Context, method: bytes, via_local: Address, token: bytes
+) -> tuple[bytes, list[bytes]]:
+    """Our Record-Route (a dialog-creating request) or Path (REGISTER) lines: one, or two when
+    the two sides differ in transport or address family (RFC 5658, RFC 3327)."""
+    if method in DIALOG_CREATING and not ctx.msg.to.tag:
+        name = b"Record-Route"
+    elif method == b"REGISTER":
+        name = b"Path"
+    else:
+        return b"", []
+    fragments = ctx.cfg.fragments
+    local = ctx.local
+    prev = fragments[local.transport, local.host, local.port].uri_head
+    back = b"%s: %s;%s=%s>" % (name, prev, FLOW_PARAM, token)
+    if via_local == local:
+        return name, [back]
+    ahead = fragments[via_local.transport, via_local.host, via_local.port].uri_head
+    return name, [b"%s: %s>" % (name, ahead), back]
+
+
+def _stripped(ctx: Context, admitted: Admitted) -> frozenset[int]:
+    """Lines never forwarded: credentials for our realm and any incoming copy of the headers
+    we attach or the upstream would trust (SECURITY-CASES 28)."""
+    realm = ctx.cfg.realm
+    known = admitted.credentials or {}
+    return frozenset(
+        i
+        for i, header in enumerate(ctx.msg.headers)
+        if header.key in UNTRUSTED_KEYS
+        or (
+            known[i]
+            if i in known
+            else header.key in CREDENTIAL_KEYS and is_our_credential(header.value, realm)
+        )
+    )
+
+
+def _outgoing_headers(admitted: Admitted) -> list[bytes]:
+    """The lines attached to an admitted request: the trunk and user admission decided."""
+    info = admitted.info
+    attach = []
+    if info.trunk:
+        attach.append(TRUNK_HEADER + b": " + info.trunk.encode("utf-8"))
+    if info.user:
+        attach.append(USER_HEADER + b": " + info.user.encode("utf-8", "replace"))
+    return attach
+
+
+def _remember(ctx: Context, info: Info) -> None:
+    """An admitted INVITE's transaction (for its CANCEL and ACK) and a new dialog (for its
+    in-dialog requests) are remembered."""
+    msg, st = ctx.msg, ctx.st
+    admission = Admission(ctx.ip, info.trunk, info.user)
+    if msg.method == b"INVITE":
+        st.transactions.put(
+            transaction_key(msg, admission.source_ip), admission, ctx.now + INVITE_TRANSACTION_TTL
+        )
+    if msg.method in DIALOG_CREATING and not msg.to.tag:
+        st.dialogs.put(msg.call_id, admission, ctx.now + DIALOG_TTL)
+
+
+# ------------------------------------------------------------------------- from the upstream
+
+
+def from_upstream(ctx: Context) -> list[Action]:
+    """Requests from the upstream are trusted: routed by Route, else Request-URI (§16.4)."""
+    msg, cfg, st = ctx.msg, ctx.cfg, ctx.st
+    info = Info(text(msg.method), text(msg.call_id))
+    if msg.method != b"ACK" and msg.max_forwards <= 0:
+        return [reply(ctx, 483, b"Too Many Hops", Cause.TOO_MANY_HOPS, info)]
+    popped, flow_hint = our_routes(cfg, msg)
+    destination = flow_hint or _route_destination(msg, popped)
+    if destination is None:
+        return [reply(ctx, 404, b"Not Found", Cause.FROM_UPSTREAM, info)]
+    out_local = listener_for(cfg, destination)
+    if out_local is None:
+        return [reply(ctx, 503, b"Service Unavailable", Cause.FROM_UPSTREAM, info)]
+    edits = Edits(msg)
+    for _ in range(popped):
+        edits.remove_first_route()
+    if msg.method != b"ACK":
+        edits.replace_max_forwards(msg.max_forwards - 1)
+    if msg.method in DIALOG_CREATING and not msg.to.tag:
+        edits.insert_headers(record_routes(b"Record-Route", ctx.local, out_local, destination))
+        admission = Admission(ip_key(destination.host), "", "")
+        st.dialogs.put(msg.call_id, admission, ctx.now + DIALOG_TTL)
+    elif msg.method == b"BYE":
+        st.dialogs.expire_at_most(msg.call_id, ctx.now + DIALOG_LINGER)
+    edits.prepend_via(
+        via_value_with_flow(out_local, branch_for(st.branch_key, msg, ctx.source), ctx.source)
+    )
+    actions: list[Action] = []
+    if msg.method == b"CANCEL":
+        actions.append(reply(ctx, 200, b"OK", Cause.CANCEL_FORWARDED, info))
+    data = edits.build()
+    origin = Origin(msg, ctx.source, ctx.local, ctx.connection)
+    actions.append(Forward(data, destination, out_local, None, Cause.FROM_UPSTREAM, info, origin))
+    return actions
+
+
+def _route_destination(msg: Request, popped: int) -> Address | None:
+    routes = msg.routes
+    if len(routes) > popped:
+        return uri_destination(routes[popped].uri)
+    return uri_destination(msg.request_uri)
+
+
+# ------------------------------------------------------------------------- responses
+
+
+def relay_response(cfg: Config, st: State, msg: Response) -> list[Action]:
+    """RFC 3261 §16.7: relay a response whose top Via is ours, to the flow recorded in it."""
+    info = Info(text(msg.cseq.method), text(msg.call_id), "", "", msg.status)
+    destination = response_destination(st.branch_key, msg)
+    if destination is None:
+        return [Drop(Cause.STRAY, info)]
+    if msg.cseq.method == b"CANCEL":
+        # We answered the CANCEL ourselves (§16.10); the next hop's 200 ends here.
+        return [Drop(Cause.CANCEL_FORWARDED, info)]
+    data = Edits(msg).remove_top_via().build()
+    return [Forward(data, destination, listener_for(cfg, destination), None, Cause.RESPONSE, info)]
+
+
+# ------------------------------------------------------------------------- shared pieces
+
+
+def our_routes(cfg: Config, msg: Request) -> tuple[int, Address | None]:
+    """How many Route values at the top name us (RFC 3261 §16.4), and the client flow that
+    one of them carries (our Record-Route/Path from the client-facing side)."""
+    if msg.indices(b"route") == []:
+        return 0, None
+    count = 0
+    hint: Address | None = None
+    for route in msg.routes:
+        uri = route.uri
+        if not uri.is_sip or (text(uri.host), uri.port or 5060) not in cfg.own:
+            break
+        count += 1
+        token = uri.param(FLOW_PARAM)
+        if token and hint is None:
+            hint = parse_flow_token(token)
+    return count, hint
+
+
+def record_routes(
+    name: bytes, toward_next: Address, toward_prev: Address, prev: Address
+) -> list[tuple[bytes, bytes]]:
+    """One Record-Route (or Path) entry, or two when the two sides differ in transport or
+    address family (RFC 5658): the top one faces the next hop, the other the previous one
+    and carries the previous hop's flow so that requests back reach it."""
+    if toward_next == toward_prev:
+        return [(name, our_uri(toward_prev, prev))]
+    return [(name, our_uri(toward_next, None)), (name, our_uri(toward_prev, prev))]
+
+
+def listener_for(cfg: Config, destination: Address) -> Address | None:
+    """The listener to send from: same transport and address family as the destination."""
+    v6 = ":" in destination.host
+    fallback: Address | None = None
+    for listener in cfg.listeners:
+        if (":" in listener.host) != v6:
+            continue
+        if listener.transport is destination.transport:
+            return listener
+        if fallback is None:
+            fallback = listener
+    return fallback if destination.transport.is_stream else None

@@ -1,0 +1,252 @@
+"""The bytes of a forwarded request, written once: a plan of cuts over the received bytes.
+
+Owns: turning the decided changes of a request admitted from outside (our Via, received/rport on
+the sender's Via, Max-Forwards, Record-Route or Path, Route entries naming us, stripped lines,
+unfolded lines, attached lines) into the outgoing bytes with ONE join over slices of `msg.raw`
+and prebuilt fragments (`Fragments`, built per listener when the config is loaded). Placement
+is the one `sip.edit` documents: our Via right before the first Via line, Record-Route/Path
+before the first line of the same name or right after the start line, Max-Forwards replaced in
+place (appended when absent), attached lines at the end of the header section; lines inserted at
+one place keep the order in which they are decided. RFC 3261 §16.6 steps 3, 4, 8; §18.2.1;
+RFC 3581 §4; RFC 3327; RFC 5658.
+
+Where the positions come from: a message read on the parser's fast path with none of the
+headers that need the header index (`NEEDS_INDEX`) gets them from the parser's match; any other
+message from its header index. Both give the same bytes (tests/unit/proxy/test_outgoing.py
+compares them with the edit-by-edit writer on the corpora and on generated requests).
+
+Never does: decide anything (what changes is given), I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+from sipguard.errors import ParseError
+from sipguard.proxy.actions import Address, Transport
+from sipguard.proxy.via import FLOW_PARAM, hostport
+from sipguard.sip import Request
+from sipguard.sip.fields import list_spans, via_param_spans
+
+CRLF = b"\r\n"
+# Headers whose presence sends a request to the indexed writer: lines we remove or edit beyond
+# the Via and Max-Forwards the parser's match locates (RFC 3261 header names have no compact
+# form among these). Matched at a line start, any case.
+NEEDS_INDEX = re.compile(
+    rb"\n(?:route|record-route|path|proxy-require|authorization|proxy-authorization"
+    rb"|x-sipguard-trunk|x-sipguard-user|p-asserted-identity|x-authenticated-user)[ \t]*:",
+    re.IGNORECASE,
+)
+# The first User-Agent value of a request on the fast path (the scanner check reads no index).
+USER_AGENT = re.compile(rb"\nUser-Agent[ \t]*:[ \t]*([^\r]*)", re.IGNORECASE)
+
+
+class Fragments(NamedTuple):
+    """What our lines start with for one listener, built when the config is loaded."""
+
+    via_head: bytes  # b"Via: SIP/2.0/UDP host:port;branch="
+    via_tail: bytes  # b";rport;sgf=" (UDP) or b";sgf="
+    uri_head: bytes  # b"<sip:host:port;transport=udp;lr"
+
+
+def fragments_for(listener: Address) -> Fragments:
+    transport = listener.transport.value.encode("ascii")
+    rport = b";rport" if listener.transport is Transport.UDP else b""
+    return Fragments(
+        b"Via: SIP/2.0/%s %s;branch=" % (transport.upper(), hostport(listener)),
+        rport + b";" + FLOW_PARAM + b"=",
+        b"<sip:%s;transport=%s;lr" % (hostport(listener), transport),
+    )
+
+
+class Changes(NamedTuple):
+    """What a forwarded request changes; the writer decides nothing.
+
+    `via`: our complete Via line. `received`: (name, value) parameters for the sender's Via.
+    `max_forwards`: the new value, or -1 to leave it. `route_lines`: Record-Route or Path lines
+    (complete) at their place. `popped`: Route values naming us to remove from the top. `strip`:
+    header indices to drop. `attach`: complete lines appended to the header section."""
+
+    via: bytes
+    received: list[tuple[bytes, bytes | None]]
+    max_forwards: int
+    route_name: bytes
+    route_lines: list[bytes]
+    popped: int
+    strip: frozenset[int]
+    attach: list[bytes]
+
+
+# --------------------------------------------------------------------------- the common case
+
+
+def write_plain(msg: Request, changes: Changes) -> bytes:
+    """The outgoing bytes of a request read on the fast path with none of `NEEDS_INDEX`: the
+    positions come from the parser's match (no header index is built). On that path the top
+    Via and Max-Forwards lines are spelled `Via` and `Max-Forwards` and end where their value
+    (or comma list) ends; an edited line is written `Name: value`, as the indexed writer does."""
+    raw = msg.raw
+    via_start, via_end = msg.matched_span("via") or (-1, -1)
+    line_start = via_start - 5
+    if raw[line_start:via_start] != b"Via: ":
+        line_start = raw.rfind(b"\n", 0, via_start) + 1
+    # cuts: (position, end of what it replaces, text); inserts have end == position
+    head = msg.start_line_end
+    cuts: list[tuple[int, int, bytes]] = []
+    via = changes.via + CRLF
+    routes = b"".join(line + CRLF for line in changes.route_lines) if changes.route_lines else b""
+    if line_start == head:
+        cuts.append((head, head, via + routes))
+    else:
+        if routes:
+            cuts.append((head, head, routes))
+        cuts.append((line_start, line_start, via))
+    if changes.received:
+        line_end = raw.find(CRLF, via_end)
+        value = _with_params(raw[via_start:line_end], changes.received)
+        cuts.append((line_start, line_end, b"Via: " + value))
+    mf_start, mf_end = msg.matched_span("mf") or (-1, -1)
+    sort = False
+    if changes.max_forwards >= 0 and mf_start >= 0:
+        mf_line = mf_start - 14
+        if raw[mf_line:mf_start] != b"Max-Forwards: ":
+            mf_line = raw.rfind(b"\n", 0, mf_start) + 1
+        cuts.append((mf_line, mf_end, b"Max-Forwards: %d" % changes.max_forwards))
+        sort = mf_line < line_start
+    tail = b""
+    if changes.max_forwards >= 0 and mf_start < 0:
+        tail = b"Max-Forwards: %d\r\n" % changes.max_forwards
+    if changes.attach:
+        tail += CRLF.join(changes.attach) + CRLF
+    if tail:
+        hend = msg.header_end
+        cuts.append((hend, hend, tail))
+    if sort:
+        cuts.sort(key=_position)
+    return _splice(raw, cuts)
+
+
+def _position(cut: tuple[int, int, bytes]) -> int:
+    return cut[0]
+
+
+def _splice(raw: bytes, cuts: list[tuple[int, int, bytes]]) -> bytes:
+    pieces: list[bytes] = []
+    cursor = 0
+    for at, end, text in cuts:
+        pieces += (raw[cursor:at], text)
+        cursor = end
+    pieces += (raw[cursor:],)
+    return b"".join(pieces)
+
+
+def _with_params(value: bytes, params: list[tuple[bytes, bytes | None]]) -> bytes:
+    """The first element of a Via value with `params` set: an existing parameter of the same
+    name is replaced in place, the others appended after the last parameter (RFC 3261 §18.2.1,
+    RFC 3581 §4)."""
+    spans = list_spans(value)
+    s0, e0 = spans[0]
+    element = value[s0:e0]
+    head_end, pspans = via_param_spans(element)
+    params_end = pspans[-1][2] if pspans else head_end
+    replaced: list[tuple[int, int, bytes]] = []
+    appended = b""
+    for name, pvalue in params:
+        text = b";" + name + (b"" if pvalue is None else b"=" + pvalue)
+        hit = [(s, e) for n, s, e in pspans if n == name]
+        if hit:
+            replaced.append((hit[0][0], hit[0][1], text))
+        else:
+            appended += text
+    replaced.append((params_end, params_end, appended))
+    replaced.sort(key=_position)
+    return value[:s0] + _splice(element, replaced) + value[e0:]
+
+
+# --------------------------------------------------------------------------- any message
+
+
+def write_indexed(msg: Request, changes: Changes) -> bytes:
+    """The outgoing bytes of any request, the positions taken from its header index."""
+    headers = msg.headers
+    index = {key: msg.indices(key) for key in (b"via", b"route", b"max-forwards")}
+    count = len(headers)
+    strip = changes.strip
+    # per header index: lines to insert before it, and its new complete line (None: keep;
+    # b"": drop)
+    insert: dict[int, list[bytes]] = {}
+    line: dict[int, bytes] = dict.fromkeys(strip, b"")
+    vias = index[b"via"]
+    insert.setdefault(vias[0] if vias else count, []).append(changes.via)
+    if changes.received:
+        first = vias[0]
+        line[first] = (
+            headers[first].name + b": " + _with_params(headers[first].value, changes.received)
+        )
+    _pop_routes(msg, index[b"route"], changes.popped, line)
+    if changes.max_forwards >= 0:
+        found = [i for i in index[b"max-forwards"] if line.get(i) != b""]
+        if found:
+            line[found[0]] = headers[found[0]].name + b": %d" % changes.max_forwards
+        else:
+            insert.setdefault(count, []).append(b"Max-Forwards: %d" % changes.max_forwards)
+    if changes.route_lines:
+        found = [i for i in msg.indices(changes.route_name) if line.get(i) != b""]
+        insert.setdefault(found[0] if found else 0, []).extend(changes.route_lines)
+    _unfold(msg, line)
+    if changes.attach:
+        insert.setdefault(count, []).extend(changes.attach)
+    return _write(msg, insert, line)
+
+
+def _pop_routes(msg: Request, routes: list[int], popped: int, line: dict[int, bytes]) -> None:
+    """Remove the first `popped` Route values (RFC 3261 §16.4), one value at a time."""
+    headers = msg.headers
+    for _ in range(popped):
+        live = [i for i in routes if line.get(i) != b""]
+        if not live:
+            return
+        i = live[0]
+        current = line.get(i)
+        value = headers[i].value if current is None else current.partition(b": ")[2]
+        spans = list_spans(value)
+        line[i] = b"" if len(spans) <= 1 else headers[i].name + b": " + value[spans[1][0] :]
+
+
+def _unfold(msg: Request, line: dict[int, bytes]) -> None:
+    """Folded lines (RFC 3261 §7.3.1) are written unfolded, as we read them (SECURITY-CASES
+    10); a folded value holding a NUL cannot be one line and is refused by the caller."""
+    raw = msg.raw
+    end = msg.header_end
+    if raw.find(b"\r\n ", 0, end) < 0 and raw.find(b"\r\n\t", 0, end) < 0:
+        return
+    for i, header in enumerate(msg.headers):
+        if raw.find(CRLF, header.start, header.end - 2) >= 0:
+            if b"\x00" in header.value:
+                raise ParseError("NUL in a folded header value")
+            if i not in line:
+                line[i] = header.name + b": " + header.value
+
+
+def _write(msg: Request, insert: dict[int, list[bytes]], line: dict[int, bytes]) -> bytes:
+    headers = msg.headers
+    count = len(headers)
+    raw = msg.raw
+    pieces: list[bytes] = []
+    cursor = 0
+    for i in sorted(insert.keys() | line.keys()):
+        at = headers[i].start if i < count else msg.header_end
+        pieces.append(raw[cursor:at])
+        cursor = at
+        for text in insert.get(i, ()):
+            pieces.append(text)
+            pieces.append(CRLF)
+        new = line.get(i)
+        if new is not None and i < count:
+            if new:
+                pieces.append(new)
+                pieces.append(CRLF)
+            cursor = headers[i].end
+    pieces.append(raw[cursor:])
+    return b"".join(pieces)

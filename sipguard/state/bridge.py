@@ -1,0 +1,123 @@
+"""Between the core and the shared state: the questions the core leaves, the bans it hears.
+
+Owns: `StateBridge`, which the server creates when `state.backend` is shared. After every call
+into the core the dispatcher calls `drain(source, connection)`: each `AskNonceCount` is asked of
+the shared state in a task of its own and resumed in the core with the answer (the resumed
+actions run through the dispatcher like any others, with the broad except around them); each
+`ShareFailure` is counted in the shared window, and the ban the core decides on that count is
+published. Bans heard from the shared state (any instance, this one included) go to
+`core.apply_ban`, and a new one is reported to the observer. Outages are reported as they begin
+and end; the failed calls are counted for `sipguard_state_errors_total`.
+
+Never does: SIP decisions (the core makes them from the answers), wait for the shared state on
+the path of a message (every question is a task; at most MAX_IN_FLIGHT at once, beyond which a
+question is answered "unavailable" at once, as during an outage).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any, Final, Protocol
+
+from sipguard.proxy.actions import Address, AskNonceCount, BanEvent, Question, ShareFailure
+from sipguard.state import SharedState
+
+# Questions waiting for the shared state at once (each ~0.1-1 ms): beyond this the state cannot
+# keep up and the core decides as during an outage (state.on_error).
+MAX_IN_FLIGHT: Final = 4096
+
+Run = Callable[..., None]  # dispatcher.complete(source, connection, func, *args)
+
+
+class QuestionCore(Protocol):
+    questions: list[Question]
+
+    def shared_failures(self, ip: str, count: int, now: float) -> BanEvent | None: ...
+
+    def apply_ban(self, ip: str, until: float, now: float) -> BanEvent | None: ...
+
+
+class StateObserver(Protocol):
+    def banned(self, event: Any) -> None: ...
+
+    def state_outage(self, operation: str, detail: str) -> None: ...
+
+    def state_errors(self, count: int) -> None: ...
+
+
+class StateBridge:
+    def __init__(
+        self, state: SharedState, core: QuestionCore, run: Run, observer: StateObserver
+    ) -> None:
+        self.state = state
+        self.core = core
+        self._run = run
+        self._observer = observer
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._errors_seen = 0
+
+    async def start(self) -> None:
+        await self.state.start(self._heard_ban, self._observer.state_outage)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=1.0)
+        await self.state.close()
+
+    def drain(self, source: Address, connection: int | None) -> None:
+        """Take the core's questions (called after every call into the core)."""
+        questions = self.core.questions
+        if not questions:
+            return
+        taken = questions[:]
+        questions.clear()
+        for question in taken:
+            if len(self._tasks) >= MAX_IN_FLIGHT:
+                if isinstance(question, AskNonceCount):
+                    self._resume(question, None, source, connection)
+                continue
+            task = asyncio.get_running_loop().create_task(
+                self._answer(question, source, connection)
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _answer(self, question: Question, source: Address, connection: int | None) -> None:
+        if isinstance(question, AskNonceCount):
+            ttl = question.expires_at - time.time()
+            answer = await self.state.count_nonce(question.nonce, question.nonce_count, ttl)
+            self._count_errors()
+            self._resume(question, answer, source, connection)
+        elif isinstance(question, ShareFailure):
+            await self._share_failure(question)
+
+    def _resume(
+        self, question: AskNonceCount, answer: bool | None, source: Address, connection: int | None
+    ) -> None:
+        self._run(source, connection, question.resume, answer, time.time())
+        self.drain(source, connection)  # the resumed decision may note a failure
+
+    async def _share_failure(self, failure: ShareFailure) -> None:
+        if failure.nonce is not None:
+            await self.state.kill_nonce(failure.nonce, failure.nonce_expires_at - time.time())
+        count = await self.state.add_failure(failure.ip, failure.window)
+        if count is not None:
+            ban = self.core.shared_failures(failure.ip, count, time.time())
+            if ban is not None:
+                await self.state.publish_ban(ban.ip, ban.until)
+        self._count_errors()
+
+    def _heard_ban(self, ip: str, until: float) -> None:
+        event = self.core.apply_ban(ip, until, time.time())
+        if event is not None:
+            self._observer.banned(event)
+
+    def _count_errors(self) -> None:
+        errors = self.state.errors
+        if errors > self._errors_seen:
+            self._observer.state_errors(errors - self._errors_seen)
+            self._errors_seen = errors
