@@ -5,6 +5,9 @@ message to the module that decides it, and mapping a verdict to actions. The SIP
 themselves (DESIGN §4, the admission contract, and the RFC 3261 §16 proxy rules) live below:
 
     core.py        entry points, reconfigure, parse errors, verdict -> actions
+    upstreams.py   which upstream an admitted request goes to; the pool's verdicts as actions
+    failover.py    the upstream pool: health, selection, probes, client transactions (and below
+                   it pool.py, probe.py, transactions.py, originate.py)
     admission.py   decides (scanner, ACK/CANCEL, dialog, trunk, sanity, digest): a verdict
     forwarding.py  writes the outgoing bytes and chooses where they go
     replies.py     the replies sipguard builds itself (below both)
@@ -68,9 +71,11 @@ from sipguard.proxy.actions import (
     Transport,
 )
 from sipguard.proxy.context import Admitted, Config, Context, Pending, State
+from sipguard.proxy.failover import UpstreamReport
 from sipguard.proxy.memory import Admission, ExpiringTable
 from sipguard.proxy.outgoing import NEEDS_INDEX, fragments_for
 from sipguard.proxy.replies import RETRY_AFTER, ip_key, reply
+from sipguard.proxy.upstreams import Routing
 from sipguard.proxy.via import branch_key, tag_for
 from sipguard.settings import Settings
 from sipguard.sip import (
@@ -146,6 +151,7 @@ class Core:
             Guard(_guard_settings(settings)),
             limits.transaction_table_size,
         )
+        self._routing = Routing(settings, nonce_key, self._config)
 
     # ------------------------------------------------------------------ configuration
 
@@ -159,6 +165,7 @@ class Core:
         # ---- nothing below may fail: the swap
         self._config = config
         self._state.guard.configure(guard_settings)
+        self._routing.reconfigure(settings, config)  # keeps health and transactions
 
     @property
     def settings(self) -> Settings:
@@ -203,7 +210,7 @@ class Core:
             return self._on_parse_error(exc, data, source, local, connection, from_upstream)
         try:
             if isinstance(msg, Response):
-                return forwarding.relay_response(cfg, st, msg)
+                return self._routing.on_response(st, msg, source, now)
             plain = msg.matched_span("via") is not None and (
                 NEEDS_INDEX.search(data, msg.start_line_end - 1, msg.header_end) is None
             )
@@ -227,7 +234,7 @@ class Core:
             return []
         if not isinstance(verdict, Admitted):
             return verdict
-        forward = forwarding.to_upstream(ctx, verdict)
+        forward = self._routing.to_upstream(ctx, verdict)
         if verdict.cause is Cause.CANCEL_FORWARDED:
             # RFC 3261 §16.10: answer the CANCEL ourselves, send it on the INVITE's branch.
             ok = reply(ctx, 200, b"OK", Cause.CANCEL_FORWARDED, verdict.info)
@@ -250,7 +257,7 @@ class Core:
         verdict = admission.conclude(ctx, check, pending.algorithms, pending.info)
         if not isinstance(verdict, Admitted):
             return verdict
-        return forwarding.to_upstream(ctx, verdict)
+        return self._routing.to_upstream(ctx, verdict)
 
     def shared_failures(self, ip: str, count: int, now: float) -> BanEvent | None:
         """The failure count of `ip` across every instance (the answer to a `ShareFailure`): the
@@ -273,7 +280,10 @@ class Core:
         its sender gets `503` at once, built from the request the Forward carries (`origin`),
         sent where a response to it would have been relayed. Relayed responses and ACKs that
         could not be delivered are simply lost (RFC 3261 §17); so is a CANCEL, which we have
-        answered already."""
+        answered already. A probe's or a failover attempt's goes to the upstream pool."""
+        pooled = self._routing.upstream_failed(forward, now)
+        if pooled is not None:
+            return pooled
         origin = forward.origin
         if origin is None or origin.request.method in (b"ACK", b"CANCEL"):
             return [Drop(Cause.UPSTREAM_ERROR, Info(detail="relay not delivered"))]
@@ -290,14 +300,18 @@ class Core:
         local = forwarding.listener_for(self._config, to)
         return [Forward(data, to, local, None, Cause.UPSTREAM_ERROR, info)]
 
-    def tick(self, now: float) -> list[BanEvent]:
-        """Housekeeping: expire memory and bans; returns ban and unban events to log."""
+    def tick(self, now: float) -> list[BanEvent | Action | UpstreamReport]:
+        """Housekeeping and timers: expire memory and bans (ban and unban events to log); the
+        upstream pool's failovers and answers on timeout and its probes (actions to execute),
+        and its report (health changes, failovers, counts, every upstream's health)."""
         st = self._state
         st.transactions.sweep(now)
         st.dialogs.sweep(now)
-        events, st.events = st.events, []
+        events: list[BanEvent | Action | UpstreamReport] = list(st.events)
+        st.events = []
         for unban in st.guard.expire(now):
             events.append(BanEvent(unban.ip, 0.0))
+        events.extend(self._routing.tick(now))
         return events
 
     @property

@@ -20,7 +20,7 @@ they get is whatever the core handed to `started`).
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum, StrEnum
 from typing import Generic, TypeVar
 
@@ -144,6 +144,11 @@ class Upstreams(Generic[C]):
         """The attempt in progress of the forwarded request `key` belongs to, if any."""
         txn = self.table.find(key)
         return txn.current if txn is not None else None
+
+    def first_branch(self, branch: bytes) -> bytes | None:
+        """The first attempt's branch of the transaction `branch` belongs to."""
+        found = self.table.match(branch)
+        return found[0].attempts[0].branch if found is not None else None
 
     def cancelled(self, key: Hashable) -> Attempt | None:
         """The client cancelled the request `key`: no failover from now on; the CANCEL goes to
@@ -284,21 +289,9 @@ class Upstreams(Generic[C]):
             self.table.add_attempt(txn, Attempt(branch, to, forward.data), now)
             self._count(to, Outcome.FORWARDED)
             self._event(self._failover_event(txn, decision, to))
-            return Forward(
-                forward.data,
-                forward.to,
-                forward.local,
-                forward.connection,
-                Cause.FAILOVER,
-                Info(
-                    forward.info.method,
-                    forward.info.call_id,
-                    forward.info.trunk,
-                    forward.info.user,
-                    0,
-                    decision.reason,
-                ),
-            )
+            info = forward.info
+            info = Info(info.method, info.call_id, info.trunk, info.user, 0, decision.reason)
+            return replace(forward, cause=Cause.FAILOVER, info=info)
 
     def _failover_event(
         self, txn: ClientTransaction[C], decision: Decision[C], to: Address | None

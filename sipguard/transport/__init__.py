@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from sipguard.errors import ParseError
-from sipguard.proxy.actions import Action, Address, BanEvent, Forward
+from sipguard.proxy.actions import Action, Address, Forward
 from sipguard.sip.limits import ParserLimits
 
 __all__ = [
@@ -49,7 +49,7 @@ class CoreProtocol(Protocol):
 
     def upstream_failed(self, forward: Forward, now: float) -> list[Action]: ...
 
-    def tick(self, now: float) -> Sequence[BanEvent]: ...
+    def tick(self, now: float) -> Sequence[object]: ...
 
     def reconfigure(self, settings: Any) -> None: ...
 
