@@ -26,7 +26,8 @@ The package, by layer:
 - `secrets`: the nonce key, credential secrets (password, ha1, password_env, password_file),
   small secret files;
 - one module per group of sections: `network` (listen, tls, upstream), `auth` (auth, trunks,
-  credentials), `observability` (metrics, log), `protection` (limits, protection);
+  credentials), `observability` (metrics, log), `protection` (limits, protection), `health`
+  (upstream_health);
 - `load`: the table of sections and the entry points.
 
 Extending it:

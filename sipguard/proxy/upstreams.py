@@ -75,9 +75,17 @@ class Routing:
         """An in-dialog request (or an ACK/CANCEL no transaction knows): the upstream its next
         Route or Request-URI names, else the pool's choice for its Call-ID, else the first."""
         msg, pool = ctx.msg, self.pool
-        popped, _hint = forwarding.our_routes(ctx.cfg, msg)
-        routes = msg.routes if msg.indices(b"route") else []
-        uri = routes[popped].uri if len(routes) > popped else msg.request_uri
+        members = pool.pool.members
+        if len(members) == 1:
+            return members[0].address  # no choice to make: no Route or URI to parse
+        if ctx.plain:
+            # no Route at all (the parser's fast path says so without a header index): the
+            # Request-URI names the next hop
+            uri = msg.request_uri
+        else:
+            popped, _hint = forwarding.our_routes(ctx.cfg, msg)
+            routes = msg.routes
+            uri = routes[popped].uri if len(routes) > popped else msg.request_uri
         named = uri_destination(uri)
         if named is not None and pool.is_upstream(named):
             return named
