@@ -1,5 +1,6 @@
 # Sourced by scripts/test, scripts/check, scripts/demo and scripts/bench*: makes sure the
-# virtualenv, the package (with the extras named in SIPGUARD_EXTRAS) and SIPp are installed.
+# virtualenv, the package (with the extras named in SIPGUARD_EXTRAS), SIPp and baresip are
+# installed.
 # Idempotent and quiet when everything is already there.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,6 +29,8 @@ fi
 
 need_apt=()
 command -v sipp >/dev/null 2>&1 || need_apt+=(sip-tester)
+# the real TLS SIP client of the integration tests (Debian's SIPp has no TLS)
+command -v baresip >/dev/null 2>&1 || need_apt+=(baresip-core)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server) # shared-state tests
 for pkg in "${SIPGUARD_APT_EXTRA[@]:-}"; do
 	[[ -n "$pkg" ]] && ! dpkg -s "$pkg" >/dev/null 2>&1 && need_apt+=("$pkg")

@@ -192,6 +192,13 @@ class Metrics:
         self.upstream_errors = Counter(
             "sipguard_upstream_errors", "Failures to send to the upstream.", registry=r
         )
+        self.peer_unreachable_datagrams = Counter(
+            "sipguard_peer_unreachable",
+            "UDP datagrams to a peer that answered ICMP unreachable and matched no Forward "
+            "(a client that left before its reply): ordinary traffic, by reason.",
+            ["reason"],
+            registry=r,
+        )
         self.config_reloads = Counter(
             "sipguard_config_reloads", "Configuration reloads by result.", ["result"], registry=r
         )
@@ -253,6 +260,7 @@ class Metrics:
         self._admitted: dict[str, Counter] = {}
         self._log_suppressed: dict[str, Counter] = {}
         self._upstream_labels: set[str] = set()
+        self._peer_unreachable: dict[str, Counter] = {}
         self.set_trunks(trunks)
 
     # -- hot path ---------------------------------------------------------------------------
@@ -350,6 +358,13 @@ class Metrics:
 
     def bug(self) -> None:
         self.bugs.inc()
+
+    def peer_unreachable(self, reason: str) -> None:
+        """`reason` comes from the closed set of `transport.udp.UNREACHABLE_REASONS`."""
+        child = self._peer_unreachable.get(reason)
+        if child is None:
+            child = self._peer_unreachable[reason] = self.peer_unreachable_datagrams.labels(reason)
+        child.inc()
 
     def config_reloaded(self, ok: bool) -> None:
         (self._reload_ok if ok else self._reload_error).inc()

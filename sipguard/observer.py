@@ -280,6 +280,22 @@ class Observer:
                 **({"suppressed": suppressed} if suppressed else {}),
             )
 
+    def peer_unreachable(self, peer: Address, reason: str) -> None:
+        """A datagram to `peer` came back ICMP unreachable and was no Forward of ours: a client
+        that left before its reply. Ordinary traffic: counted, and logged at debug only."""
+        if self.metrics is not None:
+            self.metrics.peer_unreachable(reason)
+        if DEBUG in self._emit and (suppressed := self._allow("peer_unreachable")) is not None:
+            self._log(
+                DEBUG,
+                "peer_unreachable",
+                src_ip=normalise_source_text(peer.host),
+                src_port=peer.port,
+                transport=peer.transport.value,
+                reason=reason,
+                **({"suppressed": suppressed} if suppressed else {}),
+            )
+
     def listener_error(self, listener: str, detail: str) -> None:
         self._log(ERROR, "listener_error", listener=listener, detail=detail)
         if self.notifier is not None:

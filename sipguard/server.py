@@ -48,7 +48,7 @@ from sipguard.settings import Listener, Settings
 from sipguard.sip.framing import StreamFramer
 from sipguard.state import open_state
 from sipguard.state.bridge import StateBridge
-from sipguard.transport import CoreProtocol, NullObserver, ObserverProtocol
+from sipguard.transport import CoreProtocol, NullObserver, ObserverProtocol, family_of
 from sipguard.transport.dispatch import Dispatcher
 from sipguard.transport.stream import (
     QUEUED_MESSAGES,
@@ -56,7 +56,7 @@ from sipguard.transport.stream import (
     StreamLimits,
     server_tls_context,
 )
-from sipguard.transport.udp import UdpEndpoint, bind_udp
+from sipguard.transport.udp import UdpEndpoint, bind_udp, source_address_toward
 from sipguard.transport.upstream import client_tls_context
 
 __all__ = [
@@ -181,6 +181,8 @@ class Server:
         )
         self.dispatcher.streams.reserved = reserved_sources(settings)
         self._bound: dict[Listener, _Bound] = {}
+        # Our own upstream-facing UDP sockets, by the local address they are bound to.
+        self._upstream_udp: dict[str, UdpEndpoint] = {}
         self._tick: asyncio.Task[None] | None = None
         self._bridge: StateBridge | None = None
         self._reload_lock = asyncio.Lock()
@@ -210,11 +212,17 @@ class Server:
         try:
             for listener in self.settings.listen:
                 self._bound[listener] = await self._bind(listener)
+            for host in upstream_socket_hosts(self.settings):
+                self._upstream_udp[host] = await self._bind_upstream_udp(host)
         except ListenerError:
             for bound in self._bound.values():
                 bound.close()
             self._bound.clear()
+            for endpoint in self._upstream_udp.values():
+                endpoint.close()
+            self._upstream_udp.clear()
             raise
+        self.core.use_upstream_sockets([e.local for e in self._upstream_udp.values()])
         if self.settings.state.backend != "memory":
             await self._share_state()
         self._tick = asyncio.get_running_loop().create_task(self._heartbeat())
@@ -313,22 +321,32 @@ class Server:
         added = [x for x in settings.listen if x not in self._bound]
         removed = [x for x in self._bound if x not in settings.listen]
         opened: dict[Listener, _Bound] = {}
+        upstream_udp: dict[
+            str, UdpEndpoint
+        ] = {}  # the upstream-facing sockets the new config needs
         previous_tls, self._server_tls = self._server_tls, server_tls
         try:
             for listener in added:
                 opened[listener] = await self._bind(listener)
+            for host in upstream_socket_hosts(settings):
+                kept = self._upstream_udp.get(host)
+                upstream_udp[host] = kept or await self._bind_upstream_udp(host)
             self.core.reconfigure(settings)
         except ListenerError as exc:
             self._server_tls = previous_tls
-            for bound in opened.values():
-                self._unbind(bound)
+            self._undo(opened, upstream_udp)
             self.observer.listener_error(exc.listener, exc.detail)
             return [f"{settings.source}: listen: {exc.listener}: {exc.detail}"]
         except BaseException:  # a defect in the core, or cancelled by the shutdown
             self._server_tls = previous_tls
-            for bound in opened.values():
-                self._unbind(bound)
+            self._undo(opened, upstream_udp)
             raise
+        self.core.use_upstream_sockets([e.local for e in upstream_udp.values()])
+        for host, endpoint in self._upstream_udp.items():
+            if host not in upstream_udp:
+                self.dispatcher.remove_udp(endpoint)
+                endpoint.close()
+        self._upstream_udp = upstream_udp
         self.settings = settings
         self.dispatcher.streams.limits = stream_limits(settings)
         self.dispatcher.streams.reserved = reserved
@@ -337,6 +355,15 @@ class Server:
         for listener in removed:
             self._unbind(self._bound.pop(listener))
         return []
+
+    def _undo(self, opened: dict[Listener, _Bound], upstream_udp: dict[str, UdpEndpoint]) -> None:
+        """Close what a refused reload opened (never a socket the running config uses)."""
+        for bound in opened.values():
+            self._unbind(bound)
+        for host, endpoint in upstream_udp.items():
+            if self._upstream_udp.get(host) is not endpoint:
+                self.dispatcher.remove_udp(endpoint)
+                endpoint.close()
 
     def _unbind(self, bound: _Bound) -> None:
         if bound.udp is not None:
@@ -384,6 +411,24 @@ class Server:
             await asyncio.sleep(tick_interval(self.settings))
             self.dispatcher.tick()
 
+    async def _bind_upstream_udp(self, host: str) -> UdpEndpoint:
+        """Our own UDP socket toward the upstreams of one address family, on an ephemeral port
+        of `host`: it sends what goes to them and receives their responses and requests."""
+        try:
+            sock = bind_udp(host, 0)
+        except OSError as exc:
+            where = f"[{host}]" if ":" in host else host
+            raise ListenerError(f"udp://{where}:0 (toward the upstream)", str(exc)) from exc
+        endpoint = UdpEndpoint(
+            self.dispatcher,
+            self.observer,
+            sock,
+            Address(Transport.UDP, host, sock.getsockname()[1]),
+        )
+        await asyncio.get_running_loop().create_datagram_endpoint(lambda: endpoint, sock=sock)
+        self.dispatcher.add_udp(endpoint)
+        return endpoint
+
     async def _bind(self, listener: Listener) -> _Bound:
         loop = asyncio.get_running_loop()
         kind = Transport(listener.transport)
@@ -410,6 +455,22 @@ class Server:
             return _Bound(listener, address, server=server)
         except OSError as exc:
             raise ListenerError(listener.url, exc.strerror or str(exc)) from exc
+
+
+def upstream_socket_hosts(settings: Settings) -> list[str]:
+    """Where sipguard's own upstream-facing UDP sockets bind: for each address family with a UDP
+    upstream, the local address the routing table picks toward the first of them (the address
+    our Via then names). Raises ListenerError when an upstream has no route."""
+    hosts: dict[int, str] = {}
+    for upstream in settings.upstream:
+        family = family_of(upstream.host)
+        if upstream.transport != "udp" or family in hosts:
+            continue
+        try:
+            hosts[family] = source_address_toward(upstream.host, upstream.port)
+        except OSError as exc:
+            raise ListenerError(f"upstream {upstream.uri}", exc.strerror or str(exc)) from exc
+    return list(hosts.values())
 
 
 def _bind_stream(host: str, port: int) -> socket.socket:

@@ -18,13 +18,15 @@ Rules worth knowing:
 - Relative file paths in the config (secret_file, password_file, tls.*) are relative to the
   directory of the config file.
 - Secret, password and certificate files are read at load, hence again on every reload.
+- Files holding a secret (and the config itself when it holds a password or HA1) more open than
+  0640 are warned about, not refused: the daemon's user and group are the operator's business.
 
 The package, by layer:
 - `reader`: `Reader`, typed access with key paths (mapping, string, choice, integer, number,
   boolean, string_list, algorithms, ip_literal, port, timestamp) collecting errors and warnings;
 - `document`: the file and YAML (syntax errors, duplicate keys);
 - `secrets`: the nonce key, credential secrets (password, ha1, password_env, password_file),
-  small secret files;
+  small secret files, and warnings for files holding a secret that are more open than 0640;
 - one module per group of sections: `network` (listen, tls, upstream), `auth` (auth, trunks,
   credentials), `observability` (metrics, log), `protection` (limits, protection), `health`
   (upstream_health);

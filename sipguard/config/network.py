@@ -53,6 +53,13 @@ def read_listeners(
             r.error(where, f"{text!r}: duplicate of {seen[identity]}")
             continue
         seen[identity] = where
+        if listener.host == "::":
+            # An IPv6 socket is IPv6-only (IPV6_V6ONLY): IPv4 needs its own listener.
+            r.warn(
+                where,
+                f"{text!r} receives IPv6 only; "
+                f"add {listener.transport}://0.0.0.0:{listener.port} for IPv4",
+            )
         found.append(listener)
     return tuple(found)
 

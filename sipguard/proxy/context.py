@@ -40,8 +40,11 @@ class Config:
     upstreams: tuple[Address, ...]
     upstream_endpoints: frozenset[tuple[str, int]]
     listeners: tuple[Address, ...]
-    own: frozenset[tuple[str, int]]  # (host, port) of every listener: "us" in URIs and Vias
-    # what our lines start with, per listener (transport, host, port)
+    # the shell's own upstream-facing UDP sockets, one per address family (bound ports)
+    upstream_sockets: tuple[Address, ...]
+    # (host, port) of every listener and upstream-facing socket: "us" in URIs and Vias
+    own: frozenset[tuple[str, int]]
+    # what our lines start with, per listener and upstream-facing socket (transport, host, port)
     fragments: dict[tuple[Transport, str, int], Fragments]
 
 

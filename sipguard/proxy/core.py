@@ -43,13 +43,16 @@ Decisions where the contract is silent, and why:
   in-dialog request is admitted like a new one (so a forged To-tag earns nothing).
 - OPTIONS addressed to sipguard itself (no user part, our address) is answered `200` for any
   source that a trunk's whitelist admits, without a challenge: it is a keep-alive ping.
-- Replies to sources that no trunk admits are never larger than their request (SECURITY-CASES 8,
-  no amplification); the username of a digest answer is not compared with From/To (trunks and
-  PBXs commonly authenticate as an account name that is not the caller).
+- Replies to sources that no trunk admits are never larger than their request when it came in a
+  datagram (SECURITY-CASES 8, no amplification; a stream peer's address is verified by its
+  handshake, and a stream whose framing fails gets its 400/513, SECURITY-CASES 3, 5, 7); the
+  username of a digest answer is not compared with From/To (trunks and PBXs commonly
+  authenticate as an account name that is not the caller).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
 
 from sipguard.auth.credentials import CredentialStore
@@ -101,11 +104,18 @@ def _guard_settings(settings: Settings) -> GuardSettings:
     )
 
 
-def compile_config(settings: Settings, issuer: NonceIssuer, nonce_key: bytes) -> Config:
-    """Everything a message is decided under, derived from `settings` once per load."""
+def compile_config(
+    settings: Settings,
+    issuer: NonceIssuer,
+    nonce_key: bytes,
+    upstream_sockets: tuple[Address, ...] = (),
+) -> Config:
+    """Everything a message is decided under, derived from `settings` once per load, and the
+    shell's own upstream-facing sockets (`Core.use_upstream_sockets`)."""
     parser_limits = ParserLimits.from_settings(settings.limits)
     upstreams = tuple(Address(Transport(u.transport), u.host, u.port) for u in settings.upstream)
     listeners = tuple(Address(Transport(x.transport), x.host, x.port) for x in settings.listen)
+    ours = (*listeners, *upstream_sockets)
     return Config(
         settings=settings,
         parser_limits=parser_limits,
@@ -118,8 +128,9 @@ def compile_config(settings: Settings, issuer: NonceIssuer, nonce_key: bytes) ->
         upstreams=upstreams,
         upstream_endpoints=frozenset((u.host, u.port) for u in upstreams),
         listeners=listeners,
-        own=frozenset((x.host, x.port) for x in listeners),
-        fragments={(x.transport, x.host, x.port): fragments_for(x) for x in listeners},
+        upstream_sockets=upstream_sockets,
+        own=frozenset((x.host, x.port) for x in ours),
+        fragments={(x.transport, x.host, x.port): fragments_for(x) for x in ours},
     )
 
 
@@ -160,12 +171,24 @@ class Core:
 
         Atomic: everything is built first, and only then swapped in, so a config that fails to
         compile (an exception from any builder) leaves the running one whole."""
-        config = compile_config(settings, self._state.issuer, self._nonce_key)
+        config = compile_config(
+            settings, self._state.issuer, self._nonce_key, self._config.upstream_sockets
+        )
         guard_settings = _guard_settings(settings)
         # ---- nothing below may fail: the swap
         self._config = config
         self._state.guard.configure(guard_settings)
         self._routing.reconfigure(settings, config)  # keeps health and transactions
+
+    def use_upstream_sockets(self, sockets: Sequence[Address]) -> None:
+        """The shell's own upstream-facing UDP sockets (at most one per address family, with
+        their bound ports). Whatever goes to a UDP upstream is sent from the one of its family,
+        which our Via and Record-Route then name, so that responses and in-dialog requests come
+        back to it; a config without a UDP listener can still reach a UDP upstream."""
+        cfg = self._config
+        self._config = compile_config(
+            cfg.settings, self._state.issuer, self._nonce_key, tuple(sockets)
+        )
 
     @property
     def settings(self) -> Settings:
@@ -275,6 +298,17 @@ class Core:
         """What the core asks of, or tells, the shared state (drained by the shell)."""
         return self._state.questions
 
+    def framing_error(
+        self, error: ParseError, source: Address, local: Address, connection: int, now: float
+    ) -> list[Action]:
+        """A stream lost its framing (RFC 3261 §18.3; SECURITY-CASES 3, 5, 7): a 400/513 when the
+        request's headers were recovered, else a Drop; the shell closes the connection in any
+        case (the next message's boundary is unknowable)."""
+        from_upstream = (source.host, source.port) in self._config.upstream_endpoints
+        if not from_upstream and self._state.guard.is_banned(ip_key(source.host), now):
+            return [Drop(Cause.BANNED)]
+        return self._on_parse_error(error, b"", source, local, connection, from_upstream)
+
     def upstream_failed(self, forward: Forward, now: float) -> list[Action]:
         """A Forward could not be delivered (refused, unreachable, TLS failure, connection lost):
         its sender gets `503` at once, built from the request the Forward carries (`origin`),
@@ -356,6 +390,9 @@ class Core:
             return [Drop(cause, info)]
         cfg = self._config
         unknown = not from_upstream and not cfg.matcher.candidates(source.host)
-        if unknown and (cfg.refuse_drop or len(reply_data) > len(data)):
+        # No reply bigger than the request to an unverified source (SECURITY-CASES 8); a stream
+        # peer's address was verified by its handshake.
+        amplifies = connection is None and len(reply_data) > len(data)
+        if unknown and (cfg.refuse_drop or amplifies):
             return [Drop(cause, info)]
         return [Reply(reply_data, source, local, connection, cause, info)]

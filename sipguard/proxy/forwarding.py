@@ -17,7 +17,7 @@ Extension points:
 
 from __future__ import annotations
 
-from sipguard.proxy.actions import Action, Address, Cause, Drop, Forward, Info, Origin
+from sipguard.proxy.actions import Action, Address, Cause, Drop, Forward, Info, Origin, Transport
 from sipguard.proxy.context import Admitted, Config, Context, State
 from sipguard.proxy.memory import (
     DIALOG_LINGER,
@@ -279,8 +279,16 @@ def record_routes(
 
 
 def listener_for(cfg: Config, destination: Address) -> Address | None:
-    """The listener to send from: same transport and address family as the destination."""
+    """The socket to send from: for a UDP upstream, our upstream-facing socket of its address
+    family; else a listener of the destination's transport and address family."""
     v6 = ":" in destination.host
+    if (
+        destination.transport is Transport.UDP
+        and (destination.host, destination.port) in cfg.upstream_endpoints
+    ):
+        for own in cfg.upstream_sockets:
+            if (":" in own.host) == v6:
+                return own
     fallback: Address | None = None
     for listener in cfg.listeners:
         if (":" in listener.host) != v6:

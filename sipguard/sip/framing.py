@@ -4,9 +4,12 @@ Owns: `StreamFramer`, which cuts a stream into complete messages (exact bytes of
 and body) and RFC 5626 keep-alives, and `KeepAlive`. It reads only the Content-Length of each
 header section; the frame is then parsed by `parse_message`. Never does I/O, never waits, never
 buffers more than the limits allow: any violation raises and the shell closes the connection
-(the framer is unusable afterwards).
+(the framer is unusable afterwards). When the header section was whole (a missing, duplicate
+or malformed Content-Length, a body or message over the limits), the error carries the
+recovered headers (`routable`), so that the core can answer 400/513 before the close.
 
-RFC 3261 §7.5 (CRLF before a start line), §18.3 (Content-Length mandatory on streams),
+RFC 3261 §7.5 (CRLF before a start line), §8.2.6 (replies to bad requests), §18.3 (Content-Length
+mandatory on streams),
 §20.14; RFC 5626 §3.5.1 (CRLFCRLF ping, CRLF pong).
 """
 
@@ -17,6 +20,7 @@ from enum import Enum
 
 from sipguard.errors import MessageTooLarge, ParseError
 from sipguard.sip.limits import DEFAULT_LIMITS, ParserLimits
+from sipguard.sip.parser import recover_headers
 
 __all__ = ["Frame", "KeepAlive", "StreamFramer"]
 
@@ -127,12 +131,21 @@ class StreamFramer:
                     break
                 if end + 4 > limits.max_header_block_bytes:
                     raise MessageTooLarge("header section too large")
-                length = _content_length(bytes(buf[:end]))
-                if length > limits.max_body_bytes:
-                    raise MessageTooLarge("body too large")
-                need = end + 4 + length
-                if need > limits.max_message_bytes:
-                    raise MessageTooLarge("message too large")
+                block = bytes(buf[:end])
+                try:
+                    length = _content_length(block)
+                    if length > limits.max_body_bytes:
+                        raise MessageTooLarge("body too large")
+                    need = end + 4 + length
+                    if need > limits.max_message_bytes:
+                        raise MessageTooLarge("message too large")
+                except ParseError as error:
+                    # The header section is whole: the reply can still be routed (§8.2.6).
+                    recovered = recover_headers(block, limits)
+                    if recovered is not None:
+                        error.routable = True
+                        error.headers = recovered
+                    raise
                 self._need = need
             if len(buf) < need:
                 break

@@ -47,11 +47,17 @@ class CoreProtocol(Protocol):
         now: float,
     ) -> list[Action]: ...
 
+    def framing_error(
+        self, error: ParseError, source: Address, local: Address, connection: int, now: float
+    ) -> list[Action]: ...
+
     def upstream_failed(self, forward: Forward, now: float) -> list[Action]: ...
 
     def tick(self, now: float) -> Sequence[object]: ...
 
     def reconfigure(self, settings: Any) -> None: ...
+
+    def use_upstream_sockets(self, sockets: Sequence[Address]) -> None: ...
 
     @property
     def parser_limits(self) -> ParserLimits: ...
@@ -99,6 +105,8 @@ class ObserverProtocol(Protocol):
     def stopping(self) -> None: ...
 
     def listener_error(self, listener: str, detail: str) -> None: ...
+
+    def peer_unreachable(self, peer: Address, reason: str) -> None: ...
 
     def state_outage(self, operation: str, detail: str) -> None: ...
 
@@ -151,6 +159,9 @@ class NullObserver:
         pass
 
     def listener_error(self, listener: str, detail: str) -> None:
+        pass
+
+    def peer_unreachable(self, peer: Address, reason: str) -> None:
         pass
 
 

@@ -86,11 +86,18 @@ class Dispatcher:
     def framing_failed(
         self, error: ParseError, source: Address, local: Address, connection: int
     ) -> None:
-        """A stream lost its framing. The core may answer it (a 400/513 when routable) if it
-        provides `framing_error`; the connection closes afterwards in any case."""
-        answer = getattr(self.core, "framing_error", None)
-        if answer is not None and error.routable:
-            self._contain(source, connection, answer, error, source, local, connection, time.time())
+        """A stream lost its framing: the core decides (a 400/513 when the headers were
+        recovered, counted either way); the connection closes afterwards in any case."""
+        self._contain(
+            source,
+            connection,
+            self.core.framing_error,
+            error,
+            source,
+            local,
+            connection,
+            time.time(),
+        )
 
     def undeliverable(self, forward: Forward, detail: str) -> None:
         """A Forward could not be delivered: the core answers (503 toward the client)."""

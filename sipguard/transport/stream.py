@@ -397,7 +397,8 @@ class StreamConnection(asyncio.Protocol):
         )
 
     def _framing_failed(self, error: ParseError) -> None:
-        # The core may answer a routable error (400/513) before we close; then nothing more.
+        # The core answers 400/513 when it can (SECURITY-CASES 3, 5, 7); `close` flushes that
+        # answer, then nothing more is read or written.
         self.streams.sink.framing_failed(error, self.peer, self.local, self.id)
         self.close()
 

@@ -30,7 +30,13 @@ from typing import cast
 from sipguard.proxy.actions import Address, Forward, Transport
 from sipguard.transport import MessageSink, ObserverProtocol
 
-__all__ = ["RECEIVE_BUFFER", "UdpEndpoint", "bind_udp"]
+__all__ = [
+    "RECEIVE_BUFFER",
+    "UNREACHABLE_REASONS",
+    "UdpEndpoint",
+    "bind_udp",
+    "source_address_toward",
+]
 
 RECEIVE_BUFFER = 4 * 1024 * 1024  # absorbs bursts while the loop is busy (kernel may clamp it)
 MAX_SEND_BUFFER = 4 * 1024 * 1024  # bytes asyncio may queue when the kernel buffer is full
@@ -45,9 +51,14 @@ IPV6_RECVERR = 25
 SO_EE_ORIGIN_ICMP = 2
 SO_EE_ORIGIN_ICMP6 = 3
 _EXTENDED_ERR = struct.Struct("=IBBBBII")  # ee_errno, origin, type, code, pad, info, data
-_DELIVERY_ERRORS = frozenset(
-    {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN}
-)
+# ICMP errors that say a datagram could not be delivered, and the bounded reason each is
+# reported with (the `reason` label of `sipguard_peer_unreachable_total`).
+UNREACHABLE_REASONS: dict[int, str] = {
+    errno.ECONNREFUSED: "port_unreachable",
+    errno.EHOSTUNREACH: "host_unreachable",
+    errno.EHOSTDOWN: "host_unreachable",
+    errno.ENETUNREACH: "net_unreachable",
+}
 _LINUX = sys.platform.startswith("linux")
 
 
@@ -73,6 +84,17 @@ def bind_udp(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def source_address_toward(host: str, port: int) -> str:
+    """The local IP address the kernel's routing picks to reach `host` (an IP literal): the
+    address an upstream-facing socket binds to and names in Via. A UDP `connect` sends nothing.
+    Raises OSError when there is no route."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        probe.connect((host, port))
+        local = str(probe.getsockname()[0])
+    return local.split("%", 1)[0]  # a link-local zone: Address hosts carry none
 
 
 class UdpEndpoint(asyncio.DatagramProtocol):
@@ -133,18 +155,28 @@ class UdpEndpoint(asyncio.DatagramProtocol):
                 self.transport.sendto(*retry)
 
     def _report_errors(self, exc: Exception) -> None:
-        matched = False
+        reported = False
         for destination, quoted, code in self._read_error_queue():
-            if code not in _DELIVERY_ERRORS:
+            reason = UNREACHABLE_REASONS.get(code)
+            if reason is None:
                 continue
+            reported = True
             forward = self._match(destination, quoted)
             if forward is not None:
-                matched = True
                 self.sink.undeliverable(forward, os.strerror(code))
-        if matched:
+            else:
+                # Ordinary traffic: a client that left before its reply arrived, a scanner
+                # with a spoofed source. Counted and logged at debug, never a listener error.
+                peer = Address(Transport.UDP, destination[0].split("%", 1)[0], destination[1])
+                self.observer.peer_unreachable(peer, reason)
+        if reported:
             return
-        # ICMP for our replies to vanished clients, ENOBUFS under load...: counted, and reported
-        # at most once per REPORT_INTERVAL, so that spoofed sources cannot flood the log.
+        reason = UNREACHABLE_REASONS.get(getattr(exc, "errno", None) or 0)
+        if reason is not None:  # an ICMP error whose address the platform did not give us
+            self.observer.peer_unreachable(Address(Transport.UDP, "", 0), reason)
+            return
+        # ENOBUFS under load, and the like: counted, and reported at most once per
+        # REPORT_INTERVAL, so that a flood of them cannot flood the log.
         self.unmatched_errors += 1
         now = time.monotonic()
         if now - self._last_report >= REPORT_INTERVAL:

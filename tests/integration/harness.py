@@ -652,6 +652,13 @@ class TlsFiles:
     client_cert: Path
     client_key: Path = field(repr=False)
 
+    def server_context(self) -> ssl.SSLContext:
+        """A server context with the daemon's certificate (a TLS peer standing for sipguard or,
+        in front of a plain-TCP SIPp UAS, for a TLS upstream)."""
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(str(self.server_cert), str(self.server_key))
+        return ctx
+
     def client_context(self) -> ssl.SSLContext:
         """A client context that verifies the server against our CA (hostname included)."""
         ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.ca_cert))

@@ -150,19 +150,13 @@ def test_tls_files_verify(tls_files: TlsFiles) -> None:
     assert tls_files.server_key.stat().st_mode & 0o077 == 0
 
 
-def _server_context(tls: TlsFiles) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(str(tls.server_cert), str(tls.server_key))
-    return ctx
-
-
 @pytest.mark.parametrize("host", [V4, V6])
 def test_register_through_tls_bridge(sipp: Sipp, tls_files: TlsFiles, host: str) -> None:
     """SIPp (TCP) -> TlsBridge -> TLS terminator -> SIPp UAS (TCP): the bridge verifies the
     server certificate (trustme CA, IP SAN) and carries a full REGISTER transaction."""
     uas = sipp.start_uas("uas.xml", host, transport="t1")
     with (
-        TlsBridge(host, uas.port, None, server_context=_server_context(tls_files)) as terminator,
+        TlsBridge(host, uas.port, None, server_context=tls_files.server_context()) as terminator,
         TlsBridge(host, terminator.port, tls_files.client_context()) as bridge,
     ):
         scenario = direct_variant(SCENARIOS / "uac_register_auth.xml", sipp.workdir)
@@ -178,7 +172,7 @@ def test_tls_bridge_rejects_unknown_ca(tls_files: TlsFiles, tmp_path: Path) -> N
     other = make_tls_files(tmp_path / "other")  # a different CA: verification must fail
     nowhere = free_port("tcp", V4)
     with (
-        TlsBridge(V4, nowhere, None, server_context=_server_context(tls_files)) as terminator,
+        TlsBridge(V4, nowhere, None, server_context=tls_files.server_context()) as terminator,
         TlsBridge(V4, terminator.port, other.client_context()) as bridge,
         socket.create_connection((V4, bridge.port), timeout=5) as conn,
     ):

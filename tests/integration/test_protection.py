@@ -36,7 +36,6 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sipguard.policy.whitelist import parse_rules
 from tests.conftest import CORPORA
 from tests.integration.conftest import DaemonFactory
 from tests.integration.harness import (
@@ -707,7 +706,7 @@ def test_case_09_global_cap_keeps_whitelisted_service(edge_factory: EdgeFactory)
     sources is kept (20 - max(2, min(10, 20 // 2)) = 10, README "Limits"), the rest is cut at
     once, and the whitelisted client still gets a TCP connection served."""
     edge = edge_factory(
-        whitelist=parse_rules((V4,)),
+        whitelist=(V4,),
         limits={"max_connections_per_source": 10, "max_connections": 20},
     )
     held: list[socket.socket] = []
@@ -795,7 +794,7 @@ def _crafted(target: tuple[str, int]) -> dict[str, bytes]:
 def test_no_amplification(edge_factory: EdgeFactory) -> None:
     """From 127.0.0.7, which no trunk admits: crafted and RFC 4475 torture requests (each from
     its own socket) get a reply no larger than themselves, or none."""
-    edge = edge_factory(whitelist=parse_rules((V4,)))
+    edge = edge_factory(whitelist=(V4,))
     probes = _crafted(edge.target)
     for path in sorted((CORPORA / "rfc4475").glob("*.dat")):
         data = path.read_bytes()

@@ -123,6 +123,40 @@ async def test_reload_adds_and_removes_listeners() -> None:
         await server.stop()
 
 
+def _upstream(transport: str, host: str = "127.0.0.1", port: int = 5070) -> Upstream:
+    where = f"[{host}]" if ":" in host else host
+    return Upstream(f"sip:{where}:{port};transport={transport}", transport, host, port)
+
+
+async def test_upstream_facing_udp_sockets_follow_the_config() -> None:
+    """Issue 12 item 4: sipguard owns one UDP socket per family with a UDP upstream, whatever
+    its listeners (here TCP only), tells the core, and a reload opens and closes them."""
+    core = EchoCore()
+    settings = replace(
+        make_settings(("tcp", "127.0.0.1")),
+        upstream=(_upstream("udp"), _upstream("udp", "::1"), _upstream("udp", "127.0.0.1", 5080)),
+    )
+    server = Server(settings, core)
+    await server.start()
+    try:
+        v4, v6 = core.upstream_sockets  # one per family, not one per upstream
+        assert (v4.transport, v4.host, v6.host) == (Transport.UDP, "127.0.0.1", "::1")
+        assert v4.port and server.dispatcher.udp[v4].local == v4
+        # the socket is live: a datagram to it reaches the core as received on it
+        udp, _client = await udp_client(v4)
+        udp.sendto(b"SIP/2.0 200 OK")
+        await wait_for_async(lambda: len(core.received) == 1, DEADLINE, "the datagram")
+        assert core.received[0][2] == v4
+        udp.close()
+        assert await server.reload(replace(settings, upstream=(_upstream("udp"),))) == []
+        assert core.upstream_sockets == [v4]  # kept, same port
+        assert v6 not in server.dispatcher.udp
+        assert await server.reload(replace(settings, upstream=(_upstream("tcp"),))) == []
+        assert core.upstream_sockets == [] and server.dispatcher.udp == {}
+    finally:
+        await server.stop()
+
+
 async def test_reload_bind_failure_keeps_old_config() -> None:
     core, observer = EchoCore(), ReloadObserver()
     settings = make_settings(("udp", "127.0.0.1"))

@@ -9,16 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
 import pytest
 import trustme
 import uvloop
 
+from sipguard.errors import ParseError
+from sipguard.logs import configure_logging
+from sipguard.metrics import Metrics
+from sipguard.observer import Observer
+from sipguard.policy.whitelist import parse_rules
 from sipguard.proxy.actions import (
     Action,
     Address,
@@ -29,9 +37,11 @@ from sipguard.proxy.actions import (
     Reply,
     Transport,
 )
-from sipguard.server import NullObserver, Server
-from sipguard.settings import AuthSettings, Limits, Listener, Settings, TlsSettings
+from sipguard.proxy.core import Core
+from sipguard.server import NullObserver, ObserverProtocol, Server
+from sipguard.settings import AuthSettings, Limits, Listener, Settings, TlsSettings, Trunk
 from sipguard.sip.limits import ParserLimits
+from sipguard.transport import CoreProtocol
 from tests.polling import wait_for_async
 
 T = TypeVar("T")
@@ -74,6 +84,8 @@ class EchoCore:
         self.upstream: Address | None = None
         self.client: tuple[Address, Address, int | None] | None = None
         self.reconfigured: list[object] = []
+        self.upstream_sockets: list[Address] = []
+        self.framing_errors: list[ParseError] = []
         self.ticks = 0
 
     def handle(
@@ -96,6 +108,16 @@ class EchoCore:
         answer = b"OK %d\r\n" % len(self.received)
         return [Reply(answer, source, local, connection, Cause.OPTIONS_ANSWERED)]
 
+    def framing_error(
+        self, error: ParseError, source: Address, local: Address, connection: int, now: float
+    ) -> list[Action]:
+        self.framing_errors.append(error)
+        if not error.routable:
+            return [Drop(Cause.PARSE_ERROR)]
+        return [
+            Reply(b"FRAMING %d\r\n" % error.status, source, local, connection, Cause.PARSE_ERROR)
+        ]
+
     def upstream_failed(self, forward: Forward, now: float) -> list[Action]:
         self.failed.append(forward)
         if self.client is None:
@@ -109,6 +131,9 @@ class EchoCore:
 
     def reconfigure(self, settings: Any) -> None:
         self.reconfigured.append(settings)
+
+    def use_upstream_sockets(self, sockets: Sequence[Address]) -> None:
+        self.upstream_sockets = list(sockets)
 
 
 class RecordingObserver(NullObserver):
@@ -179,8 +204,8 @@ def make_settings(
 @contextlib.asynccontextmanager
 async def serving(
     settings: Settings,
-    core: EchoCore | None = None,
-    observer: RecordingObserver | None = None,
+    core: CoreProtocol | None = None,
+    observer: ObserverProtocol | None = None,
     client_tls: ssl.SSLContext | None = None,
 ) -> AsyncIterator[Server]:
     server = Server(
@@ -867,5 +892,177 @@ def test_tls_upstream_verified(run: Runner[None], certs: tuple[trustme.CA, Path,
             assert await client.next() == b"503\r\n"
             transport.close()
         upstream.close()
+
+    run(scenario())
+
+
+# -- ICMP for replies to vanished clients ----------------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_reply_to_departed_udp_client_is_no_listener_error(run: Runner[None], host: str) -> None:
+    """Issue 12 item 7: a client that leaves before its reply (ICMP port unreachable) is
+    ordinary traffic: counted by reason and logged at debug with the peer, never an error."""
+
+    async def scenario() -> None:
+        out = io.BytesIO()
+        metrics = Metrics()
+        observer = Observer(metrics, configure_logging("debug", "json", out), None)
+        async with serving(make_settings(("udp", host)), observer=observer) as server:
+            listener = server.address_of("udp")
+            with socket.socket(
+                socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM
+            ) as client:
+                client.bind((host, 0))
+                port = client.getsockname()[1]
+                client.sendto(b"OPTIONS sip:x SIP/2.0\r\n\r\n", (listener.host, listener.port))
+            # closed before the loop could even read the request: the reply meets no socket
+
+            def lines() -> list[dict[str, Any]]:
+                return [orjson.loads(x) for x in out.getvalue().splitlines()]
+
+            def unreachable() -> bool:
+                return any(x["event"] == "peer_unreachable" for x in lines())
+
+            await until(unreachable, "the peer_unreachable line")
+            line = next(x for x in lines() if x["event"] == "peer_unreachable")
+            assert line["level"] == "debug"
+            assert (line["src_ip"], line["src_port"]) == (host, port)
+            assert line["reason"] == "port_unreachable"
+            assert not [x for x in lines() if x["level"] == "error"], lines()
+            scrape = metrics.scrape().decode()
+            assert 'sipguard_peer_unreachable_total{reason="port_unreachable"} 1.0' in scrape
+            # the listener serves the next client as before
+            transport, client_protocol = await udp_client(listener)
+            transport.sendto(b"OPTIONS sip:x SIP/2.0\r\n\r\n")
+            assert (await client_protocol.next()).startswith(b"OK")
+            transport.close()
+
+    run(scenario())
+
+
+# -- wildcard listeners: IPv6-only, with IPv4 beside them ------------------------------------
+
+
+def test_ipv6_wildcard_is_ipv6_only_and_ipv4_wildcard_shares_its_port(run: Runner[None]) -> None:
+    """Issue 12 item 5: `[::]` receives IPv6 only (IPV6_V6ONLY, no IPv4-mapped peers ever reach
+    the core); `0.0.0.0` on the same port is the IPv4 side, and both are served."""
+
+    async def scenario() -> None:
+        port = free_port("::1")
+        core = EchoCore()
+        only_v6 = replace(
+            make_settings(),
+            listen=(Listener("udp", "::", port), Listener("tcp", "::", port)),
+        )
+        async with serving(only_v6, core):
+            # nobody serves IPv4 on that port: it is free to bind, and TCP is refused
+            for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+                with socket.socket(socket.AF_INET, kind) as probe:
+                    probe.bind(("127.0.0.1", port))
+            with pytest.raises(ConnectionRefusedError):
+                await connect(Address(Transport.TCP, "127.0.0.1", port))
+            transport, client = await udp_client(Address(Transport.UDP, "::1", port))
+            transport.sendto(b"OPTIONS sip:x SIP/2.0\r\n\r\n")
+            assert await client.next() == b"OK 1\r\n"
+            transport.close()
+        both = replace(
+            only_v6,
+            listen=(
+                *only_v6.listen,
+                Listener("udp", "0.0.0.0", port),
+                Listener("tcp", "0.0.0.0", port),
+            ),
+        )
+        core = EchoCore()
+        async with serving(both, core):
+            for host in ("::1", "127.0.0.1"):
+                transport, client = await udp_client(Address(Transport.UDP, host, port))
+                transport.sendto(b"OPTIONS sip:x SIP/2.0\r\n\r\n")
+                assert (await client.next()).startswith(b"OK")
+                transport.close()
+                reader, writer = await connect(Address(Transport.TCP, host, port))
+                writer.write(sip(b"A"))
+                assert (await reader.readline()).startswith(b"OK")
+                writer.close()
+            # each peer reached the core as itself, on the listener of its family
+            seen = {(source.host, local.host) for _data, source, local, _c in core.received}
+            assert seen == {("::1", "::"), ("127.0.0.1", "0.0.0.0")}
+
+    run(scenario())
+
+
+# -- framing errors: 400/513, then the connection closes -------------------------------------
+
+FRAMING_HEAD = (
+    b"INVITE sip:bot@127.0.0.1 SIP/2.0\r\n"
+    b"Via: SIP/2.0/TCP 127.0.0.1:5099;branch=z9hG4bK-framing\r\n"
+    b"From: <sip:alice@127.0.0.1>;tag=f1\r\n"
+    b"To: <sip:bot@127.0.0.1>\r\n"
+    b"Call-ID: framing@client\r\n"
+    b"CSeq: 1 INVITE\r\n"
+    b"Max-Forwards: 70\r\n"
+)
+
+
+async def read_all(reader: asyncio.StreamReader) -> bytes:
+    """Everything the peer sends until it closes (bounded by the deadline)."""
+    chunks = []
+    async with asyncio.timeout(DEADLINE):
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := await reader.read(65536):
+                chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_tcp_framing_error_answered_then_closed(run: Runner[None]) -> None:
+    """Issue 12 item 9: the shell hands a lost framing to the core, sends what it answers, then
+    closes; nothing of the stream reaches `handle`."""
+
+    async def scenario() -> None:
+        core = EchoCore()
+        async with serving(make_settings(("tcp", "127.0.0.1")), core) as server:
+            reader, writer = await connect(server.address_of("tcp"))
+            writer.write(FRAMING_HEAD + b"Content-Length: 1 0\r\n\r\n" + sip(b"A"))
+            assert await read_all(reader) == b"FRAMING 400\r\n"
+            assert core.received == [] and [e.routable for e in core.framing_errors] == [True]
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("kind", ["tcp", "tls"])
+def test_framing_error_from_the_real_core(
+    run: Runner[None], certs: tuple[trustme.CA, Path, Path], kind: str
+) -> None:
+    """SECURITY-CASES 3 and 7 end to end: a malformed Content-Length gets 400, a body over the
+    limit 513, each on its own connection, which then closes."""
+
+    async def scenario() -> None:
+        ca, chain, key = certs
+        tls = TlsSettings(certificate=str(chain), private_key=str(key)) if kind == "tls" else None
+        settings = replace(
+            make_settings((kind, "127.0.0.1"), tls=tls),
+            trunks=(Trunk("demo", whitelist=parse_rules(("127.0.0.1",))),),
+        )
+        core = Core(settings, nonce_key=b"k" * 32, boot_id=b"framing!")
+        observer = RecordingObserver()
+        client = ssl.create_default_context()
+        ca.configure_trust(client)
+        async with serving(settings, core, observer) as server:
+            answers = []
+            for length in (b"abc", b"99999999"):
+                reader, writer = await connect(
+                    server.address_of(kind), ssl=client if kind == "tls" else None
+                )
+                writer.write(FRAMING_HEAD + b"Content-Length: " + length + b"\r\n\r\n")
+                answers.append(await read_all(reader))
+                writer.close()
+        assert [a.split(b"\r\n", 1)[0] for a in answers] == [
+            b"SIP/2.0 400 Bad Request",
+            b"SIP/2.0 513 Message Too Large",
+        ]
+        assert all(b"Call-ID: framing@client\r\n" in a for a in answers)
+        causes = [d.cause for d in observer.decisions]
+        assert causes == [Cause.PARSE_ERROR, Cause.TOO_LARGE]
 
     run(scenario())

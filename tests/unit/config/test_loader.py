@@ -461,3 +461,15 @@ def test_ipv6_listener(write: Write) -> None:
     settings = load_settings_with_warnings(path, environ={}, now=NOW)[0]
     assert settings.listen == (Listener("tcp", "::1", 5060),)
     assert settings.listen[0].url == "tcp://[::1]:5060"
+
+
+def test_ipv6_wildcard_listener_says_it_is_ipv6_only(write: Write) -> None:
+    text = replace(
+        "listen: [udp://127.0.0.1:5060]",
+        'listen: ["udp://[::]:5060", "tcp://[::1]:5060", "udp://0.0.0.0:5062"]',
+    )
+    settings, warnings = load_settings_with_warnings(write(text), environ={}, now=NOW)
+    assert [x for x in warnings if "IPv6 only" in x] == [
+        f"{settings.source}: listen[0]: 'udp://[::]:5060' receives IPv6 only; "
+        "add udp://0.0.0.0:5060 for IPv4"
+    ]
