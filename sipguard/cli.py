@@ -1,4 +1,4 @@
-"""The `sipguard` command line: `run`, `check-config`, `hash-password`, `gen-key`.
+"""The `sipguard` command line: `run`, `check-config`, `hash-password`, `gen-key`, `admin`.
 
 Owns: argument parsing and exit codes. Each subcommand's work lives in its own module and is
 imported only when that subcommand runs, so `sipguard --help` stays fast.
@@ -57,6 +57,25 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["MD5", "SHA-256", "SHA-512-256"],
         help="algorithm (repeatable; default: all three)",
     )
+
+    admin = sub.add_parser("admin", help="see and change live state through the admin API")
+    admin.add_argument(
+        "--config",
+        "-c",
+        default="/etc/sipguard/sipguard.yaml",
+        metavar="FILE",
+        help="config file naming the admin listener and token (default %(default)s)",
+    )
+    admin.add_argument("--json", action="store_true", help="print the API's JSON answer")
+    actions = admin.add_subparsers(dest="admin_command", metavar="ACTION", required=True)
+    actions.add_parser("bans", help="list the banned sources")
+    ban = actions.add_parser("ban", help="ban a source address")
+    ban.add_argument("address", metavar="ADDR")
+    ban.add_argument("--duration", type=float, metavar="S", help="seconds (default: configured)")
+    unban = actions.add_parser("unban", help="lift a ban: the source is served at once")
+    unban.add_argument("address", metavar="ADDR")
+    actions.add_parser("reload", help="reload the config file as SIGHUP does; print any errors")
+    actions.add_parser("status", help="version, uptime, workers, config file and its hash")
     return parser
 
 
@@ -86,6 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from sipguard.hashpw import hash_password_command
 
         return hash_password_command(args.username, args.realm, args.algorithm)
+    if args.command == "admin":
+        from sipguard.admin.client import admin_command
+
+        return admin_command(args)
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover - argparse rejects it
     return EX_USAGE  # pragma: no cover
 

@@ -1,10 +1,10 @@
 """The validated configuration of sipguard, as frozen values.
 
 Owns: the types every layer reads its configuration from (`Settings`, `Listener`, `Upstream`,
-`UpstreamHealth`, `AuthSettings`, `Trunk`, `Credential`, `Rule`, `Limits`, `Protection`...), and
-the named defaults of every limit, each with the reason for its value. Whitelist entries are held
-parsed (`Rule`: the config loader parses each once with `policy.whitelist.parse_rule`; matching
-and the shell use the intervals, never the text again).
+`UpstreamHealth`, `AuthSettings`, `Trunk`, `TrunkLimits`, `AdminSettings`, `Credential`, `Rule`,
+`Limits`, `Protection`...), and the named defaults of every limit, each with the reason for its
+value. Whitelist entries are held parsed (`Rule`: the config loader parses each once with
+`policy.whitelist.parse_rule`; matching and the shell use the intervals, never the text again).
 
 Never does: read files, YAML or the environment, resolve names, hash passwords (digest math
 belongs to `sipguard.auth`). It imports only the standard library's dataclasses, enum, datetime
@@ -174,9 +174,6 @@ class Credential:
         if self.valid_until is not None and self.valid_until.tzinfo is None:
             raise ValueError(f"credential {self.username!r}: valid_until must be timezone-aware")
 
-    def is_valid_at(self, now: datetime) -> bool:
-        return self.valid_until is None or now < self.valid_until
-
 
 @dataclass(frozen=True, slots=True)
 class Rule:
@@ -190,6 +187,39 @@ class Rule:
 
 
 @dataclass(frozen=True, slots=True)
+class TrunkLimits:
+    """What one trunk (a tenant) may use of the platform (issue 17); None: not limited.
+
+    Enforced by `sipguard.policy.limits`: the per-second rates are token buckets holding two
+    seconds' worth of tokens (`BURST_SECONDS` there)."""
+
+    calls_per_second: float | None = None  # new INVITEs admitted per second
+    concurrent_calls: int | None = None  # calls being set up or established at once
+    registrations_per_second: float | None = None  # REGISTER requests admitted per second
+    # Seconds after which a call whose BYE never came (lost, crashed peer) stops counting: 4 h,
+    # like the dialog memory of the core, is longer than nearly every real call.
+    max_call_duration: float = 14400.0
+
+    def __post_init__(self) -> None:
+        # Guards against programming errors; sipguard.config validates operator input.
+        for rate in (self.calls_per_second, self.registrations_per_second):
+            if rate is not None and not rate > 0:
+                raise ValueError("trunk limits: a rate must be > 0")
+        if self.concurrent_calls is not None and self.concurrent_calls < 0:
+            raise ValueError("trunk limits: concurrent_calls must be >= 0")
+        if not self.max_call_duration > 0:
+            raise ValueError("trunk limits: max_call_duration must be > 0")
+
+    @property
+    def is_limited(self) -> bool:
+        return (
+            self.calls_per_second is not None
+            or self.concurrent_calls is not None
+            or self.registrations_per_second is not None
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Trunk:
     """A group of sources trusted together: by address (whitelist), by digest, or both."""
 
@@ -198,6 +228,7 @@ class Trunk:
     credentials: tuple[Credential, ...] = ()  # empty = the whitelist alone admits (IP trust)
     algorithms: tuple[str, ...] | None = None  # overrides auth.algorithms for this trunk
     allow_open: bool = False  # operator accepted a trunk with neither whitelist nor credentials
+    limits: TrunkLimits = field(default_factory=TrunkLimits)  # rates and concurrent calls
 
     @property
     def requires_auth(self) -> bool:
@@ -210,6 +241,28 @@ class MetricsSettings:
 
     host: str
     port: int
+
+
+@dataclass(frozen=True, slots=True)
+class AdminSettings:
+    """The admin API's own listener (issue 17): JSON over HTTP, a bearer token required.
+
+    `host` is a loopback address unless the operator set `allow_remote` (the config loader
+    refuses anything else), since the API can lift bans and reload the configuration."""
+
+    host: str
+    port: int
+    token: bytes = field(repr=False, hash=False)  # from token_file, trailing newline removed
+    token_source: str = ""  # e.g. "file:/etc/sipguard/admin.token"; never the token itself
+    allow_remote: bool = False
+
+    def __post_init__(self) -> None:
+        if len(self.token) < MIN_ADMIN_TOKEN_BYTES:
+            raise ValueError(f"admin: the token is shorter than {MIN_ADMIN_TOKEN_BYTES} bytes")
+
+
+# A bearer token shorter than this can be guessed; `openssl rand -hex 32` writes 64.
+MIN_ADMIN_TOKEN_BYTES = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,6 +361,9 @@ class Settings:
     protection: Protection = field(default_factory=Protection)
     upstream_health: UpstreamHealth = NO_PROBING
     state: StateSettings = field(default_factory=StateSettings)
+    admin: AdminSettings | None = None  # None: no admin API (the default)
+    # SHA-256 (hex) of the config file's bytes as loaded; "" for settings built by hand.
+    source_sha256: str = ""
 
 
 # Top-level sections compared whole by `diff_settings` (trunks and listeners are itemised).
@@ -321,6 +377,7 @@ DIFFED_SECTIONS: tuple[str, ...] = (
     "limits",
     "protection",
     "state",
+    "admin",
 )
 
 

@@ -28,8 +28,9 @@ The package, by layer:
 - `secrets`: the nonce key, credential secrets (password, ha1, password_env, password_file),
   small secret files, and warnings for files holding a secret that are more open than 0640;
 - one module per group of sections: `network` (listen, tls, upstream), `auth` (auth, trunks,
-  credentials), `observability` (metrics, log), `protection` (limits, protection), `health`
-  (upstream_health);
+  credentials), `observability` (metrics, log), `protection` (limits, protection), `admin`
+  (the admin API's listener and token), `health` (upstream_health);
+- `tenants`: a trunk's `limits` (a trunk sub-key, read by `auth`);
 - `load`: the table of sections and the entry points.
 
 Extending it:
@@ -49,6 +50,7 @@ from sipguard.config.load import (
     SECTIONS,
     Section,
     check_config_command,
+    load_admin_settings,
     load_settings,
     load_settings_with_warnings,
 )
@@ -57,6 +59,7 @@ __all__ = [
     "SECTIONS",
     "Section",
     "check_config_command",
+    "load_admin_settings",
     "load_settings",
     "load_settings_with_warnings",
 ]

@@ -25,6 +25,7 @@ from typing import Any
 
 from sipguard.config.reader import Reader, describe
 from sipguard.config.secrets import credential_secret, nonce_key
+from sipguard.config.tenants import read_trunk_limits
 from sipguard.policy.whitelist import parse_rule
 from sipguard.settings import (
     ALGORITHMS,
@@ -50,7 +51,7 @@ _TRUNK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")  # it is a metric
 
 TrunkKeyReader = Callable[[Reader, object, str], Any]
 # Optional trunk sub-keys beyond the core ones: key -> reader (see the module docstring).
-TRUNK_KEYS: dict[str, TrunkKeyReader] = {}
+TRUNK_KEYS: dict[str, TrunkKeyReader] = {"limits": read_trunk_limits}
 
 
 def read_auth(r: Reader, value: object, done: Mapping[str, Any]) -> AuthSettings | None:

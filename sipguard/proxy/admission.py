@@ -23,6 +23,7 @@ from sipguard.auth.credentials import Entry
 from sipguard.auth.digest import DigestAnswer, MalformedAnswer, build_challenges, verify
 from sipguard.auth.nonce import NonceVerdict
 from sipguard.errors import ParseError
+from sipguard.proxy import limiting
 from sipguard.proxy.actions import Action, Cause, Drop, Info, ShareFailure
 from sipguard.proxy.context import Admitted, Context, Pending
 from sipguard.proxy.memory import DIALOG_LINGER, DIALOG_TTL, RETRANSMISSION_TTL
@@ -143,6 +144,7 @@ def _cancel(ctx: Context, info: Info) -> Verdict:
     if admitted is None:
         return [Drop(Cause.STRAY, info)]  # no state for an unknown CANCEL (SECURITY-CASES 34)
     info = Info(info.method, info.call_id, admitted.trunk, admitted.user)
+    limiting.failed(ctx.st, ctx.msg)
     return Admitted(Cause.CANCEL_FORWARDED, info)
 
 
@@ -156,6 +158,7 @@ def _dialog(ctx: Context, info: Info) -> Admitted | None:
     dialogs.touch(call_id, ctx.now + DIALOG_TTL)
     if ctx.msg.method == b"BYE":
         dialogs.expire_at_most(call_id, ctx.now + DIALOG_LINGER)
+        limiting.ended(ctx.st, ctx.msg)
     return Admitted(Cause.IN_DIALOG, Info(info.method, info.call_id, dialog.trunk, dialog.user))
 
 
@@ -179,8 +182,9 @@ def _new_request(ctx: Context, info: Info) -> Verdict:
 
 def _admit(ctx: Context, admitted: Admitted) -> Admitted | list[Action]:
     """Every new request admitted (by address or digest) passes here, its trunk known: the place
-    for checks that need the trunk (its own limits) before anything is forwarded."""
-    return admitted
+    for checks that need the trunk (its own limits, issue 17) before anything is forwarded."""
+    refused = limiting.check(ctx, admitted)
+    return admitted if refused is None else refused
 
 
 def _sanity(ctx: Context, info: Info) -> list[Action] | None:
@@ -410,12 +414,20 @@ def _algorithms(ctx: Context, candidates: Sequence[Trunk]) -> tuple[str, ...]:
     return tuple(seen) or default
 
 
+def _throttled(ctx: Context) -> bool:
+    """Whether a challenge to this source passes the anonymous per-source bucket
+    (protection.rate): only when no trunk's whitelist names the source, i.e. an open trunk (or
+    none) admits it. A named source is its trunk's to limit (issue 12 item 6), so a carrier
+    sending hundreds of calls a second from one address is never throttled by it."""
+    return not any(trunk.whitelist for trunk in ctx.cfg.matcher.candidates(ctx.source.host))
+
+
 def _challenge(
     ctx: Context, algorithms: Sequence[str], stale: bool, cause: Cause, info: Info
 ) -> list[Action]:
     """401 + WWW-Authenticate for REGISTER, else 407 + Proxy-Authenticate (RFC 3261 §22.1)."""
     cfg, st = ctx.cfg, ctx.st
-    if not st.guard.allow_request(ctx.ip, ctx.now):
+    if _throttled(ctx) and not st.guard.allow_request(ctx.ip, ctx.now):
         return rate_limited(ctx, info)
     nonce = st.issuer.issue(
         cfg.realm, ctx.ip, ctx.now, cfg.settings.auth.nonce_ttl, st.next_unique()

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 from sipguard.auth.credentials import CredentialStore
 from sipguard.auth.nonce import NonceIssuer, NonceTracker
 from sipguard.policy.guard import BanEvent, Guard
+from sipguard.policy.limits import TrunkLimiter
 from sipguard.policy.whitelist import SourceMatcher
 from sipguard.proxy.actions import Address, Cause, Info, Question, Transport
 from sipguard.proxy.memory import Admission, ExpiringTable
@@ -60,6 +61,7 @@ class State:
         "events",
         "guard",
         "issuer",
+        "limiter",
         "questions",
         "tracker",
         "transactions",
@@ -93,6 +95,8 @@ class State:
             ExpiringTable(table_size)
         )
         self.events: list[BanEvent] = []
+        # Per-trunk rates and calls in progress (issue 17); `Core.reconfigure` sets the limits.
+        self.limiter = TrunkLimiter()
         # With shared state (DESIGN §7): what a decision needs from, or tells, other instances.
         # A decision waiting for an answer returns no action and leaves its `AskNonceCount`
         # here; the shell drains the list after every call into the core and resumes it.

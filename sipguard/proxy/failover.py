@@ -162,7 +162,6 @@ class Upstreams(Generic[C]):
     def started(
         self,
         key: Hashable,
-        invite: bool,
         context: C,
         forward: Forward,
         branch: bytes,
@@ -172,7 +171,9 @@ class Upstreams(Generic[C]):
         """The core forwarded a new initial request as `forward` on `branch`; `others` are the
         candidates left to try."""
         first = Attempt(branch, forward.to, forward.data)
-        self.table.start(key, invite, context, first, [m.address for m in others], now)
+        self.table.start(
+            key, forward.info.method == "INVITE", context, first, [m.address for m in others], now
+        )
         self._count(forward.to, Outcome.FORWARDED)
 
     # ------------------------------------------------------------------ responses

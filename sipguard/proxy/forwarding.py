@@ -17,6 +17,8 @@ Extension points:
 
 from __future__ import annotations
 
+from sipguard.policy.whitelist import normalise_source_text
+from sipguard.proxy import limiting
 from sipguard.proxy.actions import Action, Address, Cause, Drop, Forward, Info, Origin, Transport
 from sipguard.proxy.context import Admitted, Config, Context, State
 from sipguard.proxy.memory import (
@@ -26,7 +28,7 @@ from sipguard.proxy.memory import (
     Admission,
 )
 from sipguard.proxy.outgoing import Changes, write_indexed, write_plain
-from sipguard.proxy.replies import CREDENTIAL_KEYS, ip_key, is_our_credential, reply, text
+from sipguard.proxy.replies import CREDENTIAL_KEYS, is_our_credential, reply, text
 from sipguard.proxy.via import (
     FLOW_PARAM,
     branch_for,
@@ -35,6 +37,7 @@ from sipguard.proxy.via import (
     parse_flow_token,
     received_params,
     response_destination,
+    top_via_line,
     transaction_key,
     uri_destination,
     via_value_with_flow,
@@ -203,10 +206,11 @@ def from_upstream(ctx: Context) -> list[Action]:
         edits.replace_max_forwards(msg.max_forwards - 1)
     if msg.method in DIALOG_CREATING and not msg.to.tag:
         edits.insert_headers(record_routes(b"Record-Route", ctx.local, out_local, destination))
-        admission = Admission(ip_key(destination.host), "", "")
+        admission = Admission(normalise_source_text(destination.host), "", "")
         st.dialogs.put(msg.call_id, admission, ctx.now + DIALOG_TTL)
     elif msg.method == b"BYE":
         st.dialogs.expire_at_most(msg.call_id, ctx.now + DIALOG_LINGER)
+        limiting.ended(st, msg)
     edits.prepend_via(
         via_value_with_flow(out_local, branch_for(st.branch_key, msg, ctx.source), ctx.source)
     )
@@ -242,7 +246,12 @@ def relay_response(
     if msg.cseq.method == b"CANCEL":
         # We answered the CANCEL ourselves (§16.10); the next hop's 200 ends here.
         return [Drop(Cause.CANCEL_FORWARDED, info)]
-    data = Edits(msg).remove_top_via().build()
+    cut = top_via_line(msg)
+    if cut is None:
+        data = Edits(msg).remove_top_via().build()
+    else:
+        raw = msg.raw
+        data = raw[: cut[0]] + raw[cut[1] :]
     return [Forward(data, destination, listener_for(cfg, destination), None, Cause.RESPONSE, info)]
 
 

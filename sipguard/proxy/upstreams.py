@@ -19,7 +19,7 @@ does).
 from __future__ import annotations
 
 from sipguard.errors import ParseError
-from sipguard.proxy import forwarding
+from sipguard.proxy import forwarding, limiting
 from sipguard.proxy.actions import Action, Address, Cause, Forward
 from sipguard.proxy.context import Admitted, Config, Context, State
 from sipguard.proxy.failover import Relay, UpstreamReport, Upstreams
@@ -67,8 +67,7 @@ class Routing:
         actions = forwarding.to_upstream(ctx, verdict, first.address, branch)
         sent = actions[-1] if actions else None
         if isinstance(sent, Forward):
-            invite = msg.method == b"INVITE"
-            pool.started(key, invite, (ctx, verdict), sent, branch, others, ctx.now)
+            pool.started(key, (ctx, verdict), sent, branch, others, ctx.now)
         return actions
 
     def _dialog_upstream(self, ctx: Context) -> Address | None:
@@ -134,6 +133,8 @@ class Routing:
 
     def _answer(self, pending: Pending, status: int) -> Action:
         ctx, verdict = pending
+        if ctx.msg.method == b"INVITE":
+            limiting.failed(ctx.st, ctx.msg)  # no upstream took it: its trunk's slot is free
         if status == 408:
             return reply(ctx, 408, b"Request Timeout", Cause.UPSTREAM_ERROR, verdict.info)
         retry = ((b"Retry-After", RETRY_AFTER),)

@@ -81,7 +81,7 @@ def test_a_new_trunk_key_is_one_table_entry(
     path.write_text(BASE + textwrap.indent("color: 7\n", "    "))
     assert problems_of(path)[0].startswith(
         f"{path}: trunks[0].color: unknown key; did you mean 'colour'? (known: name, whitelist, "
-        "credentials, algorithms, allow_open, colour)"
+        "credentials, algorithms, allow_open, limits, colour)"
     )
 
 

@@ -65,8 +65,10 @@ class Rig:
         ups = self.ups
         first, *others = ups.candidates(b"c1")
         branch = b"z9hG4bKsgfirst"
-        forward = Forward(_invite(branch), first.address, LOCAL, None, Cause.ADMITTED_DIGEST)
-        ups.started(key, True, "ctx", forward, branch, others, NOW)
+        forward = Forward(
+            _invite(branch), first.address, LOCAL, None, Cause.ADMITTED_DIGEST, Info("INVITE")
+        )
+        ups.started(key, "ctx", forward, branch, others, NOW)
         return branch
 
 
