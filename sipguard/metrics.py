@@ -77,7 +77,12 @@ _ADMITTED: Final = frozenset({Cause.ADMITTED_IP, Cause.ADMITTED_DIGEST})
 # we relay, RFC 3261 §16.10) is counted only as a response sent: the Forward is the decision.
 # A Drop with one of these causes and a status is a response that ends here: the next hop's 200
 # to a CANCEL we already answered (§16.10), a response whose Via is not ours (§16.7 step 2).
-DROPPED_RESPONSE_CAUSES: Final = frozenset({Cause.CANCEL_FORWARDED, Cause.STRAY})
+DROPPED_RESPONSE_CAUSES: Final = frozenset(
+    {Cause.CANCEL_FORWARDED, Cause.STRAY, Cause.PROBE, Cause.FAILOVER}
+)
+# `sipguard_upstream_requests_total{outcome}` (issue 14); upstream labels are configured URIs.
+UPSTREAM_OUTCOMES: Final[tuple[str, ...]] = ("forwarded", "failed_over", "timeout")
+MAX_UPSTREAM_SERIES: Final = 64  # configured upstreams beyond this share the `other` label
 DIRECTIONS: Final[tuple[str, ...]] = ("sent", "relayed", "dropped")
 
 # Per-message processing time of the core: ~5 µs for a keep-alive, ~10-50 µs for a parsed and
@@ -255,6 +260,19 @@ class Metrics:
             registry=r,
         )
 
+        self.upstream_up = Gauge(
+            "sipguard_upstream_up",
+            "1 while the upstream (its configured URI) is up by its OPTIONS probes, else 0.",
+            ["upstream"],
+            registry=r,
+        )
+        self.upstream_requests = Counter(
+            "sipguard_upstream_requests",
+            "Initial requests toward each upstream: forwarded (every attempt), failed_over "
+            "(503/408/500 or unreachable: the next upstream was tried), timeout (no answer).",
+            ["upstream", "outcome"],
+            registry=r,
+        )
         self.trunk_limited = Counter(
             "sipguard_trunk_limited",
             "Requests refused by a trunk's limit (503), by trunk and limit.",
@@ -279,6 +297,7 @@ class Metrics:
         self._requests: dict[tuple[Transport, str, Cause], Counter] = {}
         self._admitted: dict[str, Counter] = {}
         self._log_suppressed: dict[str, Counter] = {}
+        self._upstream_labels: set[str] = set()
         self._trunk_limited: dict[tuple[str, str], Counter] = {}
         self._peer_unreachable: dict[str, Counter] = {}
         self.set_trunks(trunks)
@@ -370,6 +389,27 @@ class Metrics:
 
     def upstream_error(self) -> None:
         self.upstream_errors.inc()
+
+    def _upstream_label(self, uri: str) -> str:
+        known = self._upstream_labels
+        if uri in known or len(known) < MAX_UPSTREAM_SERIES:
+            known.add(uri)
+            return uri
+        return OTHER
+
+    def set_upstreams(self, uris: Iterable[str]) -> None:
+        """Create the upstream series of the configured upstreams (at start and reload)."""
+        for uri in uris:
+            label = self._upstream_label(uri)
+            for outcome in UPSTREAM_OUTCOMES:
+                self.upstream_requests.labels(label, outcome)
+
+    def upstream_health(self, uri: str, up: bool) -> None:
+        self.upstream_up.labels(self._upstream_label(uri)).set(1 if up else 0)
+
+    def upstream_requests_add(self, uri: str, outcome: str, count: int) -> None:
+        if outcome in UPSTREAM_OUTCOMES:
+            self.upstream_requests.labels(self._upstream_label(uri), outcome).inc(count)
 
     def bug(self) -> None:
         self.bugs.inc()

@@ -31,6 +31,8 @@ from sipguard.metrics import Metrics, is_dropped_response, serve_metrics
 from sipguard.notify import Notifier
 from sipguard.policy.whitelist import normalise_source_text
 from sipguard.proxy.actions import Action, Address, BanEvent, Cause, Drop, Forward, Reply
+from sipguard.proxy.failover import FailoverEvent, UpstreamReport
+from sipguard.proxy.pool import Health
 from sipguard.settings import LogSettings, MetricsSettings, Settings, diff_settings
 
 DEBUG: Final = 10
@@ -65,6 +67,8 @@ EVENTS: Final[dict[Cause, tuple[str, int]]] = {
     Cause.FROM_UPSTREAM: ("from_upstream", DEBUG),
     Cause.RESPONSE: ("response_relayed", DEBUG),
     Cause.UPSTREAM_ERROR: ("upstream_unavailable", WARNING),
+    Cause.FAILOVER: ("failover_sent", DEBUG),  # the `failover` event is the decision's line
+    Cause.PROBE: ("probe", DEBUG),
     Cause.STATE_ERROR: ("state_unavailable", WARNING),
     Cause.BUG: ("bug_dropped", DEBUG),  # `bug()` writes the error line with the traceback
 }
@@ -298,6 +302,42 @@ class Observer:
         if self.notifier is not None:
             self.notifier.status(f"listener {listener} failed: {detail}")
 
+    # -- the upstream pool ------------------------------------------------------------------
+
+    def upstream_report(self, report: UpstreamReport) -> None:
+        """What the core's upstream side did since the last tick: health changes
+        (`upstream_down` / `upstream_up` with the probe outcome as `reason`), failovers
+        (`failover` with the Call-ID, both upstreams and the reason), the per-upstream request
+        outcomes and the current health of each upstream (the gauge)."""
+        metrics = self.metrics
+        for event in report.events:
+            if isinstance(event, FailoverEvent):
+                self._log(
+                    WARNING,
+                    "failover",
+                    call_id=event.call_id,
+                    method=event.method,
+                    upstream=event.from_uri,
+                    next_upstream=event.to_uri or None,
+                    reason=event.reason,
+                )
+            else:
+                down = event.health is Health.DOWN
+                self._log(
+                    ERROR if down else WARNING,
+                    "upstream_down" if down else "upstream_up",
+                    upstream=event.member.uri,
+                    reason=event.reason,
+                )
+        if report.lost:
+            self._log(WARNING, "upstream_events_lost", count=report.lost)
+        if metrics is None:
+            return
+        for uri, up in report.health:
+            metrics.upstream_health(uri, up)
+        for (uri, outcome), count in report.counts.items():
+            metrics.upstream_requests_add(uri, outcome.value, count)
+
     # -- shared state -----------------------------------------------------------------------
 
     def state_outage(self, operation: str, detail: str) -> None:
@@ -380,6 +420,7 @@ class Observer:
         if self.metrics is not None:
             self.metrics.config_reloaded(ok=True)
             self.metrics.set_trunks(trunk.name for trunk in settings.trunks)
+            self.metrics.set_upstreams(upstream.uri for upstream in settings.upstream)
         previous, self._settings = self._settings, settings
         fields = reload_fields(previous, settings)
         self._log(INFO, "config_reloaded", file=settings.source, **fields)
@@ -491,6 +532,7 @@ def build_observer(settings: Settings, *, stream: IO[Any] | None = None) -> Obse
     metrics = None
     if settings.metrics is not None:
         metrics = Metrics(trunks=[trunk.name for trunk in settings.trunks])
+        metrics.set_upstreams(upstream.uri for upstream in settings.upstream)
     return Observer(
         metrics,
         logger,

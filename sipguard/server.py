@@ -69,9 +69,11 @@ __all__ = [
     "reserved_sources",
     "run_from_file",
     "stream_limits",
+    "tick_interval",
 ]
 
-TICK_INTERVAL = 1.0  # seconds between core.tick calls (bans, table expiry)
+TICK_INTERVAL = 1.0  # seconds between core.tick calls (bans, table expiry)...
+MIN_TICK_INTERVAL = 0.05  # ...or less: the upstream pool's timers need a quarter of their period
 LISTEN_BACKLOG = 1024  # pending TCP accepts per listener: absorbs a reconnect storm
 # Shutdown: without a transaction count from the core, in-flight work is taken as finished once
 # no message has been handled for this long (a SIP transaction step is a round trip).
@@ -107,6 +109,17 @@ def stream_limits(settings: Settings) -> StreamLimits:
         max_write_buffer=QUEUED_MESSAGES * limits.max_message_bytes,
         max_pending_bytes=QUEUED_MESSAGES * limits.max_message_bytes,
     )
+
+
+def tick_interval(settings: Settings) -> float:
+    """Seconds between two core ticks: TICK_INTERVAL, or a quarter of the shortest pool timer
+    (failover_timeout, and probe_timeout / probe_interval when probing), so that a failover or
+    a probe timeout is acted on within a quarter of its period; never below MIN_TICK_INTERVAL."""
+    health = settings.upstream_health
+    periods = [TICK_INTERVAL * 4, health.failover_timeout]
+    if health.probe_interval > 0:
+        periods += [health.probe_interval, health.probe_timeout]
+    return max(MIN_TICK_INTERVAL, min(periods) / 4)
 
 
 def reserved_sources(settings: Settings) -> ReservedSource | None:
@@ -395,7 +408,7 @@ class Server:
 
     async def _heartbeat(self) -> None:
         while True:
-            await asyncio.sleep(TICK_INTERVAL)
+            await asyncio.sleep(tick_interval(self.settings))
             self.dispatcher.tick()
 
     async def _bind_upstream_udp(self, host: str) -> UdpEndpoint:

@@ -1,9 +1,9 @@
 """The validated configuration of sipguard, as frozen values.
 
 Owns: the types every layer reads its configuration from (`Settings`, `Listener`, `Upstream`,
-`AuthSettings`, `Trunk`, `TrunkLimits`, `AdminSettings`, `Credential`, `Rule`, `Limits`,
-`Protection`, `IdentitySettings`...), and the named defaults of every limit, each with the
-reason for its value. Whitelist entries are held parsed (`Rule`: the config loader parses
+`UpstreamHealth`, `AuthSettings`, `Trunk`, `TrunkLimits`, `AdminSettings`, `Credential`, `Rule`,
+`Limits`, `Protection`, `IdentitySettings`...), and the named defaults of every limit, each with
+the reason for its value. Whitelist entries are held parsed (`Rule`: the config loader parses
 each once with `policy.whitelist.parse_rule`; matching and the shell use the intervals, never
 the text again).
 
@@ -93,13 +93,45 @@ class Upstream:
     transport: str
     host: str
     port: int
+    priority: int = 1  # lower is preferred; a higher one gets traffic only while none lower is up
+    weight: int = 1  # share of the calls among the upstreams of one priority
 
     def __post_init__(self) -> None:
         _check_endpoint("upstream", self.transport, self.port)
+        if self.priority < 0 or self.weight < 1:
+            raise ValueError("upstream: priority must be >= 0 and weight >= 1")
 
     @property
     def hostport(self) -> str:
         return f"{_bracket(self.host)}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamHealth:
+    """OPTIONS probing of the upstreams and failover of initial requests (issue 14)."""
+
+    # Seconds between two probes of one upstream; 0 turns probing off (every upstream stays up).
+    probe_interval: float = 5.0
+    # Seconds to wait for a probe's final answer before it counts as one failure.
+    probe_timeout: float = 2.0
+    # Consecutive failed probes that mark an upstream down: one lost datagram is not an outage.
+    down_after: int = 3
+    # Consecutive good probes that bring a down upstream back: a flapping one stays out a while.
+    up_after: int = 2
+    # Seconds without any response to a forwarded initial request before the next upstream is
+    # tried; well under the client's Timer B/F (32 s) so the call is still saved.
+    failover_timeout: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.probe_interval < 0 or self.probe_timeout <= 0 or self.failover_timeout <= 0:
+            raise ValueError("upstream_health: intervals and timeouts must be positive")
+        if self.down_after < 1 or self.up_after < 1:
+            raise ValueError("upstream_health: down_after and up_after must be >= 1")
+
+
+# A config without `upstream_health` probes nothing (it behaves as before pools existed); the
+# class defaults above are those of a written section.
+NO_PROBING = UpstreamHealth(probe_interval=0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,6 +359,9 @@ class Limits:
     nonce_table_size: int = 100000
     # Bounds admitted-transaction state used to match ACK/CANCEL (SECURITY-CASES 33, 34).
     transaction_table_size: int = 100000
+    # Bounds the client transactions kept for failover of forwarded initial requests (issue 14):
+    # 100 calls/s held up to Timer C (3 min) is 18000; when full the oldest loses its failover.
+    client_transaction_table_size: int = 50000
     # Seconds to drain in-flight transactions on shutdown before closing sockets.
     shutdown_grace: float = 5.0
 
@@ -386,6 +421,7 @@ class Settings:
     log: LogSettings = field(default_factory=LogSettings)
     limits: Limits = field(default_factory=Limits)
     protection: Protection = field(default_factory=Protection)
+    upstream_health: UpstreamHealth = NO_PROBING
     state: StateSettings = field(default_factory=StateSettings)
     admin: AdminSettings | None = None  # None: no admin API (the default)
     # SHA-256 (hex) of the config file's bytes as loaded; "" for settings built by hand.
@@ -396,6 +432,7 @@ class Settings:
 # Top-level sections compared whole by `diff_settings` (trunks and listeners are itemised).
 DIFFED_SECTIONS: tuple[str, ...] = (
     "upstream",
+    "upstream_health",
     "auth",
     "tls",
     "metrics",

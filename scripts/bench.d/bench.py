@@ -140,17 +140,21 @@ class Variant:
     kind: str = "sipguard"  # or "kamailio"
     workers: str = "1"
     state: str = "memory"
+    upstreams: str = "1"  # 2: a second UAS, both priority 1, with OPTIONS probing (issue 14)
 
     @classmethod
     def parse(cls, spec: str) -> Variant:
         if spec == "kamailio":
             return cls(name="kamailio", kind="kamailio")
         values = dict(item.split("=", 1) for item in spec.split(",") if item)
-        unknown = set(values) - {"workers", "state"}
+        unknown = set(values) - {"workers", "state", "upstreams"}
         if unknown:
             raise SystemExit(f"--variant {spec!r}: unknown key(s) {sorted(unknown)}")
         return cls(
-            name=spec, workers=values.get("workers", "1"), state=values.get("state", "memory")
+            name=spec,
+            workers=values.get("workers", "1"),
+            state=values.get("state", "memory"),
+            upstreams=values.get("upstreams", "1"),
         )
 
 
@@ -163,9 +167,11 @@ class Stack:
     anchor_dir: Path | None
     target_port: int = 0
     uas_port: int = 0
+    uas2_port: int = 0
     metrics_port: int = 0
     proxy_pids: list[int] = dataclasses.field(default_factory=list)
     uas: subprocess.Popen[bytes] | None = None
+    uas2: subprocess.Popen[bytes] | None = None
     proxy: subprocess.Popen[bytes] | None = None
     redis: subprocess.Popen[bytes] | None = None
 
@@ -179,13 +185,16 @@ class Stack:
                 free_port(),
                 free_port(),
             )
-        self._start_uas(max_secs)
+        self.uas = self._start_uas(max_secs, self.uas_port, "uas_errors.log")
+        if self.variant.upstreams == "2":
+            self.uas2_port = free_port()
+            self.uas2 = self._start_uas(max_secs, self.uas2_port, "uas2_errors.log")
         if self.variant.kind == "kamailio":
             self._start_kamailio()
         else:
             self._start_sipguard()
 
-    def _start_uas(self, max_secs: int) -> None:
+    def _start_uas(self, max_secs: int, port: int, errors: str) -> subprocess.Popen[bytes]:
         cmd = [
             "timeout",
             "-k",
@@ -197,7 +206,7 @@ class Stack:
             "-i",
             HOST,
             "-p",
-            str(self.uas_port),
+            str(port),
             "-t",
             "u1",
             "-nostdin",
@@ -207,16 +216,17 @@ class Stack:
             f"{max_secs}s",
             "-trace_err",
             "-error_file",
-            str(self.workdir / "uas_errors.log"),
+            str(self.workdir / errors),
         ]
-        self.uas = subprocess.Popen(
+        uas = subprocess.Popen(
             cmd,
             cwd=self.workdir,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_until("UAS", lambda: udp_bound(self.uas_port), 10, self.uas)
+        wait_until("UAS", lambda: udp_bound(port), 10, uas)
+        return uas
 
     def _start_redis(self) -> str:
         port = free_port()
@@ -297,6 +307,7 @@ class Stack:
         if self.proxy is not None and rc not in (0, None):
             log(f"note: sipguard exited {rc}; see {self.workdir}")
         stop(self.uas)
+        stop(self.uas2)
         stop(self.redis)
         self.proxy_pids = []
 
@@ -317,6 +328,7 @@ def sipguard_config(stack: Stack, redis_url: str | None) -> str:
         f"  - tcp://{HOST}:{stack.target_port}",
         "upstream:",
         f"  - sip:{HOST}:{stack.uas_port};transport=udp",
+        *([f"  - sip:{HOST}:{stack.uas2_port};transport=udp"] if stack.uas2_port else []),
         "auth:",
         "  realm: sipguard.test",
         "  algorithms: [MD5]",
@@ -339,6 +351,8 @@ def sipguard_config(stack: Stack, redis_url: str | None) -> str:
         lines.append(f"workers: {stack.variant.workers}")
     if redis_url is not None:
         lines += ["state:", "  backend: redis", f"  redis_url: {redis_url}"]
+    if stack.uas2_port:
+        lines += ["upstream_health:", "  probe_interval: 5"]
     return "\n".join(lines) + "\n"
 
 

@@ -29,8 +29,8 @@ The package, by layer:
   small secret files, and warnings for files holding a secret that are more open than 0640;
 - one module per group of sections: `network` (listen, tls, upstream), `auth` (auth, trunks,
   credentials), `observability` (metrics, log), `protection` (limits, protection), `admin`
-  (the admin API's listener and token), `identity` (identity, and the trunk sub-key `attributes`
-  that `auth` lists: a layer below the others);
+  (the admin API's listener and token), `health` (upstream_health), `identity` (identity, and
+  the trunk sub-key `attributes` that `auth` lists: a layer below the others);
 - `tenants`: a trunk's `limits` (a trunk sub-key, read by `auth`);
 - `load`: the table of sections and the entry points.
 

@@ -18,6 +18,7 @@ from typing import Any
 from sipguard.config.admin import read_admin
 from sipguard.config.auth import read_auth, read_trunks
 from sipguard.config.document import parse_yaml
+from sipguard.config.health import read_upstream_health
 from sipguard.config.identity import read_identity
 from sipguard.config.network import read_listeners, read_tls, read_upstreams
 from sipguard.config.observability import read_log, read_metrics
@@ -50,6 +51,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("listen", read_listeners),
     Section("tls", read_tls),  # reads listen and limits
     Section("upstream", read_upstreams),
+    Section("upstream_health", read_upstream_health),
     Section("auth", read_auth),
     Section("trunks", read_trunks),  # reads auth
     Section("metrics", read_metrics),

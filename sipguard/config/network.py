@@ -1,7 +1,8 @@
 """The network sections: `listen`, `tls` and `upstream` (DESIGN §3).
 
 Owns: listener URLs (`transport://address:port`), the TLS files and options, upstream SIP URIs
-(`sip:HOST[:PORT][;transport=...]`, RFC 3261 §19.1), duplicates among them.
+(`sip:HOST[:PORT][;transport=...]`, RFC 3261 §19.1) given as a string or as a mapping with
+`uri`, `priority` and `weight` (the upstream pool, issue 14), duplicates among them.
 
 Never does: open a socket or load a certificate (it only checks that the files can be read),
 resolve a name (sipguard does no DNS at runtime: addresses are IP literals).
@@ -9,12 +10,13 @@ resolve a name (sipguard does no DNS at runtime: addresses are IP literals).
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 from collections.abc import Mapping
 from typing import Any
 
-from sipguard.config.reader import Reader
+from sipguard.config.reader import Reader, describe
 from sipguard.config.secrets import readable
 from sipguard.settings import DEFAULT_PORTS, TRANSPORTS, Limits, Listener, TlsSettings, Upstream
 
@@ -120,31 +122,58 @@ def read_tls(r: Reader, value: object, done: Mapping[str, Any]) -> TlsSettings |
     return TlsSettings(certificate, private_key, ca_file, verify, timeout)
 
 
+UPSTREAM_KEYS = ("uri", "priority", "weight")
+MAX_PRIORITY = 1000
+MAX_WEIGHT = 1000
+
+
 def read_upstreams(
     r: Reader, value: object, done: Mapping[str, Any]
 ) -> tuple[Upstream, ...] | None:
-    """`upstream`: at least one SIP URI of the platform, no two alike."""
+    """`upstream`: at least one upstream, no two alike; each a SIP URI (priority 1, weight 1)
+    or a mapping with `uri` and optional `priority` (lower is preferred) and `weight`."""
     if value is None:
         r.error("upstream", "missing: give at least one sip:HOST[:PORT][;transport=...]")
         return None
-    items = r.string_list(value, "upstream")
-    if items is None:
+    if not isinstance(value, list):
+        r.error("upstream", f"expected a list, got {describe(value)}")
         return None
-    if not items and not value:
+    if not value:
         r.error("upstream", "give at least one sip:HOST[:PORT][;transport=...]")
     found: list[Upstream] = []
     seen: dict[tuple[str, str, int], str] = {}
-    for where, text in items:
-        upstream = upstream_uri(r, text, where)
+    for index, item in enumerate(value):
+        where = f"upstream[{index}]"
+        upstream = upstream_entry(r, item, where)
         if upstream is None:
             continue
         identity = (upstream.transport, upstream.host, upstream.port)
         if identity in seen:
-            r.error(where, f"{text!r}: duplicate of {seen[identity]}")
+            r.error(where, f"{upstream.uri!r}: duplicate of {seen[identity]}")
             continue
         seen[identity] = where
         found.append(upstream)
     return tuple(found)
+
+
+def upstream_entry(r: Reader, item: object, where: str) -> Upstream | None:
+    """One `upstream` item: a URI string, or a mapping {uri, priority, weight}."""
+    if not isinstance(item, dict):
+        text = r.string(item, where)
+        return upstream_uri(r, text, where) if text is not None else None
+    section = r.mapping(item, where, UPSTREAM_KEYS)
+    if section is None:
+        return None
+    if "uri" not in section:
+        r.error(f"{where}.uri", "missing: give sip:HOST[:PORT][;transport=...]")
+        return None
+    text = r.string(section["uri"], f"{where}.uri")
+    upstream = upstream_uri(r, text, f"{where}.uri") if text is not None else None
+    priority = r.integer(section.get("priority", 1), f"{where}.priority", 0, MAX_PRIORITY)
+    weight = r.integer(section.get("weight", 1), f"{where}.weight", 1, MAX_WEIGHT)
+    if upstream is None or priority is None or weight is None:
+        return None
+    return dataclasses.replace(upstream, priority=priority, weight=weight)
 
 
 def upstream_uri(r: Reader, text: str, where: str) -> Upstream | None:

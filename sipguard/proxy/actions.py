@@ -80,6 +80,8 @@ class Cause(Enum):
     FROM_UPSTREAM = "from_upstream"  # request from the upstream, routed by Route/R-URI
     RESPONSE = "response"  # a response relayed by our Via
     UPSTREAM_ERROR = "upstream_error"  # the upstream cannot be reached: 503
+    FAILOVER = "failover"  # sent to the next upstream; a failed branch's ACK or answer
+    PROBE = "probe"  # an OPTIONS health probe of an upstream, or its answer
     STATE_ERROR = "state_error"  # shared state unreachable with state.on_error: refuse: 503
     # the shell's own
     BUG = "bug"  # an exception escaped: a defect, counted and dropped

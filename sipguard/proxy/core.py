@@ -5,6 +5,9 @@ message to the module that decides it, and mapping a verdict to actions. The SIP
 themselves (DESIGN §4, the admission contract, and the RFC 3261 §16 proxy rules) live below:
 
     core.py        entry points, reconfigure, parse errors, verdict -> actions
+    upstreams.py   which upstream an admitted request goes to; the pool's verdicts as actions
+    failover.py    the upstream pool: health, selection, probes, client transactions (and below
+                   it pool.py, probe.py, transactions.py, originate.py)
     admission.py   decides (scanner, ACK/CANCEL, dialog, trunk, sanity, digest): a verdict
     forwarding.py  writes the outgoing bytes and chooses where they go
     replies.py     the replies sipguard builds itself (below both)
@@ -73,9 +76,11 @@ from sipguard.proxy.actions import (
     Transport,
 )
 from sipguard.proxy.context import Admitted, Config, Context, Pending, State
+from sipguard.proxy.failover import UpstreamReport
 from sipguard.proxy.memory import Admission, ExpiringTable
 from sipguard.proxy.outgoing import fragments_for, needs_index
 from sipguard.proxy.replies import RETRY_AFTER, reply
+from sipguard.proxy.upstreams import Routing
 from sipguard.proxy.via import branch_key, tag_for
 from sipguard.settings import Settings, TrunkLimits
 from sipguard.sip import (
@@ -167,6 +172,7 @@ class Core:
             Guard(_guard_settings(settings)),
             limits.transaction_table_size,
         )
+        self._routing = Routing(settings, nonce_key, self._config)
         self._state.limiter.configure(_trunk_limits(settings))
 
     # ------------------------------------------------------------------ configuration
@@ -185,6 +191,7 @@ class Core:
         self._config = config
         self._state.guard.configure(guard_settings)
         self._state.limiter.configure(trunk_limits)
+        self._routing.reconfigure(settings, config)  # keeps health and transactions
 
     def use_upstream_sockets(self, sockets: Sequence[Address]) -> None:
         """The shell's own upstream-facing UDP sockets (at most one per address family, with
@@ -240,8 +247,8 @@ class Core:
             return self._on_parse_error(exc, data, where, from_upstream)
         try:
             if isinstance(msg, Response):
-                relayed = forwarding.relay_response(cfg, st, msg)
-                if from_upstream and relayed[0].cause is Cause.RESPONSE:
+                relayed = self._routing.on_response(st, msg, source, now)
+                if from_upstream and relayed and relayed[0].cause is Cause.RESPONSE:
                     limiting.answered(st, msg, now)  # a 2xx or a failure of a counted call
                 return relayed
             plain = msg.matched_span("via") is not None and (
@@ -268,7 +275,7 @@ class Core:
             return []
         if not isinstance(verdict, Admitted):
             return verdict
-        forward = forwarding.to_upstream(ctx, verdict)
+        forward = self._routing.to_upstream(ctx, verdict)
         if verdict.cause is Cause.CANCEL_FORWARDED:
             # RFC 3261 §16.10: answer the CANCEL ourselves, send it on the INVITE's branch.
             ok = reply(ctx, 200, b"OK", Cause.CANCEL_FORWARDED, verdict.info)
@@ -291,7 +298,7 @@ class Core:
         verdict = admission.conclude(ctx, check, pending.algorithms, pending.info)
         if not isinstance(verdict, Admitted):
             return verdict
-        return forwarding.to_upstream(ctx, verdict)
+        return self._routing.to_upstream(ctx, verdict)
 
     def shared_failures(self, ip: str, count: int, now: float) -> BanEvent | None:
         """The failure count of `ip` across every instance (the answer to a `ShareFailure`): the
@@ -327,7 +334,10 @@ class Core:
         its sender gets `503` at once, built from the request the Forward carries (`origin`),
         sent where a response to it would have been relayed. Relayed responses and ACKs that
         could not be delivered are simply lost (RFC 3261 §17); so is a CANCEL, which we have
-        answered already."""
+        answered already. A probe's or a failover attempt's goes to the upstream pool."""
+        pooled = self._routing.upstream_failed(forward, now)
+        if pooled is not None:
+            return pooled
         origin = forward.origin
         if origin is None or origin.request.method in (b"ACK", b"CANCEL"):
             return [Drop(Cause.UPSTREAM_ERROR, Info(detail="relay not delivered"))]
@@ -346,15 +356,19 @@ class Core:
         local = forwarding.listener_for(self._config, to)
         return [Forward(data, to, local, None, Cause.UPSTREAM_ERROR, info)]
 
-    def tick(self, now: float) -> list[BanEvent]:
-        """Housekeeping: expire memory and bans; returns ban and unban events to log."""
+    def tick(self, now: float) -> list[BanEvent | Action | UpstreamReport]:
+        """Housekeeping and timers: expire memory and bans (ban and unban events to log); the
+        upstream pool's failovers and answers on timeout and its probes (actions to execute),
+        and its report (health changes, failovers, counts, every upstream's health)."""
         st = self._state
         st.transactions.sweep(now)
         st.dialogs.sweep(now)
-        events, st.events = st.events, []
+        events: list[BanEvent | Action | UpstreamReport] = list(st.events)
+        st.events = []
         for unban in st.guard.expire(now):
             events.append(BanEvent(unban.ip, 0.0))
         st.limiter.expire(now)  # calls whose end never came (issue 17)
+        events.extend(self._routing.tick(now))
         return events
 
     @property

@@ -12,7 +12,7 @@ Extension points:
 - `_outgoing_headers`: which header lines of an admitted request are stripped and which are
   attached (identity: signed tenant headers, inbound copies stripped);
 - `upstream_for`: the destination of an initial request, and `to_upstream` builds its Forward
-  (upstream pool: client transactions, failover).
+  (the upstream pool, proxy/failover.py through core.py, passes the destination and branch).
 """
 
 from __future__ import annotations
@@ -57,33 +57,48 @@ def upstream_for(ctx: Context) -> Address | None:
     return upstreams[0] if upstreams else None
 
 
-def to_upstream(ctx: Context, admitted: Admitted) -> list[Action]:
-    """RFC 3261 §16.6: forward an admitted request to the upstream."""
+def to_upstream(
+    ctx: Context,
+    admitted: Admitted,
+    destination: Address | None = None,
+    branch: bytes | None = None,
+) -> list[Action]:
+    """RFC 3261 §16.6: forward an admitted request to the upstream: to `destination` on our
+    `branch` when the upstream pool chose them (core.py), else the primary upstream on the
+    stateless branch."""
     msg, info = ctx.msg, admitted.info
     max_forwards = msg.max_forwards
     if max_forwards <= 0:
         if msg.method == b"ACK":
             return [Drop(Cause.TOO_MANY_HOPS, info)]
         return [reply(ctx, 483, b"Too Many Hops", Cause.TOO_MANY_HOPS, info)]
-    destination = upstream_for(ctx)
+    if destination is None:
+        destination = upstream_for(ctx)
     if destination is None:
         return [reply(ctx, 503, b"Service Unavailable", Cause.UPSTREAM_ERROR, info)]
     out_local = listener_for(ctx.cfg, destination)
-    data = write_request(ctx, admitted, out_local or ctx.cfg.listeners[0], max_forwards)
+    data = write_request(ctx, admitted, out_local or ctx.cfg.listeners[0], max_forwards, branch)
     _remember(ctx, info)
     origin = Origin(msg, ctx.source, ctx.local, ctx.connection)
     return [Forward(data, destination, out_local, None, admitted.cause, info, origin)]
 
 
-def write_request(ctx: Context, admitted: Admitted, via_local: Address, max_forwards: int) -> bytes:
+def write_request(
+    ctx: Context,
+    admitted: Admitted,
+    via_local: Address,
+    max_forwards: int,
+    branch: bytes | None = None,
+) -> bytes:
     """The outgoing bytes of an admitted request: what changes is decided here, then written in
-    one pass (proxy/outgoing.py)."""
+    one pass (proxy/outgoing.py). `branch`: ours, when not the stateless one (a failover)."""
     msg, source, cfg = ctx.msg, ctx.source, ctx.cfg
     method = msg.method
     plain = ctx.plain
     token = flow_token(source)
     ours = cfg.fragments[via_local.transport, via_local.host, via_local.port]
-    branch = branch_for(ctx.st.branch_key, msg, source)
+    if branch is None:
+        branch = branch_for(ctx.st.branch_key, msg, source)
     via = ours.via_head + branch + ours.via_tail + token
     route_name, route_lines = _route_lines(ctx, method, via_local, token)
     changes = Changes(
@@ -215,10 +230,14 @@ def _route_destination(msg: Request, popped: int) -> Address | None:
 # ------------------------------------------------------------------------- responses
 
 
-def relay_response(cfg: Config, st: State, msg: Response) -> list[Action]:
-    """RFC 3261 §16.7: relay a response whose top Via is ours, to the flow recorded in it."""
+def relay_response(
+    cfg: Config, st: State, msg: Response, first_branch: bytes | None = None
+) -> list[Action]:
+    """RFC 3261 §16.7: relay a response whose top Via is ours, to the flow recorded in it.
+    `first_branch`: the response came on a later attempt of a failover, whose branch is not the
+    stateless one; the Via below must still yield the transaction's first branch."""
     info = Info(text(msg.cseq.method), text(msg.call_id), "", "", msg.status)
-    destination = response_destination(st.branch_key, msg)
+    destination = response_destination(st.branch_key, msg, first_branch)
     if destination is None:
         return [Drop(Cause.STRAY, info)]
     if msg.cseq.method == b"CANCEL":

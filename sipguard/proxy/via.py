@@ -291,10 +291,11 @@ def top_two_vias(msg: Response) -> tuple[Via, Via | None]:
     return vias[0], vias[1] if len(vias) > 1 else None
 
 
-def response_destination(key: bytes, msg: Response) -> Address | None:
+def response_destination(key: bytes, msg: Response, first: bytes | None = None) -> Address | None:
     """Where a response goes (RFC 3261 §16.7 step 3, §18.2.2): the flow recorded in its top Via,
     when that Via is ours, i.e. carries the branch recomputed from the Via below it; else None
-    (a stray, a forged or a foreign Via: SECURITY-CASES 34)."""
+    (a stray, a forged or a foreign Via: SECURITY-CASES 34). `first`: the branch recomputed
+    must be this one instead (a failover's later attempt carries a branch of its own)."""
     top, below = top_two_vias(msg)
     ours = top.branch
     if ours is None or not ours.startswith(BRANCH_PREFIX) or below is None:
@@ -304,7 +305,7 @@ def response_destination(key: bytes, msg: Response) -> Address | None:
     if destination is None:
         return None
     expected = branch(key, below, msg.call_id, msg.from_.tag, msg.cseq.number, destination)
-    return destination if hmac.compare_digest(expected, ours) else None
+    return destination if hmac.compare_digest(expected, first or ours) else None
 
 
 def uri_destination(uri: SipUri) -> Address | None:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from sipguard.errors import ParseError
-from sipguard.proxy.actions import Action, Address, BanEvent, Forward
+from sipguard.proxy.actions import Action, Address, Forward
 from sipguard.sip.limits import ParserLimits
 
 __all__ = [
@@ -53,7 +53,7 @@ class CoreProtocol(Protocol):
 
     def upstream_failed(self, forward: Forward, now: float) -> list[Action]: ...
 
-    def tick(self, now: float) -> Sequence[BanEvent]: ...
+    def tick(self, now: float) -> Sequence[object]: ...
 
     def reconfigure(self, settings: Any) -> None: ...
 
@@ -100,6 +100,8 @@ class ObserverProtocol(Protocol):
 
     def banned(self, event: Any) -> None: ...
 
+    def upstream_report(self, report: Any) -> None: ...
+
     def stopping(self) -> None: ...
 
     def listener_error(self, listener: str, detail: str) -> None: ...
@@ -142,6 +144,9 @@ class NullObserver:
         pass
 
     def banned(self, event: Any) -> None:
+        pass
+
+    def upstream_report(self, report: Any) -> None:
         pass
 
     def state_outage(self, operation: str, detail: str) -> None:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 
 from sipguard.errors import ParseError
 from sipguard.proxy.actions import Address, Drop, Forward, Reply, Transport
+from sipguard.proxy.failover import UpstreamReport
 from sipguard.transport import CoreProtocol, ObserverProtocol, family_of, is_unicast
 from sipguard.transport.stream import Framer, StreamLimits, Streams
 from sipguard.transport.udp import UdpEndpoint
@@ -110,8 +111,11 @@ class Dispatcher:
             self._depth -= 1
 
     def tick(self) -> None:
-        """The core's housekeeping (called every second); returns ban events to report."""
+        """The core's housekeeping and timers (probes, failovers): what it returns is executed
+        or reported. Not traffic: the shutdown drain waits for a quiet `last_message`."""
+        last = self.last_message
         self._contain(HOUSEKEEPING, None, self.core.tick, time.time())
+        self.last_message = last
 
     # -- execution -------------------------------------------------------------------------
 
@@ -166,6 +170,8 @@ class Dispatcher:
                 stream = self.streams.by_id.get(connection)
                 if stream is not None:
                     stream.close()
+        elif kind is UpstreamReport:  # the tick's report of the upstream pool
+            self.observer.upstream_report(item)
         else:  # the tick's events (bans)
             self.observer.banned(item)
 

@@ -112,6 +112,10 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self._receive = sink.receive
         self._sources: dict[tuple[str, int] | tuple[str, int, int, int], Address] = {}
         self._recent: dict[tuple[str, int], deque[Forward]] = {}
+        # The datagram being handed to the kernel: an ICMP error queued by an earlier one is
+        # returned by this sendto (IP_RECVERR sets the socket error), which then sends nothing;
+        # error_received sends it again once the error is read (see `send`).
+        self._sending: tuple[bytes, tuple[str, int]] | None = None
         self.dropped_sends = 0  # datagrams not sent: send buffer full or endpoint closed
         self.unmatched_errors = 0  # socket errors not traced to a Forward, since the last report
         self._last_report = float("-inf")
@@ -141,6 +145,16 @@ class UdpEndpoint(asyncio.DatagramProtocol):
 
     def error_received(self, exc: Exception) -> None:
         # An ICMP error (RFC 1122 §4.1.3.3) or a failed sendto. Find which Forwards it concerns.
+        retry, self._sending = self._sending, None
+        try:
+            self._report_errors(exc)
+        finally:
+            if retry is not None and self.transport is not None:
+                # The error belonged to an earlier datagram (an upstream that is down): this
+                # one was not sent. Once: a second failure is this datagram's own.
+                self.transport.sendto(*retry)
+
+    def _report_errors(self, exc: Exception) -> None:
         reported = False
         for destination, quoted, code in self._read_error_queue():
             reason = UNREACHABLE_REASONS.get(code)
@@ -183,7 +197,9 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         if transport is None or transport.get_write_buffer_size() > MAX_SEND_BUFFER:  # type: ignore[attr-defined]
             self.dropped_sends += 1
             return False
+        self._sending = (data, (to.host, to.port))
         transport.sendto(data, (to.host, to.port))
+        self._sending = None
         if forward is not None:
             self._remember(to, forward)
         return True

@@ -136,7 +136,7 @@ def _stop_process(proc: subprocess.Popen[bytes], sig: int, timeout: float) -> in
 def demo_config(
     *,
     listen: Iterable[str],
-    upstream: Iterable[str],
+    upstream: Iterable[str | Mapping[str, Any]],
     tls: TlsFiles | None = None,
     whitelist: Iterable[str] = (V4, V6),
     metrics_port: int | None = None,

@@ -591,3 +591,46 @@ def test_readme_event_table_names_every_event() -> None:
         emitted |= set(re.findall(r'_note\([^,]+,\s*"[a-z]+",\s*"([a-z_]+)"', source))
     assert {"metrics_listening", "stopped", "upstream_error", "banned"} <= emitted
     assert sorted(emitted - named) == []
+
+
+def test_upstream_report_logs_and_metrics() -> None:
+    from sipguard.proxy.failover import FailoverEvent, Outcome, UpstreamReport
+    from sipguard.proxy.pool import Health, HealthChange, Member
+
+    rig = Rig()
+    one = "sip:127.0.0.1:5070;transport=udp"
+    two = "sip:127.0.0.1:5080;transport=udp"
+    rig.metrics.set_upstreams([one, two])
+    member = Member(one, UPSTREAM)
+    report = UpstreamReport(
+        events=[
+            HealthChange(member, Health.DOWN, "timeout"),
+            FailoverEvent("c1@x", "INVITE", one, two, "503"),
+            HealthChange(member, Health.UP, "answered"),
+        ],
+        counts={(one, Outcome.FAILED_OVER): 1, (two, Outcome.FORWARDED): 2},
+        health=[(one, True), (two, False)],
+        lost=0,
+    )
+    rig.observer.upstream_report(report)
+    down, failover, up = rig.lines()
+    assert (down["event"], down["level"], down["upstream"], down["reason"]) == (
+        "upstream_down", "error", one, "timeout")  # fmt: skip
+    assert (up["event"], up["reason"]) == ("upstream_up", "answered")
+    assert (failover["event"], failover["call_id"], failover["reason"]) == (
+        "failover",
+        "c1@x",
+        "503",
+    )
+    assert (failover["upstream"], failover["next_upstream"]) == (one, two)
+    assert rig.metric("sipguard_upstream_up", upstream=one) == 1
+    assert rig.metric("sipguard_upstream_up", upstream=two) == 0
+    total = "sipguard_upstream_requests_total"
+    assert rig.metric(total, upstream=one, outcome="failed_over") == 1
+    assert rig.metric(total, upstream=two, outcome="forwarded") == 2
+    assert rig.metric(total, upstream=two, outcome="timeout") == 0
+    assert any(  # pre-created: a dashboard sees zeros from the first scrape
+        "timeout" in line and two in line
+        for line in rig.metrics.scrape().decode().splitlines()
+        if line.startswith(total)
+    )

@@ -1,0 +1,63 @@
+"""Requests sipguard originates itself toward an upstream: the OPTIONS health probe and the ACK
+of a failed INVITE branch.
+
+Owns: `build_probe` (RFC 3261 §11.1: an OPTIONS with a single Via of ours) and `build_ack`
+(RFC 3261 §17.1.1.3: the ACK a client transaction sends for a non-2xx final response; the
+failed branch of a failover is never relayed, so nobody else would acknowledge it and the
+upstream would retransmit its 503 for 32 s).
+
+Never does: I/O, clocks, decide when to send (probe.Prober and transactions decide).
+"""
+
+from __future__ import annotations
+
+from sipguard.proxy.actions import Address
+from sipguard.proxy.via import hostport, via_value
+from sipguard.sip import Request, Response
+
+PROBE_FROM = b"<sip:sipguard@invalid>"  # RFC 3261 §8.1.1.3; the probe has no user behind it
+
+
+def probe_target(to: Address) -> bytes:
+    """The Request-URI (and To) of a probe: the upstream itself, with its transport."""
+    return b"sip:%s;transport=%s" % (hostport(to), to.transport.value.encode("ascii"))
+
+
+def build_probe(to: Address, local: Address, branch: bytes, cseq: int) -> bytes:
+    """An OPTIONS request to the upstream at `to`, its Via naming `local` (RFC 3261 §11.1).
+    Call-ID and From tag derive from the branch, which is unique per probe."""
+    target = probe_target(to)
+    unique = branch[-20:]
+    lines = [
+        b"OPTIONS %s SIP/2.0" % target,
+        b"Via: " + via_value(local, branch),
+        b"Max-Forwards: 70",
+        b"From: %s;tag=%s" % (PROBE_FROM, unique[:10]),
+        b"To: <%s>" % target,
+        b"Call-ID: %s@sipguard" % unique,
+        b"CSeq: %d OPTIONS" % cseq,
+        b"Accept: application/sdp",
+        b"Content-Length: 0",
+        b"",
+        b"",
+    ]
+    return b"\r\n".join(lines)
+
+
+def build_ack(invite: Request, response: Response) -> bytes:
+    """RFC 3261 §17.1.1.3: the ACK for a non-2xx final `response` to `invite` (the INVITE as we
+    sent it): its Request-URI, top Via (ours: the same branch), From, Call-ID, CSeq number and
+    Route set; the To of the response (with the upstream's tag)."""
+    headers = invite.headers
+    lines = [
+        b"ACK %s SIP/2.0" % invite.uri,
+        b"Via: " + headers[invite.indices(b"via")[0]].value.split(b",", 1)[0].strip(),
+        b"Max-Forwards: 70",
+        b"From: " + headers[invite.indices(b"from")[0]].value,
+        b"To: " + response.headers[response.indices(b"to")[0]].value,
+        b"Call-ID: " + invite.call_id,
+        b"CSeq: %d ACK" % invite.cseq.number,
+    ]
+    lines.extend(b"Route: " + headers[i].value for i in invite.indices(b"route"))
+    lines.extend((b"Content-Length: 0", b"", b""))
+    return b"\r\n".join(lines)

@@ -1,0 +1,146 @@
+"""Where an admitted request goes, among the configured upstreams, and what the core does with
+what comes back from them (issue 14): the glue between the core's entry points, forwarding and
+the upstream pool (proxy/failover.py).
+
+Owns: `Routing`, one per core, holding the pool and giving it the core's callbacks (send the
+request again elsewhere, answer the client ourselves, the local address toward an upstream):
+- `to_upstream`: a request of a forwarded transaction (a client retransmission, the ACK of its
+  non-2xx answer, its CANCEL) goes to the attempt in progress, on its branch (RFC 3261 §9.1:
+  a CANCEL carries the INVITE's branch); an in-dialog request to the upstream its next Route
+  or Request-URI names (else the pool's choice for its Call-ID); a new one to the pool's first
+  candidate, which then keeps a client transaction; none up: `503` with Retry-After at once,
+  nothing forwarded;
+- `on_response`, `upstream_failed`, `tick`: the pool's verdicts as actions.
+
+Never does: I/O, clocks; edit bytes (forwarding does); decide health or failover (the pool
+does).
+"""
+
+from __future__ import annotations
+
+from sipguard.errors import ParseError
+from sipguard.proxy import forwarding, limiting
+from sipguard.proxy.actions import Action, Address, Cause, Forward
+from sipguard.proxy.context import Admitted, Config, Context, State
+from sipguard.proxy.failover import Relay, UpstreamReport, Upstreams
+from sipguard.proxy.replies import RETRY_AFTER, reply
+from sipguard.proxy.via import branch_for, transaction_key, uri_destination
+from sipguard.settings import Settings
+from sipguard.sip import Request, Response, parse_message
+
+Pending = tuple[Context, Admitted]  # what a client transaction keeps to send its request again
+
+
+class Routing:
+    """The upstream pool as the core uses it. `config` is read at each call (reloads)."""
+
+    __slots__ = ("_config", "pool")
+
+    def __init__(self, settings: Settings, key: bytes, config: Config) -> None:
+        self._config = config
+        self.pool: Upstreams[Pending] = Upstreams(
+            settings, key, self._resend, self._answer, self._local_for
+        )
+
+    def reconfigure(self, settings: Settings, config: Config) -> None:
+        self._config = config
+        self.pool.reconfigure(settings)
+
+    # ------------------------------------------------------------------ requests
+
+    def to_upstream(self, ctx: Context, verdict: Admitted) -> list[Action]:
+        """Forward an admitted request (see the module docstring for where it goes)."""
+        msg, pool = ctx.msg, self.pool
+        key = transaction_key(msg, ctx.ip)
+        attempt = pool.cancelled(key) if msg.method == b"CANCEL" else pool.current(key)
+        if attempt is not None:
+            return forwarding.to_upstream(ctx, verdict, attempt.to, attempt.branch)
+        if msg.method in (b"ACK", b"CANCEL") or msg.to.tag:
+            return forwarding.to_upstream(ctx, verdict, self._dialog_upstream(ctx))
+        candidates = pool.candidates(msg.call_id)
+        if not candidates:
+            retry = ((b"Retry-After", RETRY_AFTER),)
+            info = verdict.info
+            return [reply(ctx, 503, b"Service Unavailable", Cause.UPSTREAM_ERROR, info, retry)]
+        first, *others = candidates
+        branch = branch_for(ctx.st.branch_key, msg, ctx.source)
+        actions = forwarding.to_upstream(ctx, verdict, first.address, branch)
+        sent = actions[-1] if actions else None
+        if isinstance(sent, Forward):
+            pool.started(key, (ctx, verdict), sent, branch, others, ctx.now)
+        return actions
+
+    def _dialog_upstream(self, ctx: Context) -> Address | None:
+        """An in-dialog request (or an ACK/CANCEL no transaction knows): the upstream its next
+        Route or Request-URI names, else the pool's choice for its Call-ID, else the first."""
+        msg, pool = ctx.msg, self.pool
+        members = pool.pool.members
+        if len(members) == 1:
+            return members[0].address  # no choice to make: no Route or URI to parse
+        if ctx.plain:
+            # no Route at all (the parser's fast path says so without a header index): the
+            # Request-URI names the next hop
+            uri = msg.request_uri
+        else:
+            popped, _hint = forwarding.our_routes(ctx.cfg, msg)
+            routes = msg.routes
+            uri = routes[popped].uri if len(routes) > popped else msg.request_uri
+        named = uri_destination(uri)
+        if named is not None and pool.is_upstream(named):
+            return named
+        candidates = pool.candidates(msg.call_id)
+        if candidates:
+            return candidates[0].address
+        return ctx.cfg.upstreams[0] if ctx.cfg.upstreams else None
+
+    # ------------------------------------------------------------------ what comes back
+
+    def on_response(self, st: State, msg: Response, source: Address, now: float) -> list[Action]:
+        """A response: a probe's answer or a failed branch ends here; the others are relayed
+        (a later attempt's branch is checked against its transaction's first one)."""
+        pooled = self.pool.on_response(msg, source, now)
+        if pooled is Relay.UNKNOWN:
+            return forwarding.relay_response(self._config, st, msg)
+        if pooled is Relay.MATCHED:
+            first = self.pool.first_branch(msg.top_via.branch or b"")
+            return forwarding.relay_response(self._config, st, msg, first)
+        return pooled
+
+    def upstream_failed(self, forward: Forward, now: float) -> list[Action] | None:
+        """A Forward not delivered: a probe's failure, or an attempt's (failover, or our
+        answer); None when it is neither (the core answers as before)."""
+        try:
+            sent = parse_message(forward.data, self._config.parser_limits)
+        except ParseError:
+            return None
+        branch = sent.top_via.branch if isinstance(sent, Request) else None
+        return self.pool.upstream_failed(forward, branch, now) if branch else None
+
+    def tick(self, now: float) -> list[Action | UpstreamReport]:
+        """Failovers and answers on timeout, probes due, and the report for the shell."""
+        actions: list[Action | UpstreamReport] = list(self.pool.tick(now))
+        actions.append(self.pool.report())
+        return actions
+
+    # ------------------------------------------------------------------ the pool's callbacks
+
+    def _resend(self, pending: Pending, to: Address, branch: bytes) -> Forward | None:
+        ctx, verdict = pending
+        ctx = ctx._replace(cfg=self._config)
+        actions = forwarding.to_upstream(ctx, verdict, to, branch)
+        sent = actions[-1] if actions else None
+        return sent if isinstance(sent, Forward) else None
+
+    def _answer(self, pending: Pending, status: int) -> Action:
+        ctx, verdict = pending
+        if ctx.msg.method == b"INVITE":
+            limiting.failed(ctx.st, ctx.msg)  # no upstream took it: its trunk's slot is free
+        if status == 408:
+            return reply(ctx, 408, b"Request Timeout", Cause.UPSTREAM_ERROR, verdict.info)
+        retry = ((b"Retry-After", RETRY_AFTER),)
+        return reply(ctx, 503, b"Service Unavailable", Cause.UPSTREAM_ERROR, verdict.info, retry)
+
+    def _local_for(self, destination: Address) -> Address | None:
+        cfg = self._config
+        local = forwarding.listener_for(cfg, destination)
+        return local or (cfg.listeners[0] if cfg.listeners else None)
