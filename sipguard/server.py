@@ -298,6 +298,11 @@ class Server:
 
     # -- internals -------------------------------------------------------------------------
 
+    @property
+    def bridge(self) -> StateBridge | None:
+        """The shared state's bridge, once started with a shared backend (else None)."""
+        return self._bridge
+
     async def _share_state(self) -> None:
         """Shared state (DESIGN §7): the bridge takes the core's questions after every call."""
         state = open_state(self.settings.state)
@@ -701,7 +706,7 @@ async def _serve(path: str, settings: Settings, observer: ObserverProtocol) -> i
         if settings.admin is not None:  # aiohttp is imported only then
             from sipguard.admin.daemon import start_daemon_admin
 
-            admin = await start_daemon_admin(server, core, observer, path)
+            admin = await start_daemon_admin(server, core, observer, path, server.bridge)
         try:
             signals.serving(server)
             await signals.stop.wait()

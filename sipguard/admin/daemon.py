@@ -5,6 +5,10 @@ Owns: `DaemonBackend`, which implements `sipguard.admin.views.AdminBackend` over
 it reaches only through the small protocols below (so that it never imports the server, which
 starts it): the core (`AdminCore`), the server (`Reloadable`) and the observer.
 
+With shared state (`state.backend: redis`) a ban or unban placed here is also published
+(`BanSharer`, the server's state bridge): every other instance applies it, and an unban deletes
+the stored ban, so a source lifted on one instance is served by all of them at once.
+
 Never does: decide about SIP or bans itself: a ban or unban is the core's guard's, told to the
 observer like any other ban so that the `banned`/`unbanned` log lines and the gauge stay true.
 """
@@ -45,6 +49,14 @@ class Reloadable(Protocol):
     async def reload_from_file(self, path: str) -> list[str]: ...
 
 
+class BanSharer(Protocol):
+    """Tells the other instances (implemented by `sipguard.state.bridge.StateBridge`)."""
+
+    def publish_ban(self, ip: str, until: float) -> None: ...
+
+    def publish_unban(self, ip: str) -> None: ...
+
+
 class BanObserver(Protocol):
     def banned(self, event: Any) -> None: ...
 
@@ -63,6 +75,7 @@ class DaemonBackend:
         *,
         clock: Callable[[], float] = time.time,
         workers: int = 1,
+        share: BanSharer | None = None,
     ) -> None:
         self._server = server
         self._core = core
@@ -71,6 +84,7 @@ class DaemonBackend:
         self._clock = clock
         self._started = clock()
         self._workers = workers
+        self._share = share
 
     @property
     def settings(self) -> Settings:
@@ -85,6 +99,8 @@ class DaemonBackend:
         if event is None:
             return None
         self._observer.banned(event)
+        if self._share is not None:
+            self._share.publish_ban(event.ip, event.until)
         return BanRecord(event.ip, now, event.until, event.failures)
 
     def unban(self, address: str) -> bool:
@@ -92,6 +108,8 @@ class DaemonBackend:
         if event is None:
             return False
         self._observer.banned(event)  # logged `unbanned` with reason=lifted
+        if self._share is not None:
+            self._share.publish_unban(event.ip)
         return True
 
     def trunk_usage(self, name: str) -> TrunkUsage | None:
@@ -138,14 +156,19 @@ class DaemonBackend:
 
 
 async def start_daemon_admin(
-    server: Reloadable, core: AdminCore, observer: BanObserver, path: str
+    server: Reloadable,
+    core: AdminCore,
+    observer: BanObserver,
+    path: str,
+    share: BanSharer | None = None,
 ) -> AdminListener | None:
     """The admin API of `sipguard run`, when the config has an `admin` section. A listener that
-    cannot be bound is a `listener_error` and SIP service goes on, as for /metrics."""
+    cannot be bound is a `listener_error` and SIP service goes on, as for /metrics. `share`:
+    the state bridge when state is shared (bans and unbans placed here reach every instance)."""
     settings = server.settings.admin
     if settings is None:
         return None
-    backend = DaemonBackend(server, core, observer, path)
+    backend = DaemonBackend(server, core, observer, path, share=share)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     url = f"http://{host}:{settings.port}"
     try:

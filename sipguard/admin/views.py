@@ -130,6 +130,7 @@ def trunk_view(trunk: Trunk, usage: TrunkUsage | None, now: datetime) -> JSON:
         "credentials": credentials,
         "limits": limits_view(trunk.limits),
         "active_calls": 0 if usage is None else usage.active,
+        "active_calls_elsewhere": 0 if usage is None else usage.remote,
         "admitted": {
             "calls": 0 if usage is None else usage.calls_admitted,
             "registrations": 0 if usage is None else usage.registrations_admitted,

@@ -110,6 +110,7 @@ class TrunkUsage:
     calls_admitted: int
     registrations_admitted: int
     refused: Mapping[LimitVerdict, int]
+    remote: int = 0  # calls in progress on the other instances, as last heard (shared state)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,12 +157,14 @@ class _Trunk:
         "refused",
         "registrations",
         "registrations_admitted",
+        "remote",
     )
 
     def __init__(self, name: str, limits: TrunkLimits) -> None:
         self.name = name
         self.configured = True  # False: removed by a reload, kept while its calls last
         self.active = 0
+        self.remote = 0  # calls in progress on the other instances (shared state), last heard
         self.calls_admitted = 0
         self.registrations_admitted = 0
         self.refused = dict.fromkeys(REFUSALS, 0)
@@ -241,7 +244,7 @@ class TrunkLimiter:
         if call is not None and call.branch == branch and call.trunk is state:
             return ADMIT  # a retransmission: already counted (RFC 3261 §17.2.1)
         cap = state.limits.concurrent_calls
-        if call is None and cap is not None and state.active >= cap:
+        if call is None and cap is not None and state.active + state.remote >= cap:
             return state.refuse(LimitVerdict.CONCURRENT_CALLS)
         if state.calls is not None:
             wait = state.calls.take(now)
@@ -319,6 +322,22 @@ class TrunkLimiter:
             released.append(Released(call.trunk.name, key.call_id, reason))
         return released
 
+    def set_remote(self, counts: Mapping[str, int]) -> None:
+        """Calls in progress on the other instances, per trunk (shared state, heard about once
+        a second): `admit_call` counts them against `concurrent_calls`; a trunk not named has
+        none."""
+        for name, state in self._trunks.items():
+            state.remote = max(0, counts.get(name, 0))
+
+    def capped(self) -> dict[str, int]:
+        """This instance's calls in progress on each trunk with `concurrent_calls` (what it
+        shares with the others)."""
+        return {
+            name: state.active
+            for name, state in self._trunks.items()
+            if state.configured and state.limits.concurrent_calls is not None
+        }
+
     # -- reading --------------------------------------------------------------------------------
 
     def active(self, trunk: str) -> int:
@@ -334,6 +353,7 @@ class TrunkLimiter:
             state.calls_admitted,
             state.registrations_admitted,
             dict(state.refused),
+            state.remote,
         )
 
     def sizes(self) -> LimiterSizes:

@@ -311,6 +311,16 @@ class Core:
         guard so that the source is dropped without a round trip; None if nothing changed."""
         return self._state.guard.ban_until(ip, until, now)
 
+    def shared_calls(self) -> dict[str, int]:
+        """This instance's calls in progress per trunk with `concurrent_calls` (for the shell
+        to share with the other instances)."""
+        return self._state.limiter.capped()
+
+    def set_remote_calls(self, counts: dict[str, int]) -> None:
+        """The other instances' calls in progress per trunk, as last read from shared state:
+        counted against `concurrent_calls` with this instance's own."""
+        self._state.limiter.set_remote(counts)
+
     @property
     def questions(self) -> list[Question]:
         """What the core asks of, or tells, the shared state (drained by the shell)."""

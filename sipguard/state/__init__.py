@@ -15,7 +15,12 @@ What is shared, and how (issue 15):
   included) hears it through the callback given to `on_ban` and keeps a local copy in its guard,
   so a banned source is dropped without a round trip; a subscriber that (re)connects first reads
   the bans stored while it was away;
-- counters for other features (per-trunk call counts across instances: `add` with a TTL).
+- unbans: `publish_unban` deletes the stored ban (and the failure window) and publishes the lift;
+  every instance hears it through the same callback, with an end of 0, and lifts its local copy;
+- calls in progress per trunk: `share_calls` stores this instance's counts (with a short TTL, so
+  a dead instance's calls vanish by themselves) and answers the sum of the others' (the shell
+  does this once a second and hands the sums to the core);
+- counters for other features (`add` with a TTL).
 
 Contract of every call: it never raises for an outage. A backend that cannot answer (server down,
 slow, refused) returns None (or False), counts the error in `errors`, reports it once per outage
@@ -36,7 +41,8 @@ from sipguard.settings import StateSettings
 
 __all__ = ["Answer", "BanCallback", "ErrorCallback", "SharedState", "open_state"]
 
-# A ban heard from any instance: (source IP, end of the ban in epoch seconds).
+# A ban heard from any instance: (source IP, end of the ban in epoch seconds); an end of 0 (or
+# less) is an unban: the ban of that source is lifted.
 BanCallback = Callable[[str, float], None]
 # Receives the answer of a shared call: the value, or None when the state is unavailable.
 Answer = Callable[[bool | None], None]
@@ -86,6 +92,18 @@ class SharedState(Protocol):
 
     async def publish_ban(self, ip: str, until: float) -> bool:
         """Ban `ip` until `until` (epoch seconds) on every instance; False when unavailable."""
+        ...
+
+    async def publish_unban(self, ip: str) -> bool:
+        """Lift the ban of `ip` on every instance (and forget its failures); False when
+        unavailable."""
+        ...
+
+    async def share_calls(
+        self, instance: str, counts: dict[str, int], ttl: float
+    ) -> dict[str, int] | None:
+        """Store `instance`'s calls in progress per trunk (kept `ttl` seconds); the sum per trunk
+        of every other live instance's counts, or None when unavailable."""
         ...
 
     async def add(self, key: str, amount: int, ttl: float) -> int | None:

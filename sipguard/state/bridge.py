@@ -7,8 +7,13 @@ and resumed in the core with the answer (the resumed
 actions run through the dispatcher like any others, with the broad except around them); each
 `ShareFailure` is counted in the shared window, and the ban the core decides on that count is
 published. Bans heard from the shared state (any instance, this one included) go to
-`core.apply_ban`, and a new one is reported to the observer. Outages are reported as they begin
-and end; the failed calls are counted for `sipguard_state_errors_total`.
+`core.apply_ban`, and a new one is reported to the observer; unbans heard go to `core.unban`
+(an operator's ban or unban on any instance is published through `publish_ban`/`publish_unban`).
+Every CALLS_SYNC (a task of its own) this instance's calls in progress per capped trunk are
+stored in the shared state and the others' sums handed to the core (`core.set_remote_calls`):
+the core decides on that local view, at most ~1 s old, and never waits for Redis on an INVITE.
+Outages are reported as they begin and end; the failed calls are counted for
+`sipguard_state_errors_total`.
 
 Never does: SIP decisions (the core makes them from the answers), wait for the shared state on
 the path of a message (at most MAX_IN_FLIGHT questions wait at once, beyond which a question is
@@ -18,17 +23,24 @@ answered "unavailable" at once, as during an outage).
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from functools import partial
 from typing import Any, Final, Protocol
 
+from sipguard.policy.guard import UnbanEvent
 from sipguard.proxy.actions import Address, AskNonceCount, BanEvent, Question, ShareFailure
 from sipguard.state import SharedState
 
 # Questions waiting for the shared state at once (each ~0.1-1 ms): beyond this the state cannot
 # keep up and the core decides as during an outage (state.on_error).
 MAX_IN_FLIGHT: Final = 4096
+# Seconds between two exchanges of the calls in progress per trunk (a count is at most this old
+# when stored and read at most this much later: the view lags by ~2 x CALLS_SYNC), and how long
+# an instance's count lives without a refresh (a stopped or cut-off instance's stop counting).
+CALLS_SYNC: Final = 0.5
+CALLS_TTL: Final = 3.0
 
 Run = Callable[..., None]  # dispatcher.complete(source, connection, func, *args)
 
@@ -39,6 +51,12 @@ class QuestionCore(Protocol):
     def shared_failures(self, ip: str, count: int, now: float) -> BanEvent | None: ...
 
     def apply_ban(self, ip: str, until: float, now: float) -> BanEvent | None: ...
+
+    def unban(self, ip: str) -> UnbanEvent | None: ...
+
+    def shared_calls(self) -> dict[str, int]: ...
+
+    def set_remote_calls(self, counts: dict[str, int]) -> None: ...
 
 
 class StateObserver(Protocol):
@@ -60,9 +78,11 @@ class StateBridge:
         self._tasks: set[asyncio.Task[None]] = set()
         self._errors_seen = 0
         self._asked = 0  # nonce-counts asked and not answered yet
+        self._instance = os.urandom(8).hex()  # this process among the others (calls:TRUNK)
 
     async def start(self) -> None:
         await self.state.start(self._heard_ban, self._observer.state_outage)
+        self._spawn(self._calls_forever())
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -130,9 +150,41 @@ class StateBridge:
         self._count_errors()
 
     def _heard_ban(self, ip: str, until: float) -> None:
-        event = self.core.apply_ban(ip, until, time.time())
+        # an unban (until 0) is None on the instance that lifted it already
+        event: BanEvent | UnbanEvent | None = (
+            self.core.unban(ip) if until <= 0 else self.core.apply_ban(ip, until, time.time())
+        )
         if event is not None:
             self._observer.banned(event)
+
+    def publish_ban(self, ip: str, until: float) -> None:
+        """An operator's ban, placed here already: tell every other instance."""
+        self._spawn(self._publish(self.state.publish_ban(ip, until)))
+
+    def publish_unban(self, ip: str) -> None:
+        """An operator's unban, lifted here already: lift it on every other instance."""
+        self._spawn(self._publish(self.state.publish_unban(ip)))
+
+    async def _calls_forever(self) -> None:
+        """Every CALLS_SYNC: share this instance's calls in progress, hand the others' to the
+        core. An unavailable state leaves the last view (it ages out with CALLS_TTL elsewhere)."""
+        while True:
+            await asyncio.sleep(CALLS_SYNC)
+            others = await self.state.share_calls(
+                self._instance, self.core.shared_calls(), CALLS_TTL
+            )
+            if others is not None:
+                self.core.set_remote_calls(others)
+            self._count_errors()
+
+    async def _publish(self, call: Awaitable[bool]) -> None:
+        await call
+        self._count_errors()
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _count_errors(self) -> None:
         errors = self.state.errors

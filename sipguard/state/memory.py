@@ -101,6 +101,17 @@ class MemoryState:
             self._on_ban(ip, until)
         return True
 
+    async def publish_unban(self, ip: str) -> bool:
+        self._failures.put(ip, 0, 0.0)  # expired at once
+        if self._on_ban is not None:
+            self._on_ban(ip, 0.0)
+        return True
+
+    async def share_calls(
+        self, instance: str, counts: dict[str, int], ttl: float
+    ) -> dict[str, int] | None:
+        return {}  # this process is the only instance
+
     async def add(self, key: str, amount: int, ttl: float) -> int | None:
         now = self._clock()
         value = (self._counters.get(key, now) or 0) + amount

@@ -7,7 +7,9 @@ Keys (PREFIX = `state.key_prefix`):
   PREFIX nc:NONCE      highest accepted nonce-count; -1 once killed; TTL = the nonce's lifetime
   PREFIX fail:IP       failed authentications in the window started by the first one; TTL window
   PREFIX ban:IP        end of the ban (epoch seconds); TTL = the ban's length
-  PREFIX bans          pub/sub channel: "IP END" for every ban
+  PREFIX bans          pub/sub channel: "IP END" for every ban, "IP 0" for every unban
+  PREFIX calls:TRUNK   hash: instance id -> "CALLS EXPIRY_MS" (its calls in progress on TRUNK,
+                       until EXPIRY_MS of the server's clock); stale fields are removed on read
   PREFIX c:KEY         counters of other features (`add`)
 
 Calls: one round trip each (EVALSHA of a short Lua script, or one command); nothing here is called
@@ -72,6 +74,30 @@ if n == tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return n
 """
 
+# KEYS one hash per trunk; ARGV instance id, ttl ms, then one count per key. Stores this
+# instance's count with an expiry on the server's clock (no skew between hosts), drops the
+# expired fields of dead instances, answers the sum of the others' per key.
+_SHARE_CALLS: Final = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local me, ttl = ARGV[1], tonumber(ARGV[2])
+local sums = {}
+for i, key in ipairs(KEYS) do
+  redis.call('HSET', key, me, ARGV[i + 2] .. ' ' .. (now + ttl))
+  redis.call('PEXPIRE', key, ttl)
+  local sum, all = 0, redis.call('HGETALL', key)
+  for j = 1, #all, 2 do
+    if all[j] ~= me then
+      local n, expiry = string.match(all[j + 1], '^(%d+) (%d+)$')
+      if n and tonumber(expiry) > now then sum = sum + tonumber(n)
+      else redis.call('HDEL', key, all[j]) end
+    end
+  end
+  sums[i] = sum
+end
+return sums
+"""
+
 
 class RedisState:
     """`SharedState` on Redis (redis-py asyncio; hiredis parses replies when installed)."""
@@ -94,6 +120,7 @@ class RedisState:
         self._nonce_batch: list[_NonceQuery] = []
         self._batches: set[asyncio.Task[None]] = set()
         self._window_add = self._client.register_script(_WINDOW_ADD)
+        self._share_calls = self._client.register_script(_SHARE_CALLS)
         self._channel = f"{self._prefix}bans"
         self._errors = 0
         self._down_until = 0.0
@@ -198,6 +225,25 @@ class RedisState:
         pipe.publish(self._channel, f"{ip} {until!r}")
         # rare and what the others need most: tried even while the breaker is open
         return await self._call("publish_ban", pipe.execute, always=True) is not None
+
+    async def publish_unban(self, ip: str) -> bool:
+        pipe = self._client.pipeline(transaction=False)
+        pipe.delete(f"{self._prefix}ban:{ip}", f"{self._prefix}fail:{ip}")
+        pipe.publish(self._channel, f"{ip} 0")
+        return await self._call("publish_unban", pipe.execute, always=True) is not None
+
+    async def share_calls(
+        self, instance: str, counts: dict[str, int], ttl: float
+    ) -> dict[str, int] | None:
+        if not counts:
+            return {}
+        trunks = list(counts)
+        keys = [f"{self._prefix}calls:{trunk}" for trunk in trunks]
+        args: list[Any] = [instance, _ms(ttl), *(max(0, counts[t]) for t in trunks)]
+        answer = await self._call("share_calls", self._share_calls, keys, args)
+        if answer is None:
+            return None
+        return {trunk: int(total) for trunk, total in zip(trunks, answer, strict=True)}
 
     async def add(self, key: str, amount: int, ttl: float) -> int | None:
         full = f"{self._prefix}c:{key}"

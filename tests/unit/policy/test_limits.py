@@ -405,3 +405,22 @@ def test_bucket_never_admits_more_than_burst_plus_rate(rate: float, gaps: list[f
     for i in range(len(times)):
         for j in range(i, len(times)):
             assert j - i + 1 <= burst + rate * (times[j] - times[i]) + 1e-6
+
+
+# -- calls on other instances (shared state) ------------------------------------------------
+
+
+def test_calls_on_other_instances_count_against_the_cap() -> None:
+    lim = limiter(concurrent_calls=3)
+    assert call(lim, 0, 0.0) == ADMIT
+    lim.set_remote({ACME: 2, OTHER: 7, "unknown": 1})
+    assert call(lim, 1, 0.0) == Decision(LimitVerdict.CONCURRENT_CALLS, None)
+    assert call(lim, 2, 0.0, OTHER) == ADMIT  # no cap on the other trunk
+    assert lim.capped() == {ACME: 1}  # what this instance shares: its own, capped trunks only
+    usage = lim.usage(ACME)
+    assert usage is not None and (usage.active, usage.remote) == (1, 2)
+    lim.set_remote({})  # the other instances' calls ended (or they are gone)
+    assert call(lim, 3, 0.0) == ADMIT
+    lim.set_remote({ACME: -4})  # never below zero
+    assert call(lim, 4, 0.0) == ADMIT
+    assert call(lim, 5, 0.0).verdict is LimitVerdict.CONCURRENT_CALLS
