@@ -167,14 +167,20 @@ class StateBridge:
 
     async def _calls_forever(self) -> None:
         """Every CALLS_SYNC: share this instance's calls in progress, hand the others' to the
-        core. An unavailable state leaves the last view (it ages out with CALLS_TTL elsewhere)."""
+        core. While the state is unavailable the last view stays for CALLS_TTL (as this
+        instance's count stays for the others), then the others count as none: the cap is
+        enforced per instance until the state answers again."""
+        heard = time.monotonic()
         while True:
             await asyncio.sleep(CALLS_SYNC)
             others = await self.state.share_calls(
                 self._instance, self.core.shared_calls(), CALLS_TTL
             )
             if others is not None:
+                heard = time.monotonic()
                 self.core.set_remote_calls(others)
+            elif time.monotonic() - heard > CALLS_TTL:
+                self.core.set_remote_calls({})
             self._count_errors()
 
     async def _publish(self, call: Awaitable[bool]) -> None:

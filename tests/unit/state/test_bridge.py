@@ -61,14 +61,14 @@ class Remote(MemoryState):
 
     def __init__(self, settings: StateSettings) -> None:
         super().__init__(settings)
-        self.others = {"capped": 2}
+        self.others: dict[str, int] | None = {"capped": 2}
         self.sent: list[dict[str, int]] = []
 
     async def share_calls(
         self, instance: str, counts: dict[str, int], ttl: float
     ) -> dict[str, int] | None:
         self.sent.append(dict(counts))
-        return dict(self.others)
+        return None if self.others is None else dict(self.others)
 
 
 async def test_unban_heard_lifts_the_local_ban_and_is_told_once() -> None:
@@ -103,5 +103,28 @@ async def test_calls_exchange_counts_the_others_against_the_cap(monkeypatch: Any
         assert usage is not None and usage.remote == 2
         refused = core.limiter.admit_call("capped", DialogKey(b"c2", b"t"), b"b2", 0.0)
         assert refused.verdict is LimitVerdict.CONCURRENT_CALLS
+    finally:
+        await bridge.close()
+
+
+async def test_others_count_as_none_once_the_state_is_unavailable_for_a_ttl(
+    monkeypatch: Any,
+) -> None:
+    monkeypatch.setattr(bridge_module, "CALLS_SYNC", 0.01)
+    monkeypatch.setattr(bridge_module, "CALLS_TTL", 0.1)
+    core = SmallCore()
+    remote = Remote(StateSettings())
+    bridge = StateBridge(remote, core, lambda *a: None, Observer())
+    await bridge.start()
+
+    def remote_calls() -> int:
+        usage = core.limiter.usage("capped")
+        return -1 if usage is None else usage.remote
+
+    try:
+        await wait_for_async(lambda: remote_calls() == 2, 2, "the others' calls")
+        remote.others = None  # unavailable from now on
+        await wait_for_async(lambda: remote_calls() == 0, 2, "the stale view dropped")
+        assert len(remote.sent) >= 2
     finally:
         await bridge.close()
