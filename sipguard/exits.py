@@ -14,6 +14,7 @@ from typing import Final
 EX_OK: Final = 0  # done; for `run`, a clean stop (SIGTERM/SIGINT)
 EX_USAGE: Final = 64  # bad arguments; `hash-password`: empty password, mismatch, bad algorithm
 EX_DATAERR: Final = 65  # `hash-password`: the password on stdin is not UTF-8
+EX_SOFTWARE: Final = 70  # `run` with workers: workers kept dying (the supervisor gave up)
 EX_OSERR: Final = 71  # the OS refused: a listener cannot be bound (port in use)
 EX_CANTCREAT: Final = 73  # `gen-key`: the key file exists already or cannot be created
 EX_CONFIG: Final = 78  # the config file is unusable; every problem is on stderr

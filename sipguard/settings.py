@@ -272,6 +272,7 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     protection: Protection = field(default_factory=Protection)
     state: StateSettings = field(default_factory=StateSettings)
+    workers: int = 1  # processes serving this host; 1: no supervisor (sipguard.supervisor)
 
 
 # Top-level sections compared whole by `diff_settings` (trunks and listeners are itemised).
@@ -284,6 +285,7 @@ DIFFED_SECTIONS: tuple[str, ...] = (
     "limits",
     "protection",
     "state",
+    "workers",
 )
 
 

@@ -23,6 +23,7 @@ from sipguard.config.protection import read_limits, read_protection
 from sipguard.config.reader import Reader
 from sipguard.config.secrets import check_config_mode
 from sipguard.config.state import read_state
+from sipguard.config.workers import read_workers
 from sipguard.errors import ConfigError
 from sipguard.exits import EX_CONFIG, EX_OK
 from sipguard.settings import Settings
@@ -55,6 +56,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("limits", read_limits, absent={}, early=True),
     Section("protection", read_protection, absent={}),
     Section("state", read_state, absent={}),
+    Section("workers", read_workers),  # reads listen
 )
 
 
