@@ -56,7 +56,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("limits", read_limits, absent={}, early=True),
     Section("protection", read_protection, absent={}),
     Section("state", read_state, absent={}),
-    Section("workers", read_workers),  # reads listen
+    Section("workers", read_workers),
 )
 
 

@@ -1,9 +1,8 @@
 """The `workers` key: how many processes serve this host (issue 15).
 
 Owns: the check of `workers` (`auto`: one per CPU, as `os.cpu_count()` reports them; or an
-integer 1..MAX_WORKERS; default 1: one process and no supervisor, exactly as before), and the
-rule that several workers need fixed listener ports (with port 0 each worker would get a port
-of its own, and the kernel could not spread one port's traffic over them).
+integer 1..MAX_WORKERS; default 1: one process and no supervisor, exactly as before). Listener
+ports are fixed already (`listen` refuses port 0), so every worker binds the same ones.
 
 Never does: start a process (`sipguard.supervisor` does, from `Settings.workers`).
 """
@@ -29,7 +28,7 @@ def cpu_count() -> int:
 
 
 def read_workers(r: Reader, value: object, done: Mapping[str, Any]) -> int | None:
-    """`workers: auto | N`: the number of worker processes (reads `listen`)."""
+    """`workers: auto | N`: the number of worker processes."""
     if value is None:
         return 1
     if value == AUTO:
@@ -42,13 +41,4 @@ def read_workers(r: Reader, value: object, done: Mapping[str, Any]) -> int | Non
         if checked is None:
             return None
         count = checked
-    if count > 1:
-        for listener in done.get("listen") or ():
-            if listener.port == 0:
-                r.error(
-                    "workers",
-                    f"{listener.url}: several workers need a fixed port on every listener "
-                    "(port 0 would give each worker a port of its own)",
-                )
-                return None
     return count
