@@ -191,12 +191,15 @@ class AskNonceCount:
 class ShareFailure:
     """A failed authentication of `ip`, already counted here: the shell counts it in the shared
     window of `window` seconds and hands the count to `Core.shared_failures`; `nonce` (until
-    `nonce_expires_at`), when set, is killed everywhere (a wrong answer kills its nonce)."""
+    `nonce_expires_at`), when set, is killed everywhere (a wrong answer kills its nonce); a ban the
+    local count placed (`ban_until`) is published too, so it spreads even when the shared count
+    missed failures during an outage."""
 
     ip: str
     window: float
     nonce: str | None = None
     nonce_expires_at: float = 0.0
+    ban_until: float = 0.0  # this failure banned `ip` here (local count): published as well
 
 
 # What the core leaves in `Core.questions` for the shell when state is shared.

@@ -267,7 +267,8 @@ def conclude(
         killed = answer.nonce if check.killed and answer is not None else None
         expires = (check.expiry or 0.0) if killed is not None else 0.0
         window = ctx.cfg.settings.protection.ban_window
-        ctx.st.questions.append(ShareFailure(ctx.ip, window, killed, expires))
+        banned = ban.until if ban is not None else 0.0
+        ctx.st.questions.append(ShareFailure(ctx.ip, window, killed, expires, banned))
     info = Info(info.method, info.call_id, "", user, 0, check.outcome.value)
     return refuse(ctx, Cause.AUTH_FAILED, info, counted=True)
 

@@ -34,10 +34,12 @@ from typing import Protocol
 
 from sipguard.settings import StateSettings
 
-__all__ = ["BanCallback", "ErrorCallback", "SharedState", "open_state"]
+__all__ = ["Answer", "BanCallback", "ErrorCallback", "SharedState", "open_state"]
 
 # A ban heard from any instance: (source IP, end of the ban in epoch seconds).
 BanCallback = Callable[[str, float], None]
+# Receives the answer of a shared call: the value, or None when the state is unavailable.
+Answer = Callable[[bool | None], None]
 # An outage began (operation, short detail without secrets) or ended (operation, "").
 ErrorCallback = Callable[[str, str], None]
 
@@ -66,6 +68,11 @@ class SharedState(Protocol):
         """True once per (nonce, strictly increasing nc) across every instance; False for a
         replayed, decreasing or killed count; None when unavailable. `ttl`: seconds until the
         nonce expires (the entry lives that long)."""
+        ...
+
+    def count_nonce_then(self, nonce: str, nc: int, ttl: float, then: Answer) -> None:
+        """`count_nonce` without a task or future per call (the hot path of the bridge): `then`
+        is called from the event loop with the answer, never from inside this call."""
         ...
 
     async def kill_nonce(self, nonce: str, ttl: float) -> None:

@@ -2,7 +2,8 @@
 
 Owns: `StateBridge`, which the server creates when `state.backend` is shared. After every call
 into the core the dispatcher calls `drain(source, connection)`: each `AskNonceCount` is asked of
-the shared state in a task of its own and resumed in the core with the answer (the resumed
+the shared state (batched by the backend, answered through a callback: no task per question)
+and resumed in the core with the answer (the resumed
 actions run through the dispatcher like any others, with the broad except around them); each
 `ShareFailure` is counted in the shared window, and the ban the core decides on that count is
 published. Bans heard from the shared state (any instance, this one included) go to
@@ -10,8 +11,8 @@ published. Bans heard from the shared state (any instance, this one included) go
 and end; the failed calls are counted for `sipguard_state_errors_total`.
 
 Never does: SIP decisions (the core makes them from the answers), wait for the shared state on
-the path of a message (every question is a task; at most MAX_IN_FLIGHT at once, beyond which a
-question is answered "unavailable" at once, as during an outage).
+the path of a message (at most MAX_IN_FLIGHT questions wait at once, beyond which a question is
+answered "unavailable" at once, as during an outage).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Final, Protocol
 
 from sipguard.proxy.actions import Address, AskNonceCount, BanEvent, Question, ShareFailure
@@ -57,6 +59,7 @@ class StateBridge:
         self._observer = observer
         self._tasks: set[asyncio.Task[None]] = set()
         self._errors_seen = 0
+        self._asked = 0  # nonce-counts asked and not answered yet
 
     async def start(self) -> None:
         await self.state.start(self._heard_ban, self._observer.state_outage)
@@ -76,9 +79,10 @@ class StateBridge:
         taken = questions[:]
         questions.clear()
         for question in taken:
+            if isinstance(question, AskNonceCount):
+                self._ask(question, source, connection)
+                continue
             if len(self._tasks) >= MAX_IN_FLIGHT:
-                if isinstance(question, AskNonceCount):
-                    self._resume(question, None, source, connection)
                 continue
             task = asyncio.get_running_loop().create_task(
                 self._answer(question, source, connection)
@@ -86,22 +90,36 @@ class StateBridge:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+    def _ask(self, question: AskNonceCount, source: Address, connection: int | None) -> None:
+        """No task per question: the backend batches the counts and calls back."""
+        if self._asked >= MAX_IN_FLIGHT:
+            self._resume(question, source, connection, None)
+            return
+        self._asked += 1
+        ttl = question.expires_at - time.time()
+        then = partial(self._answered, question, source, connection)
+        self.state.count_nonce_then(question.nonce, question.nonce_count, ttl, then)
+
+    def _answered(
+        self, question: AskNonceCount, source: Address, connection: int | None, answer: bool | None
+    ) -> None:
+        self._asked -= 1
+        self._count_errors()
+        self._resume(question, source, connection, answer)
+
     async def _answer(self, question: Question, source: Address, connection: int | None) -> None:
-        if isinstance(question, AskNonceCount):
-            ttl = question.expires_at - time.time()
-            answer = await self.state.count_nonce(question.nonce, question.nonce_count, ttl)
-            self._count_errors()
-            self._resume(question, answer, source, connection)
-        elif isinstance(question, ShareFailure):
+        if isinstance(question, ShareFailure):
             await self._share_failure(question)
 
     def _resume(
-        self, question: AskNonceCount, answer: bool | None, source: Address, connection: int | None
+        self, question: AskNonceCount, source: Address, connection: int | None, answer: bool | None
     ) -> None:
         self._run(source, connection, question.resume, answer, time.time())
         self.drain(source, connection)  # the resumed decision may note a failure
 
     async def _share_failure(self, failure: ShareFailure) -> None:
+        if failure.ban_until:
+            await self.state.publish_ban(failure.ip, failure.ban_until)
         if failure.nonce is not None:
             await self.state.kill_nonce(failure.nonce, failure.nonce_expires_at - time.time())
         count = await self.state.add_failure(failure.ip, failure.window)

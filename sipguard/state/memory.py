@@ -10,12 +10,13 @@ default, as ban ends are epoch seconds).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 
 from sipguard.settings import StateSettings
-from sipguard.state import BanCallback, ErrorCallback
+from sipguard.state import Answer, BanCallback, ErrorCallback
 
 # Entries kept per table: beyond it the oldest go first (the core's own tables fail closed; this
 # backend is only the single-process default and the tests' reference).
@@ -76,12 +77,18 @@ class MemoryState:
         self._on_ban = None
 
     async def count_nonce(self, nonce: str, nc: int, ttl: float) -> bool | None:
+        return self._count(nonce, nc, ttl)
+
+    def _count(self, nonce: str, nc: int, ttl: float) -> bool:
         now = self._clock()
         last = self._nonces.get(nonce, now)
         if nc <= 0 or (last is not None and (last < 0 or nc <= last)):
             return False
         self._nonces.put(nonce, nc, now + ttl)
         return True
+
+    def count_nonce_then(self, nonce: str, nc: int, ttl: float, then: Answer) -> None:
+        asyncio.get_running_loop().call_soon(then, self._count(nonce, nc, ttl))
 
     async def kill_nonce(self, nonce: str, ttl: float) -> None:
         self._nonces.put(nonce, -1, self._clock() + ttl)

@@ -32,10 +32,13 @@ import time
 from typing import Any, Final
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 
 from sipguard.settings import StateSettings
-from sipguard.state import BanCallback, ErrorCallback
+from sipguard.state import Answer, BanCallback, ErrorCallback
 
 # A round trip on a LAN is ~0.1-0.5 ms; 250 ms means the server is stuck, not slow.
 OPERATION_TIMEOUT: Final = 0.25
@@ -60,8 +63,8 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
 _COUNT_NONCE_SHA: Final = hashlib.sha1(_COUNT_NONCE.encode()).hexdigest()  # noqa: S324 (Redis's id)
-# (key, nonce-count, ttl ms, the caller's future): one count waiting for the next pipeline.
-_NonceQuery = tuple[str, int, int, "asyncio.Future[bool | None]"]
+# (key, nonce-count, ttl ms, what to call with the answer): one count for the next pipeline.
+_NonceQuery = tuple[str, int, int, Answer]
 # KEYS[1] counter; ARGV amount, ttl ms (set on creation only: a fixed window). The new count.
 _WINDOW_ADD: Final = """
 local n = redis.call('INCRBY', KEYS[1], ARGV[1])
@@ -82,6 +85,10 @@ class RedisState:
             timeout=OPERATION_TIMEOUT,  # waiting for a free connection
             socket_timeout=OPERATION_TIMEOUT,
             socket_connect_timeout=OPERATION_TIMEOUT,
+            # A pooled connection from before a server restart fails once: reconnect and retry
+            # that one command at once instead of opening the breaker.
+            retry=Retry(NoBackoff(), 1),
+            retry_on_error=[RedisConnectionError],
         )
         self._client = aioredis.Redis(connection_pool=pool)
         self._nonce_batch: list[_NonceQuery] = []
@@ -125,19 +132,24 @@ class RedisState:
     # -- calls ------------------------------------------------------------------------------
 
     async def count_nonce(self, nonce: str, nc: int, ttl: float) -> bool | None:
+        future: asyncio.Future[bool | None] = asyncio.get_running_loop().create_future()
+        self.count_nonce_then(nonce, nc, ttl, lambda answer: _settle(future, answer))
+        return await future
+
+    def count_nonce_then(self, nonce: str, nc: int, ttl: float, then: Answer) -> None:
         """Batched: every count asked in one turn of the event loop goes in one pipeline (one
-        round trip, one connection), which is what keeps the CPU per call low under load."""
+        round trip, one connection, one task), which keeps the CPU per call low under load."""
+        loop = asyncio.get_running_loop()
         if nc <= 0:
-            return False
+            loop.call_soon(then, False)
+            return
         if self._down and time.monotonic() < self._down_until:
             self._errors += 1
-            return None
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[bool | None] = loop.create_future()
-        self._nonce_batch.append((f"{self._prefix}nc:{nonce}", nc, _ms(ttl), future))
+            loop.call_soon(then, None)
+            return
+        self._nonce_batch.append((f"{self._prefix}nc:{nonce}", nc, _ms(ttl), then))
         if len(self._nonce_batch) == 1:
             loop.call_soon(self._flush_nonces)
-        return await future
 
     def _flush_nonces(self) -> None:
         batch, self._nonce_batch = self._nonce_batch, []
@@ -154,13 +166,12 @@ class RedisState:
             if await self._call("count_nonce", self._client.script_load, _COUNT_NONCE) is None:
                 answers = None
                 break
-        for index, (_, _, _, future) in enumerate(batch):
+        for index, (_, _, _, then) in enumerate(batch):
             answer = None if answers is None else answers[index]
             if isinstance(answer, Exception):
                 self._errors += 1
                 answer = None
-            if not future.done():
-                future.set_result(None if answer is None else bool(answer))
+            then(None if answer is None else bool(answer))
 
     async def _send_counts(self, batch: list[_NonceQuery]) -> list[Any]:
         pipe = self._client.pipeline(transaction=False)
@@ -185,7 +196,8 @@ class RedisState:
         pipe = self._client.pipeline(transaction=False)
         pipe.set(f"{self._prefix}ban:{ip}", repr(until), px=_ms(ttl))
         pipe.publish(self._channel, f"{ip} {until!r}")
-        return await self._call("publish_ban", pipe.execute) is not None
+        # rare and what the others need most: tried even while the breaker is open
+        return await self._call("publish_ban", pipe.execute, always=True) is not None
 
     async def add(self, key: str, amount: int, ttl: float) -> int | None:
         full = f"{self._prefix}c:{key}"
@@ -195,11 +207,13 @@ class RedisState:
         answer = await self._call("add", pipe.execute)
         return None if answer is None else int(answer[0])
 
-    async def _call(self, operation: str, func: Any, *args: Any, **kwargs: Any) -> Any:
+    async def _call(
+        self, operation: str, func: Any, *args: Any, always: bool = False, **kwargs: Any
+    ) -> Any:
         """One bounded call; None on any failure (counted, reported once per outage). Only a
         call started after the outage began can end it (one already in flight proves nothing)."""
         started = time.monotonic()
-        if self._down and started < self._down_until:
+        if self._down and started < self._down_until and not always:
             self._errors += 1
             return None
         try:
@@ -285,3 +299,8 @@ class RedisState:
 
 def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
+
+
+def _settle(future: asyncio.Future[bool | None], answer: bool | None) -> None:
+    if not future.done():
+        future.set_result(answer)

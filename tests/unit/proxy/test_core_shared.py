@@ -142,3 +142,17 @@ def test_ban_heard_from_another_instance_applies_once() -> None:
     assert c.apply_ban("192.0.2.1", NOW - 1, NOW) is None  # already over
     assert only(c.handle(request(), CLIENT, LOCAL, None, NOW + 2)).cause is Cause.BANNED
     assert only(c.handle(request(), CLIENT, LOCAL, None, NOW + 31)).cause is Cause.CHALLENGED
+
+
+def test_a_ban_by_the_local_count_is_published_too() -> None:
+    """An outage can make the shared count miss failures: the ban the local count places is
+    handed to the shell as well (`ShareFailure.ban_until`), so it still reaches the others."""
+    c = core(shared())
+    notes = []
+    for i in range(5):
+        action = only(c.handle(answered(c, "wrong"), CLIENT, LOCAL, None, NOW + 1 + i))
+        assert action.cause is Cause.AUTH_FAILED
+        notes += [q for q in c.questions if isinstance(q, ShareFailure)]
+        c.questions.clear()
+    assert [n.ban_until > 0 for n in notes] == [False, False, False, False, True]
+    assert notes[-1].ban_until == NOW + 5 + 600
