@@ -62,6 +62,30 @@ STOP_MARGIN: Final = 5.0  # seconds beyond shutdown_grace before a worker is kil
 NOTIFY_MAX: Final = 4096  # bytes of one notification datagram
 
 
+class DeathRule:
+    """The give-up rule: more than `limit` deaths within `window` seconds (all workers)."""
+
+    def __init__(self, limit: int = MAX_DEATHS, window: float = DEATH_WINDOW) -> None:
+        self.limit = limit
+        self.window = window
+        self._deaths: deque[float] = deque()
+
+    def died(self, now: float) -> bool:
+        """Count a death at `now` (monotonic seconds); True when it is time to give up."""
+        self._deaths.append(now)
+        while self._deaths and now - self._deaths[0] > self.window:
+            self._deaths.popleft()
+        return len(self._deaths) > self.limit
+
+
+def restart_delay(previous: float, served: float) -> float:
+    """The back-off before a restart: RESTART_DELAY after a worker that served STABLE_AFTER
+    seconds, else double the previous delay, at most MAX_RESTART_DELAY."""
+    if served >= STABLE_AFTER:
+        return RESTART_DELAY
+    return min(previous * 2, MAX_RESTART_DELAY)
+
+
 @dataclass(slots=True)
 class _Worker:
     """One worker slot: its index, sockets, and the process now filling it."""
@@ -71,7 +95,7 @@ class _Worker:
     metrics_path: str
     process: asyncio.subprocess.Process | None = None
     started_at: float = 0.0
-    delay: float = RESTART_DELAY
+    delay: float = RESTART_DELAY / 2  # the first restart waits RESTART_DELAY
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     reload_failed: bool = False
 
@@ -89,7 +113,7 @@ class Supervisor:
             _Worker(i, os.path.join(workdir, f"notify-{i}"), os.path.join(workdir, f"metrics-{i}"))
             for i in range(settings.workers)
         ]
-        self.deaths: deque[float] = deque()
+        self.deaths = DeathRule()
         self.restarts = 0
         self.stopping = False
         self.done = asyncio.Event()
@@ -168,16 +192,11 @@ class Supervisor:
                 self._give_up(code if code > 0 else EX_SOFTWARE, "a worker failed to start")
                 return
             now = time.monotonic()
-            if now - worker.started_at >= STABLE_AFTER:
-                worker.delay = RESTART_DELAY
-            self.deaths.append(now)
-            while self.deaths and now - self.deaths[0] > DEATH_WINDOW:
-                self.deaths.popleft()
-            if len(self.deaths) > MAX_DEATHS:
+            if self.deaths.died(now):
                 self._give_up(EX_SOFTWARE, f"more than {MAX_DEATHS} deaths in {DEATH_WINDOW}s")
                 return
-            await asyncio.sleep(worker.delay)
-            worker.delay = min(worker.delay * 2, MAX_RESTART_DELAY)
+            worker.delay = restart_delay(worker.delay, now - worker.started_at)
+            await asyncio.sleep(worker.delay)  # the back-off itself, not a synchronisation
             if self.stopping:
                 return
             self.restarts += 1
