@@ -122,6 +122,7 @@ class Supervisor:
         self._socks: list[socket.socket] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._endpoint: asyncio.Server | None = None
+        self._reload_lock = asyncio.Lock()
 
     # -- start ------------------------------------------------------------------------------
 
@@ -249,6 +250,10 @@ class Supervisor:
         self._task(self._reload())
 
     async def _reload(self) -> None:
+        async with self._reload_lock:  # one reload at a time, in the order asked
+            await self._reload_once()
+
+    async def _reload_once(self) -> None:
         from sipguard.config import load_settings
 
         self.logger.info("config_reloading")
@@ -333,7 +338,12 @@ class Supervisor:
             self._endpoint = None
 
     def _metrics_paths(self) -> list[str]:
-        return [w.metrics_path for w in self.workers if w.ready.is_set()]
+        """Every running worker's socket (one still starting refuses: it is left out)."""
+        return [
+            w.metrics_path
+            for w in self.workers
+            if w.process is not None and w.process.returncode is None
+        ]
 
     def _own_series(self) -> str:
         alive = sum(
