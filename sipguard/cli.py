@@ -1,4 +1,5 @@
-"""The `sipguard` command line: `run`, `check-config`, `hash-password`, `gen-key`.
+"""The `sipguard` command line: `run`, `check-config`, `hash-password`, `gen-key`, `admin`,
+`verify-identity`.
 
 Owns: argument parsing and exit codes. Each subcommand's work lives in its own module and is
 imported only when that subcommand runs, so `sipguard --help` stays fast.
@@ -57,6 +58,37 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["MD5", "SHA-256", "SHA-512-256"],
         help="algorithm (repeatable; default: all three)",
     )
+
+    admin = sub.add_parser("admin", help="see and change live state through the admin API")
+    admin.add_argument(
+        "--config",
+        "-c",
+        default="/etc/sipguard/sipguard.yaml",
+        metavar="FILE",
+        help="config file naming the admin listener and token (default %(default)s)",
+    )
+    admin.add_argument("--json", action="store_true", help="print the API's JSON answer")
+    actions = admin.add_subparsers(dest="admin_command", metavar="ACTION", required=True)
+    actions.add_parser("bans", help="list the banned sources")
+    ban = actions.add_parser("ban", help="ban a source address")
+    ban.add_argument("address", metavar="ADDR")
+    ban.add_argument("--duration", type=float, metavar="S", help="seconds (default: configured)")
+    unban = actions.add_parser("unban", help="lift a ban: the source is served at once")
+    unban.add_argument("address", metavar="ADDR")
+    actions.add_parser("reload", help="reload the config file as SIGHUP does; print any errors")
+    actions.add_parser("status", help="version, uptime, workers, config file and its hash")
+    verify = sub.add_parser(
+        "verify-identity",
+        help="check the signed identity headers of one SIP request read from stdin "
+        "(exit 0 valid, 1 invalid with the reason)",
+    )
+    verify.add_argument("--config", "-c", required=True, metavar="FILE", help="YAML config file")
+    verify.add_argument(
+        "--max-age",
+        type=float,
+        metavar="S",
+        help="seconds a signature stays valid (default: identity.max_age)",
+    )
     return parser
 
 
@@ -86,6 +118,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from sipguard.hashpw import hash_password_command
 
         return hash_password_command(args.username, args.realm, args.algorithm)
+    if args.command == "admin":
+        from sipguard.admin.client import admin_command
+
+        return admin_command(args)
+    if args.command == "verify-identity":
+        from sipguard.verifyid import verify_identity_command
+
+        return verify_identity_command(args.config, args.max_age)
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover - argparse rejects it
     return EX_USAGE  # pragma: no cover
 

@@ -75,17 +75,3 @@ class VersionNotSupported(ParseError):
 
     status = 505
     reason = "Version Not Supported"
-
-
-class TooManyHops(SipError):
-    """RFC 3261 §16.3 step 3: Max-Forwards reached zero."""
-
-    status = 483
-    reason = "Too Many Hops"
-
-
-class LoopDetected(SipError):
-    """RFC 3261 §16.3 step 4: the request already passed through us on this branch."""
-
-    status = 482
-    reason = "Loop Detected"

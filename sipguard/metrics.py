@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Final, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from sipguard import __version__
 from sipguard.proxy.actions import (
@@ -100,6 +101,14 @@ PROCESSING_BUCKETS: Final[tuple[float, ...]] = (
 # caller passing something else. Beyond it the label is "other".
 MAX_TRUNK_SERIES: Final = 1000
 
+# The `limit` label of `sipguard_trunk_limited_total`: the refusals of `policy.limits.LimitVerdict`
+# (the core puts the value in `Info.detail`); anything else is "other".
+TRUNK_LIMITS: Final[tuple[str, ...]] = (
+    "calls_per_second",
+    "concurrent_calls",
+    "registrations_per_second",
+)
+
 # The classic text format: every Prometheus server reads it, and with names that are valid
 # legacy names (all of ours) it is byte-identical to what generate_latest() writes.
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
@@ -132,6 +141,27 @@ def is_dropped_response(action: Action) -> bool:
         and action.cause in DROPPED_RESPONSE_CAUSES
         and 100 <= action.info.status <= 699
     )
+
+
+class _TrunkCalls:
+    """`sipguard_trunk_calls_active{trunk}`, read at scrape time from the core's counts (a
+    callable set by the shell): nothing is updated per call."""
+
+    NAME = "sipguard_trunk_calls_active"
+    HELP = "Calls of the trunk being set up or answered (per-trunk limits)."
+
+    def __init__(self) -> None:
+        self.source: Callable[[], Mapping[str, int]] | None = None
+
+    def describe(self) -> list[Metric]:
+        return [GaugeMetricFamily(self.NAME, self.HELP, labels=["trunk"])]
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(self.NAME, self.HELP, labels=["trunk"])
+        if self.source is not None:
+            for trunk, active in list(self.source().items())[:MAX_TRUNK_SERIES]:
+                family.add_metric([trunk], active)
+        yield family
 
 
 class Metrics:
@@ -225,6 +255,15 @@ class Metrics:
             registry=r,
         )
 
+        self.trunk_limited = Counter(
+            "sipguard_trunk_limited",
+            "Requests refused by a trunk's limit (503), by trunk and limit.",
+            ["trunk", "limit"],
+            registry=r,
+        )
+        self.trunk_calls = _TrunkCalls()
+        r.register(self.trunk_calls)
+
         self.build_info.labels(version).set(1)
         self._responses = {
             (d, c): self.responses.labels(d, c)
@@ -240,6 +279,7 @@ class Metrics:
         self._requests: dict[tuple[Transport, str, Cause], Counter] = {}
         self._admitted: dict[str, Counter] = {}
         self._log_suppressed: dict[str, Counter] = {}
+        self._trunk_limited: dict[tuple[str, str], Counter] = {}
         self._peer_unreachable: dict[str, Counter] = {}
         self.set_trunks(trunks)
 
@@ -280,6 +320,22 @@ class Metrics:
             self._acl_denied[source.transport].inc()
         elif cause is Cause.PARSE_ERROR:
             self._parse_errors[source.transport].inc()
+        elif cause is Cause.TRUNK_LIMITED:
+            self._trunk_limited_child(action.info.trunk, action.info.detail).inc()
+
+    def _trunk_limited_child(self, trunk: str, limit: str) -> Counter:
+        key = (trunk, limit)
+        child = self._trunk_limited.get(key)
+        if child is None:
+            label = limit if limit in TRUNK_LIMITS else OTHER
+            if not trunk or len(self._trunk_limited) >= MAX_TRUNK_SERIES * len(TRUNK_LIMITS):
+                trunk = OTHER
+            child = self._trunk_limited[key] = self.trunk_limited.labels(trunk, label)
+        return child
+
+    def watch_trunk_calls(self, source: Callable[[], Mapping[str, int]]) -> None:
+        """Read `sipguard_trunk_calls_active` from `source` (trunk -> calls) at each scrape."""
+        self.trunk_calls.source = source
 
     def _trunk_child(self, trunk: str) -> Counter:
         child = self._admitted.get(trunk)

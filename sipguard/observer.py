@@ -60,6 +60,7 @@ EVENTS: Final[dict[Cause, tuple[str, int]]] = {
     Cause.STRAY: ("stray", DEBUG),
     Cause.BANNED: ("ban_dropped", DEBUG),  # the ban itself is the `banned` event
     Cause.RATE_LIMITED: ("rate_limited", WARNING),
+    Cause.TRUNK_LIMITED: ("trunk_limited", WARNING),
     Cause.SCANNER: ("scanner_dropped", WARNING),
     Cause.KEEPALIVE: ("keepalive", DEBUG),
     Cause.FROM_UPSTREAM: ("from_upstream", DEBUG),

@@ -717,11 +717,23 @@ async def _serve(
             for problem in exc.problems:
                 print(problem, file=sys.stderr)
             return EX_CONFIG
+        metrics = getattr(observer, "metrics", None)
+        if metrics is not None:  # sipguard_trunk_calls_active, read at each scrape
+            metrics.watch_trunk_calls(core.calls_active)
+        admin = None
+        # aiohttp is imported only then. Not in a worker of `workers: N`: its bans and reloads
+        # would reach that worker alone (the supervisor says so once).
+        if settings.admin is not None and role is None:
+            from sipguard.admin.daemon import start_daemon_admin
+
+            admin = await start_daemon_admin(server, core, observer, path)
         try:
             signals.serving(server)
             await signals.stop.wait()
         finally:
             await signals.stopping()
+            if admin is not None:
+                await admin.close()
             await server.stop()
             _note(observer, "info", "stopped")  # the drain is over: the last line before exit
         return EX_OK

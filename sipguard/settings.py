@@ -1,10 +1,11 @@
 """The validated configuration of sipguard, as frozen values.
 
 Owns: the types every layer reads its configuration from (`Settings`, `Listener`, `Upstream`,
-`AuthSettings`, `Trunk`, `Credential`, `Rule`, `Limits`, `Protection`...), and the named defaults
-of every limit, each with the reason for its value. Whitelist entries are held parsed (`Rule`:
-the config loader parses each once with `policy.whitelist.parse_rule`; matching and the shell
-use the intervals, never the text again).
+`AuthSettings`, `Trunk`, `TrunkLimits`, `AdminSettings`, `Credential`, `Rule`, `Limits`,
+`Protection`, `IdentitySettings`...), and the named defaults of every limit, each with the
+reason for its value. Whitelist entries are held parsed (`Rule`: the config loader parses
+each once with `policy.whitelist.parse_rule`; matching and the shell use the intervals, never
+the text again).
 
 Never does: read files, YAML or the environment, resolve names, hash passwords (digest math
 belongs to `sipguard.auth`). It imports only the standard library's dataclasses, enum, datetime
@@ -135,15 +136,23 @@ class Credential:
     password: str | None = field(default=None, repr=False, hash=False)
     ha1: Mapping[str, str] = field(default_factory=dict, repr=False, hash=False)
     valid_until: datetime | None = None  # aware, UTC; None: never expires
+    # aware, UTC; None: valid from the start. With valid_until, one secret of a rotation.
+    not_before: datetime | None = None
 
     def __post_init__(self) -> None:
         if (self.password is None) == (not self.ha1):
             raise ValueError(f"credential {self.username!r}: set exactly one of password and ha1")
-        if self.valid_until is not None and self.valid_until.tzinfo is None:
-            raise ValueError(f"credential {self.username!r}: valid_until must be timezone-aware")
+        for moment in (self.valid_until, self.not_before):
+            if moment is not None and moment.tzinfo is None:
+                raise ValueError(
+                    f"credential {self.username!r}: valid_until and not_before must be "
+                    "timezone-aware"
+                )
 
     def is_valid_at(self, now: datetime) -> bool:
-        return self.valid_until is None or now < self.valid_until
+        return (self.valid_until is None or now < self.valid_until) and (
+            self.not_before is None or now >= self.not_before
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +167,39 @@ class Rule:
 
 
 @dataclass(frozen=True, slots=True)
+class TrunkLimits:
+    """What one trunk (a tenant) may use of the platform (issue 17); None: not limited.
+
+    Enforced by `sipguard.policy.limits`: the per-second rates are token buckets holding two
+    seconds' worth of tokens (`BURST_SECONDS` there)."""
+
+    calls_per_second: float | None = None  # new INVITEs admitted per second
+    concurrent_calls: int | None = None  # calls being set up or established at once
+    registrations_per_second: float | None = None  # REGISTER requests admitted per second
+    # Seconds after which a call whose BYE never came (lost, crashed peer) stops counting: 4 h,
+    # like the dialog memory of the core, is longer than nearly every real call.
+    max_call_duration: float = 14400.0
+
+    def __post_init__(self) -> None:
+        # Guards against programming errors; sipguard.config validates operator input.
+        for rate in (self.calls_per_second, self.registrations_per_second):
+            if rate is not None and not rate > 0:
+                raise ValueError("trunk limits: a rate must be > 0")
+        if self.concurrent_calls is not None and self.concurrent_calls < 0:
+            raise ValueError("trunk limits: concurrent_calls must be >= 0")
+        if not self.max_call_duration > 0:
+            raise ValueError("trunk limits: max_call_duration must be > 0")
+
+    @property
+    def is_limited(self) -> bool:
+        return (
+            self.calls_per_second is not None
+            or self.concurrent_calls is not None
+            or self.registrations_per_second is not None
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Trunk:
     """A group of sources trusted together: by address (whitelist), by digest, or both."""
 
@@ -166,10 +208,61 @@ class Trunk:
     credentials: tuple[Credential, ...] = ()  # empty = the whitelist alone admits (IP trust)
     algorithms: tuple[str, ...] | None = None  # overrides auth.algorithms for this trunk
     allow_open: bool = False  # operator accepted a trunk with neither whitelist nor credentials
+    limits: TrunkLimits = field(default_factory=TrunkLimits)  # rates and concurrent calls
+    # (name, value) pairs sent with every request this trunk admits (issue 16), config order;
+    # names and values validated by `sipguard.config` (see `sipguard.identity.headers`).
+    attributes: tuple[tuple[str, str], ...] = ()
 
     @property
     def requires_auth(self) -> bool:
         return bool(self.credentials)
+
+
+# The header prefix of what sipguard attaches: X-Sipguard-Trunk, X-Sipguard-Attr-Org-Id...
+DEFAULT_HEADER_PREFIX = "X-Sipguard-"
+# Identity headers a caller sets to be believed by the platform (RFC 3325, RFC 7239's cousins,
+# draft-ietf-sip-privacy-04): stripped from requests from outside by default.
+DEFAULT_STRIP_INBOUND: tuple[str, ...] = (
+    "P-Asserted-Identity",
+    "P-Preferred-Identity",
+    "X-Forwarded-For",
+    "Remote-Party-ID",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    """One identity signing key (HMAC-SHA-256): `id` names it in the signature header."""
+
+    id: str
+    secret: bytes = field(repr=False, hash=False)
+    # Where the key came from, e.g. "file:/etc/sipguard/identity-k2.key"; never the key itself.
+    source: str = "given"
+
+    def __post_init__(self) -> None:
+        if not self.secret:
+            raise ValueError(f"signing key {self.id!r}: empty secret")
+
+
+@dataclass(frozen=True, slots=True)
+class IdentitySettings:
+    """Signed identity headers on the way out, stripped copies on the way in (issue 16)."""
+
+    signing_keys: tuple[SigningKey, ...]  # newest first: the first signs, all verify
+    header_prefix: str = DEFAULT_HEADER_PREFIX
+    # Seconds a signature stays valid for the verifier: covers the platform's clock skew and
+    # queueing, short enough that a captured request cannot be replayed much later.
+    max_age: int = 30
+    strip_inbound: tuple[str, ...] = DEFAULT_STRIP_INBOUND
+
+    def __post_init__(self) -> None:
+        if not self.signing_keys:
+            raise ValueError("identity: at least one signing key")
+        ids = [k.id for k in self.signing_keys]
+        if len(set(ids)) != len(ids):
+            raise ValueError("identity: signing key ids must be unique")
+        if self.max_age <= 0:
+            raise ValueError("identity: max_age must be positive")
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +271,28 @@ class MetricsSettings:
 
     host: str
     port: int
+
+
+@dataclass(frozen=True, slots=True)
+class AdminSettings:
+    """The admin API's own listener (issue 17): JSON over HTTP, a bearer token required.
+
+    `host` is a loopback address unless the operator set `allow_remote` (the config loader
+    refuses anything else), since the API can lift bans and reload the configuration."""
+
+    host: str
+    port: int
+    token: bytes = field(repr=False, hash=False)  # from token_file, trailing newline removed
+    token_source: str = ""  # e.g. "file:/etc/sipguard/admin.token"; never the token itself
+    allow_remote: bool = False
+
+    def __post_init__(self) -> None:
+        if len(self.token) < MIN_ADMIN_TOKEN_BYTES:
+            raise ValueError(f"admin: the token is shorter than {MIN_ADMIN_TOKEN_BYTES} bytes")
+
+
+# A bearer token shorter than this can be guessed; `openssl rand -hex 32` writes 64.
+MIN_ADMIN_TOKEN_BYTES = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +387,10 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     protection: Protection = field(default_factory=Protection)
     state: StateSettings = field(default_factory=StateSettings)
+    admin: AdminSettings | None = None  # None: no admin API (the default)
+    # SHA-256 (hex) of the config file's bytes as loaded; "" for settings built by hand.
+    source_sha256: str = ""
+    identity: IdentitySettings | None = None  # None: plain X-Sipguard-Trunk/User, unsigned
     workers: int = 1  # processes serving this host; 1: no supervisor (sipguard.supervisor)
 
 
@@ -285,6 +404,8 @@ DIFFED_SECTIONS: tuple[str, ...] = (
     "limits",
     "protection",
     "state",
+    "admin",
+    "identity",
     "workers",
 )
 

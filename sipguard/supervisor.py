@@ -370,6 +370,12 @@ def supervise(path: str, settings: Settings, warnings: Sequence[str]) -> int:
     logger = configure_logging(settings.log.level, settings.log.format).bind(supervisor=True)
     for warning in warnings:
         logger.warning("config_warning", detail=warning)
+    if settings.admin is not None:
+        logger.warning(
+            "admin_not_served",
+            reason="the admin API is not served with workers > 1 yet (a worker's bans and "
+            "reloads would reach that worker alone); use SIGHUP and the config file",
+        )
     with tempfile.TemporaryDirectory(prefix="sipguard-workers-") as workdir:
         os.chmod(workdir, 0o700)
         return asyncio.run(Supervisor(path, settings, logger, workdir).run())

@@ -1,8 +1,10 @@
 """The HA1 table built from the configured trunks (sans-IO).
 
 Owns: turning `Trunk.credentials` into HA1 values per algorithm once per (re)load, the lookup
-by username (or RFC 7616 §3.4.4 userhash) and algorithm, and the dummy HA1 that lets the caller
-spend the same work on an unknown user as on a known one (SECURITY-CASES 26).
+by username (or RFC 7616 §3.4.4 userhash) and algorithm, the dummy HA1 that lets the caller
+spend the same work on an unknown user as on a known one (SECURITY-CASES 26), and `check`:
+a digest answer against every secret a username holds (several during a rotation, each with
+its own `not_before`/`valid_until`), at the same cost whatever the outcome (issue 16).
 
 Never does: read files or the environment, decide admission, log, or keep a password after
 hashing it. HA1 values are `repr=False`.
@@ -16,20 +18,23 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import Enum
 from typing import Final
 
 from sipguard.auth.digest import (
     BASE_ALGORITHMS,
+    DigestAnswer,
     base_algorithm,
     canonical_algorithm,
     compute_ha1,
     compute_userhash,
     hash_hex,
     is_hex_digest,
+    verify,
 )
 from sipguard.settings import Trunk
 
-__all__ = ["CredentialStore", "Entry"]
+__all__ = ["Checked", "CredentialStore", "Entry", "SecretCheck"]
 
 _DUMMY_TAG: Final = b"sipguard-dummy-ha1\x00"
 
@@ -45,17 +50,39 @@ class Entry:
     valid_until: datetime | None = None
     # valid_until as seconds since the epoch, so the core compares it with its `now: float`.
     expires: float | None = field(default=None, repr=False, compare=False)
+    # not_before as seconds since the epoch; None: valid from the start.
+    starts: float | None = field(default=None, repr=False, compare=False)
 
     def valid_at(self, now: float) -> bool:
-        """False once the credential's `valid_until` has passed (the core refuses it like a
-        wrong password, DESIGN §4 step 3)."""
-        return self.expires is None or now < self.expires
+        """False before the credential's `not_before` and once its `valid_until` has passed
+        (the core refuses it like a wrong password, DESIGN §4 step 3)."""
+        return (self.expires is None or now < self.expires) and (
+            self.starts is None or now >= self.starts
+        )
+
+
+class SecretCheck(Enum):
+    """How a digest answer compared with a username's secrets. The value is the log detail;
+    every outcome but OK is refused the same way (no enumeration, DESIGN §4 step 3)."""
+
+    OK = "ok"
+    UNKNOWN_USER = "unknown user"
+    WRONG = "wrong password"
+    NOT_CURRENT = "credential expired or not yet valid"
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """The outcome of `CredentialStore.check` and, when OK, the entry whose secret matched."""
+
+    outcome: SecretCheck
+    entry: Entry | None = None
 
 
 class CredentialStore:
     """Immutable after `build`; rebuilt and swapped on reload."""
 
-    __slots__ = ("_by_name", "_by_userhash", "_dummy", "realm")
+    __slots__ = ("_by_name", "_by_userhash", "_dummy", "_width", "realm")
 
     def __init__(
         self,
@@ -76,6 +103,9 @@ class CredentialStore:
         # authenticate anyone anyway (the caller refuses a missing entry whatever `verify` says).
         seed = _DUMMY_TAG + (secret or b"") + realm.encode("utf-8", "surrogatepass")
         self._dummy = {a: hash_hex(a, seed) for a in BASE_ALGORITHMS}
+        # The most secrets one username holds for one algorithm: `check` computes this many
+        # digests for every answer, so their count tells nothing about the user.
+        self._width = max((len(v) for v in self._by_name.values()), default=1)
 
     def __repr__(self) -> str:
         return f"CredentialStore(realm={self.realm!r}, entries={len(self)})"
@@ -94,6 +124,7 @@ class CredentialStore:
         for trunk in trunks:
             for cred in trunk.credentials:
                 expires = cred.valid_until.timestamp() if cred.valid_until is not None else None
+                starts = cred.not_before.timestamp() if cred.not_before is not None else None
                 if cred.password is not None:
                     ha1s = {
                         a: compute_ha1(a, cred.username, realm, cred.password)
@@ -102,7 +133,7 @@ class CredentialStore:
                 else:
                     ha1s = _given_ha1(cred.username, cred.ha1)
                 entries.extend(
-                    Entry(trunk.name, cred.username, a, ha1, cred.valid_until, expires)
+                    Entry(trunk.name, cred.username, a, ha1, cred.valid_until, expires, starts)
                     for a, ha1 in ha1s.items()
                 )
         return cls(realm, entries, secret=secret)
@@ -130,6 +161,41 @@ class CredentialStore:
     def dummy_ha1(self, algorithm: str) -> str:
         """An HA1-shaped value for an unknown user: verify against it, then refuse."""
         return self._dummy[base_algorithm(algorithm)]
+
+    def check(
+        self,
+        answer: DigestAnswer,
+        method: str,
+        body: bytes,
+        trunks: Collection[str] | None,
+        now: float,
+    ) -> Checked:
+        """Verify `answer` against every secret of its username in `trunks` (all trunks when
+        None): OK with the first current secret it matches. Always the same number of digests
+        (the store's widest username, dummy HA1s filling the rest), whether the user is
+        unknown, holds one secret or several, and whether they are current: an expired,
+        not-yet-valid or removed secret costs and answers what a wrong one does."""
+        entries = [
+            e
+            for e in self.candidates(answer.username, answer.algorithm)
+            if trunks is None or e.trunk in trunks
+        ]
+        dummy = self.dummy_ha1(answer.algorithm)
+        matched: Entry | None = None
+        stale = False
+        for i in range(self._width):
+            entry = entries[i] if i < len(entries) else None
+            correct = verify(answer, entry.ha1 if entry else dummy, method, body)
+            if correct and entry is not None and matched is None:
+                if entry.valid_at(now):
+                    matched = entry
+                else:
+                    stale = True
+        if matched is not None:
+            return Checked(SecretCheck.OK, matched)
+        if not entries:
+            return Checked(SecretCheck.UNKNOWN_USER)
+        return Checked(SecretCheck.NOT_CURRENT if stale else SecretCheck.WRONG)
 
 
 def _first(entries: tuple[Entry, ...], trunks: Collection[str] | None) -> Entry | None:

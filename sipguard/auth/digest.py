@@ -143,7 +143,7 @@ def compute_userhash(algorithm: str, username: str, realm: str) -> str:
     return _hash(algorithm)(_b(f"{username}:{realm}"))
 
 
-def compute_response(
+def compute_response(  # noqa: PLR0913 - the RFC 7616 §3.4.1 inputs, keyword-only
     algorithm: str,
     ha1: str,
     *,
@@ -233,26 +233,7 @@ class DigestAnswer:
         are not valid UTF-8 are refused, so `field.encode("utf-8")` never raises on an answer.
 
         Raises `MalformedAnswer` (a `ValueError`) and nothing else, whatever the input."""
-        lowered: dict[str, str] = {}
-        for name, raw_value in params.items():
-            key = name.lower()
-            if key in lowered:
-                # `realm=a, REALM=b`: never pick one (SECURITY-CASES 23).
-                raise MalformedAnswer(f"duplicate parameter {key!r}"[:80])
-            if len(raw_value) > MAX_PARAM_LENGTH or len(key) > MAX_PARAM_LENGTH:
-                raise MalformedAnswer(f"parameter {key!r} is too long"[:80])
-            value = raw_value
-            if not value.isascii():  # ASCII is the same text in every reading; skip the work
-                try:
-                    if latin1:
-                        value = raw_value.encode("latin-1").decode("utf-8")
-                    value.encode("utf-8")
-                except UnicodeError:
-                    # Invalid UTF-8 is not SIP text (RFC 3261 §25.1, UTF8-NONASCII); refusing it
-                    # here means every field of an answer encodes to UTF-8 without an error.
-                    raise MalformedAnswer(f"parameter {key!r} is not UTF-8 text"[:80]) from None
-            lowered[key] = value
-
+        lowered = _lowered(params, latin1)
         username = _required(lowered, "username")
         realm = _required(lowered, "realm")
         nonce = _required(lowered, "nonce")
@@ -374,3 +355,27 @@ def build_challenges(
     """One challenge value per algorithm, in the configured order of preference, all with the
     same nonce (RFC 8760 §2.4, RFC 7616 §3.7: the client uses the first it supports)."""
     return [build_challenge(realm, nonce, opaque, a, stale=stale, qop=qop) for a in algorithms]
+
+
+def _lowered(params: Mapping[str, str], latin1: bool) -> dict[str, str]:
+    """The parameters by lowercase name, each value as UTF-8 text (see `from_params`)."""
+    lowered: dict[str, str] = {}
+    for name, raw_value in params.items():
+        key = name.lower()
+        if key in lowered:
+            # `realm=a, REALM=b`: never pick one (SECURITY-CASES 23).
+            raise MalformedAnswer(f"duplicate parameter {key!r}"[:80])
+        if len(raw_value) > MAX_PARAM_LENGTH or len(key) > MAX_PARAM_LENGTH:
+            raise MalformedAnswer(f"parameter {key!r} is too long"[:80])
+        value = raw_value
+        if not value.isascii():  # ASCII is the same text in every reading; skip the work
+            try:
+                if latin1:
+                    value = raw_value.encode("latin-1").decode("utf-8")
+                value.encode("utf-8")
+            except UnicodeError:
+                # Invalid UTF-8 is not SIP text (RFC 3261 §25.1, UTF8-NONASCII); refusing it
+                # here means every field of an answer encodes to UTF-8 without an error.
+                raise MalformedAnswer(f"parameter {key!r} is not UTF-8 text"[:80]) from None
+        lowered[key] = value
+    return lowered

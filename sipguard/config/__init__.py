@@ -28,7 +28,10 @@ The package, by layer:
 - `secrets`: the nonce key, credential secrets (password, ha1, password_env, password_file),
   small secret files, and warnings for files holding a secret that are more open than 0640;
 - one module per group of sections: `network` (listen, tls, upstream), `auth` (auth, trunks,
-  credentials), `observability` (metrics, log), `protection` (limits, protection);
+  credentials), `observability` (metrics, log), `protection` (limits, protection), `admin`
+  (the admin API's listener and token), `identity` (identity, and the trunk sub-key `attributes`
+  that `auth` lists: a layer below the others);
+- `tenants`: a trunk's `limits` (a trunk sub-key, read by `auth`);
 - `load`: the table of sections and the entry points.
 
 Extending it:
@@ -48,6 +51,7 @@ from sipguard.config.load import (
     SECTIONS,
     Section,
     check_config_command,
+    load_admin_settings,
     load_settings,
     load_settings_with_warnings,
 )
@@ -56,6 +60,7 @@ __all__ = [
     "SECTIONS",
     "Section",
     "check_config_command",
+    "load_admin_settings",
     "load_settings",
     "load_settings_with_warnings",
 ]

@@ -2,9 +2,10 @@
 whitelists and credentials (DESIGN §3, §5).
 
 Owns: the trunk names (unique; they are metric label values), whitelist rules (parsed once
-with `policy.whitelist.parse_rule` into `settings.Rule`), credentials (unique usernames across
-trunks, one secret each, an optional expiry), and the warnings about open, useless or expiring
-parts.
+with `policy.whitelist.parse_rule` into `settings.Rule`), credentials (usernames unique across
+trunks; within its trunk a username may be listed once per secret, for rotation, each with an
+optional `not_before` and `valid_until`), and the warnings about open, useless or expiring parts
+(a username whose every secret has expired).
 
 Never does: read a secret itself (`sipguard.config.secrets` does), match a source, compute a
 digest.
@@ -23,8 +24,10 @@ from datetime import timedelta
 from types import MappingProxyType
 from typing import Any
 
+from sipguard.config.identity import read_attributes
 from sipguard.config.reader import Reader, describe
 from sipguard.config.secrets import credential_secret, nonce_key
+from sipguard.config.tenants import read_trunk_limits
 from sipguard.policy.whitelist import parse_rule
 from sipguard.settings import (
     ALGORITHMS,
@@ -44,13 +47,17 @@ CREDENTIAL_KEYS = (
     "password_env",
     "password_file",
     "valid_until",
+    "not_before",
 )
 EXPIRY_WARNING = timedelta(days=14)
 _TRUNK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")  # it is a metric label value
 
 TrunkKeyReader = Callable[[Reader, object, str], Any]
 # Optional trunk sub-keys beyond the core ones: key -> reader (see the module docstring).
-TRUNK_KEYS: dict[str, TrunkKeyReader] = {}
+TRUNK_KEYS: dict[str, TrunkKeyReader] = {
+    "limits": read_trunk_limits,
+    "attributes": read_attributes,
+}
 
 
 def read_auth(r: Reader, value: object, done: Mapping[str, Any]) -> AuthSettings | None:
@@ -191,7 +198,18 @@ def trunk_credentials(
         credential = read_credential(r, item, f"{key}.credentials[{index}]", challenged, seen)
         if credential is not None:
             credentials.append(credential)
+    warn_all_expired(r, credentials, f"{key}.credentials")
     return credentials
+
+
+def warn_all_expired(r: Reader, credentials: list[Credential], key: str) -> None:
+    """A username whose every secret has expired can no longer sign in: say so once."""
+    by_user: dict[str, list[Credential]] = {}
+    for credential in credentials:
+        by_user.setdefault(credential.username, []).append(credential)
+    for username, secrets in by_user.items():
+        if all(c.valid_until is not None and c.valid_until <= r.now for c in secrets):
+            r.warn(key, f"every secret of {username!r} has expired: {username!r} cannot sign in")
 
 
 def read_credential(
@@ -212,9 +230,19 @@ def read_credential(
             r.warn(where, f"expired on {valid_until.isoformat()}")
         elif valid_until - r.now <= EXPIRY_WARNING:
             r.warn(where, f"expires soon, on {valid_until.isoformat()}")
+    not_before = None
+    if section.get("not_before") is not None:
+        not_before = r.timestamp(section["not_before"], f"{key}.not_before")
+        if not_before is None:
+            return None
+        if valid_until is not None and not_before >= valid_until:
+            r.error(f"{key}.not_before", "must be before valid_until: this secret never works")
+            return None
     if username is None or not secret.ok:
         return None
-    return Credential(username, secret.password, MappingProxyType(secret.ha1), valid_until)
+    return Credential(
+        username, secret.password, MappingProxyType(secret.ha1), valid_until, not_before
+    )
 
 
 def credential_username(r: Reader, section: dict[str, Any], key: str, seen: _Seen) -> str | None:
@@ -225,12 +253,18 @@ def credential_username(r: Reader, section: dict[str, Any], key: str, seen: _See
     username = r.quotable(section["username"], where)
     if username is None:
         return None
-    if username in seen.usernames:
+    first = seen.usernames.get(username)
+    # "trunks[0].credentials[1]" -> "trunks[0]": a username may repeat within its trunk (one
+    # entry per secret, for rotation), never across trunks.
+    if first is not None and _trunk_of(first) != _trunk_of(where):
         r.error(
             where,
-            f"{username!r}: duplicate; usernames are unique across trunks "
-            f"(see {seen.usernames[username]})",
+            f"{username!r}: duplicate; usernames are unique across trunks (see {first})",
         )
         return None
-    seen.usernames[username] = where
+    seen.usernames.setdefault(username, where)
     return username
+
+
+def _trunk_of(where: str) -> str:
+    return where.partition(".credentials[")[0]

@@ -10,6 +10,7 @@ Never does: interpret a key (the section readers do), construct anything but pla
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import yaml
@@ -37,22 +38,25 @@ class _DuplicateKeyLoader(yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else 
         return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
 
 
-def _read_text(path: str) -> str:
+def _read_text(path: str) -> tuple[str, str]:
+    """The file's text and the SHA-256 (hex) of its bytes, from one read."""
     try:
         with open(path, "rb") as handle:
             data = handle.read()
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8"), hashlib.sha256(data).hexdigest()
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{path}: not UTF-8 (byte {exc.start})"]) from None
 
 
-def parse_yaml(path: str) -> tuple[object, list[str]]:
-    """The document and the problems met reading it (duplicate keys, an empty file); raises
-    ConfigError when the file cannot be read or is not YAML."""
-    loader = _DuplicateKeyLoader(_read_text(path))
+def parse_yaml(path: str) -> tuple[object, list[str], str]:
+    """The document, the problems met reading it (duplicate keys, an empty file) and the
+    SHA-256 of the bytes it was read from (the admin API's status shows which file runs);
+    raises ConfigError when the file cannot be read or is not YAML."""
+    text, digest = _read_text(path)
+    loader = _DuplicateKeyLoader(text)
     loader.duplicates = []
     try:
         document = loader.get_single_data()
@@ -75,4 +79,4 @@ def parse_yaml(path: str) -> tuple[object, list[str]]:
     ]
     if document is None:
         problems.append(f"{path}: the file is empty")
-    return document, problems
+    return document, problems, digest

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from sipguard.config.admin import read_admin
 from sipguard.config.auth import read_auth, read_trunks
 from sipguard.config.document import parse_yaml
+from sipguard.config.identity import read_identity
 from sipguard.config.network import read_listeners, read_tls, read_upstreams
 from sipguard.config.observability import read_log, read_metrics
 from sipguard.config.protection import read_limits, read_protection
@@ -26,7 +28,7 @@ from sipguard.config.state import read_state
 from sipguard.config.workers import read_workers
 from sipguard.errors import ConfigError
 from sipguard.exits import EX_CONFIG, EX_OK
-from sipguard.settings import Settings
+from sipguard.settings import AdminSettings, Settings
 
 SectionReader = Callable[[Reader, object, Mapping[str, Any]], Any]
 
@@ -56,11 +58,13 @@ SECTIONS: tuple[Section, ...] = (
     Section("limits", read_limits, absent={}, early=True),
     Section("protection", read_protection, absent={}),
     Section("state", read_state, absent={}),
+    Section("admin", read_admin),  # reads metrics
+    Section("identity", read_identity),
     Section("workers", read_workers),
 )
 
 
-def read_document(r: Reader, document: object) -> Settings | None:
+def read_document(r: Reader, document: object, digest: str = "") -> Settings | None:
     """Every section of a parsed document; None when a problem was recorded in `r`."""
     top = r.mapping(document, "", tuple(section.key for section in SECTIONS))
     if top is None:
@@ -71,7 +75,7 @@ def read_document(r: Reader, document: object) -> Settings | None:
         done[section.key] = section.read(r, top.get(section.key, section.absent), done)
     if r.problems:
         return None
-    return Settings(source=r.path, **done)
+    return Settings(source=r.path, source_sha256=digest, **done)
 
 
 def load_settings_with_warnings(
@@ -81,11 +85,11 @@ def load_settings_with_warnings(
 
     `environ` (default os.environ) serves secret_env/password_env; `now` (default the current
     UTC time) decides which credentials have expired or expire soon."""
-    document, problems = parse_yaml(path)
+    document, problems, digest = parse_yaml(path)
     if document is None:
         raise ConfigError(problems)
     reader = Reader(path, os.environ if environ is None else environ, now or datetime.now(UTC))
-    settings = read_document(reader, document)
+    settings = read_document(reader, document, digest)
     check_config_mode(reader)
     problems.extend(reader.problems)
     if problems or settings is None:
@@ -96,6 +100,19 @@ def load_settings_with_warnings(
 def load_settings(path: str) -> Settings:
     """Load and validate `path`. Raises ConfigError listing every problem."""
     return load_settings_with_warnings(path)[0]
+
+
+def load_admin_settings(path: str) -> AdminSettings | None:
+    """The `admin` section of `path` alone (`sipguard admin`): the rest of the file may be
+    broken, which is when an operator asks the daemon why a reload was refused. Raises
+    ConfigError for the file or the section's own problems; None when there is no section."""
+    document, _, _ = parse_yaml(path)
+    reader = Reader(path, os.environ, datetime.now(UTC))
+    top = document if isinstance(document, dict) else {}
+    admin = read_admin(reader, top.get("admin"), {})
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    return admin
 
 
 def check_config_command(path: str) -> int:

@@ -103,6 +103,7 @@ class BanEvent:
 class UnbanReason(Enum):
     EXPIRED = "expired"
     EVICTED = "evicted"  # the ban table was full and this was the ban closest to expiry
+    LIFTED = "lifted"  # an operator lifted it (admin API)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +113,16 @@ class UnbanEvent:
     ip: str
     until: float
     reason: UnbanReason
+
+
+@dataclass(frozen=True, slots=True)
+class BanRecord:
+    """A ban in force, for the admin API: since and until on the clock of `now`."""
+
+    ip: str
+    since: float
+    until: float
+    failures: int  # failures that triggered it; 0 for a ban placed by an operator
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +154,8 @@ class Guard:
     def __init__(self, settings: GuardSettings | None = None) -> None:
         # ip -> ban end; insertion order is expiry order (constant duration, monotonic now).
         self._bans: OrderedDict[str, float] = OrderedDict()
+        # ip -> (since, failures) of each ban, for `bans()`; kept off the hot path's table.
+        self._ban_details: dict[str, tuple[float, int]] = {}
         # ip -> times of recent failures, ascending, at most _proven_failures long.
         self._failures: OrderedDict[str, list[float]] = OrderedDict()
         # ip -> end of the "someone authenticated here" period.
@@ -199,6 +212,7 @@ class Guard:
         if now < until:
             return True
         del self._bans[ip]
+        self._ban_details.pop(ip, None)
         self._note_unban(UnbanEvent(ip, until, UnbanReason.EXPIRED))
         return False
 
@@ -239,7 +253,7 @@ class Guard:
             self._exempted += 1
             return None
         del failures[ip]
-        return self._place_ban(ip, now + settings.ban_duration, len(times))
+        return self._place_ban(ip, now, now + settings.ban_duration, len(times))
 
     def record_success(self, ip: str, now: float) -> None:
         """Note that a request from `ip` authenticated. It does NOT reset the failure counter.
@@ -279,7 +293,26 @@ class Guard:
             self._exempted += 1
             return None
         self._failures.pop(ip, None)
-        return self._place_ban(ip, now + duration, 0)
+        return self._place_ban(ip, now, now + duration, 0)
+
+    def unban(self, ip: str) -> UnbanEvent | None:
+        """Lift the ban of `ip` at once (an operator); None if it was not banned. Its failure
+        count starts again from zero."""
+        until = self._bans.pop(ip, None)
+        self._ban_details.pop(ip, None)
+        self._failures.pop(ip, None)
+        if until is None:
+            return None
+        return UnbanEvent(ip, until, UnbanReason.LIFTED)
+
+    def bans(self, now: float) -> list[BanRecord]:
+        """The bans in force at `now`, oldest first (O(bans): for the admin API, not per packet)."""
+        records = []
+        for ip, until in self._bans.items():
+            if until > now:
+                since, failures = self._ban_details.get(ip, (now, 0))
+                records.append(BanRecord(ip, since, until, failures))
+        return records
 
     def shared_ban(self, ip: str, count: int, now: float) -> BanEvent | None:
         """The ban that `count` failures of `ip` across every instance (shared state) call for,
@@ -307,21 +340,23 @@ class Guard:
             self._exempted += 1
             return None
         self._failures.pop(ip, None)
-        return self._place_ban(ip, until, 0)
+        return self._place_ban(ip, now, until, 0)
 
     def active_bans(self) -> int:
         """Bans in the table (including expired ones not yet swept; `expire()` first if exact)."""
         return len(self._bans)
 
-    def _place_ban(self, ip: str, until: float, failures: int) -> BanEvent:
+    def _place_ban(self, ip: str, now: float, until: float, failures: int) -> BanEvent:
         bans = self._bans
         if bans.pop(ip, None) is None and len(bans) >= self._settings.max_tracked_sources:
             self._evict_ban()
         bans[ip] = until
+        self._ban_details[ip] = (now, failures)
         return BanEvent(ip, until, failures)
 
     def _evict_ban(self) -> None:
         ip, until = self._bans.popitem(last=False)
+        self._ban_details.pop(ip, None)
         self._evicted += 1
         self._note_unban(UnbanEvent(ip, until, UnbanReason.EVICTED))
 
@@ -395,6 +430,7 @@ class Guard:
             if until > now:
                 break
             bans.popitem(last=False)
+            self._ban_details.pop(ip, None)
             events.append(UnbanEvent(ip, until, UnbanReason.EXPIRED))
         horizon = now - self._settings.ban_window
         failures = self._failures

@@ -515,7 +515,3 @@ class SourceMatcher:
             self._cache.clear()
         self._cache[ip] = found
         return found
-
-    def candidates_for(self, family: int, value: int) -> tuple[Trunk, ...]:
-        table = self._v4 if family == IPV4 else self._v6
-        return table.lookup(value)

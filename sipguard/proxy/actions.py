@@ -73,6 +73,7 @@ class Cause(Enum):
     STRAY = "stray"  # ACK/CANCEL/response that matches nothing: dropped, no state
     BANNED = "banned"  # the source is banned after failed authentications
     RATE_LIMITED = "rate_limited"  # the source exceeded its request rate
+    TRUNK_LIMITED = "trunk_limited"  # a trunk's own limit (rate, concurrent calls): 503
     SCANNER = "scanner"  # a known scanner's User-Agent
     KEEPALIVE = "keepalive"  # RFC 5626 CRLF ping
     # traffic from the upstream

@@ -19,10 +19,11 @@ from collections.abc import Sequence
 from enum import Enum
 from typing import NamedTuple
 
-from sipguard.auth.credentials import Entry
-from sipguard.auth.digest import DigestAnswer, MalformedAnswer, build_challenges, verify
+from sipguard.auth.credentials import Entry, SecretCheck
+from sipguard.auth.digest import DigestAnswer, MalformedAnswer, build_challenges
 from sipguard.auth.nonce import NonceVerdict
 from sipguard.errors import ParseError
+from sipguard.proxy import limiting
 from sipguard.proxy.actions import Action, Cause, Drop, Info, ShareFailure
 from sipguard.proxy.context import Admitted, Context, Pending
 from sipguard.proxy.memory import DIALOG_LINGER, DIALOG_TTL, RETRANSMISSION_TTL
@@ -55,7 +56,7 @@ class DigestOutcome(Enum):
     FOREIGN_NONCE = "nonce not issued to this source"
     UNKNOWN_USER = "unknown user"
     BAD = "wrong password"
-    EXPIRED = "credential expired"
+    EXPIRED = "credential expired or not yet valid"
     URI_MISMATCH = "digest uri differs from the Request-URI"
     FOREIGN_OPAQUE = "opaque not ours"
     REPLAY = "nonce-count replayed"
@@ -143,6 +144,7 @@ def _cancel(ctx: Context, info: Info) -> Verdict:
     if admitted is None:
         return [Drop(Cause.STRAY, info)]  # no state for an unknown CANCEL (SECURITY-CASES 34)
     info = Info(info.method, info.call_id, admitted.trunk, admitted.user)
+    limiting.failed(ctx.st, ctx.msg)
     return Admitted(Cause.CANCEL_FORWARDED, info)
 
 
@@ -156,6 +158,7 @@ def _dialog(ctx: Context, info: Info) -> Admitted | None:
     dialogs.touch(call_id, ctx.now + DIALOG_TTL)
     if ctx.msg.method == b"BYE":
         dialogs.expire_at_most(call_id, ctx.now + DIALOG_LINGER)
+        limiting.ended(ctx.st, ctx.msg)
     return Admitted(Cause.IN_DIALOG, Info(info.method, info.call_id, dialog.trunk, dialog.user))
 
 
@@ -179,8 +182,9 @@ def _new_request(ctx: Context, info: Info) -> Verdict:
 
 def _admit(ctx: Context, admitted: Admitted) -> Admitted | list[Action]:
     """Every new request admitted (by address or digest) passes here, its trunk known: the place
-    for checks that need the trunk (its own limits) before anything is forwarded."""
-    return admitted
+    for checks that need the trunk (its own limits, issue 17) before anything is forwarded."""
+    refused = limiting.check(ctx, admitted)
+    return admitted if refused is None else refused
 
 
 def _sanity(ctx: Context, info: Info) -> list[Action] | None:
@@ -326,37 +330,41 @@ def check_digest(
             DigestOutcome.NOT_OFFERED, parsed, detail=DigestOutcome.NOT_OFFERED.value
         )
     cfg, st, msg = ctx.cfg, ctx.st, ctx.msg
-    entry = cfg.store.lookup(answer.username, answer.algorithm, [t.name for t in candidates])
-    ha1 = entry.ha1 if entry is not None else cfg.store.dummy_ha1(answer.algorithm)
-    correct = verify(answer, ha1, text(msg.method), msg.body)
+    # Every secret of the username (several during a rotation), at the same cost whatever the
+    # outcome; a secret that is not current is refused like a wrong one (issue 16).
+    trunks = [t.name for t in candidates]
+    secret = cfg.store.check(answer, text(msg.method), msg.body, trunks, ctx.now)
     verdict, expiry = st.issuer.check_with_expiry(answer.nonce, cfg.realm, ctx.ip, ctx.now)
-    outcome = _outcome(ctx, answer, entry, correct, verdict)
+    outcome = _outcome(ctx, answer, secret.outcome, verdict)
     killed = False
     if outcome is DigestOutcome.OK:
         outcome = _count_nonce(ctx, answer, expiry)
-    elif verdict is NonceVerdict.VALID and not correct and expiry is not None:
+    elif (
+        verdict is NonceVerdict.VALID
+        and secret.outcome is not SecretCheck.OK
+        and expiry is not None
+    ):
         # A cracker reuses one nonce for many guesses: one wrong answer kills it.
         st.tracker.kill(answer.nonce, expiry, ctx.now)
         killed = True
-    return DigestCheck(outcome, parsed, answer, entry, expiry=expiry, killed=killed)
+    return DigestCheck(outcome, parsed, answer, secret.entry, expiry=expiry, killed=killed)
 
 
 def _outcome(
     ctx: Context,
     answer: DigestAnswer,
-    entry: Entry | None,
-    correct: bool,
+    secret: SecretCheck,
     verdict: NonceVerdict,
 ) -> DigestOutcome:
     """The outcome of a usable answer, before its nonce-count is counted; the order of the
     checks decides which reason is logged, never what the peer sees."""
     if verdict is NonceVerdict.INVALID:
         return DigestOutcome.FOREIGN_NONCE
-    if entry is None:
+    if secret is SecretCheck.UNKNOWN_USER:
         return DigestOutcome.UNKNOWN_USER
-    if not correct:
+    if secret is SecretCheck.WRONG:
         return DigestOutcome.BAD
-    if not entry.valid_at(ctx.now):
+    if secret is SecretCheck.NOT_CURRENT:
         return DigestOutcome.EXPIRED
     if not same_uri(answer.uri.encode("utf-8"), ctx.msg):
         return DigestOutcome.URI_MISMATCH
@@ -410,12 +418,20 @@ def _algorithms(ctx: Context, candidates: Sequence[Trunk]) -> tuple[str, ...]:
     return tuple(seen) or default
 
 
+def _throttled(ctx: Context) -> bool:
+    """Whether a challenge to this source passes the anonymous per-source bucket
+    (protection.rate): only when no trunk's whitelist names the source, i.e. an open trunk (or
+    none) admits it. A named source is its trunk's to limit (issue 12 item 6), so a carrier
+    sending hundreds of calls a second from one address is never throttled by it."""
+    return not any(trunk.whitelist for trunk in ctx.cfg.matcher.candidates(ctx.source.host))
+
+
 def _challenge(
     ctx: Context, algorithms: Sequence[str], stale: bool, cause: Cause, info: Info
 ) -> list[Action]:
     """401 + WWW-Authenticate for REGISTER, else 407 + Proxy-Authenticate (RFC 3261 §22.1)."""
     cfg, st = ctx.cfg, ctx.st
-    if not st.guard.allow_request(ctx.ip, ctx.now):
+    if _throttled(ctx) and not st.guard.allow_request(ctx.ip, ctx.now):
         return rate_limited(ctx, info)
     nonce = st.issuer.issue(
         cfg.realm, ctx.ip, ctx.now, cfg.settings.auth.nonce_ttl, st.next_unique()

@@ -11,12 +11,15 @@ Never does: I/O, clocks, SIP decisions. Nothing here is built per message but `C
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from sipguard.auth.credentials import CredentialStore
 from sipguard.auth.nonce import NonceIssuer, NonceTracker
+from sipguard.identity import InboundFilter, Stamper
 from sipguard.policy.guard import BanEvent, Guard
+from sipguard.policy.limits import TrunkLimiter
 from sipguard.policy.whitelist import SourceMatcher
 from sipguard.proxy.actions import Address, Cause, Info, Question, Transport
 from sipguard.proxy.memory import Admission, ExpiringTable
@@ -46,6 +49,9 @@ class Config:
     own: frozenset[tuple[str, int]]
     # what our lines start with, per listener and upstream-facing socket (transport, host, port)
     fragments: dict[tuple[Transport, str, int], Fragments]
+    stamper: Stamper  # the identity lines an admitted request gets (trunk, user, signature...)
+    inbound: InboundFilter  # the header lines a request from outside loses
+    needs_index: re.Pattern[bytes]  # outgoing.needs_index: a request with lines to strip or edit
 
 
 class State:
@@ -60,6 +66,7 @@ class State:
         "events",
         "guard",
         "issuer",
+        "limiter",
         "questions",
         "tracker",
         "transactions",
@@ -93,6 +100,8 @@ class State:
             ExpiringTable(table_size)
         )
         self.events: list[BanEvent] = []
+        # Per-trunk rates and calls in progress (issue 17); `Core.reconfigure` sets the limits.
+        self.limiter = TrunkLimiter()
         # With shared state (DESIGN §7): what a decision needs from, or tells, other instances.
         # A decision waiting for an answer returns no action and leaves its `AskNonceCount`
         # here; the shell drains the list after every call into the core and resumes it.
@@ -134,6 +143,6 @@ class Context(NamedTuple):
     connection: int | None
     now: float
     ip: str  # the source's address as bans, rates and dialogs know it (IPv4-mapped unwrapped)
-    # read on the parser's fast path with none of outgoing.NEEDS_INDEX: no Route, Proxy-Require,
+    # read on the parser's fast path with nothing cfg.needs_index finds: no Route, Proxy-Require,
     # credentials or headers we strip; positions come from the parser's match, no header index
     plain: bool

@@ -55,9 +55,11 @@ from functools import partial
 from sipguard.auth.credentials import CredentialStore
 from sipguard.auth.nonce import NonceIssuer, NonceTracker
 from sipguard.errors import MessageTooLarge, ParseError
-from sipguard.policy.guard import BanEvent, Guard, GuardSettings
-from sipguard.policy.whitelist import RuleSet, SourceMatcher
-from sipguard.proxy import admission, forwarding
+from sipguard.identity import InboundFilter, Stamper
+from sipguard.policy.guard import BanEvent, BanRecord, Guard, GuardSettings, UnbanEvent
+from sipguard.policy.limits import TrunkUsage
+from sipguard.policy.whitelist import RuleSet, SourceMatcher, normalise_source_text
+from sipguard.proxy import admission, forwarding, limiting
 from sipguard.proxy.actions import (
     Action,
     Address,
@@ -72,10 +74,10 @@ from sipguard.proxy.actions import (
 )
 from sipguard.proxy.context import Admitted, Config, Context, Pending, State
 from sipguard.proxy.memory import Admission, ExpiringTable
-from sipguard.proxy.outgoing import NEEDS_INDEX, fragments_for
-from sipguard.proxy.replies import RETRY_AFTER, ip_key, reply
+from sipguard.proxy.outgoing import fragments_for, needs_index
+from sipguard.proxy.replies import RETRY_AFTER, reply
 from sipguard.proxy.via import branch_key, tag_for
-from sipguard.settings import Settings
+from sipguard.settings import Settings, TrunkLimits
 from sipguard.sip import (
     ParserLimits,
     Request,
@@ -99,6 +101,10 @@ def _guard_settings(settings: Settings) -> GuardSettings:
     )
 
 
+def _trunk_limits(settings: Settings) -> dict[str, TrunkLimits]:
+    return {trunk.name: trunk.limits for trunk in settings.trunks}
+
+
 def compile_config(
     settings: Settings,
     issuer: NonceIssuer,
@@ -111,6 +117,7 @@ def compile_config(
     upstreams = tuple(Address(Transport(u.transport), u.host, u.port) for u in settings.upstream)
     listeners = tuple(Address(Transport(x.transport), x.host, x.port) for x in settings.listen)
     ours = (*listeners, *upstream_sockets)
+    inbound = InboundFilter(settings.identity)
     return Config(
         settings=settings,
         parser_limits=parser_limits,
@@ -126,6 +133,9 @@ def compile_config(
         upstream_sockets=upstream_sockets,
         own=frozenset((x.host, x.port) for x in ours),
         fragments={(x.transport, x.host, x.port): fragments_for(x) for x in ours},
+        stamper=Stamper(settings.identity, settings.trunks),
+        inbound=inbound,
+        needs_index=needs_index(inbound.alternation),
     )
 
 
@@ -157,6 +167,7 @@ class Core:
             Guard(_guard_settings(settings)),
             limits.transaction_table_size,
         )
+        self._state.limiter.configure(_trunk_limits(settings))
 
     # ------------------------------------------------------------------ configuration
 
@@ -169,9 +180,11 @@ class Core:
             settings, self._state.issuer, self._nonce_key, self._config.upstream_sockets
         )
         guard_settings = _guard_settings(settings)
+        trunk_limits = _trunk_limits(settings)
         # ---- nothing below may fail: the swap
         self._config = config
         self._state.guard.configure(guard_settings)
+        self._state.limiter.configure(trunk_limits)
 
     def use_upstream_sockets(self, sockets: Sequence[Address]) -> None:
         """The shell's own upstream-facing UDP sockets (at most one per address family, with
@@ -216,19 +229,23 @@ class Core:
         """Decide what to do with one message (a datagram, or one framed stream message)."""
         cfg, st = self._config, self._state
         from_upstream = (source.host, source.port) in cfg.upstream_endpoints
-        ip = ip_key(source.host)
+        ip = normalise_source_text(source.host)
         if not from_upstream and st.guard.is_banned(ip, now):
             # The cheapest path: no parsing for a banned source (issue 7).
             return [Drop(Cause.BANNED)]
         try:
             msg = parse_message(data, cfg.parser_limits)
         except ParseError as exc:
-            return self._on_parse_error(exc, data, source, local, connection, from_upstream)
+            where = (source, local, connection)
+            return self._on_parse_error(exc, data, where, from_upstream)
         try:
             if isinstance(msg, Response):
-                return forwarding.relay_response(cfg, st, msg)
+                relayed = forwarding.relay_response(cfg, st, msg)
+                if from_upstream and relayed[0].cause is Cause.RESPONSE:
+                    limiting.answered(st, msg, now)  # a 2xx or a failure of a counted call
+                return relayed
             plain = msg.matched_span("via") is not None and (
-                NEEDS_INDEX.search(data, msg.start_line_end - 1, msg.header_end) is None
+                cfg.needs_index.search(data, msg.start_line_end - 1, msg.header_end) is None
             )
             ctx = Context(cfg, st, msg, source, local, connection, now, ip, plain)
             if from_upstream:
@@ -236,7 +253,8 @@ class Core:
             return self._on_client_request(ctx)
         except ParseError as exc:
             # A header parsed on demand (Via, From, URI...) was malformed.
-            return self._on_parse_error(exc, data, source, local, connection, from_upstream, msg)
+            where = (source, local, connection)
+            return self._on_parse_error(exc, data, where, from_upstream, msg)
 
     def _on_client_request(self, ctx: Context) -> list[Action]:
         """A request from outside: admission's verdict, and what it means."""
@@ -298,9 +316,11 @@ class Core:
         request's headers were recovered, else a Drop; the shell closes the connection in any
         case (the next message's boundary is unknowable)."""
         from_upstream = (source.host, source.port) in self._config.upstream_endpoints
-        if not from_upstream and self._state.guard.is_banned(ip_key(source.host), now):
+        if not from_upstream and self._state.guard.is_banned(
+            normalise_source_text(source.host), now
+        ):
             return [Drop(Cause.BANNED)]
-        return self._on_parse_error(error, b"", source, local, connection, from_upstream)
+        return self._on_parse_error(error, b"", (source, local, connection), from_upstream)
 
     def upstream_failed(self, forward: Forward, now: float) -> list[Action]:
         """A Forward could not be delivered (refused, unreachable, TLS failure, connection lost):
@@ -312,6 +332,8 @@ class Core:
         if origin is None or origin.request.method in (b"ACK", b"CANCEL"):
             return [Drop(Cause.UPSTREAM_ERROR, Info(detail="relay not delivered"))]
         msg = origin.request
+        if msg.method == b"INVITE":
+            limiting.failed(self._state, msg)  # it never reached the upstream
         data = build_response(
             msg,
             503,
@@ -332,11 +354,35 @@ class Core:
         events, st.events = st.events, []
         for unban in st.guard.expire(now):
             events.append(BanEvent(unban.ip, 0.0))
+        st.limiter.expire(now)  # calls whose end never came (issue 17)
         return events
 
     @property
     def active_bans(self) -> int:
         return self._state.guard.active_bans()
+
+    # ------------------------------------------------------------------ the admin API's view
+
+    def bans(self, now: float) -> list[BanRecord]:
+        """The bans in force at `now` (for `GET /v1/bans`)."""
+        return self._state.guard.bans(now)
+
+    def ban(self, ip: str, now: float, duration: float | None) -> BanEvent | None:
+        """An operator's ban (`POST /v1/bans`); None when `ip` is exempt or bans are off."""
+        return self._state.guard.ban(ip, now, duration)
+
+    def unban(self, ip: str) -> UnbanEvent | None:
+        """Lift a ban at once (`DELETE /v1/bans/{address}`); None when `ip` was not banned."""
+        return self._state.guard.unban(ip)
+
+    def trunk_usage(self, name: str) -> TrunkUsage | None:
+        """A trunk's calls in progress and admitted/refused counts (`GET /v1/trunks`)."""
+        return self._state.limiter.usage(name)
+
+    def calls_active(self) -> dict[str, int]:
+        """Calls in progress per configured trunk (`sipguard_trunk_calls_active`)."""
+        limiter = self._state.limiter
+        return {trunk.name: limiter.active(trunk.name) for trunk in self.settings.trunks}
 
     # ------------------------------------------------------------------ errors
 
@@ -344,12 +390,14 @@ class Core:
         self,
         exc: ParseError,
         data: bytes,
-        source: Address,
-        local: Address,
-        connection: int | None,
+        where: tuple[Address, Address, int | None],
         from_upstream: bool,
         msg: Request | Response | None = None,
     ) -> list[Action]:
+        """A message we could not read: 400/513 when a reply can be routed (never to a stranger
+        when it would be larger than what it sent, SECURITY-CASES 8), else silence. `where`:
+        the source, the listener and the connection it came on."""
+        source, local, connection = where
         cause = Cause.TOO_LARGE if isinstance(exc, MessageTooLarge) else Cause.PARSE_ERROR
         info = Info(status=exc.status, detail=exc.detail[:120])
         if isinstance(msg, Response):

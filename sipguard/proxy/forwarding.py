@@ -17,6 +17,8 @@ Extension points:
 
 from __future__ import annotations
 
+from sipguard.policy.whitelist import normalise_source_text
+from sipguard.proxy import limiting
 from sipguard.proxy.actions import Action, Address, Cause, Drop, Forward, Info, Origin, Transport
 from sipguard.proxy.context import Admitted, Config, Context, State
 from sipguard.proxy.memory import (
@@ -26,7 +28,7 @@ from sipguard.proxy.memory import (
     Admission,
 )
 from sipguard.proxy.outgoing import Changes, write_indexed, write_plain
-from sipguard.proxy.replies import CREDENTIAL_KEYS, ip_key, is_our_credential, reply, text
+from sipguard.proxy.replies import CREDENTIAL_KEYS, is_our_credential, reply, text
 from sipguard.proxy.via import (
     FLOW_PARAM,
     branch_for,
@@ -35,6 +37,7 @@ from sipguard.proxy.via import (
     parse_flow_token,
     received_params,
     response_destination,
+    top_via_line,
     transaction_key,
     uri_destination,
     via_value_with_flow,
@@ -43,13 +46,6 @@ from sipguard.sip import Edits, Request, Response
 
 # Methods that create a dialog and so get our Record-Route (RFC 3261 §16.6 step 4; RFC 6665).
 DIALOG_CREATING = frozenset({b"INVITE", b"SUBSCRIBE", b"REFER"})
-# Headers a client must never set itself: what we attach, and identity the upstream would trust
-# as asserted by us (SECURITY-CASES 28, CVE-2020-28361). Matched on the lowercase key.
-TRUNK_HEADER = b"X-Sipguard-Trunk"
-USER_HEADER = b"X-Sipguard-User"
-UNTRUSTED_KEYS = frozenset(
-    {b"x-sipguard-trunk", b"x-sipguard-user", b"p-asserted-identity", b"x-authenticated-user"}
-)
 
 
 # ------------------------------------------------------------------------- to the upstream
@@ -98,7 +94,7 @@ def write_request(ctx: Context, admitted: Admitted, via_local: Address, max_forw
         route_lines=route_lines,
         popped=0 if plain else our_routes(cfg, msg)[0],
         strip=frozenset() if plain else _stripped(ctx, admitted),
-        attach=_outgoing_headers(admitted),
+        attach=_outgoing_headers(ctx, admitted),
     )
     return write_plain(msg, changes) if plain else write_indexed(msg, changes)
 
@@ -126,13 +122,15 @@ def _route_lines(
 
 def _stripped(ctx: Context, admitted: Admitted) -> frozenset[int]:
     """Lines never forwarded: credentials for our realm and any incoming copy of the headers
-    we attach or the upstream would trust (SECURITY-CASES 28)."""
+    we attach or the upstream would trust (SECURITY-CASES 28; `identity.InboundFilter`: our
+    prefix in any case, `identity.strip_inbound`, P-Asserted-Identity)."""
     realm = ctx.cfg.realm
     known = admitted.credentials or {}
+    strips = ctx.cfg.inbound.strips
     return frozenset(
         i
         for i, header in enumerate(ctx.msg.headers)
-        if header.key in UNTRUSTED_KEYS
+        if strips(header.key)
         or (
             known[i]
             if i in known
@@ -141,15 +139,17 @@ def _stripped(ctx: Context, admitted: Admitted) -> frozenset[int]:
     )
 
 
-def _outgoing_headers(admitted: Admitted) -> list[bytes]:
-    """The lines attached to an admitted request: the trunk and user admission decided."""
-    info = admitted.info
-    attach = []
-    if info.trunk:
-        attach.append(TRUNK_HEADER + b": " + info.trunk.encode("utf-8"))
-    if info.user:
-        attach.append(USER_HEADER + b": " + info.user.encode("utf-8", "replace"))
-    return attach
+def _outgoing_headers(ctx: Context, admitted: Admitted) -> list[bytes]:
+    """The lines attached to an admitted request: the trunk, user and auth method admission
+    decided, the trunk's attributes, the source, and the signature over them
+    (`identity.Stamper`; without an `identity` section the trunk, user and attributes only)."""
+    info, msg = admitted.info, ctx.msg
+    if not info.trunk:
+        return []
+    source = (ctx.ip, ctx.source.port)
+    return ctx.cfg.stamper.lines(
+        info.trunk, info.user, source, msg.call_id, msg.cseq, msg.from_.tag, ctx.now
+    )
 
 
 def _remember(ctx: Context, info: Info) -> None:
@@ -188,10 +188,11 @@ def from_upstream(ctx: Context) -> list[Action]:
         edits.replace_max_forwards(msg.max_forwards - 1)
     if msg.method in DIALOG_CREATING and not msg.to.tag:
         edits.insert_headers(record_routes(b"Record-Route", ctx.local, out_local, destination))
-        admission = Admission(ip_key(destination.host), "", "")
+        admission = Admission(normalise_source_text(destination.host), "", "")
         st.dialogs.put(msg.call_id, admission, ctx.now + DIALOG_TTL)
     elif msg.method == b"BYE":
         st.dialogs.expire_at_most(msg.call_id, ctx.now + DIALOG_LINGER)
+        limiting.ended(st, msg)
     edits.prepend_via(
         via_value_with_flow(out_local, branch_for(st.branch_key, msg, ctx.source), ctx.source)
     )
@@ -223,7 +224,12 @@ def relay_response(cfg: Config, st: State, msg: Response) -> list[Action]:
     if msg.cseq.method == b"CANCEL":
         # We answered the CANCEL ourselves (§16.10); the next hop's 200 ends here.
         return [Drop(Cause.CANCEL_FORWARDED, info)]
-    data = Edits(msg).remove_top_via().build()
+    cut = top_via_line(msg)
+    if cut is None:
+        data = Edits(msg).remove_top_via().build()
+    else:
+        raw = msg.raw
+        data = raw[: cut[0]] + raw[cut[1] :]
     return [Forward(data, destination, listener_for(cfg, destination), None, Cause.RESPONSE, info)]
 
 

@@ -11,7 +11,7 @@ one place keep the order in which they are decided. RFC 3261 §16.6 steps 3, 4, 
 RFC 3581 §4; RFC 3327; RFC 5658.
 
 Where the positions come from: a message read on the parser's fast path with none of the
-headers that need the header index (`NEEDS_INDEX`) gets them from the parser's match; any other
+headers that need the header index (`needs_index`) gets them from the parser's match; any other
 message from its header index. Both give the same bytes (tests/unit/proxy/test_outgoing.py
 compares them with the edit-by-edit writer on the corpora and on generated requests).
 
@@ -32,12 +32,17 @@ from sipguard.sip.fields import list_spans, via_param_spans
 CRLF = b"\r\n"
 # Headers whose presence sends a request to the indexed writer: lines we remove or edit beyond
 # the Via and Max-Forwards the parser's match locates (RFC 3261 header names have no compact
-# form among these). Matched at a line start, any case.
-NEEDS_INDEX = re.compile(
-    rb"\n(?:route|record-route|path|proxy-require|authorization|proxy-authorization"
-    rb"|x-sipguard-trunk|x-sipguard-user|p-asserted-identity|x-authenticated-user)[ \t]*:",
-    re.IGNORECASE,
-)
+# form among these), and the lines a request from outside loses, which depend on the config
+# (`identity.InboundFilter.alternation`). Matched at a line start, any case.
+_EDITED = rb"route|record-route|path|proxy-require|authorization|proxy-authorization"
+
+
+def needs_index(stripped: bytes) -> re.Pattern[bytes]:
+    """The pattern of a request that needs its header index, given the alternation of the
+    header names a request from outside loses (built once per config)."""
+    return re.compile(rb"\n(?:" + _EDITED + rb"|" + stripped + rb")[ \t]*:", re.IGNORECASE)
+
+
 # The first User-Agent value of a request on the fast path (the scanner check reads no index).
 USER_AGENT = re.compile(rb"\nUser-Agent[ \t]*:[ \t]*([^\r]*)", re.IGNORECASE)
 
@@ -82,10 +87,11 @@ class Changes(NamedTuple):
 
 
 def write_plain(msg: Request, changes: Changes) -> bytes:
-    """The outgoing bytes of a request read on the fast path with none of `NEEDS_INDEX`: the
-    positions come from the parser's match (no header index is built). On that path the top
-    Via and Max-Forwards lines are spelled `Via` and `Max-Forwards` and end where their value
-    (or comma list) ends; an edited line is written `Name: value`, as the indexed writer does."""
+    """The outgoing bytes of a request read on the fast path with nothing `Config.needs_index`
+    finds: the positions come from the parser's match (no header index is built). On that path
+    the top Via and Max-Forwards lines are spelled `Via` and `Max-Forwards` and end where their
+    value (or comma list) ends; an edited line is written `Name: value`, as the indexed writer
+    does."""
     raw = msg.raw
     via_start, via_end = msg.matched_span("via") or (-1, -1)
     line_start = via_start - 5

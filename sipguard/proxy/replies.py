@@ -26,14 +26,6 @@ def text(value: bytes) -> str:
     return value.decode("latin-1")
 
 
-def ip_key(host: str) -> str:
-    """The address that identifies a source for bans, rate limits and dialogs: IPv4-mapped IPv6
-    peers count as the IPv4 address they carry (DESIGN §3)."""
-    if host.startswith("::ffff:") and "." in host:
-        return host[7:]
-    return host
-
-
 def is_our_credential(value: bytes, realm: str) -> bool:
     """An Authorization / Proxy-Authorization value holding a digest answer for our realm."""
     try:

@@ -2,7 +2,7 @@
 
 Owns: `apply_edits` (one pass over `Message.raw`: drop, replace and insert whole header lines,
 copying every untouched byte as is), the `Edits` builder that combines the proxy's edits of one
-message into that single pass, the one-call helpers built on it, and `build_response` /
+message into that single pass, and `build_response` /
 `build_error_response`. Never re-serialises a whole message, never changes the bytes of a header
 it was not asked to touch, never touches the body (so Content-Length stays right). Lines given by
 the caller must not hold CR, LF or NUL (ValueError: a bug in the caller, not a peer error).
@@ -31,15 +31,6 @@ __all__ = [
     "apply_edits",
     "build_error_response",
     "build_response",
-    "insert_headers",
-    "prepend_via",
-    "remove_first_route",
-    "remove_header_lines",
-    "remove_header_lines_if",
-    "remove_headers",
-    "remove_top_via",
-    "replace_max_forwards",
-    "set_top_via_params",
 ]
 
 CRLF = b"\r\n"
@@ -258,48 +249,6 @@ class Edits:
             if predicate(header):
                 self._drop.add(i)
         return self
-
-
-# --- one-call helpers (each is one pass; combine several with `Edits`) ---
-
-
-def prepend_via(msg: Message, value: bytes) -> bytes:
-    return Edits(msg).prepend_via(value).build()
-
-
-def set_top_via_params(msg: Message, params: Sequence[tuple[bytes, bytes | None]]) -> bytes:
-    return Edits(msg).set_top_via_params(params).build()
-
-
-def remove_top_via(msg: Message) -> bytes:
-    return Edits(msg).remove_top_via().build()
-
-
-def remove_first_route(msg: Message) -> bytes:
-    return Edits(msg).remove_first_route().build()
-
-
-def replace_max_forwards(msg: Message, n: int) -> bytes:
-    return Edits(msg).replace_max_forwards(n).build()
-
-
-def insert_headers(msg: Message, lines: Sequence[tuple[bytes, bytes]]) -> bytes:
-    return Edits(msg).insert_headers(lines).build()
-
-
-def remove_headers(msg: Message, keys: Collection[bytes]) -> bytes:
-    return Edits(msg).remove_headers(keys).build()
-
-
-def remove_header_lines(msg: Message, indices: Iterable[int]) -> bytes:
-    return Edits(msg).remove_header_lines(indices).build()
-
-
-def remove_header_lines_if(msg: Message, predicate: Callable[[Header], bool]) -> bytes:
-    return Edits(msg).remove_header_lines_if(predicate).build()
-
-
-# --- replies ---
 
 
 def _status_line(status: int, reason: bytes) -> bytes:

@@ -387,14 +387,6 @@ def _parse_params(raw: bytes) -> Params:
     return tuple([(name.lower(), value or None) for name, value in _PARAM_RE.findall(raw)])
 
 
-def parse_params(text: bytes, pos: int = 0) -> Params:
-    """Parse and validate `*( SEMI generic-param )` from `text[pos:]` to its end."""
-    m = re.fullmatch(b"(" + _PARAMS + rb")[ \t]*", text[pos:])
-    if m is None:
-        raise _fail("malformed header parameters")
-    return _parse_params(m.group(1))
-
-
 def _check_ipv6(inner: bytes) -> None:
     # RFC 5954 corrected the RFC 3261 IPv6reference ABNF: only RFC 4291 text forms are valid,
     # so the three-colon form of RFC 5118 §4.10 is rejected (our pinned choice).

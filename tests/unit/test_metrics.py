@@ -161,6 +161,35 @@ def test_acl_denied_and_parse_error_per_transport() -> None:
     )
 
 
+def test_trunk_limited_by_trunk_and_limit() -> None:
+    m = Metrics(trunks=["acme"])
+    for detail in ("calls_per_second", "calls_per_second", "concurrent_calls", "made-up"):
+        info = Info(method="INVITE", trunk="acme", status=503, detail=detail)
+        m.record_decision(
+            Reply(b"SIP/2.0 503 x\r\n\r\n", PEER, None, None, Cause.TRUNK_LIMITED, info), PEER, 1e-5
+        )
+    assert value(m, "sipguard_trunk_limited_total", trunk="acme", limit="calls_per_second") == 2
+    assert value(m, "sipguard_trunk_limited_total", trunk="acme", limit="concurrent_calls") == 1
+    assert value(m, "sipguard_trunk_limited_total", trunk="acme", limit="other") == 1
+    assert (
+        value(
+            m, "sipguard_requests_total", transport="udp", method="INVITE", outcome="trunk_limited"
+        )
+        == 4
+    )
+
+
+def test_trunk_calls_active_read_at_scrape_time() -> None:
+    m = Metrics(trunks=["acme"])
+    assert not any(name == "sipguard_trunk_calls_active" for name, _ in samples(m))
+    active = {"acme": 3, "free": 0}
+    m.watch_trunk_calls(lambda: active)
+    assert value(m, "sipguard_trunk_calls_active", trunk="acme") == 3
+    active["acme"] = 1
+    assert value(m, "sipguard_trunk_calls_active", trunk="acme") == 1
+    assert ("sipguard_trunk_calls_active", frozenset({("trunk", "free")})) in samples(m)
+
+
 def test_status_class_comes_from_the_value_never_the_bytes() -> None:
     # The core sets info.status on every reply (issue 13: the shell parses no SIP); a reply
     # without one is "other", whatever its bytes say.

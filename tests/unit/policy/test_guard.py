@@ -303,3 +303,45 @@ def test_expire_forgets_idle_state() -> None:
     guard.expire(600.0)
     assert guard.sizes().proven == 0
     assert guard.sizes().buckets == 0
+
+
+# -- the admin API's view -------------------------------------------------------------------
+
+
+def test_bans_listed_with_since_and_failures() -> None:
+    from sipguard.policy.guard import BanRecord
+
+    guard = Guard(GuardSettings(ban_failures=2))
+    fail(guard, IP, [10.0, 11.0])
+    assert guard.ban(OTHER, 20.0, 100.0) == BanEvent(OTHER, 120.0, 0)
+    assert guard.bans(30.0) == [BanRecord(IP, 11.0, 611.0, 2), BanRecord(OTHER, 20.0, 120.0, 0)]
+    assert guard.bans(130.0) == [BanRecord(IP, 11.0, 611.0, 2)]  # expired ones are not in force
+    # expire() pops in insertion order and stops at the first live ban; the lazy check of the
+    # shorter operator ban behind it forgets its details too.
+    guard.expire(130.0)
+    assert not guard.is_banned(OTHER, 130.0)
+    assert guard._ban_details.keys() == {IP}
+    guard.expire(700.0)
+    assert guard._ban_details == {}
+
+
+def test_unban_serves_the_source_at_once() -> None:
+    guard = Guard(GuardSettings(ban_failures=2))
+    fail(guard, IP, [0.0, 1.0])
+    assert guard.is_banned(IP, 2.0)
+    event = guard.unban(IP)
+    assert event == UnbanEvent(IP, 601.0, UnbanReason.LIFTED)
+    assert not guard.is_banned(IP, 2.0)
+    assert guard.bans(2.0) == []
+    assert guard.unban(IP) is None
+    # The count starts again: one more failure does not ban.
+    assert guard.record_failure(IP, 3.0) is None
+
+
+def test_ban_details_follow_eviction_and_lazy_expiry() -> None:
+    guard = Guard(GuardSettings(ban_failures=1, max_tracked_sources=2, ban_duration=10.0))
+    for n, ip in enumerate(["192.0.2.1", "192.0.2.2", "192.0.2.3"]):
+        guard.record_failure(ip, float(n))
+    assert set(guard._ban_details) == {"192.0.2.2", "192.0.2.3"}
+    assert not guard.is_banned("192.0.2.2", 50.0)
+    assert set(guard._ban_details) == {"192.0.2.3"}

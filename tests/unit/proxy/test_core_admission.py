@@ -465,3 +465,22 @@ def test_credentials_for_us_in_the_other_header_are_stripped_too() -> None:
     out = forwarded(action)
     assert out.get_all(b"authorization") == []
     assert out.get_all(b"proxy-authorization") == [foreign.encode(), b"Basic YWxpY2U6czNjcmV0"]
+
+
+def test_whitelisted_source_is_not_rate_limited() -> None:
+    # Issue 12 item 6: the anonymous per-source bucket is for sources only an open trunk
+    # admits; a carrier named in a trunk's whitelist is never throttled by it.
+    tight = Protection(rate=1.0, burst=2)
+    named = core(settings(digest_trunk(), protection=tight))
+    statuses = [
+        status_of(only(named.handle(request("INVITE", cseq=n), CLIENT, LOCAL, None, NOW)))
+        for n in range(1, 11)
+    ]
+    assert statuses == [407] * 10
+    open_trunk = Trunk("acme", credentials=(alice(),))
+    anonymous = core(settings(open_trunk, protection=tight))
+    statuses = [
+        status_of(only(anonymous.handle(request("INVITE", cseq=n), CLIENT, LOCAL, None, NOW)))
+        for n in range(1, 5)
+    ]
+    assert statuses == [407, 407, 503, 503]

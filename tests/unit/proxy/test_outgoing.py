@@ -21,14 +21,11 @@ from sipguard.proxy.actions import Address, Cause, Info, Transport
 from sipguard.proxy.context import Admitted, Context
 from sipguard.proxy.forwarding import (
     DIALOG_CREATING,
-    TRUNK_HEADER,
-    UNTRUSTED_KEYS,
-    USER_HEADER,
     our_routes,
     record_routes,
     write_request,
 )
-from sipguard.proxy.outgoing import NEEDS_INDEX, Changes, write_indexed, write_plain
+from sipguard.proxy.outgoing import Changes, write_indexed, write_plain
 from sipguard.proxy.replies import CREDENTIAL_KEYS, is_our_credential
 from sipguard.proxy.via import branch_for, received_params, via_value_with_flow
 from sipguard.settings import Trunk
@@ -76,7 +73,7 @@ def edited_request(ctx: Context, admitted: Admitted, via_local: Address) -> byte
     edits.remove_header_lines(
         i
         for i, header in enumerate(msg.headers)
-        if header.key in UNTRUSTED_KEYS
+        if ctx.cfg.inbound.strips(header.key)
         or (header.key in CREDENTIAL_KEYS and is_our_credential(header.value, realm))
     )
     raw, end = msg.raw, msg.header_end
@@ -89,9 +86,12 @@ def edited_request(ctx: Context, admitted: Admitted, via_local: Address) -> byte
                 edits.set_value(i, value)
     count = len(msg.headers)
     if info.trunk:
-        edits.insert(count, TRUNK_HEADER + b": " + info.trunk.encode("utf-8"))
-    if info.user:
-        edits.insert(count, USER_HEADER + b": " + info.user.encode("utf-8", "replace"))
+        peer = (ctx.ip, ctx.source.port)
+        tag = msg.from_.tag
+        for line in ctx.cfg.stamper.lines(
+            info.trunk, info.user, peer, msg.call_id, msg.cseq, tag, ctx.now
+        ):
+            edits.insert(count, line)
     return edits.build()
 
 
@@ -112,7 +112,7 @@ def compare(data: bytes) -> int:
         return 0
     compared = 0
     plain = msg.matched_span("via") is not None and (
-        NEEDS_INDEX.search(data, msg.start_line_end - 1, msg.header_end) is None
+        CORE._config.needs_index.search(data, msg.start_line_end - 1, msg.header_end) is None
     )
     for source in SOURCES:
         for local in (LOCAL, TCP_LOCAL):

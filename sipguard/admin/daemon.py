@@ -1,0 +1,157 @@
+"""The admin API's backend in the running daemon: the core's bans and counters, the server's
+reload, the observer's log.
+
+Owns: `DaemonBackend`, which implements `sipguard.admin.views.AdminBackend` over three objects
+it reaches only through the small protocols below (so that it never imports the server, which
+starts it): the core (`AdminCore`), the server (`Reloadable`) and the observer.
+
+Never does: decide about SIP or bans itself: a ban or unban is the core's guard's, told to the
+observer like any other ban so that the `banned`/`unbanned` log lines and the gauge stay true.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from sipguard import __version__
+from sipguard.admin.api import AdminListener, start_admin
+from sipguard.admin.views import JSON, timestamp
+from sipguard.policy.guard import BanEvent, BanRecord, UnbanEvent
+from sipguard.policy.limits import TrunkUsage
+from sipguard.settings import Settings
+
+
+class AdminCore(Protocol):
+    """What the core offers the admin API (implemented by `sipguard.proxy.core.Core`)."""
+
+    def bans(self, now: float) -> list[BanRecord]: ...
+
+    def ban(self, ip: str, now: float, duration: float | None) -> BanEvent | None: ...
+
+    def unban(self, ip: str) -> UnbanEvent | None: ...
+
+    def trunk_usage(self, name: str) -> TrunkUsage | None: ...
+
+
+class Reloadable(Protocol):
+    """What the server offers: its settings and the SIGHUP reload."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    async def reload_from_file(self, path: str) -> list[str]: ...
+
+
+class BanObserver(Protocol):
+    def banned(self, event: Any) -> None: ...
+
+    def listener_error(self, listener: str, detail: str) -> None: ...
+
+
+class DaemonBackend:
+    """`AdminBackend` for `sipguard run`. `clock` must be the clock of the core's `now`."""
+
+    def __init__(
+        self,
+        server: Reloadable,
+        core: AdminCore,
+        observer: BanObserver,
+        path: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        workers: int = 1,
+    ) -> None:
+        self._server = server
+        self._core = core
+        self._observer = observer
+        self._path = path
+        self._clock = clock
+        self._started = clock()
+        self._workers = workers
+
+    @property
+    def settings(self) -> Settings:
+        return self._server.settings
+
+    def bans(self) -> list[BanRecord]:
+        return self._core.bans(self._clock())
+
+    def ban(self, address: str, duration: float | None) -> BanRecord | None:
+        now = self._clock()
+        event = self._core.ban(address, now, duration)
+        if event is None:
+            return None
+        self._observer.banned(event)
+        return BanRecord(event.ip, now, event.until, event.failures)
+
+    def unban(self, address: str) -> bool:
+        event = self._core.unban(address)
+        if event is None:
+            return False
+        self._observer.banned(event)  # logged `unbanned` with reason=lifted
+        return True
+
+    def trunk_usage(self, name: str) -> TrunkUsage | None:
+        return self._core.trunk_usage(name)
+
+    def upstreams(self) -> list[JSON]:
+        # TODO(pool): state, last probe and failovers once the upstream pool exposes them; until
+        # then the configured upstreams, first is primary, state unknown.
+        return [
+            {
+                "uri": upstream.uri,
+                "transport": upstream.transport,
+                "host": upstream.host,
+                "port": upstream.port,
+                "primary": index == 0,
+                "state": "unknown",
+                "last_probe": None,
+                "failovers": None,
+            }
+            for index, upstream in enumerate(self.settings.upstream)
+        ]
+
+    async def reload(self) -> list[str]:
+        return await self._server.reload_from_file(self._path)
+
+    def status(self) -> JSON:
+        now = self._clock()
+        settings = self.settings
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "started": timestamp(self._started),
+            "uptime_seconds": round(now - self._started, 3),
+            "workers": self._workers,
+            "config": {"file": settings.source, "sha256": settings.source_sha256},
+        }
+
+    def note(self, level: str, event: str, **fields: Any) -> None:
+        """One log line through the observer's logger (the daemon's JSON log)."""
+        logger = getattr(self._observer, "logger", None)
+        method = getattr(logger, level, None) if logger is not None else None
+        if callable(method):
+            method(event, **fields)
+
+
+async def start_daemon_admin(
+    server: Reloadable, core: AdminCore, observer: BanObserver, path: str
+) -> AdminListener | None:
+    """The admin API of `sipguard run`, when the config has an `admin` section. A listener that
+    cannot be bound is a `listener_error` and SIP service goes on, as for /metrics."""
+    settings = server.settings.admin
+    if settings is None:
+        return None
+    backend = DaemonBackend(server, core, observer, path)
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    url = f"http://{host}:{settings.port}"
+    try:
+        listener = await start_admin(settings, backend)
+    except OSError as exc:
+        observer.listener_error(f"{url}/v1", exc.strerror or str(exc))
+        return None
+    backend.note("info", "admin_listening", url=f"{url}/v1")
+    return listener
