@@ -50,7 +50,7 @@ USER = "alice"
 PASSWORD = "s3cret"  # the well-known test credential of the demo trunk
 
 Kind = Literal["udp", "tcp"]
-SippTransport = Literal["u1", "t1"]
+SippTransport = Literal["u1", "un", "t1"]  # un: a UDP socket (source port) per call
 
 _AUTH_LEG = re.compile(r"[ \t]*<!-- auth:begin -->.*?<!-- auth:end -->[ \t]*\n", re.S)
 _AUTH_LINE = re.compile(r"^[ \t]*\[authentication[^\]]*\][ \t]*\n", re.M)
