@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from sipguard.admin.views import timestamp, upstream_view
 from sipguard.proxy.actions import Cause, Forward
 from sipguard.sip import Request, Response, build_response, parse_message
 from tests.unit.admin.conftest import Harness
+from tests.unit.admin.test_client import config_for, run
 from tests.unit.proxy.playbook import NOW
 from tests.unit.proxy.test_failover import U1, U2, Rig, _response
 
@@ -79,3 +83,20 @@ async def test_get_upstreams_answers_the_pool_state(admin: Harness) -> None:
     assert status == 200
     states = {u["uri"]: u["state"] for u in body["upstreams"]}
     assert states == {"sip:127.0.0.1:5070": "down", "sip:127.0.0.1:5080": "up"}
+
+
+async def test_cli_upstreams_prints_one_line_per_upstream(
+    admin: Harness, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for step in range(2):
+        _answer_probes(admin.core.pool, NOW + step, {U1: 503, U2: 200})
+    config = config_for(tmp_path, admin.listener.address[1])
+    assert await run("admin", "-c", config, "upstreams") == 0
+    header, *lines = capsys.readouterr().out.splitlines()
+    assert header.split()[:5] == ["URI", "PRI", "W", "STATE", "SINCE"]
+    rows = {line.split()[0]: line.split() for line in lines}
+    assert rows["sip:127.0.0.1:5070"][3] == "down"
+    assert rows["sip:127.0.0.1:5070"][-5:] == ["2", "0", "0", "0", "0"]  # 2 failures in a row
+    assert rows["sip:127.0.0.1:5080"][3:5] == ["up", "start"]
+    assert await run("admin", "-c", config, "--json", "upstreams") == 0
+    assert '"consecutive_failures": 2' in capsys.readouterr().out
