@@ -10,8 +10,12 @@ form is Resch's "logarithmic method"). One Call-ID always yields the same order 
 of members that are up stays the same; a member going down moves only its own calls; the hash
 is BLAKE2b, so a restart does not reshuffle (Python's `hash()` is salted per process).
 
-Never does: I/O, clocks (`now` is not even needed: health changes only on probe results, which
-the caller reports), logging or metrics: a state change is returned as a `HealthChange` value.
+Also owns what the admin API shows of each member (`MemberStatus`): since when it is in its
+health, its last probe result and when it came, its consecutive failures and successes.
+
+Never does: I/O, clocks (health changes only on probe results, which the caller reports with
+its `now`, kept for the admin API only), logging or metrics: a state change is returned as a
+`HealthChange` value.
 
 Decisions where the issue is silent:
 - Every member starts up: a fresh process forwards at once, as before pools existed; probing
