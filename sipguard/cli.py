@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     unban.add_argument("address", metavar="ADDR")
     actions.add_parser("reload", help="reload the config file as SIGHUP does; print any errors")
     actions.add_parser("status", help="version, uptime, workers, config file and its hash")
+    actions.add_parser("upstreams", help="each upstream: state since when, last probe, failovers")
     verify = sub.add_parser(
         "verify-identity",
         help="check the signed identity headers of one SIP request read from stdin "

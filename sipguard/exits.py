@@ -18,6 +18,7 @@ EX_USAGE: Final = 64  # bad arguments; `hash-password`: empty password, mismatch
 # `admin`: the API refused the request as malformed (an address that is not one)
 EX_DATAERR: Final = 65  # `hash-password`: the password on stdin is not UTF-8
 EX_UNAVAILABLE: Final = 69  # `admin`: the admin API cannot be reached (or failed)
+EX_SOFTWARE: Final = 70  # `run` with workers: workers kept dying (the supervisor gave up)
 EX_OSERR: Final = 71  # the OS refused: a listener cannot be bound (port in use)
 EX_CANTCREAT: Final = 73  # `gen-key`: the key file exists already or cannot be created
 EX_NOPERM: Final = 77  # `admin`: the admin API refused the token

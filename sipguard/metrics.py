@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Final
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from typing import Final, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
@@ -464,7 +464,13 @@ def _http_response(status: int, body: bytes, content_type: str, head: bool = Fal
     return header if head else header + body
 
 
-def answer_http(metrics: Metrics, request_line: bytes) -> bytes:
+class Scrapable(Protocol):
+    """What the endpoint serves: a `Metrics`, or the supervisor's aggregate of its workers."""
+
+    def scrape(self) -> bytes: ...
+
+
+def answer_http(metrics: Scrapable, request_line: bytes) -> bytes:
     """The whole HTTP response to one request line (the rest of the request is ignored)."""
     text = "text/plain; charset=utf-8"
     parts = request_line.rstrip(b"\r\n").split(b" ")
@@ -502,6 +508,37 @@ async def serve_metrics(metrics: Metrics, host: str, port: int) -> asyncio.Serve
     """Listen on `host:port` and answer `GET /metrics`, `GET /healthz`; 404 for anything else.
 
     One request per connection (HTTP/1.1 with `Connection: close`): a scraper needs no more."""
+    return await serve_http(_answer_with(metrics), host, port)
+
+
+async def serve_http(respond: Responder, host: str, port: int) -> asyncio.Server:
+    """The endpoint with another `respond` (request line -> whole response), e.g. the
+    supervisor's, which reads its workers' series before it answers."""
+    return await asyncio.start_server(
+        _http_handler(respond), host, port, limit=MAX_HTTP_REQUEST_BYTES
+    )
+
+
+async def serve_metrics_unix(metrics: Metrics, path: str) -> asyncio.Server:
+    """The same on a Unix socket: a worker's series, read by its supervisor (`workers: N`)."""
+    return await asyncio.start_unix_server(
+        _http_handler(_answer_with(metrics)), path, limit=MAX_HTTP_REQUEST_BYTES
+    )
+
+
+Responder = Callable[[bytes], Awaitable[bytes]]
+
+
+def _answer_with(metrics: Metrics) -> Responder:
+    async def respond(request_line: bytes) -> bytes:
+        return answer_http(metrics, request_line)
+
+    return respond
+
+
+def _http_handler(
+    respond: Responder,
+) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
     active = 0
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -523,7 +560,7 @@ async def serve_metrics(metrics: Metrics, host: str, port: int) -> asyncio.Serve
                 if request_line is None:
                     writer.write(_http_response(400, b"bad request\n", "text/plain; charset=utf-8"))
                 else:
-                    writer.write(answer_http(metrics, request_line))
+                    writer.write(await respond(request_line))
             with contextlib.suppress(OSError):
                 await asyncio.wait_for(writer.drain(), HTTP_READ_DEADLINE)
         except (OSError, TimeoutError):
@@ -534,4 +571,4 @@ async def serve_metrics(metrics: Metrics, host: str, port: int) -> asyncio.Serve
             with contextlib.suppress(OSError, TimeoutError):
                 await asyncio.wait_for(writer.wait_closed(), HTTP_READ_DEADLINE)
 
-    return await asyncio.start_server(handle, host, port, limit=MAX_HTTP_REQUEST_BYTES)
+    return handle

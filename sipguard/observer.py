@@ -34,6 +34,7 @@ from sipguard.proxy.actions import Action, Address, BanEvent, Cause, Drop, Forwa
 from sipguard.proxy.failover import FailoverEvent, UpstreamReport
 from sipguard.proxy.pool import Health
 from sipguard.settings import LogSettings, MetricsSettings, Settings, diff_settings
+from sipguard.worker import WORKER_ENV
 
 DEBUG: Final = 10
 INFO: Final = 20
@@ -527,10 +528,18 @@ def build_observer(settings: Settings, *, stream: IO[Any] | None = None) -> Obse
     notifier when run by systemd. Usable as `server.run_from_file(observer_factory=...)`.
 
     The observer serves /metrics and /healthz on `settings.metrics` once `started()` is called
-    from the event loop (a port in use there is logged as `listener_error`, not fatal)."""
+    from the event loop (a port in use there is logged as `listener_error`, not fatal).
+
+    In a worker of `workers: N` (`sipguard.worker.WORKER_ENV` set) the supervisor serves the
+    host's /metrics: the worker always keeps its `Metrics` (served to the supervisor on a Unix
+    socket, see `server._serve`), never opens `metrics.listen`, and its log lines carry
+    `worker=INDEX`."""
+    worker = os.environ.get(WORKER_ENV)
     logger = configure_logging(settings.log.level, settings.log.format, stream)
+    if worker is not None and logger is not None:
+        logger = logger.bind(worker=int(worker) if worker.isdigit() else worker)
     metrics = None
-    if settings.metrics is not None:
+    if settings.metrics is not None or worker is not None:
         metrics = Metrics(trunks=[trunk.name for trunk in settings.trunks])
         metrics.set_upstreams(upstream.uri for upstream in settings.upstream)
     return Observer(
@@ -540,6 +549,6 @@ def build_observer(settings: Settings, *, stream: IO[Any] | None = None) -> Obse
         log_settings=settings.log,
         log_stream=stream,
         endpoint=settings.metrics,
-        serve_endpoint=True,
+        serve_endpoint=worker is None,
         settings=settings,
     )

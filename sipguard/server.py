@@ -164,10 +164,13 @@ class Server:
         *,
         observer: ObserverProtocol | None = None,
         client_tls: ssl.SSLContext | None = None,
+        reuse_port: bool = False,
     ) -> None:
         """`client_tls` replaces the context built from the settings for TLS upstreams (tests
-        use it to trust a throw-away CA); None builds one that verifies (see transport.upstream)."""
+        use it to trust a throw-away CA); None builds one that verifies (see transport.upstream).
+        `reuse_port`: every listener with SO_REUSEPORT (a worker of `workers: N`)."""
         self.settings = settings
+        self.reuse_port = reuse_port
         self.core = core
         self.observer: ObserverProtocol = observer if observer is not None else NullObserver()
         self._client_tls_override = client_tls
@@ -439,7 +442,7 @@ class Server:
         kind = Transport(listener.transport)
         try:
             if kind is Transport.UDP:
-                sock = bind_udp(listener.host, listener.port)
+                sock = bind_udp(listener.host, listener.port, reuse_port=self.reuse_port)
                 address = Address(kind, listener.host, sock.getsockname()[1])
                 endpoint = UdpEndpoint(self.dispatcher, self.observer, sock, address)
                 await loop.create_datagram_endpoint(lambda: endpoint, sock=sock)
@@ -451,7 +454,7 @@ class Server:
                 return _Bound(listener, address, udp=endpoint)
             if kind is Transport.TLS and self._server_tls is None:
                 raise ListenerError(listener.url, "a tls listener needs the tls section")
-            sock = _bind_stream(listener.host, listener.port)
+            sock = _bind_stream(listener.host, listener.port, self.reuse_port)
             address = Address(kind, listener.host, sock.getsockname()[1])
             factory = self.dispatcher.streams.protocol_factory(
                 kind, address, self._current_tls if kind is Transport.TLS else None
@@ -478,13 +481,16 @@ def upstream_socket_hosts(settings: Settings) -> list[str]:
     return list(hosts.values())
 
 
-def _bind_stream(host: str, port: int) -> socket.socket:
+def _bind_stream(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     """A listening TCP socket: SO_REUSEADDR (restart while old connections sit in TIME_WAIT),
-    IPv6 only on an IPv6 address (an IPv4 listener is configured separately)."""
+    IPv6 only on an IPv6 address (an IPv4 listener is configured separately), SO_REUSEPORT
+    for the workers of one host."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((host, port))
@@ -564,6 +570,7 @@ class StderrObserver(NullObserver):
 def run_from_file(path: str, *, observer_factory: ObserverFactory | None = None) -> int:
     """`sipguard run --config FILE`: serve until SIGTERM/SIGINT. Returns the exit code."""
     from sipguard.config import load_settings_with_warnings
+    from sipguard.worker import WorkerRole, bind_to_supervisor
 
     try:
         settings, warnings = load_settings_with_warnings(path)
@@ -571,11 +578,20 @@ def run_from_file(path: str, *, observer_factory: ObserverFactory | None = None)
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return EX_CONFIG
+    role = WorkerRole.from_environ()
+    if settings.workers > 1 and role is None:
+        from sipguard.supervisor import supervise
+
+        return supervise(path, settings, warnings)
+    if role is not None:
+        if not bind_to_supervisor():
+            return EX_OK  # the supervisor is gone already: nothing to serve for
+        warnings = []  # the supervisor logged them once for the host
     observer = observer_factory(settings) if observer_factory is not None else StderrObserver()
     for warning in warnings:  # what check-config would say, e.g. no nonce key (issue 12)
         _note(observer, "warning", "config_warning", detail=warning)
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        return runner.run(_serve(path, settings, observer))
+        return runner.run(_serve(path, settings, observer, role))
 
 
 class _Phase(enum.Enum):
@@ -601,6 +617,7 @@ class _Signals:
         self.reload_pending = False
         self.server: Server | None = None
         self.reloads: set[asyncio.Task[list[str]]] = set()
+        self.keep: asyncio.Server | None = None  # a worker's /metrics for its supervisor
 
     def install(self) -> None:
         self.loop.add_signal_handler(signal.SIGTERM, self.on_stop, signal.SIGTERM)
@@ -615,6 +632,8 @@ class _Signals:
                 self.loop.remove_signal_handler(signum)
             with contextlib.suppress(ValueError, OSError):
                 signal.signal(signum, signal.SIG_IGN)
+        if self.keep is not None:
+            self.keep.close()
 
     def on_stop(self, signum: signal.Signals) -> None:
         if self.phase is _Phase.STOPPING:
@@ -663,6 +682,15 @@ class _Signals:
         await asyncio.gather(*reloads, return_exceptions=True)
 
 
+async def _serve_worker_metrics(observer: Any, path: str) -> asyncio.Server | None:
+    """A worker's /metrics, on the Unix socket the supervisor reads. The caller keeps the
+    server (uvloop closes a listening server that is garbage-collected) and closes it."""
+    from sipguard.metrics import serve_metrics_unix
+
+    metrics = getattr(observer, "metrics", None)
+    return None if metrics is None else await serve_metrics_unix(metrics, path)
+
+
 def _note(observer: Any, level: str, event: str, **fields: Any) -> None:
     """A lifecycle line outside the observer's vocabulary: to its structlog logger when it has
     one (the JSON log of `sipguard run`), else one `sipguard: EVENT: k=v` line on stderr."""
@@ -675,7 +703,11 @@ def _note(observer: Any, level: str, event: str, **fields: Any) -> None:
     print(f"sipguard: {event}: {detail}" if detail else f"sipguard: {event}", file=sys.stderr)
 
 
-async def _serve(path: str, settings: Settings, observer: ObserverProtocol) -> int:
+async def _serve(
+    path: str, settings: Settings, observer: ObserverProtocol, role: Any = None
+) -> int:
+    """Serve until stopped. `role`: a `sipguard.worker.WorkerRole` when started by the
+    supervisor (listeners with SO_REUSEPORT, the host's nonce key, /metrics on its socket)."""
     from sipguard.proxy.core import Core
 
     signals = _Signals(asyncio.get_running_loop(), path, observer)
@@ -685,12 +717,16 @@ async def _serve(path: str, settings: Settings, observer: ObserverProtocol) -> i
         core = Core(
             settings,
             # A random key per process unless configured: nonces then die with the process.
-            nonce_key=settings.auth.secret or os.urandom(32),
+            nonce_key=settings.auth.secret
+            or (role.nonce_key if role is not None else None)
+            or os.urandom(32),
             boot_id=os.urandom(8),
             started_at=time.time(),
         )
-        server = Server(settings, core, observer=observer)
+        server = Server(settings, core, observer=observer, reuse_port=role is not None)
         try:
+            if role is not None and role.metrics_path is not None:
+                signals.keep = await _serve_worker_metrics(observer, role.metrics_path)
             await server.start()
         except ListenerError as exc:
             print(f"sipguard: cannot listen on {exc.listener}: {exc.detail}", file=sys.stderr)
@@ -703,7 +739,9 @@ async def _serve(path: str, settings: Settings, observer: ObserverProtocol) -> i
         if metrics is not None:  # sipguard_trunk_calls_active, read at each scrape
             metrics.watch_trunk_calls(core.calls_active)
         admin = None
-        if settings.admin is not None:  # aiohttp is imported only then
+        # aiohttp is imported only then. Not in a worker of `workers: N`: its bans and reloads
+        # would reach that worker alone (the supervisor says so once).
+        if settings.admin is not None and role is None:
             from sipguard.admin.daemon import start_daemon_admin
 
             admin = await start_daemon_admin(server, core, observer, path, server.bridge)

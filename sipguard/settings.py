@@ -427,6 +427,7 @@ class Settings:
     # SHA-256 (hex) of the config file's bytes as loaded; "" for settings built by hand.
     source_sha256: str = ""
     identity: IdentitySettings | None = None  # None: plain X-Sipguard-Trunk/User, unsigned
+    workers: int = 1  # processes serving this host; 1: no supervisor (sipguard.supervisor)
 
 
 # Top-level sections compared whole by `diff_settings` (trunks and listeners are itemised).
@@ -442,6 +443,7 @@ DIFFED_SECTIONS: tuple[str, ...] = (
     "state",
     "admin",
     "identity",
+    "workers",
 )
 
 

@@ -42,6 +42,7 @@ HOST = "127.0.0.1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SCENARIOS = {"register": "uac_register.xml", "invite": "uac_invite.xml"}
 SIPP_BUF = 4 * 1024 * 1024
+UN_MAX_SOCKETS = 16000  # `-t un`: SIPp refuses a socket cap above its open-file limit (20000 here)
 
 
 def log(text: str) -> None:
@@ -448,6 +449,8 @@ def run_uac(
         "-error_file",
         str(run_dir / "errors.log"),
     ]
+    if args.transport == "un":  # a socket per call: its cap must fit SIPp's fd limit
+        cmd += ["-max_socket", str(UN_MAX_SOCKETS)]
     if scenario == "invite":
         cmd += ["-auth_uri", f"service@{remote}"]  # digest uri = Request-URI (RFC 2617 §3.2.2.5)
     cpu0 = cpu_seconds(stack.proxy_pids)
@@ -656,7 +659,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--confirm", type=int, default=1, help="retries of a failing max-rate step")
     p.add_argument("--cooldown", type=float, default=1.0)
     p.add_argument("--pause-ms", type=int, default=100, help="ACK to BYE in the INVITE call")
-    p.add_argument("--transport", choices=["u1", "t1"], default="u1")
+    p.add_argument(
+        "--transport",
+        choices=["u1", "un", "t1"],
+        default="u1",
+        help="SIPp's: un = a UDP source port per call (what spreads calls over workers)",
+    )
     p.add_argument("--out", type=Path)
     p.add_argument("--quick", action="store_true", help="1 rep, 4 s runs, coarse ramp (~2 min)")
     args = p.parse_args(argv)

@@ -1,6 +1,7 @@
 """`sipguard admin ...`: the admin API from the command line, so an operator never writes curl.
 
-Owns: the subcommands' work (`bans`, `ban ADDR --duration S`, `unban ADDR`, `reload`, `status`),
+Owns: the subcommands' work (`bans`, `ban ADDR --duration S`, `unban ADDR`, `reload`, `status`,
+`upstreams`),
 their output (a short table or lines, or the API's JSON with `--json`) and exit codes:
 0 done, 1 nothing to do (`unban` of an address not banned), 64 a request the API refused as
 malformed, 69 the API cannot be reached, 77 the token was refused, 78 the config file has no
@@ -82,8 +83,34 @@ def _check(status: int, answer: Any) -> Any:
     return answer
 
 
+def _print_upstreams(answer: Any, out: Any) -> None:
+    """`sipguard admin upstreams`: one line per upstream, preferred first as configured."""
+    print(
+        f"{'URI':<40} {'PRI':>3} {'W':>3} {'STATE':<5} {'SINCE':<21} {'LAST PROBE':<33} "
+        "FAILS OKS FORWARDED FAILED_OVER TIMEOUTS",
+        file=out,
+    )
+    for u in answer["upstreams"]:
+        probe = u["last_probe"]
+        last = "-" if probe is None else f"{probe['at']} {probe['outcome']}"
+        line = (
+            f"{u['uri']:<40} {u['priority']:>3} {u['weight']:>3} {u['state']:<5} "
+            f"{u['since'] or 'start':<21} {last:<33} {u['consecutive_failures']:>5} "
+            f"{u['consecutive_successes']:>3} {u['forwarded']:>9} {u['failed_over']:>11} "
+            f"{u['timeouts']:>8}"
+        )
+        print(line, file=out)
+
+
 def _run(args: argparse.Namespace, admin: AdminSettings, out: Any) -> int:
     action = args.admin_command
+    if action == "upstreams":
+        answer = _check(*call(admin, "GET", "/v1/upstreams"))
+        if args.json:
+            print(json.dumps(answer, indent=2), file=out)
+        else:
+            _print_upstreams(answer, out)
+        return EX_OK
     if action == "bans":
         answer = _check(*call(admin, "GET", "/v1/bans"))
         if args.json:

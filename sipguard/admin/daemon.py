@@ -22,9 +22,10 @@ from typing import Any, Protocol
 
 from sipguard import __version__
 from sipguard.admin.api import AdminListener, start_admin
-from sipguard.admin.views import JSON, timestamp
+from sipguard.admin.views import JSON, timestamp, upstream_view
 from sipguard.policy.guard import BanEvent, BanRecord, UnbanEvent
 from sipguard.policy.limits import TrunkUsage
+from sipguard.proxy.failover import UpstreamStatus
 from sipguard.settings import Settings
 
 
@@ -38,6 +39,8 @@ class AdminCore(Protocol):
     def unban(self, ip: str) -> UnbanEvent | None: ...
 
     def trunk_usage(self, name: str) -> TrunkUsage | None: ...
+
+    def upstreams(self) -> list[UpstreamStatus]: ...
 
 
 class Reloadable(Protocol):
@@ -116,21 +119,7 @@ class DaemonBackend:
         return self._core.trunk_usage(name)
 
     def upstreams(self) -> list[JSON]:
-        # TODO(pool): state, last probe and failovers once the upstream pool exposes them; until
-        # then the configured upstreams, first is primary, state unknown.
-        return [
-            {
-                "uri": upstream.uri,
-                "transport": upstream.transport,
-                "host": upstream.host,
-                "port": upstream.port,
-                "primary": index == 0,
-                "state": "unknown",
-                "last_probe": None,
-                "failovers": None,
-            }
-            for index, upstream in enumerate(self.settings.upstream)
-        ]
+        return [upstream_view(status) for status in self._core.upstreams()]
 
     async def reload(self) -> list[str]:
         return await self._server.reload_from_file(self._path)

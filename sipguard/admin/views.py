@@ -1,7 +1,8 @@
 """What the admin API reads and changes, and the JSON it answers with.
 
 Owns: the `AdminBackend` protocol (what the daemon offers the API), the JSON shape of a ban, a
-trunk and the status, and the checks of what a client sends (an IP literal, a ban duration).
+trunk, an upstream and the status, and the checks of what a client sends (an IP literal, a ban
+duration).
 
 Never does: HTTP (that is `sipguard.admin.api`), or put a secret in an answer: a credential is
 its username and validity, never its password or HA1; the token is never echoed.
@@ -16,6 +17,7 @@ from typing import Any, Protocol
 
 from sipguard.policy.guard import BanRecord
 from sipguard.policy.limits import TrunkUsage
+from sipguard.proxy.failover import Outcome, UpstreamStatus
 from sipguard.settings import Settings, Trunk, TrunkLimits
 
 # An operator ban longer than a year is a typo (or meant to be a firewall rule).
@@ -136,4 +138,34 @@ def trunk_view(trunk: Trunk, usage: TrunkUsage | None, now: datetime) -> JSON:
             "registrations": 0 if usage is None else usage.registrations_admitted,
         },
         "refused": dict(refused),
+    }
+
+
+def _maybe_time(seconds: float | None) -> str | None:
+    return None if seconds is None else timestamp(seconds)
+
+
+def upstream_view(status: UpstreamStatus) -> JSON:
+    """One upstream of the pool: its configured URI and place, its health since when, its last
+    probe and consecutive results, and its attempts since start (issue 14's counts)."""
+    health, member = status.health, status.health.member
+    address = member.address
+    last_probe = None
+    if health.last_probe is not None:
+        last_probe = {"at": timestamp(health.last_probe), "outcome": health.last_outcome}
+    return {
+        "uri": member.uri,
+        "transport": address.transport.value,
+        "host": address.host,
+        "port": address.port,
+        "priority": member.priority,
+        "weight": member.weight,
+        "state": health.health.value,
+        "since": _maybe_time(health.since),
+        "last_probe": last_probe,
+        "consecutive_failures": health.failures,
+        "consecutive_successes": health.successes,
+        "forwarded": status.counts.get(Outcome.FORWARDED, 0),
+        "failed_over": status.counts.get(Outcome.FAILED_OVER, 0),
+        "timeouts": status.counts.get(Outcome.TIMEOUT, 0),
     }

@@ -26,6 +26,7 @@ from sipguard.config.protection import read_limits, read_protection
 from sipguard.config.reader import Reader
 from sipguard.config.secrets import check_config_mode
 from sipguard.config.state import read_state
+from sipguard.config.workers import read_workers
 from sipguard.errors import ConfigError
 from sipguard.exits import EX_CONFIG, EX_OK
 from sipguard.settings import AdminSettings, Settings
@@ -61,6 +62,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("state", read_state, absent={}),
     Section("admin", read_admin),  # reads metrics
     Section("identity", read_identity),
+    Section("workers", read_workers),
 )
 
 

@@ -76,7 +76,7 @@ from sipguard.proxy.actions import (
     Transport,
 )
 from sipguard.proxy.context import Admitted, Config, Context, Pending, State
-from sipguard.proxy.failover import UpstreamReport
+from sipguard.proxy.failover import UpstreamReport, UpstreamStatus
 from sipguard.proxy.memory import Admission, ExpiringTable
 from sipguard.proxy.outgoing import fragments_for, needs_index
 from sipguard.proxy.replies import RETRY_AFTER, reply
@@ -402,6 +402,10 @@ class Core:
     def trunk_usage(self, name: str) -> TrunkUsage | None:
         """A trunk's calls in progress and admitted/refused counts (`GET /v1/trunks`)."""
         return self._state.limiter.usage(name)
+
+    def upstreams(self) -> list[UpstreamStatus]:
+        """Every upstream's health, last probe and attempt counts (`GET /v1/upstreams`)."""
+        return self._routing.pool.status()
 
     def calls_active(self) -> dict[str, int]:
         """Calls in progress per configured trunk (`sipguard_trunk_calls_active`)."""

@@ -27,7 +27,7 @@ from typing import Generic, TypeVar
 from sipguard.errors import ParseError
 from sipguard.proxy.actions import Action, Address, Cause, Drop, Forward, Info, Transport
 from sipguard.proxy.originate import build_ack
-from sipguard.proxy.pool import Health, HealthChange, HealthPolicy, Member, Pool
+from sipguard.proxy.pool import Health, HealthChange, HealthPolicy, Member, MemberStatus, Pool
 from sipguard.proxy.probe import Prober, is_probe_branch
 from sipguard.proxy.transactions import (
     TIMEOUT,
@@ -83,6 +83,14 @@ class UpstreamReport:
     lost: int  # events not kept (more than MAX_EVENTS between two reports)
 
 
+@dataclass(frozen=True, slots=True)
+class UpstreamStatus:
+    """One upstream now, for the admin API: its health and probes, its attempts since start."""
+
+    health: MemberStatus
+    counts: dict[Outcome, int]
+
+
 def members_of(settings: Settings) -> list[Member]:
     return [
         Member(u.uri, Address(Transport(u.transport), u.host, u.port), u.priority, u.weight)
@@ -116,6 +124,7 @@ class Upstreams(Generic[C]):
         )
         self._events: list[UpstreamEvent] = []
         self._counts: dict[tuple[str, Outcome], int] = {}
+        self._totals: dict[tuple[str, Outcome], int] = {}  # since start, never drained
         self._lost = 0
         self._uris: dict[Address, str] = {}
         self._refresh()
@@ -188,7 +197,7 @@ class Upstreams(Generic[C]):
         if branch is None:
             return Relay.UNKNOWN
         if is_probe_branch(branch):
-            matched, change = self.prober.answered(self.pool, branch, source, msg.status)
+            matched, change = self.prober.answered(self.pool, branch, source, msg.status, now)
             if change is not None:
                 self._event(change)
             info = Info("OPTIONS", msg.call_id.decode("latin-1"), status=msg.status)
@@ -204,7 +213,7 @@ class Upstreams(Generic[C]):
         """A Forward of ours with top Via `branch` was not delivered. None when it is no probe
         nor attempt of a transaction (the core answers as before)."""
         if is_probe_branch(branch):
-            change = self.prober.failed(self.pool, branch)
+            change = self.prober.failed(self.pool, branch, now)
             if change is not None:
                 self._event(change)
             return [Drop(Cause.PROBE, Info(detail="probe not delivered"))]
@@ -244,6 +253,15 @@ class Upstreams(Generic[C]):
         lost, self._lost = self._lost, 0
         health = [(m.uri, self.pool.health(m.address) is Health.UP) for m in self.pool.members]
         return UpstreamReport(events, counts, health, lost)
+
+    def status(self) -> list[UpstreamStatus]:
+        """Every member's health and probe history, with its attempt counts since start (the
+        admin API's `GET /v1/upstreams`; read-only, nothing is drained)."""
+        totals = self._totals
+        return [
+            UpstreamStatus(s, {o: totals.get((s.member.uri, o), 0) for o in Outcome})
+            for s in self.pool.status()
+        ]
 
     # ------------------------------------------------------------------ internals
 
@@ -323,6 +341,7 @@ class Upstreams(Generic[C]):
         if uri is not None:
             key = (uri, outcome)
             self._counts[key] = self._counts.get(key, 0) + 1
+            self._totals[key] = self._totals.get(key, 0) + 1
 
     def _event(self, event: UpstreamEvent) -> None:
         if len(self._events) < MAX_EVENTS:

@@ -10,8 +10,12 @@ form is Resch's "logarithmic method"). One Call-ID always yields the same order 
 of members that are up stays the same; a member going down moves only its own calls; the hash
 is BLAKE2b, so a restart does not reshuffle (Python's `hash()` is salted per process).
 
-Never does: I/O, clocks (`now` is not even needed: health changes only on probe results, which
-the caller reports), logging or metrics: a state change is returned as a `HealthChange` value.
+Also owns what the admin API shows of each member (`MemberStatus`): since when it is in its
+health, its last probe result and when it came, its consecutive failures and successes.
+
+Never does: I/O, clocks (health changes only on probe results, which the caller reports with
+its `now`, kept for the admin API only), logging or metrics: a state change is returned as a
+`HealthChange` value.
 
 Decisions where the issue is silent:
 - Every member starts up: a fresh process forwards at once, as before pools existed; probing
@@ -77,10 +81,29 @@ class HealthChange:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class MemberStatus:
+    """One member's health as the admin API shows it (`GET /v1/upstreams`). Times are the
+    callers' `now` (None: not known yet, e.g. no probe answered since start)."""
+
+    member: Member
+    health: Health
+    since: float | None  # when it went to its current health (None: up since start)
+    last_probe: float | None  # when the last probe result came
+    last_outcome: str | None  # that result's reason ("answered", "timeout", ...)
+    failures: int  # consecutive failed probes (0 after a good one)
+    successes: int  # consecutive good probes (0 after a failed one)
+
+
 @dataclass(slots=True)
 class _State:
     health: Health = Health.UP
     streak: int = 0  # consecutive results against the current health (failures while up...)
+    since: float | None = None
+    last_probe: float | None = None
+    last_outcome: str | None = None
+    failures: int = 0
+    successes: int = 0
 
 
 class Pool:
@@ -132,12 +155,28 @@ class Pool:
     def any_up(self) -> bool:
         return bool(self._best)
 
-    def record(self, address: Address, ok: bool, reason: str) -> HealthChange | None:
+    def status(self) -> list[MemberStatus]:
+        """Every member's health, its probe history and since when (read-only)."""
+        return [
+            MemberStatus(
+                m, s.health, s.since, s.last_probe, s.last_outcome, s.failures, s.successes
+            )
+            for m in self._members
+            for s in (self._states[m.address],)
+        ]
+
+    def record(
+        self, address: Address, ok: bool, reason: str, now: float | None = None
+    ) -> HealthChange | None:
         """One probe result for the member at `address` (unknown addresses are ignored: a probe
-        answered after a reload removed its member). Returns the change it caused, if any."""
+        answered after a reload removed its member). Returns the change it caused, if any.
+        `now`, when given, is kept as the time of the last probe (and of a change)."""
         state = self._states.get(address)
         if state is None:
             return None
+        state.last_probe, state.last_outcome = now, reason
+        state.failures = 0 if ok else state.failures + 1
+        state.successes = state.successes + 1 if ok else 0
         policy = self._policy
         if (state.health is Health.UP) == ok:
             state.streak = 0  # a result that confirms the current health resets the count
@@ -148,6 +187,7 @@ class Pool:
             return None
         state.health = Health.DOWN if state.health is Health.UP else Health.UP
         state.streak = 0
+        state.since = now
         self._refresh()
         member = self.member(address)
         assert member is not None

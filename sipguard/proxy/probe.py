@@ -110,7 +110,7 @@ class Prober:
         return probes
 
     def answered(
-        self, pool: Pool, branch: bytes, source: Address, status: int
+        self, pool: Pool, branch: bytes, source: Address, status: int, now: float | None = None
     ) -> tuple[bool, HealthChange | None]:
         """A response with a probe branch: (whether it answers a probe of ours in flight, from
         the probed address; the health change it caused). A final status ends the probe; a
@@ -125,14 +125,14 @@ class Prober:
         if outcome is None:
             return True, None
         del self._in_flight[branch]
-        return True, pool.record(expected, outcome.ok, outcome.value)
+        return True, pool.record(expected, outcome.ok, outcome.value, now)
 
-    def failed(self, pool: Pool, branch: bytes) -> HealthChange | None:
+    def failed(self, pool: Pool, branch: bytes, now: float | None = None) -> HealthChange | None:
         """The probe could not be delivered: a failure now, without waiting for the timeout."""
         flight = self._in_flight.pop(branch, None)
         if flight is None:
             return None
-        return pool.record(flight.member.address, False, ProbeOutcome.TRANSPORT.value)
+        return pool.record(flight.member.address, False, ProbeOutcome.TRANSPORT.value, now)
 
     def expire(self, pool: Pool, now: float) -> list[HealthChange]:
         """Probes without a final answer by their deadline count as failures."""
@@ -140,7 +140,7 @@ class Prober:
         for branch, flight in list(self._in_flight.items()):
             if flight.deadline <= now:
                 del self._in_flight[branch]
-                change = pool.record(flight.member.address, False, ProbeOutcome.TIMEOUT.value)
+                change = pool.record(flight.member.address, False, ProbeOutcome.TIMEOUT.value, now)
                 if change is not None:
                     changes.append(change)
         return changes

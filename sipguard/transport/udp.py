@@ -62,12 +62,16 @@ UNREACHABLE_REASONS: dict[int, str] = {
 _LINUX = sys.platform.startswith("linux")
 
 
-def bind_udp(host: str, port: int) -> socket.socket:
+def bind_udp(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     """A bound, non-blocking UDP socket: IPv6 only on an IPv6 address, a large receive buffer,
-    and ICMP errors queued with their addresses (Linux). Raises OSError (e.g. port in use)."""
+    and ICMP errors queued with their addresses (Linux). `reuse_port`: SO_REUSEPORT, so that
+    the workers of one host share the port (never on a worker's own upstream-facing socket).
+    Raises OSError (e.g. port in use)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         # The kernel's rmem_max may refuse or clamp it: smaller is still correct.

@@ -20,6 +20,7 @@ import contextlib
 import ipaddress
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -49,7 +50,7 @@ USER = "alice"
 PASSWORD = "s3cret"  # the well-known test credential of the demo trunk
 
 Kind = Literal["udp", "tcp"]
-SippTransport = Literal["u1", "t1"]
+SippTransport = Literal["u1", "un", "t1"]  # un: a UDP socket (source port) per call
 
 _AUTH_LEG = re.compile(r"[ \t]*<!-- auth:begin -->.*?<!-- auth:end -->[ \t]*\n", re.S)
 _AUTH_LINE = re.compile(r"^[ \t]*\[authentication[^\]]*\][ \t]*\n", re.M)
@@ -110,6 +111,20 @@ def free_port(kind: Kind | Literal["both"] = "udp", host: str = V4) -> int:
         if kind != "both" or _bindable("tcp", host, port):
             return port
     raise HarnessError(f"no free {kind} port on {host}")
+
+
+def free_port_run(count: int, host: str = V4) -> int:
+    """The first of `count` consecutive ports free for UDP and TCP on host, drawn below the
+    kernel's ephemeral range (32768 and up), where no socket bound to port 0 can take one of them
+    between this check and the caller's bind. For peers that bind port+1 themselves (baresip's
+    TLS transport)."""
+    ensure_loopback(host)
+    for _ in range(200):
+        first = random.randrange(20000, 32000 - count)
+        ports = range(first, first + count)
+        if all(_bindable(kind, host, port) for port in ports for kind in ("udp", "tcp")):
+            return first
+    raise HarnessError(f"no {count} consecutive free ports on {host}")
 
 
 def port_in_use(kind: Kind, host: str, port: int) -> bool:

@@ -33,6 +33,7 @@ from tests.integration.harness import (
     TlsFiles,
     demo_config,
     free_port,
+    free_port_run,
     hostport,
     received_requests,
     received_statuses,
@@ -49,7 +50,8 @@ def baresip_dir(directory: Path, tls: TlsFiles, host: str, proxy_port: int) -> P
     """A baresip configuration: TLS only, our CA trusted, PCMU with a sine as the microphone
     (no sound device), one account registering through sipguard."""
     directory.mkdir(parents=True)
-    listen = hostport(host, free_port("tcp", host))
+    # baresip binds UDP and TCP on the port and its TLS transport on the next one
+    listen = hostport(host, free_port_run(2, host))
     proxy = f"sip:{hostport(host, proxy_port)};transport=tls"
     (directory / "config").write_text(
         "\n".join(

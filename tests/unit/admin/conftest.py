@@ -1,6 +1,6 @@
-"""The admin API's test bed: `DaemonBackend` over the real guard and trunk limiter (a small core
-of those two), a server double whose reload answers what a test sets, and an observer that keeps
-what it is told; the `admin` fixture is a started listener on 127.0.0.1."""
+"""The admin API's test bed: `DaemonBackend` over the real guard, trunk limiter and upstream pool
+(a small core of those three), a server double whose reload answers what a test sets, and an
+observer that keeps what it is told; the `admin` fixture is a started listener on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from sipguard.admin.daemon import DaemonBackend
 from sipguard.policy.guard import BanEvent, BanRecord, Guard, GuardSettings, UnbanEvent
 from sipguard.policy.limits import TrunkLimiter, TrunkUsage
 from sipguard.policy.whitelist import parse_rules
+from sipguard.proxy.failover import UpstreamStatus
 from sipguard.settings import (
     AdminSettings,
     AuthSettings,
@@ -26,6 +27,7 @@ from sipguard.settings import (
     TrunkLimits,
     Upstream,
 )
+from tests.unit.proxy.test_failover import Rig
 
 TOKEN = b"t" * 32
 NEVER_BANNED = "192.0.2.200"
@@ -37,6 +39,8 @@ class GuardCore:
     def __init__(self) -> None:
         self.guard = Guard(GuardSettings(ban_failures=2, never_ban={NEVER_BANNED}))
         self.limiter = TrunkLimiter()
+        # the core's upstream pool (two upstreams, probed each second, down after 2 failures)
+        self.pool = Rig(probe_interval=1.0, probe_timeout=0.5, down_after=2, up_after=2)
 
     def bans(self, now: float) -> list[BanRecord]:
         return self.guard.bans(now)
@@ -49,6 +53,9 @@ class GuardCore:
 
     def trunk_usage(self, name: str) -> TrunkUsage | None:
         return self.limiter.usage(name)
+
+    def upstreams(self) -> list[UpstreamStatus]:
+        return self.pool.ups.status()
 
 
 class Reloader:

@@ -182,3 +182,24 @@ def test_selection_is_deterministic(call_id: bytes, weights: list[int]) -> None:
     first = Pool(members, POLICY).candidates(call_id)
     assert first == Pool(list(reversed(members)), POLICY).candidates(call_id)
     assert sorted(m.uri for m in first) == sorted(m.uri for m in members)
+
+
+def test_status_keeps_since_last_probe_and_streaks() -> None:
+    pool = Pool([A, B], POLICY)
+    [a, b] = pool.status()
+    assert (a.member, a.health, a.since, a.last_probe, a.failures, a.successes) == (
+        A, Health.UP, None, None, 0, 0,
+    )  # fmt: skip
+    for t in (10.0, 11.0, 12.0):
+        pool.record(A.address, False, "timeout", t)
+    pool.record(B.address, True, "answered", 12.5)
+    a, b = pool.status()
+    assert (a.health, a.since, a.last_probe, a.last_outcome) == (Health.DOWN, 12.0, 12.0, "timeout")
+    assert (a.failures, a.successes) == (3, 0)
+    assert (b.health, b.since, b.last_outcome, b.successes) == (Health.UP, None, "answered", 1)
+    pool.record(A.address, True, "answered", 13.0)
+    a, _ = pool.status()
+    assert (a.health, a.since, a.failures, a.successes) == (Health.DOWN, 12.0, 0, 1)
+    pool.record(A.address, True, "answered", 14.0)
+    a, _ = pool.status()
+    assert (a.health, a.since, a.last_probe) == (Health.UP, 14.0, 14.0)
