@@ -102,6 +102,23 @@ def _print_upstreams(answer: Any, out: Any) -> None:
         print(line, file=out)
 
 
+def _change(
+    args: argparse.Namespace,
+    admin: AdminSettings,
+    out: Any,
+    request: tuple[str, str, Any],
+    nothing: int,
+) -> tuple[int, Any]:
+    """`ban`/`unban`: send the change, print the JSON answer when asked; `nothing` is the status
+    that means nothing was done (the caller says why)."""
+    method, path, body = request
+    status, answer = call(admin, method, path, body)
+    answer = _check(status, answer)
+    if args.json:
+        print(json.dumps(answer, indent=2), file=out)
+    return status, answer
+
+
 def _run(args: argparse.Namespace, admin: AdminSettings, out: Any) -> int:
     action = args.admin_command
     if action == "upstreams":
@@ -127,10 +144,7 @@ def _run(args: argparse.Namespace, admin: AdminSettings, out: Any) -> int:
         return EX_OK
     if action == "ban":
         body = {"address": args.address, "duration": args.duration}
-        status, answer = call(admin, "POST", "/v1/bans", body)
-        answer = _check(status, answer)
-        if args.json:
-            print(json.dumps(answer, indent=2), file=out)
+        status, answer = _change(args, admin, out, ("POST", "/v1/bans", body), 409)
         if status == 409:
             print(f"not banned: {answer['error']}", file=sys.stderr)
             return EX_NOTHING
@@ -138,10 +152,8 @@ def _run(args: argparse.Namespace, admin: AdminSettings, out: Any) -> int:
             print(f"banned {answer['ban']['address']} until {answer['ban']['until']}", file=out)
         return EX_OK
     if action == "unban":
-        status, answer = call(admin, "DELETE", "/v1/bans/" + quote(args.address, safe=""))
-        answer = _check(status, answer)
-        if args.json:
-            print(json.dumps(answer, indent=2), file=out)
+        path = "/v1/bans/" + quote(args.address, safe="")
+        status, answer = _change(args, admin, out, ("DELETE", path, None), 404)
         if status == 404:
             print(f"{args.address} is not banned", file=sys.stderr)
             return EX_NOTHING
