@@ -185,6 +185,12 @@ _VIA_RE = re.compile(_VIA_HEAD + rb"(" + _PARAMS + rb")[ \t]*")
 _CSEQ_RE = re.compile(rb"([0-9]{1,10})[ \t]+(" + _TOKEN + rb")")
 # One list element: quoted strings and <...> may hold commas (RFC 3261 §7.3.1).
 _LIST_ITEM_RE = re.compile(rb'(?:"(?:[^"\\]|\\.)*"|<[^>]*>|[^,"<])+', re.S)
+# A whole list of such elements (each element is read one way only: no backtracking changes
+# where one ends), and the characters that make a value more than one plain element.
+_LIST_RE = re.compile(
+    rb'(?:"(?:[^"\\]|\\.)*"|<[^>]*>|[^,"<])+(?:,(?:"(?:[^"\\]|\\.)*"|<[^>]*>|[^,"<])+)*', re.S
+)
+_list_special = re.compile(rb'[,"<]').search
 
 # --- fast-path grammar (used by the parser's fast path, see parser.py) ---
 
@@ -273,6 +279,8 @@ FAST_VIA_VALUE_RE = re.compile(_F_VIA_NC)
 FAST_VIA_SEP_RE = re.compile(rb"[ \t]*+,[ \t]*+")
 # The next Via line of a message read on the fast path (where every Via line is spelled `Via:`).
 FAST_NEXT_VIA_RE = re.compile(rb"\r\nVia:[ \t]*+")
+# The value of every Via line after the top one (no trailing LWS on the fast path).
+FAST_VIA_LINES_RE = re.compile(rb"\r\nVia:[ \t]*+([^\r]*+)")
 
 
 def _token_class_without(first: bytes) -> bytes:
@@ -380,13 +388,6 @@ def canonical_key(name: bytes) -> bytes:
     return COMPACT_FORMS.get(low, low)
 
 
-def _find_param(params: Params, name: bytes) -> tuple[bool, bytes | None]:
-    for key, value in params:
-        if key == name:
-            return True, value
-    return False, None
-
-
 def _parse_params(raw: bytes) -> Params:
     """Split an already validated `*( SEMI generic-param )` section."""
     if not raw:
@@ -450,10 +451,13 @@ class SipUri:
 
     def param(self, name: bytes) -> bytes | None:
         """Value of URI parameter `name` (lowercase); None when absent or without value."""
-        return _find_param(self.params, name)[1]
+        for key, value in self.params:
+            if key == name:
+                return value
+        return None
 
     def has_param(self, name: bytes) -> bool:
-        return _find_param(self.params, name)[0]
+        return any(key == name for key, _ in self.params)
 
 
 def parse_uri(raw: bytes, *, max_bytes: int = 1024) -> SipUri:
@@ -507,7 +511,43 @@ def check_request_uri(raw: bytes, max_bytes: int) -> None:
         _host(host)
 
 
-class Via:
+class _Parameters:
+    """The header parameters of a value (`*( SEMI generic-param )`, validated with it), split
+    on first use and kept; a look-up walks them without another call."""
+
+    __slots__ = ("_params", "_params_raw")
+
+    _params: Params | None
+    _params_raw: bytes
+
+    @property
+    def params(self) -> Params:
+        params = self._params
+        if params is None:
+            params = self._params = _parse_params(self._params_raw)
+        return params
+
+    def param(self, name: bytes) -> bytes | None:
+        """The value of the first parameter `name` (lowercase); None when absent or a flag."""
+        params = self._params
+        if params is None:
+            params = self._params = _parse_params(self._params_raw)
+        for key, value in params:
+            if key == name:
+                return value
+        return None
+
+    def has_param(self, name: bytes) -> bool:
+        params = self._params
+        if params is None:
+            params = self._params = _parse_params(self._params_raw)
+        for key, _ in params:  # noqa: SIM110  (any() over a generator: a call per item)
+            if key == name:
+                return True
+        return False
+
+
+class Via(_Parameters):
     """One Via value (RFC 3261 §20.42), validated when built; parameters split on first use.
 
     `protocol` e.g. `SIP/2.0`; `transport` uppercase (`UDP`, `TCP`, `TLS`, or an unknown token
@@ -522,8 +562,6 @@ class Via:
 
     __slots__ = (
         "_branch",
-        "_params",
-        "_params_raw",
         "host",
         "port",
         "protocol",
@@ -557,40 +595,27 @@ class Via:
                 raise _fail("malformed rport")
 
     @property
-    def params(self) -> Params:
-        params = self._params
-        if params is None:
-            params = self._params = _parse_params(self._params_raw)
-        return params
-
-    def param(self, name: bytes) -> bytes | None:
-        return _find_param(self.params, name)[1]
-
-    def has_param(self, name: bytes) -> bool:
-        return _find_param(self.params, name)[0]
-
-    @property
     def branch(self) -> bytes | None:
         branch = self._branch  # known without splitting the parameters (fast path)
         if branch is not None:
             return branch
-        return _find_param(self.params, b"branch")[1]
+        return self.param(b"branch")
 
     @property
     def received(self) -> bytes | None:
         """The received address, IPv6 brackets removed (RFC 5118 §4.5: both forms appear)."""
-        value = _find_param(self.params, b"received")[1]
+        value = self.param(b"received")
         if value is not None and value[:1] == b"[" and value[-1:] == b"]":
             return value[1:-1]
         return value
 
     @property
     def has_rport(self) -> bool:
-        return _find_param(self.params, b"rport")[0]
+        return self.has_param(b"rport")
 
     @property
     def rport(self) -> int | None:
-        value = _find_param(self.params, b"rport")[1]
+        value = self.param(b"rport")
         return int(value) if value else None
 
     @property
@@ -623,7 +648,7 @@ class MatchedVia(Via):
     branch: bytes | None  # an attribute where Via computes a property
 
 
-class NameAddr:
+class NameAddr(_Parameters):
     """A name-addr or addr-spec with header parameters (From, To, Contact, Route...),
     validated when built; the URI and the parameters are split on first use.
 
@@ -632,7 +657,7 @@ class NameAddr:
     after an addr-spec), names lowercase, values raw; `raw`: the value as received (unfolded).
     Effectively immutable (slots class for speed, see `Via`)."""
 
-    __slots__ = ("_params", "_params_raw", "_uri", "_uri_max", "display_name", "raw", "uri_raw")
+    __slots__ = ("_uri", "_uri_max", "display_name", "raw", "uri_raw")
 
     display_name: bytes | None
     uri_raw: bytes
@@ -668,21 +693,15 @@ class NameAddr:
         return uri
 
     @property
-    def params(self) -> Params:
+    def tag(self) -> bytes | None:
+        """The `tag` parameter (RFC 3261 §19.3), read on every message: `param` inlined."""
         params = self._params
         if params is None:
             params = self._params = _parse_params(self._params_raw)
-        return params
-
-    @property
-    def tag(self) -> bytes | None:
-        return _find_param(self.params, b"tag")[1]
-
-    def param(self, name: bytes) -> bytes | None:
-        return _find_param(self.params, name)[1]
-
-    def has_param(self, name: bytes) -> bool:
-        return _find_param(self.params, name)[0]
+        for key, value in params:
+            if key == b"tag":
+                return value
+        return None
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, NameAddr) and other.raw == self.raw
@@ -744,6 +763,12 @@ def _split_spans(value: bytes) -> list[tuple[int, int]]:
     (`a,,b`, a trailing comma) is an error; an empty value has no element."""
     if not value:
         return []
+    if _list_special(value) is None:  # one element, no quote or <>: the common case
+        stripped = value.strip(b" \t")
+        if not stripped:
+            raise _fail("empty element in a comma-separated list")
+        lead = value.find(stripped)  # after the leading LWS
+        return [(lead, lead + len(stripped))]
     spans = []
     if value.find(b'"') < 0 and value.find(b"<") < 0:
         pos = 0
@@ -778,10 +803,16 @@ def _split_spans(value: bytes) -> list[tuple[int, int]]:
 
 
 def split_list(value: bytes) -> list[bytes]:
-    """Split a comma list, respecting quoted strings and <...> (RFC 3261 §7.3.1)."""
+    """Split a comma list, respecting quoted strings and <...> (RFC 3261 §7.3.1). A well
+    formed list is checked by one match and split by one `findall` (`_split_spans` says what
+    is wrong with another)."""
     if value.find(b",") < 0:
         stripped = value.strip(b" \t")
         return [stripped] if stripped else []
+    if _LIST_RE.fullmatch(value) is not None:
+        items = [item.strip(b" \t") for item in _LIST_ITEM_RE.findall(value)]
+        if b"" not in items:
+            return items
     return [value[s:e] for s, e in _split_spans(value)]
 
 

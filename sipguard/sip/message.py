@@ -28,6 +28,7 @@ from sipguard.errors import ParseError
 from sipguard.sip.fields import (
     COMPACT_FORMS,
     FAST_NEXT_VIA_RE,
+    FAST_VIA_LINES_RE,
     FAST_VIA_SEP_RE,
     FAST_VIA_VALUE_RE,
     LIST_HEADERS,
@@ -88,6 +89,7 @@ for _name in (*_USUAL_NAMES, *COMPACT_FORMS):
         _KEYS[_spelling]  # fills the cache
 key_of = _KEYS.__getitem__
 _next_via = FAST_NEXT_VIA_RE.search
+_via_lines = FAST_VIA_LINES_RE.findall
 _via_sep = FAST_VIA_SEP_RE.match
 _via_value = FAST_VIA_VALUE_RE.match
 
@@ -379,7 +381,12 @@ class Message:
 
     @property
     def vias(self) -> list[Via]:
+        """Every Via value in order (RFC 3261 §20.42). On the fast path the top one is
+        `top_via`, already built, and the others are found from where it ends, without the
+        header index."""
         vias = self._vias
+        if vias is None and self._fast is not None:
+            vias = self._vias = self._vias_after_top(self._fast)
         if vias is None:
             lines = self.line_values(b"via")
             if not lines:
@@ -391,6 +398,17 @@ class Message:
                 for value in lines:
                     vias += parse_via_values(value)
             self._vias = vias
+        return vias
+
+    def _vias_after_top(self, m: re.Match[bytes]) -> list[Via]:
+        raw = self.raw
+        end = m.end("via")
+        line_end = raw.find(b"\r\n", end)
+        vias = [self.top_via]
+        if line_end != end:  # a comma list on the top line
+            vias += parse_via_values(raw[_via_sep(raw, end).end() : line_end])  # type: ignore[union-attr]
+        for value in _via_lines(raw, line_end, self.header_end):
+            vias += parse_via_values(value)
         return vias
 
     @property
