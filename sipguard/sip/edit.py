@@ -281,9 +281,7 @@ def _status_line(status: int, reason: bytes) -> bytes:
 def _finish(lines: list[bytes], extra_headers: Sequence[tuple[bytes, bytes]]) -> bytes:
     for name, value in extra_headers:
         lines.append(_check_line(name + b": " + value))
-    lines.append(b"Content-Length: 0")
-    lines.append(b"")
-    lines.append(b"")
+    lines += (b"Content-Length: 0", b"", b"")
     return CRLF.join(lines)
 
 

@@ -8,8 +8,8 @@ auth-params (latin-1, lossless), never serialises a whole message, never does I/
 
 Also the grammar of the parser's fast path, `FAST_MESSAGE_RE`: a whole message of the common
 shape in one match, with the same pieces minus what is rare (a strict subset of this grammar),
-the order of its groups (`FAST_GROUPS`, checked at import) and `matched_name_addr`, which builds
-a From or To from them.
+the order of its groups (`FAST_GROUPS`, checked at import) and the values the parser builds from
+them (`MatchedVia`, `MatchedNameAddr`).
 
 RFC 3261 §7.3.1 (header field format, comma lists), §19.1 (SIP URI), §20 (headers), §25 (ABNF);
 RFC 3581 (rport); RFC 5118 and RFC 5954 (IPv6 references); RFC 7616 / RFC 3261 §22.4 (digest
@@ -22,7 +22,7 @@ import ipaddress
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Generic, NamedTuple, TypeVar
 
 from sipguard.errors import ParseError
 
@@ -253,14 +253,23 @@ def _f_name_addr() -> bytes:
     )  # fmt: skip
 
 
-def _f_from_to(p: bytes) -> bytes:
+def _f_from_to(p: bytes, cond: Callable[[bytes], bytes]) -> bytes:
     """From / To: a name-addr (the addr-spec form goes to the general path: one alternative
     less for the common form), groups `p` (the value), `pq` (a quoted display name without its
-    quotes), `pn` (a display name of tokens), `pu` (the URI) and `pp` (parameters)."""
+    quotes), `pn` (a display name of tokens), `pu` (the URI), `pp` (parameters) and `ptg` (the
+    value of `tag=`, read on every message: captured so that reading it splits no parameter).
+    A parameter named `tag` in another case, without a value, or twice goes to the general
+    path (the tag is the first parameter of that name, RFC 3261 §19.3)."""
+    tag = p + b"tg"
+    params = (
+        rb"(?:;(?:tag=" + cond(tag) + rb"(?!)|(?P<" + tag + rb">" + _F_GEN + rb"))|(?!"
+        + _ci(b"tag") + rb"(?![" + _TOKEN_CLASS + rb"]))" + _F_TOKEN + rb"(?:=" + _F_GEN
+        + rb"|)))*+"
+    )  # fmt: skip
     return (
         rb"(?P<" + p + rb">(?:\"(?P<" + p + rb"q>" + _F_QUOTED_TEXT + rb')"|(?P<' + p + rb"n>"
         + _F_TOKEN + rb"(?:[ \t]++" + _F_TOKEN + rb")*+)|)[ \t]*+<(?P<" + p + rb"u>"
-        + _F_SIP_URI_H + rb"|" + _F_OTHER_URI + rb")>(?P<" + p + rb"p>" + _F_PARAMS + rb"))"
+        + _F_SIP_URI_H + rb"|" + _F_OTHER_URI + rb")>(?P<" + p + rb"p>" + params + rb"))"
     )  # fmt: skip
 
 
@@ -332,8 +341,8 @@ def _f_message(cond: Callable[[bytes], bytes]) -> bytes:
         rb"(?:\r\n(?:"
         + safe_first + rb"[" + _TOKEN_CLASS + rb"]*+[ \t]*+:" + _F_LINE_CHAR + rb"*+"
         rb"|Via" + ws + cond(b"via") + more_vias + rb"|" + top_via + rb")"
-        rb"|From" + ws + cond(b"f") + once + _f_from_to(b"f") + rb")"
-        rb"|To" + ws + cond(b"t") + once + _f_from_to(b"t") + rb")"
+        rb"|From" + ws + cond(b"f") + once + _f_from_to(b"f", cond) + rb")"
+        rb"|To" + ws + cond(b"t") + once + _f_from_to(b"t", cond) + rb")"
         rb"|C(?:all-ID" + ws + cond(b"cid") + once + rb"(?P<cid>" + _CALL_ID_WORD + rb"+(?:@"
         + _CALL_ID_WORD + rb"+|))" + eol + rb")"
         rb"|Seq" + ws + cond(b"cn") + once + rb"(?P<cn>[0-9]{1,9}+)[ \t]++(?P<cm>"
@@ -363,8 +372,9 @@ FAST_MESSAGE_RE = compile_fast(_f_message)
 FAST_GROUPS = (
     "status", "reason", "method", "ruri",  # start line
     "via", "vt", "vh", "vp", "vpar", "vbr",  # top Via: value, transport, host, port, params, branch
-    "f", "fq", "fn", "fu", "fp",  # From: value, quoted or token display name, URI, params
-    "t", "tq", "tn", "tu", "tp",  # To: the same
+    "f", "fq", "fn", "fu", "fp", "ftg",  # From: value, quoted or token display name, URI,
+    # params, tag
+    "t", "tq", "tn", "tu", "tp", "ttg",  # To: the same
     "cid", "cn", "cm", "cl", "mf",  # Call-ID, CSeq number and method, Content-Length, Max-Forwards
 )  # fmt: skip
 _numbers = FAST_MESSAGE_RE.groupindex
@@ -388,11 +398,33 @@ def canonical_key(name: bytes) -> bytes:
     return COMPACT_FORMS.get(low, low)
 
 
+_Name = TypeVar("_Name", bytes, str)
+
+
+class _Lowered(dict[_Name, _Name], Generic[_Name]):
+    """Parameter name as received -> lowercase: one dict look-up (`cache[name]`), the
+    lowercasing only on a miss, remembered while the cache has room and the name is short (a
+    flood of distinct names cannot grow it). Names are nearly always the same few."""
+
+    __slots__ = ()
+
+    def __missing__(self, name: _Name) -> _Name:
+        low = name.lower()
+        if len(self) < 1024 and len(name) <= 32:
+            self[name] = low
+        return low
+
+
+_param_name: _Lowered[bytes] = _Lowered()
+_auth_name: _Lowered[str] = _Lowered()
+
+
 def _parse_params(raw: bytes) -> Params:
     """Split an already validated `*( SEMI generic-param )` section."""
     if not raw:
         return ()
-    return tuple([(name.lower(), value or None) for name, value in _PARAM_RE.findall(raw)])
+    lowered = _param_name
+    return tuple([(lowered[name], value or None) for name, value in _PARAM_RE.findall(raw)])
 
 
 def _check_ipv6(inner: bytes) -> None:
@@ -716,18 +748,35 @@ class NameAddr(_Parameters):
         )
 
 
+class MatchedNameAddr(NameAddr):
+    """A From or To read on the parser's fast path (built by `parse_message` from the match,
+    which validated it): the same value as `NameAddr(raw)`, with `tag` a plain attribute filled
+    from the match (None when absent), since the fast grammar captures the one `tag=` parameter
+    it admits."""
+
+    __slots__ = ("tag",)
+
+    tag: bytes | None  # an attribute where NameAddr computes a property
+
+
 _new_object = object.__new__
 
 
 def matched_name_addr(
-    display_name: bytes | None, uri: bytes, params: bytes, raw: bytes, max_uri_bytes: int
-) -> NameAddr:
-    """A NameAddr from parts the parser's fast match already validated (From, To): the same
-    value as `NameAddr(raw)`, with no regex run again. `display_name` without its quotes."""
-    addr: NameAddr = _new_object(NameAddr)
+    display_name: bytes | None,
+    uri: bytes,
+    params: bytes,
+    tag: bytes | None,
+    raw: bytes,
+    max_uri_bytes: int,
+) -> MatchedNameAddr:
+    """A From or To from parts the parser's fast match already validated: the same value as
+    `NameAddr(raw)`, with no regex run again. `display_name` without its quotes."""
+    addr: MatchedNameAddr = _new_object(MatchedNameAddr)
     addr.display_name = display_name
     addr.uri_raw = uri
     addr._params_raw = params
+    addr.tag = tag
     addr.raw = raw
     addr._params = None
     addr._uri = None
@@ -923,17 +972,18 @@ def _parse_auth(value: bytes, *, max_bytes: int) -> Credentials:
         raise _fail("digest without parameters")
     items = _AUTH_ITEM_RE.findall(value.decode("latin-1"), pos)
     params: dict[str, str] = {}
+    lowered = _auth_name
     for name, quoted, token, _, junk in items:
         if junk:
             raise _fail("malformed digest parameter")
         # a token never holds a backslash; a quoted-string holds one only in a quoted-pair,
         # whose escape is resolved (RFC 3261 §25) -- the substitution only when there is one
         if quoted:
-            params[name.lower()] = (
+            params[lowered[name]] = (
                 _QUOTED_PAIR_RE.sub(_unquote, quoted) if "\\" in quoted else quoted
             )
         else:
-            params[name.lower()] = token  # an empty quoted-string gives "" as well
+            params[lowered[name]] = token  # an empty quoted-string gives "" as well
     if items[-1][3]:
         raise _fail("trailing comma in digest parameters")
     if len(params) != len(items):

@@ -179,6 +179,7 @@ class Message:
         "from_",
         "header_end",
         "limits_uri",
+        "max_forwards",
         "raw",
         "start_line_end",
         "to",
@@ -190,6 +191,8 @@ class Message:
     header_end: int
     start_line_end: int
     limits_uri: int
+    # RFC 3261 §16.6 step 3 / §8.1.1.6: 70 when absent; read and validated by the parser
+    max_forwards: int
     _names: Sequence[bytes] | None
     _values: Sequence[bytes] | None
     _keys: Sequence[bytes] | None
@@ -493,16 +496,6 @@ class Message:
         if raw[start - 5 : start] != b"Via: ":
             return None
         return start, _via_sep(raw, end).end()  # type: ignore[union-attr]  # validated
-
-    @property
-    def max_forwards(self) -> int:
-        """RFC 3261 §16.6 step 3 / §8.1.1.6: 70 when absent. Validated at parse time."""
-        m = self._fast
-        if m is not None:  # the fast match read the one Max-Forwards there may be
-            value = m.group("mf")
-            return DEFAULT_MAX_FORWARDS if value is None else int(value)
-        value = self.get(b"max-forwards")
-        return DEFAULT_MAX_FORWARDS if value is None else parse_max_forwards(value)
 
     @property
     def content_length(self) -> int:

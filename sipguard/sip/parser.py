@@ -43,6 +43,7 @@ from sipguard.sip.fields import (
 from sipguard.sip.limits import DEFAULT_LIMITS, ParserLimits
 from sipguard.sip.message import (
     _HEADER_RE,
+    DEFAULT_MAX_FORWARDS,
     Header,
     Message,
     RecoveredHeaders,
@@ -129,8 +130,8 @@ def parse_message(data: bytes, limits: ParserLimits = DEFAULT_LIMITS) -> Request
             hend = m.end()
             # every group in one call (order: fields.FAST_GROUPS)
             (status, reason, method, ruri, via_value, transport, host, port, via_params, branch,
-             f_value, f_quoted, f_name, f_uri, f_params, t_value, t_quoted, t_name, t_uri,
-             t_params, call_id, cseq_number, cseq_method, cl, _) = m.groups()  # fmt: skip
+             f_value, f_quoted, f_name, f_uri, f_params, f_tag, t_value, t_quoted, t_name, t_uri,
+             t_params, t_tag, call_id, cseq_number, cseq_method, cl, mf) = m.groups()  # fmt: skip
             end = size if cl is None else hend + int(cl)
             if end <= size:
                 msg: Request | Response
@@ -150,6 +151,7 @@ def parse_message(data: bytes, limits: ParserLimits = DEFAULT_LIMITS) -> Request
                 msg.header_end = hend - 2
                 uri_max = msg.limits_uri = limits.max_uri_bytes
                 msg._fast = m
+                msg.max_forwards = DEFAULT_MAX_FORWARDS if mf is None else int(mf)
                 msg._names = None
                 msg._values = None
                 msg._keys = None
@@ -171,11 +173,13 @@ def parse_message(data: bytes, limits: ParserLimits = DEFAULT_LIMITS) -> Request
                 via.branch = branch
                 # display names: quotes off, escapes kept (as NameAddr does)
                 msg.from_ = matched_name_addr(
-                    f_name if f_quoted is None else f_quoted, f_uri, f_params, f_value, uri_max
-                )
+                    f_name if f_quoted is None else f_quoted, f_uri, f_params, f_tag, f_value,
+                    uri_max,
+                )  # fmt: skip
                 msg.to = matched_name_addr(
-                    t_name if t_quoted is None else t_quoted, t_uri, t_params, t_value, uri_max
-                )
+                    t_name if t_quoted is None else t_quoted, t_uri, t_params, t_tag, t_value,
+                    uri_max,
+                )  # fmt: skip
                 msg.call_id = call_id
                 msg.cseq = _new_tuple(CSeq, (int(cseq_number), cseq_method))
                 return msg
@@ -377,8 +381,7 @@ def _validate(msg: Message, index: dict[bytes, list[int]], values: Sequence[byte
     if _CALL_ID_RE.fullmatch(call_id) is None:
         raise ParseError("malformed Call-ID")
     idx = index.get(b"max-forwards")  # type: ignore[assignment]
-    if idx is not None:
-        parse_max_forwards(values[idx[0]])
+    msg.max_forwards = DEFAULT_MAX_FORWARDS if idx is None else parse_max_forwards(values[idx[0]])
     if b"contact" in index:
         msg.contacts  # noqa: B018  (RFC 4475 regbadct)
     if isinstance(msg, Request):
