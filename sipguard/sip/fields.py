@@ -22,6 +22,7 @@ import ipaddress
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Generic, NamedTuple, TypeVar
 
 from sipguard.errors import ParseError
@@ -908,23 +909,32 @@ def parse_cseq(value: bytes) -> CSeq:
     return _new_tuple(CSeq, (number, m.group(2)))
 
 
+# The run of parameters after a Via head (matched as a whole it ends where matching them one
+# by one stops: nothing after the repeat makes it backtrack), and one parameter as (its text,
+# leading LWS included; its name).
+_PARAMS_RUN_RE = re.compile(_PARAMS)
+_PARAM_TEXT_RE = re.compile(
+    rb"([ \t]*;[ \t]*(" + _TOKEN + rb")(?:[ \t]*=[ \t]*" + _GEN_VALUE + rb")?)"
+)
+
+
 def via_param_spans(element: bytes) -> tuple[int, list[tuple[bytes, int, int]]]:
     """For one Via value: the offset where its parameters start and, for each parameter, its
-    lowercase name and the span of `;name[=value]` (leading LWS included). Used by edits."""
+    lowercase name and the span of `;name[=value]` (leading LWS included). Used by edits.
+    One match finds where the parameters end, one `findall` reads them; the spans are the
+    running sum of their lengths."""
     m = _VIA_HEAD_RE.match(element)
     if m is None:
         raise _fail("malformed Via")
-    pos = m.end()
-    head_end = pos
-    spans: list[tuple[bytes, int, int]] = []
-    end = len(element)
-    while pos < end:
-        p = _PARAM_RE.match(element, pos)
-        if p is None:
-            break
-        spans.append((p.group(1).lower(), pos, p.end()))
-        pos = p.end()
-    return head_end, spans
+    head_end = m.end()
+    run_end = _PARAMS_RUN_RE.match(element, head_end).end()  # type: ignore[union-attr]  # * matches
+    if run_end == head_end:
+        return head_end, []
+    texts, names = zip(*_PARAM_TEXT_RE.findall(element, head_end, run_end), strict=True)
+    offsets = list(accumulate(map(len, texts), initial=head_end))
+    return head_end, list(
+        zip(map(_param_name.__getitem__, names), offsets, offsets[1:], strict=False)
+    )
 
 
 # --- digest auth-params (RFC 3261 §25 credentials/challenge, RFC 7616 §3.4) ---
