@@ -23,6 +23,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import accumulate
+from operator import methodcaller
 from typing import Generic, NamedTuple, TypeVar
 
 from sipguard.errors import ParseError
@@ -192,6 +193,8 @@ _LIST_RE = re.compile(
     rb'(?:"(?:[^"\\]|\\.)*"|<[^>]*>|[^,"<])+(?:,(?:"(?:[^"\\]|\\.)*"|<[^>]*>|[^,"<])+)*', re.S
 )
 _list_special = re.compile(rb'[,"<]').search
+_strip_lws = methodcaller("strip", b" \t")
+_lstrip_lws = methodcaller("lstrip", b" \t")
 
 # --- fast-path grammar (used by the parser's fast path, see parser.py) ---
 
@@ -819,7 +822,20 @@ def _split_spans(value: bytes) -> list[tuple[int, int]]:
             raise _fail("empty element in a comma-separated list")
         lead = value.find(stripped)  # after the leading LWS
         return [(lead, lead + len(stripped))]
-    spans = []
+    if _LIST_RE.fullmatch(value) is not None:  # well formed: every element in one findall
+        items = _LIST_ITEM_RE.findall(value)
+        kept = list(map(len, map(_strip_lws, items)))
+        if 0 not in kept:
+            spans: list[tuple[int, int]] = []
+            pos = 0
+            for size, rest, length in zip(
+                map(len, items), map(len, map(_lstrip_lws, items)), kept, strict=True
+            ):
+                lead = pos + size - rest  # after the element's leading LWS
+                spans += ((lead, lead + length),)
+                pos += size + 1  # the element and its comma
+            return spans
+    spans = []  # what is wrong with the list, or a plain list with an empty element
     if value.find(b'"') < 0 and value.find(b"<") < 0:
         pos = 0
         for part in value.split(b","):

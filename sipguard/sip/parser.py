@@ -140,7 +140,7 @@ def parse_message(data: bytes, limits: ParserLimits = DEFAULT_LIMITS) -> Request
                     msg.method = method
                     msg.uri = ruri
                     msg._ruri = None
-                    msg.start_line_end = len(method) + len(ruri) + 11  # M SP URI SP SIP/2.0 CRLF
+                    msg.start_line_end = data.find(b"\r\n") + 2  # no CR or LF in M, URI
                 else:
                     msg = _new(Response)
                     msg.status = int(status)
