@@ -26,7 +26,6 @@ from typing import NamedTuple
 
 from sipguard.errors import ParseError
 from sipguard.sip.fields import (
-    COMPACT_FORMS,
     FAST_NEXT_VIA_RE,
     FAST_VIA_LINES_RE,
     FAST_VIA_SEP_RE,
@@ -36,78 +35,25 @@ from sipguard.sip.fields import (
     NameAddr,
     SipUri,
     Via,
-    canonical_key,
     parse_name_addr_list,
     parse_uri,
     parse_via_values,
     split_list,
 )
+from sipguard.sip.names import HEADER_RE, KEYS, index_keys, key_of
 
 __all__ = ["Header", "Message", "RecoveredHeaders", "Request", "Response", "parse_max_forwards"]
 
 DEFAULT_MAX_FORWARDS = 70
 
-# Every header line of a header block without folding: CRLF, a token name, optional SP/HTAB, a
-# colon, the value (RFC 3261 §7.3.1, §25).
 # The first User-Agent line of a message read on the fast path (no folding there), found without
 # building the header index; its value as the index would hold it (trailing LWS off).
 _USER_AGENT_RE = re.compile(rb"\r\nUser-Agent[ \t]*:[ \t]*([^\r\n]*?)[ \t]*(?=\r)", re.IGNORECASE)
-_HEADER_RE = re.compile(rb"\r\n([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:[ \t]*([^\r\n]*)")
-
-
-class _KeyCache(dict[bytes, bytes]):
-    """Header name as received -> canonical key (`fields.canonical_key`): `_KEYS[name]` is one
-    dict look-up, the lowercasing only on a miss (`__missing__`), which remembers the name
-    unless the cache is full or the name long, so a flood of distinct names cannot grow it.
-    Filled at import with the usual spellings of the usual headers, so such a flood cannot
-    keep them out either."""
-
-    __slots__ = ()
-
-    def __missing__(self, name: bytes) -> bytes:
-        key = canonical_key(name)
-        if len(self) < _KEYS_MAX and len(name) <= 64:
-            self[name] = key
-        return key
-
-
-_KEYS_MAX = 2048
-_KEYS = _KeyCache()
-_USUAL_NAMES = (
-    b"Via", b"From", b"To", b"Call-ID", b"CSeq", b"Contact", b"Max-Forwards", b"Content-Length",
-    b"Content-Type", b"User-Agent", b"Server", b"Allow", b"Supported", b"Require",
-    b"Proxy-Require", b"Unsupported", b"Route", b"Record-Route", b"Path", b"Service-Route",
-    b"Authorization", b"Proxy-Authorization", b"WWW-Authenticate", b"Proxy-Authenticate",
-    b"Expires", b"Min-Expires", b"Accept", b"Accept-Encoding", b"Accept-Language", b"Date",
-    b"Subject", b"Event", b"Allow-Events", b"Session-Expires", b"Min-SE", b"Retry-After",
-    b"P-Asserted-Identity", b"P-Preferred-Identity", b"Privacy", b"Reason", b"Warning",
-    b"Call-Info", b"Organization", b"Timestamp", b"Content-Disposition", b"Content-Encoding",
-    b"Refer-To", b"Referred-By", b"Replaces", b"RAck", b"RSeq", b"Diversion", b"Identity",
-)  # fmt: skip
-for _name in (*_USUAL_NAMES, *COMPACT_FORMS):
-    for _spelling in (_name, _name.lower(), _name.upper()):
-        _KEYS[_spelling]  # fills the cache
-key_of = _KEYS.__getitem__
+# Where the parser's fast match left off: the Vias after the top one (fields.FAST_*).
 _next_via = FAST_NEXT_VIA_RE.search
 _via_lines = FAST_VIA_LINES_RE.findall
 _via_sep = FAST_VIA_SEP_RE.match
 _via_value = FAST_VIA_VALUE_RE.match
-
-
-def key_for(name: bytes) -> bytes:
-    """Canonical key of a header name as received, remembered for the next message."""
-    return _KEYS[name]
-
-
-def index_keys(keys: Sequence[bytes]) -> dict[bytes, list[int]]:
-    """Canonical header key -> the positions of its lines, in message order."""
-    index: dict[bytes, list[int]] = {}
-    for i, k in enumerate(keys):
-        if k in index:
-            index[k].append(i)
-        else:
-            index[k] = [i]
-    return index
 
 
 class Header(NamedTuple):
@@ -245,9 +191,9 @@ class Message:
     def _build_index(self) -> dict[bytes, list[int]]:
         """The header index of a message read on the fast path (no folding there: every
         line is `name: value`, names are tokens, single headers appear once): one `findall`,
-        the keys by one cache look-up per name (`_KEYS`), no object per line."""
+        the keys by one cache look-up per name (`names.KEYS`), no object per line."""
         raw, start, end = self.raw, self.start_line_end - 2, self.header_end
-        names, values = zip(*_HEADER_RE.findall(raw, start, end), strict=True)
+        names, values = zip(*HEADER_RE.findall(raw, start, end), strict=True)
         if raw.find(b" \r\n", start, end) >= 0 or raw.find(b"\t\r\n", start, end) >= 0:
             values = tuple([v.rstrip(b" \t") for v in values])  # trailing LWS is not the value
         keys = self._keys = tuple(map(key_of, names))
@@ -333,7 +279,7 @@ class Message:
         index = self._index
         if index is None:
             index = self._build_index()
-        key = _KEYS[key]
+        key = KEYS[key]
         return [*index[key]] if key in index else []
 
     def get(self, key: bytes) -> bytes | None:

@@ -42,17 +42,15 @@ from sipguard.sip.fields import (
 )
 from sipguard.sip.limits import DEFAULT_LIMITS, ParserLimits
 from sipguard.sip.message import (
-    _HEADER_RE,
     DEFAULT_MAX_FORWARDS,
     Header,
     Message,
     RecoveredHeaders,
     Request,
     Response,
-    index_keys,
-    key_of,
     parse_max_forwards,
 )
+from sipguard.sip.names import HEADER_RE, index_keys, key_of
 
 __all__ = ["parse_message", "parse_message_general", "recover_headers"]
 
@@ -83,7 +81,7 @@ _STATUS_RE = re.compile(
 )
 _CALL_ID_RE = re.compile(_CALL_ID_WORD + rb"(?:@" + _CALL_ID_WORD + rb")?")
 
-# A header block is matched by `_HEADER_RE` (message.py) line by line: a line the pattern does not
+# A header block is matched by `HEADER_RE` (message.py) line by line: a line the pattern does not
 # match (no colon, `To\x01:`, a name that is not a token, a folded continuation) makes the
 # number of matches differ from the number of lines; bare CR/LF are caught by counting them.
 
@@ -233,7 +231,7 @@ def _parse(data: bytes, start: int, limits: ParserLimits) -> Request | Response:
         and block.find(b"\r\n\t") < 0
     ):
         raise MessageTooLarge("line too long")  # folded blocks are measured per unfolded line
-    pairs: list[tuple[bytes, bytes]] = _HEADER_RE.findall(block)
+    pairs: list[tuple[bytes, bytes]] = HEADER_RE.findall(block)
     headers: list[Header] | None = None
     names: tuple[bytes, ...]
     values: tuple[bytes, ...]
@@ -316,7 +314,7 @@ def _read_folded(block: bytes, first: bytes, max_line: int) -> list[Header]:
             raise MessageTooLarge("line too long")
         # one SP per fold (RFC 3261 §7.3.1); whitespace-only continuation lines add nothing
         joined = b" ".join(p for p in (part.strip(b" \t") for part in group) if p)
-        m = _HEADER_RE.fullmatch(b"\r\n" + joined)
+        m = HEADER_RE.fullmatch(b"\r\n" + joined)
         if m is None:
             raise ParseError("malformed header line")
         name = m.group(1)
