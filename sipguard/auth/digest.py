@@ -41,6 +41,7 @@ __all__ = [
     "build_challenge",
     "build_challenges",
     "canonical_algorithm",
+    "challenge_template",
     "compute_ha1",
     "compute_response",
     "compute_userhash",
@@ -341,6 +342,18 @@ def build_challenge(
         # RFC 7616 §3.3: stale=true tells the client to retry with the new nonce, no prompt.
         value += ", stale=true"
     return value.encode("utf-8")
+
+
+def challenge_template(
+    realm: str, opaque: str, algorithm: str, *, stale: bool, qop: str | None = "auth"
+) -> tuple[bytes, bytes]:
+    """What `build_challenge` writes before and after the nonce, as bytes: for a nonce of our
+    own (`NonceIssuer`: [A-Za-z0-9_-] only, nothing to escape) the value is
+    `before + nonce + after`. Built from the config once, so a challenge only splices its
+    nonce in (the same bytes as `build_challenge`; tests compare them)."""
+    head, tail = _challenge_parts(realm, opaque, algorithm, qop)
+    after = f'", {tail}, stale=true' if stale else f'", {tail}'
+    return f'{head}, nonce="'.encode(), after.encode()
 
 
 def build_challenges(

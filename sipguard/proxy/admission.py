@@ -15,19 +15,20 @@ one exit every admitted new request passes.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from enum import Enum
 from typing import NamedTuple
 
 from sipguard.auth.credentials import Entry, SecretCheck
-from sipguard.auth.digest import DigestAnswer, MalformedAnswer, build_challenges
+from sipguard.auth.digest import DigestAnswer, MalformedAnswer, challenge_template
 from sipguard.auth.nonce import NonceVerdict
 from sipguard.errors import ParseError
 from sipguard.proxy import limiting
 from sipguard.proxy.actions import Action, Cause, Drop, Info, ShareFailure
 from sipguard.proxy.context import Admitted, Context, Pending
 from sipguard.proxy.memory import DIALOG_LINGER, DIALOG_TTL, RETRANSMISSION_TTL
-from sipguard.proxy.replies import rate_limited, refuse, reply, text
+from sipguard.proxy.replies import TRAILER, head, rate_limited, refuse, reply, sent, text
 from sipguard.proxy.via import (
     BRANCH_PREFIX,
     is_our_tag,
@@ -46,6 +47,8 @@ Verdict = Admitted | Pending | list[Action]
 
 class DigestOutcome(Enum):
     """What a request's digest credentials turned out to be (RFC 3261 §22, RFC 7616)."""
+
+    __hash__ = object.__hash__  # singletons: `OUTCOMES[outcome]` hashes in C (see `Cause`)
 
     OK = "ok"
     NO_CREDENTIALS = "no credentials for our realm"
@@ -195,7 +198,8 @@ def _sanity(ctx: Context, info: Info) -> list[Action] | None:
         return [reply(ctx, 416, b"Unsupported URI Scheme", cause, info)]
     if msg.max_forwards <= 0:
         return [reply(ctx, 483, b"Too Many Hops", Cause.TOO_MANY_HOPS, info)]
-    if ctx.plain and single_via(msg):
+    one = single_via(msg)  # read on the fast path with one Via value
+    if ctx.plain and one:
         return None  # no Proxy-Require, one Via: nothing below us to loop through
     proxy_require = msg.get_all(b"proxy-require")
     if proxy_require:
@@ -203,6 +207,8 @@ def _sanity(ctx: Context, info: Info) -> list[Action] | None:
         unsupported = b", ".join(v.strip() for v in proxy_require)
         extra = ((b"Unsupported", unsupported),)
         return [reply(ctx, 420, b"Bad Extension", Cause.BAD_EXTENSION, info, extra)]
+    if one:
+        return None  # one Via, read and validated by the parser's match
     if one_via_value(msg):
         # Nothing below us to loop through (§16.3 step 4 looks at every Via): the top Via
         # (read on the parser's fast path, or parsed, and refused if malformed, as before)
@@ -240,13 +246,18 @@ def _authenticate(ctx: Context, candidates: Sequence[Trunk], info: Info) -> Verd
     if check.outcome is DigestOutcome.ASK:
         assert check.expiry is not None
         return Pending(check, algorithms, info, check.expiry)
-    return conclude(ctx, check, algorithms, info)
+    return conclude(ctx, check, algorithms, info, candidates)
 
 
 def conclude(
-    ctx: Context, check: DigestCheck, algorithms: tuple[str, ...], info: Info
+    ctx: Context,
+    check: DigestCheck,
+    algorithms: tuple[str, ...],
+    info: Info,
+    candidates: Sequence[Trunk] | None = None,
 ) -> Admitted | list[Action]:
-    """What a digest outcome means (`OUTCOMES`); also the end of a `Pending` verdict."""
+    """What a digest outcome means (`OUTCOMES`); also the end of a `Pending` verdict.
+    `candidates`: the source's trunks when the caller has them (else looked up again)."""
     step = OUTCOMES[check.outcome]
     answer = check.answer
     user = answer.username[:64] if answer is not None else ""
@@ -258,10 +269,10 @@ def conclude(
     if step is Step.CHALLENGE:
         if check.detail:
             info = Info(info.method, info.call_id, detail=check.detail)
-        return _challenge(ctx, algorithms, False, Cause.CHALLENGED, info)
+        return _challenge(ctx, candidates, algorithms, False, Cause.CHALLENGED, info)
     if step is Step.STALE_CHALLENGE:
         info = Info(info.method, info.call_id, "", user)
-        return _challenge(ctx, algorithms, True, Cause.STALE_NONCE, info)
+        return _challenge(ctx, candidates, algorithms, True, Cause.STALE_NONCE, info)
     if step is Step.REJECT:
         return [reply(ctx, 400, b"Duplicate Credentials", Cause.PARSE_ERROR, info)]
     ban = ctx.st.guard.record_failure(ctx.ip, ctx.now)
@@ -297,13 +308,15 @@ def _our_credentials(ctx: Context) -> tuple[list[Credentials], dict[int, bool]]:
     """The digest answers for our realm in the header a challenge of this request asks for
     (REGISTER: Authorization, else Proxy-Authorization; RFC 3261 §22.2, §22.3), and what each
     header of that name turned out to be (index -> ours)."""
+    ours: list[Credentials] = []
+    parsed: dict[int, bool] = {}
+    if ctx.plain:
+        return ours, parsed  # `Config.needs_index` found no credential header: none to read
     msg = ctx.msg
     key = b"authorization" if msg.method == b"REGISTER" else b"proxy-authorization"
     realm = ctx.cfg.realm
-    ours = []
-    parsed: dict[int, bool] = {}
-    for index in msg.indices(key):
-        credentials = parse_credentials(msg.headers[index].value)
+    for index, value in zip(msg.indices(key), msg.get_all(key), strict=True):
+        credentials = parse_credentials(value)
         mine = credentials.is_digest and credentials.params.get("realm") == realm
         parsed[index] = mine
         if mine:
@@ -418,31 +431,61 @@ def _algorithms(ctx: Context, candidates: Sequence[Trunk]) -> tuple[str, ...]:
     return tuple(seen) or default
 
 
-def _throttled(ctx: Context) -> bool:
+def _throttled(candidates: Sequence[Trunk]) -> bool:
     """Whether a challenge to this source passes the anonymous per-source bucket
-    (protection.rate): only when no trunk's whitelist names the source, i.e. an open trunk (or
-    none) admits it. A named source is its trunk's to limit (issue 12 item 6), so a carrier
-    sending hundreds of calls a second from one address is never throttled by it."""
-    return not any(trunk.whitelist for trunk in ctx.cfg.matcher.candidates(ctx.source.host))
+    (protection.rate): only when no trunk's whitelist names the source (`candidates`, its
+    trunks), i.e. an open trunk (or none) admits it. A named source is its trunk's to limit
+    (issue 12 item 6), so a carrier sending hundreds of calls a second from one address is
+    never throttled by it."""
+    for trunk in candidates:  # noqa: SIM110 - a loop: no generator object per challenge
+        if trunk.whitelist:
+            return False
+    return True
+
+
+@functools.lru_cache(maxsize=64)
+def _challenge_lines(
+    realm: str, opaque: str, algorithms: tuple[str, ...], stale: bool, register: bool
+) -> tuple[bytes, ...]:
+    """The end of a challenge (RFC 3261 §22.1: WWW-Authenticate in a 401 to a REGISTER, else
+    Proxy-Authenticate in a 407; one line per algorithm, RFC 8760 §2.4) cut around its nonce:
+    `nonce.join(lines)`. Derived from the config alone (a few combinations per config), so a
+    challenge only splices in its nonce."""
+    name = b"WWW-Authenticate: " if register else b"Proxy-Authenticate: "
+    pieces: list[bytes] = []
+    pending = b""
+    for algorithm in algorithms:
+        before, after = challenge_template(realm, opaque, algorithm, stale=stale)
+        pieces.append(pending + name + before)
+        pending = after + b"\r\n"
+    pieces.append(pending + TRAILER)
+    return tuple(pieces)
 
 
 def _challenge(
-    ctx: Context, algorithms: Sequence[str], stale: bool, cause: Cause, info: Info
+    ctx: Context,
+    candidates: Sequence[Trunk] | None,
+    algorithms: tuple[str, ...],
+    stale: bool,
+    cause: Cause,
+    info: Info,
 ) -> list[Action]:
     """401 + WWW-Authenticate for REGISTER, else 407 + Proxy-Authenticate (RFC 3261 §22.1)."""
     cfg, st = ctx.cfg, ctx.st
-    if _throttled(ctx) and not st.guard.allow_request(ctx.ip, ctx.now):
+    if candidates is None:
+        candidates = cfg.matcher.candidates(ctx.source.host)
+    if _throttled(candidates) and not st.guard.allow_request(ctx.ip, ctx.now):
         return rate_limited(ctx, info)
-    nonce = st.issuer.issue(
+    nonce = st.issuer.issue_bytes(
         cfg.realm, ctx.ip, ctx.now, cfg.settings.auth.nonce_ttl, st.next_unique()
     )
-    values = build_challenges(cfg.realm, nonce, cfg.opaque, algorithms, stale)
-    if ctx.msg.method == b"REGISTER":
-        status, reason, name = 401, b"Unauthorized", b"WWW-Authenticate"
+    register = ctx.msg.method == b"REGISTER"
+    if register:
+        status, reason = 401, b"Unauthorized"
     else:
-        status, reason, name = 407, b"Proxy Authentication Required", b"Proxy-Authenticate"
-    extra = tuple((name, value) for value in values)
-    return [reply(ctx, status, reason, cause, info, extra)]
+        status, reason = 407, b"Proxy Authentication Required"
+    lines = _challenge_lines(cfg.realm, cfg.opaque, algorithms, stale, register)
+    return [sent(ctx, head(ctx, status, reason) + nonce.join(lines), status, cause, info)]
 
 
 def same_uri(digest_uri: bytes, request: Request) -> bool:
