@@ -21,7 +21,12 @@ from enum import Enum
 from typing import NamedTuple
 
 from sipguard.auth.credentials import Entry, SecretCheck
-from sipguard.auth.digest import DigestAnswer, MalformedAnswer, challenge_template
+from sipguard.auth.digest import (
+    MAX_PARAM_LENGTH,
+    DigestAnswer,
+    MalformedAnswer,
+    challenge_template,
+)
 from sipguard.auth.nonce import NonceVerdict
 from sipguard.errors import ParseError
 from sipguard.proxy import limiting
@@ -296,19 +301,21 @@ def counted(ctx: Context, pending: Pending, shared: bool | None) -> DigestCheck:
     check: DigestCheck = pending.check
     answer = check.answer
     assert answer is not None
-    local = st.tracker.accept(answer.nonce, answer.nonce_count, pending.expiry, ctx.now)
-    key = retransmission_key(ctx.msg, ctx.ip, answer)
+    nc = answer.nonce_count
+    local = st.tracker.accept(answer.nonce, nc, pending.expiry, ctx.now)
+    key = retransmission_key(ctx.msg, ctx.ip, answer, nc)
     if st.answered.get(key, ctx.now) is None and not (local if shared is None else shared):
         return check._replace(outcome=DigestOutcome.REPLAY)
     st.answered.put(key, True, ctx.now + RETRANSMISSION_TTL)
     return check._replace(outcome=DigestOutcome.OK)
 
 
-def _our_credentials(ctx: Context) -> tuple[list[Credentials], dict[int, bool]]:
+def _our_credentials(ctx: Context) -> tuple[list[tuple[bytes, Credentials]], dict[int, bool]]:
     """The digest answers for our realm in the header a challenge of this request asks for
-    (REGISTER: Authorization, else Proxy-Authorization; RFC 3261 §22.2, §22.3), and what each
-    header of that name turned out to be (index -> ours)."""
-    ours: list[Credentials] = []
+    (REGISTER: Authorization, else Proxy-Authorization; RFC 3261 §22.2, §22.3), each with the
+    header value it was read from, and what each header of that name turned out to be (index
+    -> ours)."""
+    ours: list[tuple[bytes, Credentials]] = []
     parsed: dict[int, bool] = {}
     if ctx.plain:
         return ours, parsed  # `Config.needs_index` found no credential header: none to read
@@ -320,8 +327,17 @@ def _our_credentials(ctx: Context) -> tuple[list[Credentials], dict[int, bool]]:
         mine = credentials.is_digest and credentials.params.get("realm") == realm
         parsed[index] = mine
         if mine:
-            ours.append(credentials)
+            ours.append((value, credentials))
     return ours, parsed
+
+
+def _answer(value: bytes, credentials: Credentials) -> DigestAnswer:
+    """The digest answer of a credentials header value. An ASCII value no longer than any one
+    parameter may be holds lowercase, unique names (`parse_credentials`) and short ASCII values:
+    validated as they are; any other goes through every check of `from_params`."""
+    if len(value) <= MAX_PARAM_LENGTH and value.isascii():
+        return DigestAnswer.from_lowered(credentials.params)
+    return DigestAnswer.from_params(credentials.params, latin1=True)
 
 
 def check_digest(
@@ -335,7 +351,7 @@ def check_digest(
     if not ours:
         return DigestCheck(DigestOutcome.NO_CREDENTIALS, parsed)
     try:
-        answer = DigestAnswer.from_params(ours[0].params, latin1=True)
+        answer = _answer(*ours[0])
     except MalformedAnswer as exc:
         return DigestCheck(DigestOutcome.MALFORMED, parsed, detail=str(exc)[:80])
     if answer.algorithm not in algorithms or answer.qop != "auth":
@@ -392,26 +408,28 @@ def _count_nonce(ctx: Context, answer: DigestAnswer, expiry: float | None) -> Di
     """A right answer: OK when its nonce-count is new, or when it is a retransmission of a request
     admitted within RETRANSMISSION_TTL; REPLAY otherwise."""
     st = ctx.st
-    key = retransmission_key(ctx.msg, ctx.ip, answer)
+    nc = answer.nonce_count
+    key = retransmission_key(ctx.msg, ctx.ip, answer, nc)
     if st.answered.get(key, ctx.now) is not None:
         return DigestOutcome.OK
     if expiry is not None and ctx.cfg.settings.state.backend != "memory":
         return DigestOutcome.ASK  # every instance's count decides (DESIGN §7): `counted`
-    if expiry is None or not st.tracker.accept(answer.nonce, answer.nonce_count, expiry, ctx.now):
+    if expiry is None or not st.tracker.accept(answer.nonce, nc, expiry, ctx.now):
         return DigestOutcome.REPLAY
     st.answered.put(key, True, ctx.now + RETRANSMISSION_TTL)
     return DigestOutcome.OK
 
 
 def retransmission_key(
-    msg: Request, source_ip: str, answer: DigestAnswer
+    msg: Request, source_ip: str, answer: DigestAnswer, nc: int
 ) -> tuple[str, str, int, str, bytes, bytes, int]:
     """What a retransmission repeats and a new request changes (RFC 3261 §17.2.3 matching plus
-    the digest answer): the same key twice is one request sent twice."""
+    the digest answer, whose nonce-count is `nc`): the same key twice is one request sent
+    twice."""
     return (
         source_ip,
         answer.nonce,
-        answer.nonce_count,
+        nc,
         answer.cnonce or "",
         msg.top_via.branch or b"",
         msg.call_id,
