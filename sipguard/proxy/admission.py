@@ -117,7 +117,8 @@ def decide(ctx: Context) -> Verdict:
     """The verdict for a request from outside (DESIGN §4)."""
     msg = ctx.msg
     method = msg.method
-    info = Info(text(method), text(msg.call_id))
+    # the one Info of the decision's request (`text`, inlined: every request passes here)
+    info = Info(method.decode("latin-1"), msg.call_id.decode("latin-1"))
     if ctx.st.guard.is_scanner(msg.user_agent):
         return [Drop(Cause.SCANNER, info)]
     if method == b"ACK":
@@ -247,7 +248,7 @@ def _is_for_us(ctx: Context) -> bool:
 def _authenticate(ctx: Context, candidates: Sequence[Trunk], info: Info) -> Verdict:
     """DESIGN §4 step 3: check the digest answer, then map the outcome through `OUTCOMES`."""
     algorithms = _algorithms(ctx, candidates)
-    check = check_digest(ctx, candidates, algorithms)
+    check = check_digest(ctx, candidates, algorithms, info.method)
     if check.outcome is DigestOutcome.ASK:
         assert check.expiry is not None
         return Pending(check, algorithms, info, check.expiry)
@@ -341,10 +342,11 @@ def _answer(value: bytes, credentials: Credentials) -> DigestAnswer:
 
 
 def check_digest(
-    ctx: Context, candidates: Sequence[Trunk], algorithms: Sequence[str]
+    ctx: Context, candidates: Sequence[Trunk], algorithms: Sequence[str], method: str
 ) -> DigestCheck:
-    """The outcome of the request's digest answer. The same work whatever the outcome once an
-    answer is usable: look up, hash, compare (SECURITY-CASES 26)."""
+    """The outcome of the request's digest answer (`method`: the request's, as text). The same
+    work whatever the outcome once an answer is usable: look up, hash, compare
+    (SECURITY-CASES 26)."""
     ours, parsed = _our_credentials(ctx)
     if len(ours) > 1:
         return DigestCheck(DigestOutcome.DUPLICATE, parsed)  # never pick one (SECURITY-CASES 11)
@@ -362,7 +364,7 @@ def check_digest(
     # Every secret of the username (several during a rotation), at the same cost whatever the
     # outcome; a secret that is not current is refused like a wrong one (issue 16).
     trunks = [t.name for t in candidates]
-    secret = cfg.store.check(answer, text(msg.method), msg.body, trunks, ctx.now)
+    secret = cfg.store.check(answer, method, msg.body, trunks, ctx.now)
     verdict, expiry = st.issuer.check_with_expiry(answer.nonce, cfg.realm, ctx.ip, ctx.now)
     outcome = _outcome(ctx, answer, secret.outcome, verdict)
     killed = False
@@ -438,14 +440,14 @@ def retransmission_key(
 
 
 def _algorithms(ctx: Context, candidates: Sequence[Trunk]) -> tuple[str, ...]:
-    """The challenge order: the first credential trunk's, then the others' (DESIGN §3)."""
+    """The challenge order: the first credential trunk's, then the others' (DESIGN §3).
+    Every candidate here requires credentials (`_new_request` admitted the source otherwise)."""
     default = ctx.cfg.settings.auth.algorithms
     seen: list[str] = []
     for trunk in candidates:
-        if trunk.requires_auth:
-            for algorithm in trunk.algorithms or default:
-                if algorithm not in seen:
-                    seen.append(algorithm)
+        for algorithm in trunk.algorithms or default:
+            if algorithm not in seen:
+                seen.append(algorithm)
     return tuple(seen) or default
 
 
