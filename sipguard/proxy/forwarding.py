@@ -36,8 +36,8 @@ from sipguard.proxy.via import (
     our_uri,
     parse_flow_token,
     received_params,
+    relay_vias,
     response_destination,
-    top_via_line,
     transaction_key,
     uri_destination,
     via_value_with_flow,
@@ -237,18 +237,20 @@ def relay_response(
     `first_branch`: the response came on a later attempt of a failover, whose branch is not the
     stateless one; the Via below must still yield the transaction's first branch."""
     info = Info(text(msg.cseq.method), text(msg.call_id), "", "", msg.status)
-    destination = response_destination(st.branch_key, msg, first_branch)
+    vias = relay_vias(msg)
+    destination = response_destination(st.branch_key, msg, vias, first_branch)
     if destination is None:
         return [Drop(Cause.STRAY, info)]
     if msg.cseq.method == b"CANCEL":
         # We answered the CANCEL ourselves (§16.10); the next hop's 200 ends here.
         return [Drop(Cause.CANCEL_FORWARDED, info)]
-    cut = top_via_line(msg)
-    if cut is None:
+    raw = msg.raw
+    if vias.start < 0:
         data = Edits(msg).remove_top_via().build()
+    elif vias.head:
+        data = b"".join((raw[: vias.start], vias.head, raw[vias.end :]))
     else:
-        raw = msg.raw
-        data = raw[: cut[0]] + raw[cut[1] :]
+        data = raw[: vias.start] + raw[vias.end :]
     return [Forward(data, destination, listener_for(cfg, destination), None, Cause.RESPONSE, info)]
 
 
