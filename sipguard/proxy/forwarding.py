@@ -18,7 +18,7 @@ Extension points:
 from __future__ import annotations
 
 from sipguard.policy.whitelist import normalise_source_text
-from sipguard.proxy import limiting
+from sipguard.proxy import limiting, outgoing
 from sipguard.proxy.actions import Action, Address, Cause, Drop, Forward, Info, Origin, Transport
 from sipguard.proxy.context import Admitted, Config, Context, State
 from sipguard.proxy.memory import (
@@ -43,6 +43,7 @@ from sipguard.proxy.via import (
     via_value_with_flow,
 )
 from sipguard.sip import Edits, Request, Response
+from sipguard.sip.fields import NameAddr, parse_name_addr_list
 
 # Methods that create a dialog and so get our Record-Route (RFC 3261 §16.6 step 4; RFC 6665).
 DIALOG_CREATING = frozenset({b"INVITE", b"SUBSCRIBE", b"REFER"})
@@ -101,17 +102,34 @@ def write_request(
         branch = branch_for(ctx.st.branch_key, msg, source)
     via = ours.via_head + branch + ours.via_tail + token
     route_name, route_lines = _route_lines(ctx, method, via_local, token)
+    routes = None
+    if not plain and msg.matched_span("via") is not None and not cfg.inbound.strips(b"route"):
+        routes = outgoing.route_lines(msg, cfg.needs_index)
+    if plain:
+        popped = 0
+    elif routes is not None:
+        popped = _our_route_count(cfg, [value for line in routes for value in _names(msg, line)])
+    else:
+        popped = our_routes(cfg, msg)[0]
     changes = Changes(
         via=via,
         received=received_params(msg.top_via, source),
         max_forwards=-1 if method == b"ACK" else max_forwards - 1,
         route_name=route_name,
         route_lines=route_lines,
-        popped=0 if plain else our_routes(cfg, msg)[0],
-        strip=frozenset() if plain else _stripped(ctx, admitted),
+        popped=popped,
+        strip=frozenset() if plain or routes is not None else _stripped(ctx, admitted),
         attach=_outgoing_headers(ctx, admitted),
     )
-    return write_plain(msg, changes) if plain else write_indexed(msg, changes)
+    if plain:
+        return write_plain(msg, changes)
+    if routes is not None:
+        return write_plain(msg, changes, routes)
+    return write_indexed(msg, changes)
+
+
+def _names(msg: Request, line: outgoing.Line) -> list[NameAddr]:
+    return parse_name_addr_list(line.value, max_uri_bytes=msg.limits_uri)
 
 
 def _route_lines(
@@ -262,9 +280,17 @@ def our_routes(cfg: Config, msg: Request) -> tuple[int, Address | None]:
     one of them carries (our Record-Route/Path from the client-facing side)."""
     if msg.indices(b"route") == []:
         return 0, None
+    return _our_routes(cfg, msg.routes)
+
+
+def _our_route_count(cfg: Config, routes: list[NameAddr]) -> int:
+    return _our_routes(cfg, routes)[0]
+
+
+def _our_routes(cfg: Config, routes: list[NameAddr]) -> tuple[int, Address | None]:
     count = 0
     hint: Address | None = None
-    for route in msg.routes:
+    for route in routes:
         uri = route.uri
         if not uri.is_sip or (text(uri.host), uri.port or 5060) not in cfg.own:
             break

@@ -11,8 +11,9 @@ one place keep the order in which they are decided. RFC 3261 §16.6 steps 3, 4, 
 RFC 3581 §4; RFC 3327; RFC 5658.
 
 Where the positions come from: a message read on the parser's fast path with none of the
-headers that need the header index (`needs_index`) gets them from the parser's match; any other
-message from its header index. Both give the same bytes (tests/unit/proxy/test_outgoing.py
+headers that need the header index (`needs_index`) but Route lines (an in-dialog request
+carrying our Record-Route) gets them from the parser's match and one scan for those lines; any
+other message from its header index. Both give the same bytes (tests/unit/proxy/test_outgoing.py
 compares them with the edit-by-edit writer on the corpora and on generated requests).
 
 Never does: decide anything (what changes is given), I/O.
@@ -21,6 +22,7 @@ Never does: decide anything (what changes is given), I/O.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import NamedTuple
 
 from sipguard.errors import ParseError
@@ -39,8 +41,35 @@ _EDITED = rb"route|record-route|path|proxy-require|authorization|proxy-authoriza
 
 def needs_index(stripped: bytes) -> re.Pattern[bytes]:
     """The pattern of a request that needs its header index, given the alternation of the
-    header names a request from outside loses (built once per config)."""
-    return re.compile(rb"\n(?:" + _EDITED + rb"|" + stripped + rb")[ \t]*:", re.IGNORECASE)
+    header names a request from outside loses (built once per config). Group 1: the name as
+    received; group 2: the value (on the fast path a line holds its whole value)."""
+    return re.compile(
+        rb"\n(" + _EDITED + rb"|" + stripped + rb")[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE
+    )
+
+
+class Line(NamedTuple):
+    """A header line found by `needs_index` on the fast path: its span in `raw` (CRLF
+    excluded), its name as received and its value (trailing LWS off, as the index holds it)."""
+
+    start: int
+    end: int
+    name: bytes
+    value: bytes
+
+
+def route_lines(msg: Request, pattern: re.Pattern[bytes]) -> list[Line] | None:
+    """The Route lines of a request read on the fast path whose only lines `pattern`
+    (`needs_index`) finds are Route lines (an in-dialog request through us carries our
+    Record-Route as its Route): its writer is `write_plain` with them. None for any other
+    request (the indexed writer)."""
+    lines: list[Line] = []
+    for m in pattern.finditer(msg.raw, msg.start_line_end - 1, msg.header_end):
+        name = m.group(1)
+        if name.lower() != b"route":
+            return None
+        lines.append(Line(m.start() + 1, m.end(), name, m.group(2).rstrip(b" \t")))
+    return lines
 
 
 # The first User-Agent value of a request on the fast path (the scanner check reads no index).
@@ -86,12 +115,12 @@ class Changes(NamedTuple):
 # --------------------------------------------------------------------------- the common case
 
 
-def write_plain(msg: Request, changes: Changes) -> bytes:
+def write_plain(msg: Request, changes: Changes, found: Sequence[Line] = ()) -> bytes:
     """The outgoing bytes of a request read on the fast path with nothing `Config.needs_index`
-    finds: the positions come from the parser's match (no header index is built). On that path
-    the top Via and Max-Forwards lines are spelled `Via` and `Max-Forwards` and end where their
-    value (or comma list) ends; an edited line is written `Name: value`, as the indexed writer
-    does."""
+    finds but its Route lines (`found`, from `route_lines`): the positions come from the
+    parser's match (no header index is built). On that path the top Via and Max-Forwards lines
+    are spelled `Via` and `Max-Forwards` and end where their value (or comma list) ends; an
+    edited line is written `Name: value`, as the indexed writer does."""
     raw = msg.raw
     via_start, via_end = msg.matched_span("via") or (-1, -1)
     line_start = via_start - 5
@@ -128,9 +157,31 @@ def write_plain(msg: Request, changes: Changes) -> bytes:
     if tail:
         hend = msg.header_end
         cuts.append((hend, hend, tail))
+    if changes.popped:
+        cuts += _popped_routes(found, changes.popped)
+        sort = True
     if sort:
-        cuts.sort(key=_position)
+        cuts.sort(key=_position)  # stable: what is inserted at a line's start stays first
     return _splice(raw, cuts)
+
+
+def _popped_routes(routes: Sequence[Line], popped: int) -> list[tuple[int, int, bytes]]:
+    """The cuts removing the first `popped` Route values (RFC 3261 §16.4): a line whose values
+    all go is dropped (an empty one counts as one value, as the indexed writer pops), the
+    first line keeping some is written from its next value on."""
+    cuts: list[tuple[int, int, bytes]] = []
+    for line in routes:
+        spans = list_spans(line.value)
+        count = len(spans) or 1
+        if count > popped:
+            value = line.value[spans[popped][0] :]
+            cuts.append((line.start, line.end, line.name + b": " + value))
+            break
+        cuts.append((line.start, line.end + 2, b""))
+        popped -= count
+        if not popped:
+            break
+    return cuts
 
 
 def _position(cut: tuple[int, int, bytes]) -> int:
