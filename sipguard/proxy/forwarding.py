@@ -36,13 +36,12 @@ from sipguard.proxy.via import (
     our_uri,
     parse_flow_token,
     received_params,
-    relay_vias,
     response_destination,
     transaction_key,
     uri_destination,
     via_value_with_flow,
 )
-from sipguard.sip import Edits, Request, Response
+from sipguard.sip import Edits, Request, Response, without_top_via
 from sipguard.sip.fields import NameAddr, parse_name_addr_list
 
 # Methods that create a dialog and so get our Record-Route (RFC 3261 §16.6 step 4; RFC 6665).
@@ -255,20 +254,13 @@ def relay_response(
     `first_branch`: the response came on a later attempt of a failover, whose branch is not the
     stateless one; the Via below must still yield the transaction's first branch."""
     info = Info(text(msg.cseq.method), text(msg.call_id), "", "", msg.status)
-    vias = relay_vias(msg)
-    destination = response_destination(st.branch_key, msg, vias, first_branch)
+    destination = response_destination(st.branch_key, msg, first_branch)
     if destination is None:
         return [Drop(Cause.STRAY, info)]
     if msg.cseq.method == b"CANCEL":
         # We answered the CANCEL ourselves (§16.10); the next hop's 200 ends here.
         return [Drop(Cause.CANCEL_FORWARDED, info)]
-    raw = msg.raw
-    if vias.start < 0:
-        data = Edits(msg).remove_top_via().build()
-    elif vias.head:
-        data = b"".join((raw[: vias.start], vias.head, raw[vias.end :]))
-    else:
-        data = raw[: vias.start] + raw[vias.end :]
+    data = without_top_via(msg)
     return [Forward(data, destination, listener_for(cfg, destination), None, Cause.RESPONSE, info)]
 
 

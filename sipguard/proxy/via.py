@@ -22,12 +22,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-import re
-from typing import NamedTuple
 
 from sipguard.proxy.actions import Address, Transport
 from sipguard.sip import Request, Response
-from sipguard.sip.fields import SipUri, Via, list_spans, parse_via
+from sipguard.sip.fields import SipUri, Via
 
 MAGIC_COOKIE = b"z9hG4bK"  # RFC 3261 §8.1.1.7
 BRANCH_PREFIX = MAGIC_COOKIE + b"sg"
@@ -237,84 +235,19 @@ def single_via(msg: Request) -> bool:
     return raw[end : end + 2] == b"\r\n" and raw.find(b"\nVia", end, msg.header_end) < 0
 
 
-class RelayVias(NamedTuple):
-    """What relaying a response needs of its Via values (RFC 3261 §16.7 step 3, §18.2.2): the
-    top one (ours, to check), the one below it (the previous hop's, from which our branch is
-    recomputed; None when there is none), and the cut that removes the top value: the bytes
-    leaving us are `raw[:start] + head + raw[end:]` (`start` < 0: no cut known, the caller
-    edits the header lines instead)."""
-
-    top: Via
-    below: Via | None
-    start: int
-    end: int
-    head: bytes
-
-
-# On the parser's fast path every Via line is spelled `Via:` and every Via value was validated
-# by the match; after the top value comes either the end of its line or a comma and the next
-# value (RFC 3261 §7.3.1).
-_NEXT_VIA_LINE = re.compile(rb"\r\nVia:[ \t]*")
-_NEXT_VALUE = re.compile(rb"[ \t]*,[ \t]*")
-
-
-def relay_vias(msg: Response) -> RelayVias:
-    """The top two Via values of a response and the cut removing the top one.
-
-    On the parser's fast path (which validated every Via value) the two values and the cut come
-    from the match's span of the top value: only the value below ours is parsed, whether it
-    follows on the same line (a comma list, as SIPp and many UAs echo Via) or on the next Via
-    line (parsing every Via was ~45% of relaying a response). Any other message is read from
-    its Via list in full, so a malformed Via anywhere is still refused."""
-    span = msg.matched_span("via")
-    if span is None:
-        vias = msg.vias
-        return RelayVias(vias[0], vias[1] if len(vias) > 1 else None, -1, -1, b"")
-    raw = msg.raw
-    start, end = span
-    line = start - 5
-    spelled = raw[line:start] == b"Via: "  # the line opens as an edited line is written
-    if not spelled:
-        line = raw.rfind(b"\n", 0, start) + 1
-    if raw[end : end + 2] == b"\r\n":
-        # the top value alone on its line: the line goes; the value below opens the next one
-        found = _NEXT_VIA_LINE.search(raw, end, msg.header_end)
-        if found is None:
-            return RelayVias(msg.top_via, None, line, end + 2, b"")
-        return RelayVias(msg.top_via, _first_value(raw, found.end()), line, end + 2, b"")
-    # a comma list: its line keeps the values after the first, written `Via: ` as the
-    # header-line editor writes an edited line
-    below = _NEXT_VALUE.match(raw, end)
-    assert below is not None  # the fast match put a comma and a value here
-    at = below.end()
-    if spelled:
-        return RelayVias(msg.top_via, _first_value(raw, at), start, at, b"")
-    return RelayVias(msg.top_via, _first_value(raw, at), line, at, b"Via: ")
-
-
-def _first_value(raw: bytes, at: int) -> Via:
-    """The Via value starting at `at` in a fast-path message, up to the end of its line or
-    the comma ending it."""
-    value = raw[at : raw.find(b"\r\n", at)]
-    if value.find(b",") >= 0:
-        if value.find(b'"') < 0:
-            value = value[: value.find(b",")].rstrip(b" \t")
-        else:  # a quoted parameter value may hold a comma
-            s, e = list_spans(value)[0]
-            value = value[s:e]
-    return parse_via(value)
-
-
-def response_destination(
-    key: bytes, msg: Response, vias: RelayVias, first: bytes | None = None
-) -> Address | None:
+def response_destination(key: bytes, msg: Response, first: bytes | None = None) -> Address | None:
     """Where a response goes (RFC 3261 §16.7 step 3, §18.2.2): the flow recorded in its top Via,
     when that Via is ours, i.e. carries the branch recomputed from the Via below it; else None
     (a stray, a forged or a foreign Via: SECURITY-CASES 34). `first`: the branch recomputed
-    must be this one instead (a failover's later attempt carries a branch of its own)."""
-    top, below = vias.top, vias.below
+    must be this one instead (a failover's later attempt carries a branch of its own). Only
+    those two Via values are read (`Message.second_via`: on the parser's fast path, which
+    validated every Via, the value below ours is parsed alone)."""
+    top = msg.top_via
     ours = top.branch
-    if ours is None or not ours.startswith(BRANCH_PREFIX) or below is None:
+    if ours is None or not ours.startswith(BRANCH_PREFIX):
+        return None
+    below = msg.second_via
+    if below is None:
         return None
     token = top.param(FLOW_PARAM)
     destination = parse_flow_token(token) if token else None
