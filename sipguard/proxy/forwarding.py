@@ -18,7 +18,7 @@ Extension points:
 from __future__ import annotations
 
 from sipguard.policy.sources import normalise_source_text
-from sipguard.proxy import limiting, outgoing
+from sipguard.proxy import limiting
 from sipguard.proxy.actions import Action, Address, Cause, Drop, Forward, Info, Origin, Transport
 from sipguard.proxy.context import Admitted, Config, Context, State
 from sipguard.proxy.memory import (
@@ -27,7 +27,7 @@ from sipguard.proxy.memory import (
     INVITE_TRANSACTION_TTL,
     Admission,
 )
-from sipguard.proxy.outgoing import Changes, write_indexed, write_plain
+from sipguard.proxy.outgoing import Changes, Line, edited_lines, write_indexed, write_plain
 from sipguard.proxy.replies import CREDENTIAL_KEYS, is_our_credential, reply, text
 from sipguard.proxy.via import (
     FLOW_PARAM,
@@ -101,15 +101,16 @@ def write_request(
         branch = branch_for(ctx.st.branch_key, msg, source)
     via = ours.via_head + branch + ours.via_tail + token
     route_name, route_lines = _route_lines(ctx, method, via_local, token)
-    routes = None
-    if not plain and msg.matched_span("via") is not None and not cfg.inbound.strips(b"route"):
-        routes = outgoing.route_lines(msg, cfg.needs_index)
-    if plain:
-        popped = 0
-    elif routes is not None:
-        popped = _our_route_count(cfg, [value for line in routes for value in _names(msg, line)])
+    found = None
+    if not plain and msg.matched_span("via") is not None:
+        found = edited_lines(msg, cfg.needs_index)
+    if found is None:
+        popped = 0 if plain else our_routes(cfg, msg)[0]
+        strip: frozenset[int] = frozenset() if plain else _stripped(ctx, admitted)
     else:
-        popped = our_routes(cfg, msg)[0]
+        routes = [_name_addrs(msg, line) for line in found if line.key == b"route"]
+        popped = _our_routes(cfg, [route for values in routes for route in values])[0]
+        strip = _stripped_found(ctx, admitted, found)
     changes = Changes(
         via=via,
         received=received_params(msg.top_via, source),
@@ -117,17 +118,17 @@ def write_request(
         route_name=route_name,
         route_lines=route_lines,
         popped=popped,
-        strip=frozenset() if plain or routes is not None else _stripped(ctx, admitted),
+        strip=strip,
         attach=_outgoing_headers(ctx, admitted),
     )
     if plain:
         return write_plain(msg, changes)
-    if routes is not None:
-        return write_plain(msg, changes, routes)
+    if found is not None:
+        return write_plain(msg, changes, found, strip)
     return write_indexed(msg, changes)
 
 
-def _names(msg: Request, line: outgoing.Line) -> list[NameAddr]:
+def _name_addrs(msg: Request, line: Line) -> list[NameAddr]:
     return parse_name_addr_list(line.value, max_uri_bytes=msg.limits_uri)
 
 
@@ -153,22 +154,39 @@ def _route_lines(
 
 
 def _stripped(ctx: Context, admitted: Admitted) -> frozenset[int]:
-    """Lines never forwarded: credentials for our realm and any incoming copy of the headers
-    we attach or the upstream would trust (SECURITY-CASES 28; `identity.InboundFilter`: our
-    prefix in any case, `identity.strip_inbound`, P-Asserted-Identity)."""
-    realm = ctx.cfg.realm
+    """Lines never forwarded, by header index: credentials for our realm and any incoming copy
+    of the headers we attach or the upstream would trust (SECURITY-CASES 28;
+    `identity.InboundFilter`: our prefix in any case, `identity.strip_inbound`,
+    P-Asserted-Identity)."""
     known = admitted.credentials or {}
-    strips = ctx.cfg.inbound.strips
     return frozenset(
         i
         for i, header in enumerate(ctx.msg.headers)
-        if strips(header.key)
-        or (
-            known[i]
-            if i in known
-            else header.key in CREDENTIAL_KEYS and is_our_credential(header.value, realm)
-        )
+        if _strips(ctx, known, i, header.key, header.value)
     )
+
+
+def _stripped_found(ctx: Context, admitted: Admitted, found: list[Line]) -> frozenset[int]:
+    """`_stripped` for the lines a fast-path request's scan found (positions in `found`): on
+    that path each header is one line, so a line's header index is the count of line ends
+    before it."""
+    known = admitted.credentials or {}
+    raw, first = ctx.msg.raw, ctx.msg.start_line_end
+    return frozenset(
+        j
+        for j, line in enumerate(found)
+        if _strips(ctx, known, raw.count(b"\r\n", first, line.start), line.key, line.value)
+    )
+
+
+def _strips(ctx: Context, known: dict[int, bool], i: int, key: bytes, value: bytes) -> bool:
+    """Header `i` is not forwarded: `known` holds what admission found of its credential
+    headers (index -> ours)."""
+    if ctx.cfg.inbound.strips(key):
+        return True
+    if i in known:
+        return known[i]
+    return key in CREDENTIAL_KEYS and is_our_credential(value, ctx.cfg.realm)
 
 
 def _outgoing_headers(ctx: Context, admitted: Admitted) -> list[bytes]:
@@ -273,10 +291,6 @@ def our_routes(cfg: Config, msg: Request) -> tuple[int, Address | None]:
     if msg.indices(b"route") == []:
         return 0, None
     return _our_routes(cfg, msg.routes)
-
-
-def _our_route_count(cfg: Config, routes: list[NameAddr]) -> int:
-    return _our_routes(cfg, routes)[0]
 
 
 def _our_routes(cfg: Config, routes: list[NameAddr]) -> tuple[int, Address | None]:

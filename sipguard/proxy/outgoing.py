@@ -10,11 +10,12 @@ place (appended when absent), attached lines at the end of the header section; l
 one place keep the order in which they are decided. RFC 3261 §16.6 steps 3, 4, 8; §18.2.1;
 RFC 3581 §4; RFC 3327; RFC 5658.
 
-Where the positions come from: a message read on the parser's fast path with none of the
-headers that need the header index (`needs_index`) but Route lines (an in-dialog request
-carrying our Record-Route) gets them from the parser's match and one scan for those lines; any
-other message from its header index. Both give the same bytes (tests/unit/proxy/test_outgoing.py
-compares them with the edit-by-edit writer on the corpora and on generated requests).
+Where the positions come from: a message read on the parser's fast path gets them from the
+parser's match (top Via, Max-Forwards) and, when `needs_index` finds lines to edit or strip
+(Route, Record-Route, Path, credentials, identity headers), from one scan for those lines
+(`edited_lines`); a message read on the general path from its header index. They give the same
+bytes (tests/unit/proxy/test_outgoing.py compares them with the edit-by-edit writer on the
+corpora and on generated requests, test_forward_scan.py the scan with the header index).
 
 Never does: decide anything (what changes is given), I/O.
 """
@@ -22,14 +23,15 @@ Never does: decide anything (what changes is given), I/O.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from operator import itemgetter
 from typing import NamedTuple
 
 from sipguard.errors import ParseError
 from sipguard.proxy.actions import Address, Transport
 from sipguard.proxy.via import FLOW_PARAM, hostport
 from sipguard.sip import Request
-from sipguard.sip.fields import list_spans, via_param_spans
+from sipguard.sip.fields import canonical_key, list_spans, via_param_spans
 
 CRLF = b"\r\n"
 # Headers whose presence sends a request to the indexed writer: lines we remove or edit beyond
@@ -50,25 +52,33 @@ def needs_index(stripped: bytes) -> re.Pattern[bytes]:
 
 class Line(NamedTuple):
     """A header line found by `needs_index` on the fast path: its span in `raw` (CRLF
-    excluded), its name as received and its value (trailing LWS off, as the index holds it)."""
+    excluded), its name as received, its key (`canonical_key`) and its value (trailing LWS off,
+    as the header index holds it)."""
 
     start: int
     end: int
     name: bytes
+    key: bytes
     value: bytes
 
 
-def route_lines(msg: Request, pattern: re.Pattern[bytes]) -> list[Line] | None:
-    """The Route lines of a request read on the fast path whose only lines `pattern`
-    (`needs_index`) finds are Route lines (an in-dialog request through us carries our
-    Record-Route as its Route): its writer is `write_plain` with them. None for any other
-    request (the indexed writer)."""
+# Lines the writer edits through the parser's match: a config stripping one of them (an
+# `identity.strip_inbound` entry) sends the request to the indexed writer.
+_MATCHED_KEYS = frozenset({b"via", b"max-forwards"})
+
+
+def edited_lines(msg: Request, pattern: re.Pattern[bytes]) -> list[Line] | None:
+    """The lines `pattern` (`needs_index`) finds in a request read on the parser's fast path
+    (Route, Record-Route, Path, credentials, lines a request from outside loses), in order:
+    with them `write_plain` writes the request without a header index. None when one of them
+    is a line the writer edits through the match (the indexed writer)."""
     lines: list[Line] = []
     for m in pattern.finditer(msg.raw, msg.start_line_end - 1, msg.header_end):
         name = m.group(1)
-        if name.lower() != b"route":
+        key = canonical_key(name)
+        if key in _MATCHED_KEYS:
             return None
-        lines.append(Line(m.start() + 1, m.end(), name, m.group(2).rstrip(b" \t")))
+        lines.append(Line(m.start() + 1, m.end(), name, key, m.group(2).rstrip(b" \t")))
     return lines
 
 
@@ -115,40 +125,44 @@ class Changes(NamedTuple):
 # --------------------------------------------------------------------------- the common case
 
 
-def write_plain(msg: Request, changes: Changes, found: Sequence[Line] = ()) -> bytes:
-    """The outgoing bytes of a request read on the fast path with nothing `Config.needs_index`
-    finds but its Route lines (`found`, from `route_lines`): the positions come from the
-    parser's match (no header index is built). On that path the top Via and Max-Forwards lines
-    are spelled `Via` and `Max-Forwards` and end where their value (or comma list) ends; an
-    edited line is written `Name: value`, as the indexed writer does."""
+def write_plain(
+    msg: Request,
+    changes: Changes,
+    found: Sequence[Line] = (),
+    strip: Collection[int] = (),
+) -> bytes:
+    """The outgoing bytes of a request read on the fast path: the positions come from the
+    parser's match and `found`, the lines `Config.needs_index` finds (`edited_lines`), of which
+    those at the positions `strip` are dropped; no header index is built. On that path the top
+    Via and Max-Forwards lines are spelled `Via` and `Max-Forwards` and end where their value (or
+    comma list) ends; an edited line is written `Name: value`, as the indexed writer does."""
     raw = msg.raw
     via_start, via_end = msg.matched_span("via") or (-1, -1)
     line_start = via_start - 5
     if raw[line_start:via_start] != b"Via: ":
         line_start = raw.rfind(b"\n", 0, via_start) + 1
-    # cuts: (position, end of what it replaces, text); inserts have end == position
-    head = msg.start_line_end
-    cuts: list[tuple[int, int, bytes]] = []
-    via = changes.via + CRLF
-    routes = b"".join(line + CRLF for line in changes.route_lines) if changes.route_lines else b""
-    if line_start == head:
-        cuts.append((head, head, via + routes))
-    else:
-        if routes:
-            cuts.append((head, head, routes))
-        cuts.append((line_start, line_start, via))
+    live = [line for j, line in enumerate(found) if j not in strip] if strip else found
+    # cuts: (position, end of what it replaces, text); inserts have end == position and come
+    # first among the cuts at one position (the sort below is stable)
+    cuts: list[tuple[int, int, bytes]] = [(line_start, line_start, changes.via + CRLF)]
+    if changes.route_lines:
+        place = _route_place(msg, changes, live)
+        cuts.append((place, place, CRLF.join(changes.route_lines) + CRLF))
     if changes.received:
         line_end = raw.find(CRLF, via_end)
         value = _with_params(raw[via_start:line_end], changes.received)
         cuts.append((line_start, line_end, b"Via: " + value))
     mf_start, mf_end = msg.matched_span("mf") or (-1, -1)
-    sort = False
     if changes.max_forwards >= 0 and mf_start >= 0:
         mf_line = mf_start - 14
         if raw[mf_line:mf_start] != b"Max-Forwards: ":
             mf_line = raw.rfind(b"\n", 0, mf_start) + 1
         cuts.append((mf_line, mf_end, b"Max-Forwards: %d" % changes.max_forwards))
-        sort = mf_line < line_start
+    for j in strip:
+        line = found[j]
+        cuts.append((line.start, line.end + 2, b""))
+    if changes.popped:
+        cuts += _popped_routes(live, changes.popped)
     tail = b""
     if changes.max_forwards >= 0 and mf_start < 0:
         tail = b"Max-Forwards: %d\r\n" % changes.max_forwards
@@ -157,20 +171,28 @@ def write_plain(msg: Request, changes: Changes, found: Sequence[Line] = ()) -> b
     if tail:
         hend = msg.header_end
         cuts.append((hend, hend, tail))
-    if changes.popped:
-        cuts += _popped_routes(found, changes.popped)
-        sort = True
-    if sort:
-        cuts.sort(key=_position)  # stable: what is inserted at a line's start stays first
+    cuts.sort(key=_position)
     return _splice(raw, cuts)
 
 
-def _popped_routes(routes: Sequence[Line], popped: int) -> list[tuple[int, int, bytes]]:
+def _route_place(msg: Request, changes: Changes, live: Sequence[Line]) -> int:
+    """Where our Record-Route or Path lines go: before the first line of that name, else right
+    after the start line."""
+    key = changes.route_name.lower()
+    for line in live:
+        if line.key == key:
+            return line.start
+    return msg.start_line_end
+
+
+def _popped_routes(live: Sequence[Line], popped: int) -> list[tuple[int, int, bytes]]:
     """The cuts removing the first `popped` Route values (RFC 3261 §16.4): a line whose values
     all go is dropped (an empty one counts as one value, as the indexed writer pops), the
     first line keeping some is written from its next value on."""
     cuts: list[tuple[int, int, bytes]] = []
-    for line in routes:
+    for line in live:
+        if line.key != b"route":
+            continue
         spans = list_spans(line.value)
         count = len(spans) or 1
         if count > popped:
@@ -184,8 +206,7 @@ def _popped_routes(routes: Sequence[Line], popped: int) -> list[tuple[int, int, 
     return cuts
 
 
-def _position(cut: tuple[int, int, bytes]) -> int:
-    return cut[0]
+_position = itemgetter(0)
 
 
 def _splice(raw: bytes, cuts: list[tuple[int, int, bytes]]) -> bytes:
