@@ -79,7 +79,7 @@ from sipguard.proxy.actions import (
 from sipguard.proxy.context import Admitted, Config, Context, Pending, State
 from sipguard.proxy.failover import UpstreamReport, UpstreamStatus
 from sipguard.proxy.memory import Admission, ExpiringTable
-from sipguard.proxy.outgoing import fragments_for, needs_index
+from sipguard.proxy.outgoing import fragments_for, needs_index, route_to_us
 from sipguard.proxy.replies import RETRY_AFTER, reply
 from sipguard.proxy.upstreams import Routing
 from sipguard.proxy.via import branch_key, tag_for
@@ -142,6 +142,7 @@ def compile_config(
         stamper=Stamper(settings.identity, settings.trunks),
         inbound=inbound,
         needs_index=needs_index(inbound.alternation),
+        route_to_us=route_to_us(ours),
     )
 
 

@@ -42,7 +42,7 @@ from sipguard.proxy.via import (
     via_value_with_flow,
 )
 from sipguard.sip import Edits, Request, Response, without_top_via
-from sipguard.sip.fields import NameAddr, parse_name_addr_list
+from sipguard.sip.fields import NameAddr, split_list
 
 # Methods that create a dialog and so get our Record-Route (RFC 3261 §16.6 step 4; RFC 6665).
 DIALOG_CREATING = frozenset({b"INVITE", b"SUBSCRIBE", b"REFER"})
@@ -108,8 +108,7 @@ def write_request(
         popped = 0 if plain else our_routes(cfg, msg)[0]
         strip: frozenset[int] = frozenset() if plain else _stripped(ctx, admitted)
     else:
-        routes = [_name_addrs(msg, line) for line in found if line.key == b"route"]
-        popped = _our_routes(cfg, [route for values in routes for route in values])[0]
+        popped = _our_found_routes(cfg, msg, found)
         strip = _stripped_found(ctx, admitted, found)
     changes = Changes(
         via=via,
@@ -128,8 +127,28 @@ def write_request(
     return write_indexed(msg, changes)
 
 
-def _name_addrs(msg: Request, line: Line) -> list[NameAddr]:
-    return parse_name_addr_list(line.value, max_uri_bytes=msg.limits_uri)
+def _our_found_routes(cfg: Config, msg: Request, found: list[Line]) -> int:
+    """`our_routes` for the Route lines a fast-path request's scan found: an element written
+    as we write our Record-Route (`Config.route_to_us`) names us without being parsed; the
+    others are read as `Message.routes` reads them (each validated), and the first that does
+    not name us ends the count."""
+    count = 0
+    counting = True
+    route_to_us, limit = cfg.route_to_us.fullmatch, msg.limits_uri
+    for line in found:
+        if line.key != b"route":
+            continue
+        value = line.value
+        for element in [value] if value.find(b",") < 0 else split_list(value):
+            if len(element) <= limit and route_to_us(element) is not None:
+                count += counting
+                continue
+            route = NameAddr(element, limit)  # validated, as msg.routes would
+            if counting and _our_routes(cfg, [route])[0]:
+                count += 1
+            else:
+                counting = False
+    return count
 
 
 def _route_lines(

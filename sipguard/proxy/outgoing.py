@@ -23,7 +23,7 @@ Never does: decide anything (what changes is given), I/O.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from operator import itemgetter
 from typing import NamedTuple
 
@@ -80,6 +80,20 @@ def edited_lines(msg: Request, pattern: re.Pattern[bytes]) -> list[Line] | None:
             return None
         lines.append(Line(m.start() + 1, m.end(), name, key, m.group(2).rstrip(b" \t")))
     return lines
+
+
+def route_to_us(listeners: Iterable[Address]) -> re.Pattern[bytes]:
+    """Our Record-Route and Path values as we write them (`Fragments.uri_head`, then our flow
+    token or not), for every listener and upstream-facing socket: a Route element it matches in
+    full names us (RFC 3261 §16.4) and is a valid name-addr by construction, so it is
+    recognised without parsing; group 1 is the flow token. A listener whose host is not
+    written in lower case is left out (its URIs are parsed as any other)."""
+    heads = [
+        re.escape(fragments_for(x).uri_head) for x in listeners if x.host == x.host.lower()
+    ] or [rb"(?!)"]
+    return re.compile(
+        rb"(?:" + rb"|".join(heads) + rb")(?:;" + FLOW_PARAM + rb"=([A-Za-z0-9.:\-]+))?>"
+    )
 
 
 # The first User-Agent value of a request on the fast path (the scanner check reads no index).

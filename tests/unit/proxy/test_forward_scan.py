@@ -16,6 +16,7 @@ from sipguard.proxy import forwarding
 from sipguard.proxy.actions import Cause, Info
 from sipguard.proxy.context import Admitted, Context
 from sipguard.proxy.forwarding import write_request
+from sipguard.proxy.outgoing import edited_lines
 from sipguard.proxy.replies import CREDENTIAL_KEYS, is_our_credential
 from sipguard.sip import Request, parse_message
 from tests.unit.proxy.playbook import CLIENT, LOCAL, NOW, REALM
@@ -101,3 +102,105 @@ def test_our_credentials_are_stripped_on_the_scanned_path() -> None:
     assert alone == scanned == indexed
     assert b"Proxy-Authorization" not in scanned
     assert b"\r\nRoute: <sip:10.9.9.9;lr>\r\n" in scanned
+
+
+ROUTE_ELEMENTS = [
+    "<sip:127.0.0.1:5060;transport=udp;lr;sgf=udp-127.0.0.1-5061>",  # ours, as we write it
+    "<sip:127.0.0.1:5060;transport=tcp;lr>",
+    "<sip:[::1]:5060;transport=udp;lr;sgf=udp-::1-5062>",
+    "<sip:127.0.0.1:5060;lr>",  # ours, written by someone else: parsed
+    "<sip:127.0.0.1:5060;transport=udp;lr;sgf=udp-127.0.0.1-5061;x=1>",
+    "<SIP:127.0.0.1:5060;transport=udp;lr>",
+    "<sip:10.9.9.9;lr>",  # not ours
+    "<sip:127.0.0.1:5070;transport=udp;lr>",
+    '"x" <sip:127.0.0.1:5060;transport=udp;lr>',
+]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    routes=st.lists(
+        st.lists(st.sampled_from(ROUTE_ELEMENTS), min_size=1, max_size=3), min_size=1, max_size=3
+    ),
+    method=st.sampled_from(["BYE", "ACK", "INVITE"]),
+)
+def test_our_record_route_values_are_recognised_as_parsed(
+    routes: list[list[str]], method: str
+) -> None:
+    """Route elements written as we write our Record-Route name us without being parsed; the
+    count and the bytes are those of the general reading."""
+    data = "\r\n".join(
+        [
+            f"{method} sip:bot@127.0.0.1:5060 SIP/2.0",
+            "Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-1;rport",
+            *("Route: " + ", ".join(line) for line in routes),
+            "From: <sip:alice@127.0.0.1>;tag=f-1",
+            "To: <sip:bot@127.0.0.1>;tag=t-1",
+            "Call-ID: c-1@client",
+            f"CSeq: 1 {method}",
+            "Content-Length: 0",
+            "",
+            "",
+        ]
+    ).encode()
+    msg = parse_message(data, CORE.parser_limits)
+    assert isinstance(msg, Request) and msg.matched_span("via") is not None
+    found = edited_lines(msg, CORE._config.needs_index)
+    assert found is not None
+    assert (
+        forwarding._our_found_routes(CORE._config, msg, found)
+        == forwarding.our_routes(CORE._config, msg)[0]
+    )
+    admitted = Admitted(Cause.IN_DIALOG, Info("", "", "", ""))
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        scanned, indexed = _both(msg, admitted, monkeypatch)
+    assert scanned == indexed
+
+
+def test_a_route_we_wrote_is_popped() -> None:
+    """The Record-Route of a forwarded INVITE, sent back as the Route of the BYE, is ours."""
+    invite = parse_message(
+        "\r\n".join(
+            [
+                "INVITE sip:bot@127.0.0.1:5060 SIP/2.0",
+                "Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-1;rport",
+                "From: <sip:alice@127.0.0.1>;tag=f-1",
+                "To: <sip:bot@127.0.0.1>",
+                "Call-ID: c-1@client",
+                "CSeq: 1 INVITE",
+                "Content-Length: 0",
+                "",
+                "",
+            ]
+        ).encode(),
+        CORE.parser_limits,
+    )
+    assert isinstance(invite, Request)
+    ctx = Context(CORE._config, CORE._state, invite, CLIENT, LOCAL, None, NOW, CLIENT.host, True)
+    sent = write_request(ctx, Admitted(Cause.ADMITTED_IP, Info()), TCP_LOCAL, 70)
+    record_routes = [line for line in sent.split(b"\r\n") if line.startswith(b"Record-Route:")]
+    assert len(record_routes) == 2  # UDP in, TCP on: double record-routing (RFC 5658)
+    routes = b"".join(b"Route:" + line[len(b"Record-Route:") :] + b"\r\n" for line in record_routes)
+    bye = parse_message(
+        (
+            b"BYE sip:bot@127.0.0.1:5060 SIP/2.0\r\n"
+            b"Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-2;rport\r\n"
+        )
+        + routes
+        + (
+            b"From: <sip:alice@127.0.0.1>;tag=f-1\r\n"
+            b"To: <sip:bot@127.0.0.1>;tag=t-1\r\n"
+            b"Call-ID: c-1@client\r\n"
+            b"CSeq: 2 BYE\r\n"
+            b"Content-Length: 0\r\n\r\n"
+        ),
+        CORE.parser_limits,
+    )
+    assert isinstance(bye, Request)
+    found = edited_lines(bye, CORE._config.needs_index)
+    assert found is not None
+    assert forwarding._our_found_routes(CORE._config, bye, found) == 2
+    ctx = Context(CORE._config, CORE._state, bye, CLIENT, LOCAL, None, NOW, CLIENT.host, False)
+    out = write_request(ctx, Admitted(Cause.IN_DIALOG, Info()), LOCAL, 70)
+    assert b"Route:" not in out
+    assert bye._index is None  # written without the header index
