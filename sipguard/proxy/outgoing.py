@@ -164,7 +164,11 @@ def write_plain(
         cuts.append((place, place, CRLF.join(changes.route_lines) + CRLF))
     if changes.received:
         line_end = raw.find(CRLF, via_end)
-        value = _with_params(raw[via_start:line_end], changes.received)
+        top = raw[via_start:via_end]  # the match's top Via value: the line's first element
+        if top.find(b'"') < 0:
+            value = _with_plain_params(top, changes.received) + raw[via_end:line_end]
+        else:  # a quoted parameter value may hold a ';'
+            value = _with_params(raw[via_start:line_end], changes.received)
         cuts.append((line_start, line_end, b"Via: " + value))
     mf_start, mf_end = msg.matched_span("mf") or (-1, -1)
     if changes.max_forwards >= 0 and mf_start >= 0:
@@ -231,6 +235,22 @@ def _splice(raw: bytes, cuts: list[tuple[int, int, bytes]]) -> bytes:
         cursor = end
     pieces += (raw[cursor:],)
     return b"".join(pieces)
+
+
+def _with_plain_params(element: bytes, params: list[tuple[bytes, bytes | None]]) -> bytes:
+    """`_with_params` for a top Via value read on the fast path with no quoted parameter value:
+    there every parameter is `;name[=value]` with no LWS and no `;` inside, so the value splits
+    on `;` into its head and its parameters."""
+    parts = element.split(b";")
+    names = [part.partition(b"=")[0].lower() for part in parts]  # [0]: the head, never a name
+    appended = b""
+    for name, value in params:
+        text = name if value is None else name + b"=" + value
+        if name in names:
+            parts[names.index(name)] = text
+        else:
+            appended += b";" + text
+    return b";".join(parts) + appended
 
 
 def _with_params(value: bytes, params: list[tuple[bytes, bytes | None]]) -> bytes:

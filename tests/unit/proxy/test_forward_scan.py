@@ -2,7 +2,9 @@
 Path, credentials, identity headers) is written from the match and one scan for those lines
 (`outgoing.edited_lines`), with no header index (issue 13). It must give the bytes of the
 indexed writer, also when admission already decided which credential lines are ours
-(`Admitted.credentials`, by header index).
+(`Admitted.credentials`, by header index); Route elements written as we write our
+Record-Route are recognised without parsing; the top Via's received/rport are set by
+splitting its value, as the edit-by-edit writer sets them.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from sipguard.proxy.outgoing import edited_lines
 from sipguard.proxy.replies import CREDENTIAL_KEYS, is_our_credential
 from sipguard.sip import Request, parse_message
 from tests.unit.proxy.playbook import CLIENT, LOCAL, NOW, REALM
-from tests.unit.proxy.test_outgoing import CORE, EXTRA, TCP_LOCAL, VIA
+from tests.unit.proxy.test_outgoing import CORE, EXTRA, TCP_LOCAL, VIA, compare
 
 OURS = (
     f'Proxy-Authorization: Digest username="a", realm="{REALM}", nonce="n", uri="sip:x", '
@@ -204,3 +206,48 @@ def test_a_route_we_wrote_is_popped() -> None:
     out = write_request(ctx, Admitted(Cause.IN_DIALOG, Info()), LOCAL, 70)
     assert b"Route:" not in out
     assert bye._index is None  # written without the header index
+
+
+VIA_PARAMS = [
+    "branch=z9hG4bK-1",
+    "rport",
+    "RPORT",
+    "rport=5999",
+    "Rport=1",
+    "received=10.1.1.1",
+    "RECEIVED=1.2.3.4",
+    "x=1",
+    "maddr=[::1]",
+    'x="a;b"',
+    "ttl=5",
+]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    host=st.sampled_from(["127.0.0.1", "10.0.0.1:5061", "client.example.com"]),
+    params=st.lists(st.sampled_from(VIA_PARAMS), max_size=4),
+    tail=st.sampled_from(["", ", SIP/2.0/UDP 10.0.0.2;branch=z9hG4bK-2", " ,SIP/2.0/TCP h;x"]),
+    extra=st.lists(EXTRA, max_size=2),
+)
+def test_received_and_rport_on_the_fast_path_as_the_old_writer(
+    host: str, params: list[str], tail: str, extra: list[str]
+) -> None:
+    """The top Via's received/rport set on the parser's fast path (its value split on `;`)
+    give the bytes of the edit-by-edit writer, whatever the parameters' case and order."""
+    via = f"SIP/2.0/UDP {host}" + "".join(";" + p for p in params) + tail
+    data = "\r\n".join(
+        [
+            "INVITE sip:bot@127.0.0.1:5060 SIP/2.0",
+            f"Via: {via}",
+            "From: <sip:alice@127.0.0.1>;tag=f-1",
+            "To: <sip:bot@127.0.0.1>",
+            "Call-ID: c-1@client",
+            "CSeq: 1 INVITE",
+            *extra,
+            "Content-Length: 0",
+            "",
+            "",
+        ]
+    ).encode()
+    compare(data)  # the old forward path's bytes, from every source, listener and verdict
