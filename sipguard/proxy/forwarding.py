@@ -108,7 +108,7 @@ def write_request(
         popped = 0 if plain else our_routes(cfg, msg)[0]
         strip: frozenset[int] = frozenset() if plain else _stripped(ctx, admitted)
     else:
-        popped = _our_found_routes(cfg, msg, found)
+        popped = _our_found_routes(cfg, msg, found)[0]
         strip = _stripped_found(ctx, admitted, found)
     changes = Changes(
         via=via,
@@ -127,28 +127,35 @@ def write_request(
     return write_indexed(msg, changes)
 
 
-def _our_found_routes(cfg: Config, msg: Request, found: list[Line]) -> int:
+def _our_found_routes(cfg: Config, msg: Request, found: list[Line]) -> tuple[int, Address | None]:
     """`our_routes` for the Route lines a fast-path request's scan found: an element written
     as we write our Record-Route (`Config.route_to_us`) names us without being parsed; the
     others are read as `Message.routes` reads them (each validated), and the first that does
     not name us ends the count."""
     count = 0
     counting = True
+    hint: Address | None = None
     route_to_us, limit = cfg.route_to_us.fullmatch, msg.limits_uri
     for line in found:
         if line.key != b"route":
             continue
         value = line.value
         for element in [value] if value.find(b",") < 0 else split_list(value):
-            if len(element) <= limit and route_to_us(element) is not None:
-                count += counting
+            ours = route_to_us(element) if len(element) <= limit else None
+            if ours is not None:
+                if counting:
+                    count += 1
+                    token = ours.group(1)
+                    if token and hint is None:
+                        hint = parse_flow_token(token)
                 continue
             route = NameAddr(element, limit)  # validated, as msg.routes would
-            if counting and _our_routes(cfg, [route])[0]:
-                count += 1
-            else:
-                counting = False
-    return count
+            if counting:
+                named, flow = _our_routes(cfg, [route])
+                count += named
+                counting = bool(named)
+                hint = hint or flow
+    return count, hint
 
 
 def _route_lines(
@@ -243,35 +250,66 @@ def from_upstream(ctx: Context) -> list[Action]:
     info = Info(text(msg.method), text(msg.call_id))
     if msg.method != b"ACK" and msg.max_forwards <= 0:
         return [reply(ctx, 483, b"Too Many Hops", Cause.TOO_MANY_HOPS, info)]
-    popped, flow_hint = our_routes(cfg, msg)
+    found = edited_lines(msg, cfg.needs_index) if msg.matched_span("via") is not None else None
+    popped, flow_hint = (
+        our_routes(cfg, msg) if found is None else _our_found_routes(cfg, msg, found)
+    )
     destination = flow_hint or _route_destination(msg, popped)
     if destination is None:
         return [reply(ctx, 404, b"Not Found", Cause.FROM_UPSTREAM, info)]
     out_local = listener_for(cfg, destination)
     if out_local is None:
         return [reply(ctx, 503, b"Service Unavailable", Cause.FROM_UPSTREAM, info)]
-    edits = Edits(msg)
-    for _ in range(popped):
-        edits.remove_first_route()
-    if msg.method != b"ACK":
-        edits.replace_max_forwards(msg.max_forwards - 1)
+    record_route: list[tuple[bytes, bytes]] = []
     if msg.method in DIALOG_CREATING and not msg.to.tag:
-        edits.insert_headers(record_routes(b"Record-Route", ctx.local, out_local, destination))
+        record_route = record_routes(b"Record-Route", ctx.local, out_local, destination)
         admission = Admission(normalise_source_text(destination.host), "", "")
         st.dialogs.put(msg.call_id, admission, ctx.now + DIALOG_TTL)
     elif msg.method == b"BYE":
         st.dialogs.expire_at_most(msg.call_id, ctx.now + DIALOG_LINGER)
         limiting.ended(st, msg)
-    edits.prepend_via(
-        via_value_with_flow(out_local, branch_for(st.branch_key, msg, ctx.source), ctx.source)
-    )
+    via = via_value_with_flow(out_local, branch_for(st.branch_key, msg, ctx.source), ctx.source)
     actions: list[Action] = []
     if msg.method == b"CANCEL":
         actions.append(reply(ctx, 200, b"OK", Cause.CANCEL_FORWARDED, info))
-    data = edits.build()
+    data = _upstream_request(msg, found, popped, record_route, via)
     origin = Origin(msg, ctx.source, ctx.local, ctx.connection)
     actions.append(Forward(data, destination, out_local, None, Cause.FROM_UPSTREAM, info, origin))
     return actions
+
+
+def _upstream_request(
+    msg: Request,
+    found: list[Line] | None,
+    popped: int,
+    record_route: list[tuple[bytes, bytes]],
+    via: bytes,
+) -> bytes:
+    """The outgoing bytes of a request from the upstream (§16.6: Route entries naming us
+    popped, Max-Forwards, our Record-Route, our Via, decided in that order): on the parser's
+    fast path from the match and the scan's lines (`found`), else edit by edit."""
+    max_forwards = -1 if msg.method == b"ACK" else msg.max_forwards - 1
+    if found is not None:
+        changes = Changes(
+            via=b"Via: " + via,
+            received=[],
+            max_forwards=max_forwards,
+            route_name=b"Record-Route",
+            route_lines=[name + b": " + value for name, value in record_route],
+            popped=popped,
+            strip=frozenset(),
+            attach=[],
+            via_last=True,
+        )
+        return write_plain(msg, changes, found)
+    edits = Edits(msg)
+    for _ in range(popped):
+        edits.remove_first_route()
+    if max_forwards >= 0:
+        edits.replace_max_forwards(max_forwards)
+    if record_route:
+        edits.insert_headers(record_route)
+    return edits.prepend_via(via).build()
 
 
 def _route_destination(msg: Request, popped: int) -> Address | None:

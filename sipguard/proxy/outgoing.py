@@ -124,7 +124,9 @@ class Changes(NamedTuple):
     `via`: our complete Via line. `received`: (name, value) parameters for the sender's Via.
     `max_forwards`: the new value, or -1 to leave it. `route_lines`: Record-Route or Path lines
     (complete) at their place. `popped`: Route values naming us to remove from the top. `strip`:
-    header indices to drop. `attach`: complete lines appended to the header section."""
+    header indices to drop. `attach`: complete lines appended to the header section.
+    `via_last`: the Record-Route lines were decided before our Via (a request from the
+    upstream), so they come first where both are inserted at one place."""
 
     via: bytes
     received: list[tuple[bytes, bytes | None]]
@@ -134,6 +136,7 @@ class Changes(NamedTuple):
     popped: int
     strip: frozenset[int]
     attach: list[bytes]
+    via_last: bool = False  # our Via after our Record-Route lines when both go at one place
 
 
 # --------------------------------------------------------------------------- the common case
@@ -158,10 +161,7 @@ def write_plain(
     live = [line for j, line in enumerate(found) if j not in strip] if strip else found
     # cuts: (position, end of what it replaces, text); inserts have end == position and come
     # first among the cuts at one position (the sort below is stable)
-    cuts: list[tuple[int, int, bytes]] = [(line_start, line_start, changes.via + CRLF)]
-    if changes.route_lines:
-        place = _route_place(msg, changes, live)
-        cuts.append((place, place, CRLF.join(changes.route_lines) + CRLF))
+    cuts = _inserts(msg, changes, live, line_start)
     if changes.received:
         line_end = raw.find(CRLF, via_end)
         top = raw[via_start:via_end]  # the match's top Via value: the line's first element
@@ -193,14 +193,22 @@ def write_plain(
     return _splice(raw, cuts)
 
 
-def _route_place(msg: Request, changes: Changes, live: Sequence[Line]) -> int:
-    """Where our Record-Route or Path lines go: before the first line of that name, else right
-    after the start line."""
+def _inserts(
+    msg: Request, changes: Changes, live: Sequence[Line], via_at: int
+) -> list[tuple[int, int, bytes]]:
+    """Our Via before the top Via line, and our Record-Route or Path lines before the first
+    line of that name, else right after the start line; in the order they were decided."""
+    via = (via_at, via_at, changes.via + CRLF)
+    if not changes.route_lines:
+        return [via]
+    place = msg.start_line_end
     key = changes.route_name.lower()
     for line in live:
         if line.key == key:
-            return line.start
-    return msg.start_line_end
+            place = line.start
+            break
+    routes = (place, place, CRLF.join(changes.route_lines) + CRLF)
+    return [routes, via] if changes.via_last else [via, routes]
 
 
 def _popped_routes(live: Sequence[Line], popped: int) -> list[tuple[int, int, bytes]]:

@@ -149,9 +149,9 @@ def test_our_record_route_values_are_recognised_as_parsed(
     assert isinstance(msg, Request) and msg.matched_span("via") is not None
     found = edited_lines(msg, CORE._config.needs_index)
     assert found is not None
-    assert (
-        forwarding._our_found_routes(CORE._config, msg, found)
-        == forwarding.our_routes(CORE._config, msg)[0]
+    # the count and the client flow our Record-Route carries: those of the general reading
+    assert forwarding._our_found_routes(CORE._config, msg, found) == forwarding.our_routes(
+        CORE._config, msg
     )
     admitted = Admitted(Cause.IN_DIALOG, Info("", "", "", ""))
     with pytest.MonkeyPatch.context() as monkeypatch:
@@ -201,7 +201,7 @@ def test_a_route_we_wrote_is_popped() -> None:
     assert isinstance(bye, Request)
     found = edited_lines(bye, CORE._config.needs_index)
     assert found is not None
-    assert forwarding._our_found_routes(CORE._config, bye, found) == 2
+    assert forwarding._our_found_routes(CORE._config, bye, found)[0] == 2
     ctx = Context(CORE._config, CORE._state, bye, CLIENT, LOCAL, None, NOW, CLIENT.host, False)
     out = write_request(ctx, Admitted(Cause.IN_DIALOG, Info()), LOCAL, 70)
     assert b"Route:" not in out
