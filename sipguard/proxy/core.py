@@ -9,7 +9,9 @@ themselves (DESIGN §4, the admission contract, and the RFC 3261 §16 proxy rule
     failover.py    the upstream pool: health, selection, probes, client transactions (and below
                    it pool.py, probe.py, transactions.py, originate.py)
     admission.py   decides (scanner, ACK/CANCEL, dialog, trunk, sanity, digest): a verdict
-    forwarding.py  writes the outgoing bytes and chooses where they go
+    forwarding.py  decides the outgoing bytes and chooses where they go
+    routes.py      Route entries naming us, our Record-Route, the next hop they name
+    outgoing.py    writes a forwarded request once: a plan of cuts over the received bytes
     replies.py     the replies sipguard builds itself (below both)
     via.py         our Via, branch, tag, flow token, a response's Via, destinations
     context.py     Config (compiled settings), State (kept across reloads), Context (a message)

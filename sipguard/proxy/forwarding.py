@@ -29,20 +29,29 @@ from sipguard.proxy.memory import (
 )
 from sipguard.proxy.outgoing import Changes, Line, edited_lines, write_indexed, write_plain
 from sipguard.proxy.replies import CREDENTIAL_KEYS, is_our_credential, reply, text
+from sipguard.proxy.routes import found_routes, our_routes, record_routes, route_destination
 from sipguard.proxy.via import (
     FLOW_PARAM,
     branch_for,
     flow_token,
-    our_uri,
-    parse_flow_token,
     received_params,
     response_destination,
     transaction_key,
-    uri_destination,
     via_value_with_flow,
 )
 from sipguard.sip import Edits, Request, Response, without_top_via
-from sipguard.sip.fields import NameAddr, split_list
+
+__all__ = [  # our_routes, record_routes: proxy/routes.py, read here by the writer's tests
+    "DIALOG_CREATING",
+    "from_upstream",
+    "listener_for",
+    "our_routes",
+    "record_routes",
+    "relay_response",
+    "to_upstream",
+    "upstream_for",
+    "write_request",
+]
 
 # Methods that create a dialog and so get our Record-Route (RFC 3261 §16.6 step 4; RFC 6665).
 DIALOG_CREATING = frozenset({b"INVITE", b"SUBSCRIBE", b"REFER"})
@@ -108,7 +117,7 @@ def write_request(
         popped = 0 if plain else our_routes(cfg, msg)[0]
         strip: frozenset[int] = frozenset() if plain else _stripped(ctx, admitted)
     else:
-        popped = _our_found_routes(cfg, msg, found)[0]
+        popped = found_routes(cfg, msg, found)[0]
         strip = _stripped_found(ctx, admitted, found)
     changes = Changes(
         via=via,
@@ -125,37 +134,6 @@ def write_request(
     if found is not None:
         return write_plain(msg, changes, found, strip)
     return write_indexed(msg, changes)
-
-
-def _our_found_routes(cfg: Config, msg: Request, found: list[Line]) -> tuple[int, Address | None]:
-    """`our_routes` for the Route lines a fast-path request's scan found: an element written
-    as we write our Record-Route (`Config.route_to_us`) names us without being parsed; the
-    others are read as `Message.routes` reads them (each validated), and the first that does
-    not name us ends the count."""
-    count = 0
-    counting = True
-    hint: Address | None = None
-    route_to_us, limit = cfg.route_to_us.fullmatch, msg.limits_uri
-    for line in found:
-        if line.key != b"route":
-            continue
-        value = line.value
-        for element in [value] if value.find(b",") < 0 else split_list(value):
-            ours = route_to_us(element) if len(element) <= limit else None
-            if ours is not None:
-                if counting:
-                    count += 1
-                    token = ours.group(1)
-                    if token and hint is None:
-                        hint = parse_flow_token(token)
-                continue
-            route = NameAddr(element, limit)  # validated, as msg.routes would
-            if counting:
-                named, flow = _our_routes(cfg, [route])
-                count += named
-                counting = bool(named)
-                hint = hint or flow
-    return count, hint
 
 
 def _route_lines(
@@ -251,10 +229,8 @@ def from_upstream(ctx: Context) -> list[Action]:
     if msg.method != b"ACK" and msg.max_forwards <= 0:
         return [reply(ctx, 483, b"Too Many Hops", Cause.TOO_MANY_HOPS, info)]
     found = edited_lines(msg, cfg.needs_index) if msg.matched_span("via") is not None else None
-    popped, flow_hint = (
-        our_routes(cfg, msg) if found is None else _our_found_routes(cfg, msg, found)
-    )
-    destination = flow_hint or _route_destination(msg, popped)
+    popped, flow_hint = our_routes(cfg, msg) if found is None else found_routes(cfg, msg, found)
+    destination = flow_hint or route_destination(msg, popped)
     if destination is None:
         return [reply(ctx, 404, b"Not Found", Cause.FROM_UPSTREAM, info)]
     out_local = listener_for(cfg, destination)
@@ -312,13 +288,6 @@ def _upstream_request(
     return edits.prepend_via(via).build()
 
 
-def _route_destination(msg: Request, popped: int) -> Address | None:
-    routes = msg.routes
-    if len(routes) > popped:
-        return uri_destination(routes[popped].uri)
-    return uri_destination(msg.request_uri)
-
-
 # ------------------------------------------------------------------------- responses
 
 
@@ -340,39 +309,6 @@ def relay_response(
 
 
 # ------------------------------------------------------------------------- shared pieces
-
-
-def our_routes(cfg: Config, msg: Request) -> tuple[int, Address | None]:
-    """How many Route values at the top name us (RFC 3261 §16.4), and the client flow that
-    one of them carries (our Record-Route/Path from the client-facing side)."""
-    if msg.indices(b"route") == []:
-        return 0, None
-    return _our_routes(cfg, msg.routes)
-
-
-def _our_routes(cfg: Config, routes: list[NameAddr]) -> tuple[int, Address | None]:
-    count = 0
-    hint: Address | None = None
-    for route in routes:
-        uri = route.uri
-        if not uri.is_sip or (text(uri.host), uri.port or 5060) not in cfg.own:
-            break
-        count += 1
-        token = uri.param(FLOW_PARAM)
-        if token and hint is None:
-            hint = parse_flow_token(token)
-    return count, hint
-
-
-def record_routes(
-    name: bytes, toward_next: Address, toward_prev: Address, prev: Address
-) -> list[tuple[bytes, bytes]]:
-    """One Record-Route (or Path) entry, or two when the two sides differ in transport or
-    address family (RFC 5658): the top one faces the next hop, the other the previous one
-    and carries the previous hop's flow so that requests back reach it."""
-    if toward_next == toward_prev:
-        return [(name, our_uri(toward_prev, prev))]
-    return [(name, our_uri(toward_next, None)), (name, our_uri(toward_prev, prev))]
 
 
 def listener_for(cfg: Config, destination: Address) -> Address | None:

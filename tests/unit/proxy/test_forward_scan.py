@@ -20,6 +20,7 @@ from sipguard.proxy.context import Admitted, Context
 from sipguard.proxy.forwarding import write_request
 from sipguard.proxy.outgoing import edited_lines
 from sipguard.proxy.replies import CREDENTIAL_KEYS, is_our_credential
+from sipguard.proxy.routes import found_routes, our_routes
 from sipguard.sip import Request, parse_message
 from tests.unit.proxy.playbook import CLIENT, LOCAL, NOW, REALM
 from tests.unit.proxy.test_outgoing import CORE, EXTRA, TCP_LOCAL, VIA, compare
@@ -150,9 +151,7 @@ def test_our_record_route_values_are_recognised_as_parsed(
     found = edited_lines(msg, CORE._config.needs_index)
     assert found is not None
     # the count and the client flow our Record-Route carries: those of the general reading
-    assert forwarding._our_found_routes(CORE._config, msg, found) == forwarding.our_routes(
-        CORE._config, msg
-    )
+    assert found_routes(CORE._config, msg, found) == our_routes(CORE._config, msg)
     admitted = Admitted(Cause.IN_DIALOG, Info("", "", "", ""))
     with pytest.MonkeyPatch.context() as monkeypatch:
         scanned, indexed = _both(msg, admitted, monkeypatch)
@@ -201,7 +200,7 @@ def test_a_route_we_wrote_is_popped() -> None:
     assert isinstance(bye, Request)
     found = edited_lines(bye, CORE._config.needs_index)
     assert found is not None
-    assert forwarding._our_found_routes(CORE._config, bye, found)[0] == 2
+    assert found_routes(CORE._config, bye, found)[0] == 2
     ctx = Context(CORE._config, CORE._state, bye, CLIENT, LOCAL, None, NOW, CLIENT.host, False)
     out = write_request(ctx, Admitted(Cause.IN_DIALOG, Info()), LOCAL, 70)
     assert b"Route:" not in out
