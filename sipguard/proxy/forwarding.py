@@ -132,7 +132,7 @@ def write_request(
     if plain:
         return write_plain(msg, changes)
     if found is not None:
-        return write_plain(msg, changes, found, strip)
+        return write_plain(msg, changes, found)  # strip: positions in `found`
     return write_indexed(msg, changes)
 
 

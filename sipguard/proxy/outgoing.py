@@ -23,7 +23,7 @@ Never does: decide anything (what changes is given), I/O.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from operator import itemgetter
 from typing import NamedTuple
 
@@ -124,7 +124,8 @@ class Changes(NamedTuple):
     `via`: our complete Via line. `received`: (name, value) parameters for the sender's Via.
     `max_forwards`: the new value, or -1 to leave it. `route_lines`: Record-Route or Path lines
     (complete) at their place. `popped`: Route values naming us to remove from the top. `strip`:
-    header indices to drop. `attach`: complete lines appended to the header section.
+    lines to drop: header indices for `write_indexed`, positions in the scanned lines for
+    `write_plain`. `attach`: complete lines appended to the header section.
     `via_last`: the Record-Route lines were decided before our Via (a request from the
     upstream), so they come first where both are inserted at one place."""
 
@@ -142,18 +143,15 @@ class Changes(NamedTuple):
 # --------------------------------------------------------------------------- the common case
 
 
-def write_plain(
-    msg: Request,
-    changes: Changes,
-    found: Sequence[Line] = (),
-    strip: Collection[int] = (),
-) -> bytes:
+def write_plain(msg: Request, changes: Changes, found: Sequence[Line] = ()) -> bytes:
     """The outgoing bytes of a request read on the fast path: the positions come from the
     parser's match and `found`, the lines `Config.needs_index` finds (`edited_lines`), of which
-    those at the positions `strip` are dropped; no header index is built. On that path the top
-    Via and Max-Forwards lines are spelled `Via` and `Max-Forwards` and end where their value (or
-    comma list) ends; an edited line is written `Name: value`, as the indexed writer does."""
+    those at the positions `changes.strip` are dropped; no header index is built. On that path
+    the top Via and Max-Forwards lines are spelled `Via` and `Max-Forwards` and end where their
+    value (or comma list) ends; an edited line is written `Name: value`, as the indexed writer
+    does."""
     raw = msg.raw
+    strip = changes.strip
     via_start, via_end = msg.matched_span("via") or (-1, -1)
     line_start = via_start - 5
     if raw[line_start:via_start] != b"Via: ":
