@@ -323,7 +323,8 @@ def _our_credentials(ctx: Context) -> tuple[list[tuple[bytes, Credentials]], dic
     msg = ctx.msg
     key = b"authorization" if msg.method == b"REGISTER" else b"proxy-authorization"
     realm = ctx.cfg.realm
-    for index, value in zip(msg.indices(key), msg.get_all(key), strict=True):
+    for index in msg.indices(key):
+        value = msg.value_at(index)
         credentials = parse_credentials(value)
         mine = credentials.is_digest and credentials.params.get("realm") == realm
         parsed[index] = mine

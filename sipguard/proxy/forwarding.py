@@ -163,10 +163,10 @@ def _stripped(ctx: Context, admitted: Admitted) -> frozenset[int]:
     `identity.InboundFilter`: our prefix in any case, `identity.strip_inbound`,
     P-Asserted-Identity)."""
     known = admitted.credentials or {}
+    msg = ctx.msg
+    value_at = msg.value_at
     return frozenset(
-        i
-        for i, header in enumerate(ctx.msg.headers)
-        if _strips(ctx, known, i, header.key, header.value)
+        i for i, key in enumerate(msg.header_keys) if _strips(ctx, known, i, key, value_at(i))
     )
 
 

@@ -48,16 +48,17 @@ def build_ack(invite: Request, response: Response) -> bytes:
     """RFC 3261 §17.1.1.3: the ACK for a non-2xx final `response` to `invite` (the INVITE as we
     sent it): its Request-URI, top Via (ours: the same branch), From, Call-ID, CSeq number and
     Route set; the To of the response (with the upstream's tag)."""
-    headers = invite.headers
+    via, from_, to = invite.get(b"via"), invite.get(b"from"), response.get(b"to")
+    assert via is not None and from_ is not None and to is not None  # the parser checked them
     lines = [
         b"ACK %s SIP/2.0" % invite.uri,
-        b"Via: " + headers[invite.indices(b"via")[0]].value.split(b",", 1)[0].strip(),
+        b"Via: " + via.split(b",", 1)[0].strip(),
         b"Max-Forwards: 70",
-        b"From: " + headers[invite.indices(b"from")[0]].value,
-        b"To: " + response.headers[response.indices(b"to")[0]].value,
+        b"From: " + from_,
+        b"To: " + to,
         b"Call-ID: " + invite.call_id,
         b"CSeq: %d ACK" % invite.cseq.number,
     ]
-    lines.extend(b"Route: " + headers[i].value for i in invite.indices(b"route"))
+    lines.extend(b"Route: " + value for value in invite.line_values(b"route"))
     lines.extend((b"Content-Length: 0", b"", b""))
     return b"\r\n".join(lines)

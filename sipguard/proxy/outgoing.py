@@ -286,10 +286,15 @@ def _with_params(value: bytes, params: list[tuple[bytes, bytes | None]]) -> byte
 
 
 def write_indexed(msg: Request, changes: Changes) -> bytes:
-    """The outgoing bytes of any request, the positions taken from its header index."""
-    headers = msg.headers
-    index = {key: msg.indices(key) for key in (b"via", b"route", b"max-forwards")}
-    count = len(headers)
+    """The outgoing bytes of any request, the positions taken from its header index (read by
+    position: `Message.header_keys`, `name_at`, `value_at`, `line_starts`; no `Header` tuple)."""
+    count = msg.header_count
+    route_key = changes.route_name.lower()  # Record-Route, Path: no compact form
+    # the lines of the names edited here, by header index, found in one pass over the keys
+    index: dict[bytes, list[int]] = {b"via": [], b"route": [], b"max-forwards": [], route_key: []}
+    for i, key in enumerate(msg.header_keys):
+        if key in index:
+            index[key].append(i)
     strip = changes.strip
     # per header index: lines to insert before it, and its new complete line (None: keep;
     # b"": drop)
@@ -299,18 +304,17 @@ def write_indexed(msg: Request, changes: Changes) -> bytes:
     insert.setdefault(vias[0] if vias else count, []).append(changes.via)
     if changes.received:
         first = vias[0]
-        line[first] = (
-            headers[first].name + b": " + _with_params(headers[first].value, changes.received)
-        )
+        value = _with_params(msg.value_at(first), changes.received)
+        line[first] = msg.name_at(first) + b": " + value
     _pop_routes(msg, index[b"route"], changes.popped, line)
     if changes.max_forwards >= 0:
         found = [i for i in index[b"max-forwards"] if line.get(i) != b""]
         if found:
-            line[found[0]] = headers[found[0]].name + b": %d" % changes.max_forwards
+            line[found[0]] = msg.name_at(found[0]) + b": %d" % changes.max_forwards
         else:
             insert.setdefault(count, []).append(b"Max-Forwards: %d" % changes.max_forwards)
     if changes.route_lines:
-        found = [i for i in msg.indices(changes.route_name) if line.get(i) != b""]
+        found = [i for i in index[route_key] if line.get(i) != b""]
         insert.setdefault(found[0] if found else 0, []).extend(changes.route_lines)
     _unfold(msg, line)
     if changes.attach:
@@ -320,16 +324,15 @@ def write_indexed(msg: Request, changes: Changes) -> bytes:
 
 def _pop_routes(msg: Request, routes: list[int], popped: int, line: dict[int, bytes]) -> None:
     """Remove the first `popped` Route values (RFC 3261 §16.4), one value at a time."""
-    headers = msg.headers
     for _ in range(popped):
         live = [i for i in routes if line.get(i) != b""]
         if not live:
             return
         i = live[0]
         current = line.get(i)
-        value = headers[i].value if current is None else current.partition(b": ")[2]
+        value = msg.value_at(i) if current is None else current.partition(b": ")[2]
         spans = list_spans(value)
-        line[i] = b"" if len(spans) <= 1 else headers[i].name + b": " + value[spans[1][0] :]
+        line[i] = b"" if len(spans) <= 1 else msg.name_at(i) + b": " + value[spans[1][0] :]
 
 
 def _unfold(msg: Request, line: dict[int, bytes]) -> None:
@@ -339,22 +342,26 @@ def _unfold(msg: Request, line: dict[int, bytes]) -> None:
     end = msg.header_end
     if raw.find(b"\r\n ", 0, end) < 0 and raw.find(b"\r\n\t", 0, end) < 0:
         return
-    for i, header in enumerate(msg.headers):
-        if raw.find(CRLF, header.start, header.end - 2) >= 0:
-            if b"\x00" in header.value:
+    starts = msg.line_starts()
+    for i in range(msg.header_count):
+        if raw.find(CRLF, starts[i], starts[i + 1] - 2) >= 0:
+            value = msg.value_at(i)
+            if b"\x00" in value:
                 raise ParseError("NUL in a folded header value")
             if i not in line:
-                line[i] = header.name + b": " + header.value
+                line[i] = msg.name_at(i) + b": " + value
 
 
 def _write(msg: Request, insert: dict[int, list[bytes]], line: dict[int, bytes]) -> bytes:
-    headers = msg.headers
-    count = len(headers)
+    """One join over slices of `raw`: line `i` spans `starts[i]:starts[i + 1]`, and
+    `starts[header_count]` is `header_end`, where the lines appended at the end go."""
+    starts = msg.line_starts()
+    count = msg.header_count
     raw = msg.raw
     pieces: list[bytes] = []
     cursor = 0
     for i in sorted(insert.keys() | line.keys()):
-        at = headers[i].start if i < count else msg.header_end
+        at = starts[i]
         pieces.append(raw[cursor:at])
         cursor = at
         for text in insert.get(i, ()):
@@ -365,6 +372,6 @@ def _write(msg: Request, insert: dict[int, list[bytes]], line: dict[int, bytes])
             if new:
                 pieces.append(new)
                 pieces.append(CRLF)
-            cursor = headers[i].end
+            cursor = starts[i + 1]
     pieces.append(raw[cursor:])
     return b"".join(pieces)
