@@ -31,7 +31,7 @@ from sipguard.auth.nonce import NonceVerdict
 from sipguard.errors import ParseError
 from sipguard.proxy import limiting
 from sipguard.proxy.actions import Action, Cause, Drop, Info, ShareFailure
-from sipguard.proxy.context import Admitted, Context, Pending
+from sipguard.proxy.context import Admitted, Context, Pending, RetransmissionKey
 from sipguard.proxy.memory import DIALOG_LINGER, DIALOG_TTL, RETRANSMISSION_TTL
 from sipguard.proxy.replies import TRAILER, head, rate_limited, refuse, reply, sent, text
 from sipguard.proxy.via import (
@@ -102,7 +102,9 @@ OUTCOMES: dict[DigestOutcome, Step] = {
 
 
 class DigestCheck(NamedTuple):
-    """The outcome of a digest check, with what the mapping to an action needs."""
+    """The outcome of a digest check, with what the mapping to an action needs. An `ASK`
+    check carries what its nonce-count was counted with (`nonce_count`, `key`), which the
+    question and `counted` read rather than parse the answer again."""
 
     outcome: DigestOutcome
     credentials: dict[int, bool]
@@ -111,6 +113,8 @@ class DigestCheck(NamedTuple):
     detail: str = ""
     expiry: float | None = None  # the nonce's end (read from it)
     killed: bool = False  # a wrong answer killed the nonce (to be killed everywhere too)
+    nonce_count: int = 0  # the answer's nonce-count (ASK)
+    key: RetransmissionKey | None = None  # its `retransmission_key` (ASK)
 
 
 def decide(ctx: Context) -> Verdict:
@@ -252,19 +256,21 @@ def _authenticate(ctx: Context, candidates: Sequence[Trunk], info: Info) -> Verd
     if check.outcome is DigestOutcome.ASK:
         assert check.expiry is not None
         return Pending(check, algorithms, info, check.expiry)
-    return conclude(ctx, check, algorithms, info, candidates)
+    return conclude(ctx, check.outcome, check, algorithms, info, candidates)
 
 
 def conclude(
     ctx: Context,
+    outcome: DigestOutcome,
     check: DigestCheck,
     algorithms: tuple[str, ...],
     info: Info,
     candidates: Sequence[Trunk] | None = None,
 ) -> Admitted | list[Action]:
-    """What a digest outcome means (`OUTCOMES`); also the end of a `Pending` verdict.
-    `candidates`: the source's trunks when the caller has them (else looked up again)."""
-    step = OUTCOMES[check.outcome]
+    """What a digest outcome means (`OUTCOMES`); also the end of a `Pending` verdict, whose
+    `outcome` is `counted`'s (the check keeps its ASK). `candidates`: the source's trunks when
+    the caller has them (else looked up again)."""
+    step = OUTCOMES[outcome]
     answer = check.answer
     user = answer.username[:64] if answer is not None else ""
     if step is Step.ADMIT:
@@ -290,25 +296,24 @@ def conclude(
         window = ctx.cfg.settings.protection.ban_window
         banned = ban.until if ban is not None else 0.0
         ctx.st.questions.append(ShareFailure(ctx.ip, window, killed, expires, banned))
-    info = Info(info.method, info.call_id, "", user, 0, check.outcome.value)
+    info = Info(info.method, info.call_id, "", user, 0, outcome.value)
     return refuse(ctx, Cause.AUTH_FAILED, info, counted=True)
 
 
-def counted(ctx: Context, pending: Pending, shared: bool | None) -> DigestCheck:
+def counted(ctx: Context, pending: Pending, shared: bool | None) -> DigestOutcome:
     """A `Pending` answer with every instance's nonce-count verdict: OK or REPLAY. None: the
     shared state is unavailable, so the local view decides (`state.on_error: local`; the local
-    tracker is kept in step either way). A retransmission admitted meanwhile stays OK."""
+    tracker is kept in step either way). A retransmission admitted meanwhile stays OK. The
+    nonce-count and retransmission key are the ones the check counted with (no second parse)."""
     st = ctx.st
     check: DigestCheck = pending.check
-    answer = check.answer
-    assert answer is not None
-    nc = answer.nonce_count
-    local = st.tracker.accept(answer.nonce, nc, pending.expiry, ctx.now)
-    key = retransmission_key(ctx.msg, ctx.ip, answer, nc)
+    answer, key = check.answer, check.key
+    assert answer is not None and key is not None
+    local = st.tracker.accept(answer.nonce, check.nonce_count, pending.expiry, ctx.now)
     if st.answered.get(key, ctx.now) is None and not (local if shared is None else shared):
-        return check._replace(outcome=DigestOutcome.REPLAY)
+        return DigestOutcome.REPLAY
     st.answered.put(key, True, ctx.now + RETRANSMISSION_TTL)
-    return check._replace(outcome=DigestOutcome.OK)
+    return DigestOutcome.OK
 
 
 def _our_credentials(ctx: Context) -> tuple[list[tuple[bytes, Credentials]], dict[int, bool]]:
@@ -370,7 +375,11 @@ def check_digest(
     outcome = _outcome(ctx, answer, secret.outcome, verdict)
     killed = False
     if outcome is DigestOutcome.OK:
-        outcome = _count_nonce(ctx, answer, expiry)
+        nc = answer.nonce_count
+        key = retransmission_key(msg, ctx.ip, answer, nc)
+        outcome = _count_nonce(ctx, answer, nc, key, expiry)
+        if outcome is DigestOutcome.ASK:  # counted again on resume (`counted`) with nc and key
+            return DigestCheck(outcome, parsed, answer, secret.entry, "", expiry, False, nc, key)
     elif (
         verdict is NonceVerdict.VALID
         and secret.outcome is not SecretCheck.OK
@@ -407,12 +416,13 @@ def _outcome(
     return DigestOutcome.OK
 
 
-def _count_nonce(ctx: Context, answer: DigestAnswer, expiry: float | None) -> DigestOutcome:
-    """A right answer: OK when its nonce-count is new, or when it is a retransmission of a request
-    admitted within RETRANSMISSION_TTL; REPLAY otherwise."""
+def _count_nonce(
+    ctx: Context, answer: DigestAnswer, nc: int, key: RetransmissionKey, expiry: float | None
+) -> DigestOutcome:
+    """A right answer (nonce-count `nc`, retransmission key `key`): OK when its nonce-count is
+    new, or when it is a retransmission of a request admitted within RETRANSMISSION_TTL; REPLAY
+    otherwise."""
     st = ctx.st
-    nc = answer.nonce_count
-    key = retransmission_key(ctx.msg, ctx.ip, answer, nc)
     if st.answered.get(key, ctx.now) is not None:
         return DigestOutcome.OK
     if expiry is not None and ctx.cfg.settings.state.backend != "memory":
@@ -425,7 +435,7 @@ def _count_nonce(ctx: Context, answer: DigestAnswer, expiry: float | None) -> Di
 
 def retransmission_key(
     msg: Request, source_ip: str, answer: DigestAnswer, nc: int
-) -> tuple[str, str, int, str, bytes, bytes, int]:
+) -> RetransmissionKey:
     """What a retransmission repeats and a new request changes (RFC 3261 §17.2.3 matching plus
     the digest answer, whose nonce-count is `nc`): the same key twice is one request sent
     twice."""

@@ -27,6 +27,10 @@ from sipguard.proxy.outgoing import Fragments
 from sipguard.settings import Settings
 from sipguard.sip import ParserLimits, Request
 
+# What a retransmission repeats and a new request changes (`admission.retransmission_key`): the
+# source, the digest nonce, nonce-count and cnonce, the top Via branch, Call-ID, CSeq number.
+RetransmissionKey = tuple[str, str, int, str, bytes, bytes, int]
+
 
 @dataclass(frozen=True, slots=True)
 class Config:
@@ -97,9 +101,7 @@ class State:
         # identifies the request (source, nonce, nc, cnonce, top Via branch, Call-ID, CSeq):
         # a UDP retransmission repeats its nonce-count and must be forwarded again, not refused
         # as a replay (RFC 3261 §16.11: a stateless proxy forwards retransmissions).
-        self.answered: ExpiringTable[tuple[str, str, int, str, bytes, bytes, int], bool] = (
-            ExpiringTable(table_size)
-        )
+        self.answered: ExpiringTable[RetransmissionKey, bool] = ExpiringTable(table_size)
         self.events: list[BanEvent] = []
         # Per-trunk rates and calls in progress (issue 17); `Core.reconfigure` sets the limits.
         self.limiter = TrunkLimiter()
