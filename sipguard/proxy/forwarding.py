@@ -33,6 +33,7 @@ from sipguard.proxy.routes import found_routes, our_routes, record_routes, route
 from sipguard.proxy.via import (
     FLOW_PARAM,
     branch_for,
+    branch_on,
     flow_token,
     received_params,
     response_destination,
@@ -107,7 +108,7 @@ def write_request(
     token = flow_token(source)
     ours = cfg.fragments[via_local.transport, via_local.host, via_local.port]
     if branch is None:
-        branch = branch_for(ctx.st.branch_key, msg, source)
+        branch = branch_on(ctx.st.branch_key, msg, token)
     via = ours.via_head + branch + ours.via_tail + token
     route_name, route_lines = _route_lines(ctx, method, via_local, token)
     found = None
@@ -297,7 +298,10 @@ def relay_response(
     """RFC 3261 §16.7: relay a response whose top Via is ours, to the flow recorded in it.
     `first_branch`: the response came on a later attempt of a failover, whose branch is not the
     stateless one; the Via below must still yield the transaction's first branch."""
-    info = Info(text(msg.cseq.method), text(msg.call_id), "", "", msg.status)
+    # (`text`, inlined: every response passes here)
+    info = Info(
+        msg.cseq.method.decode("latin-1"), msg.call_id.decode("latin-1"), "", "", msg.status
+    )
     destination = response_destination(st.branch_key, msg, first_branch)
     if destination is None:
         return [Drop(Cause.STRAY, info)]

@@ -91,8 +91,9 @@ def via_value(local: Address, branch: bytes) -> bytes:
 
 
 def flow_token(address: Address) -> bytes:
-    """`udp-127.0.0.1-5061`: the socket address a client used, to reach it back (RFC 5626 idea)."""
-    return b"%s-%s-%d" % (address.transport.encode(), address.host.encode(), address.port)
+    """`udp-127.0.0.1-5061`: the socket address a client used, to reach it back (RFC 5626 idea).
+    Formatted as text, encoded once (a `Transport` formats as its value)."""
+    return f"{address.transport}-{address.host}-{address.port}".encode()
 
 
 # Tokens and addresses already checked: every response and in-dialog request checks the same
@@ -174,17 +175,22 @@ def default_port(transport: Transport) -> int:
 
 
 def branch(
-    key: bytes, prev: Via, call_id: bytes, from_tag: bytes | None, cseq: int, flow: Address
+    key: bytes, prev: Via, call_id: bytes, from_tag: bytes | None, cseq: int, token: bytes
 ) -> bytes:
-    """Our branch for a message whose previous hop's Via is `prev`, sent back along `flow`."""
-    return compute_branch(
-        key, prev.branch, prev.sent_by + b"\x00" + flow_token(flow), call_id, from_tag, cseq
-    )
+    """Our branch for a message whose previous hop's Via is `prev`, sent back along the flow
+    `token` (`flow_token`): the bytes our Via carries, so that a response's check reads them
+    from it as they are."""
+    return compute_branch(key, prev.branch, prev.sent_by + b"\x00" + token, call_id, from_tag, cseq)
 
 
 def branch_for(key: bytes, msg: Request, source: Address) -> bytes:
     """Our branch for a request received from `source`."""
-    return branch(key, msg.top_via, msg.call_id, msg.from_.tag, msg.cseq.number, source)
+    return branch_on(key, msg, flow_token(source))
+
+
+def branch_on(key: bytes, msg: Request, token: bytes) -> bytes:
+    """`branch_for` when the caller has the source's `flow_token` already."""
+    return branch(key, msg.top_via, msg.call_id, msg.from_.tag, msg.cseq.number, token)
 
 
 def tag_for(key: bytes, msg: Request) -> bytes:
@@ -250,10 +256,13 @@ def response_destination(key: bytes, msg: Response, first: bytes | None = None) 
     if below is None:
         return None
     token = top.param(FLOW_PARAM)
-    destination = parse_flow_token(token) if token else None
+    if not token:
+        return None
+    destination = parse_flow_token(token)
     if destination is None:
         return None
-    expected = branch(key, below, msg.call_id, msg.from_.tag, msg.cseq.number, destination)
+    # the MAC covers the token as we wrote it (`flow_token` of the source): read as it is
+    expected = branch(key, below, msg.call_id, msg.from_.tag, msg.cseq.number, token)
     return destination if hmac.compare_digest(expected, first or ours) else None
 
 
