@@ -211,7 +211,7 @@ def _sanity(ctx: Context, info: Info) -> list[Action] | None:
     one = single_via(msg)  # read on the fast path with one Via value
     if ctx.plain and one:
         return None  # no Proxy-Require, one Via: nothing below us to loop through
-    proxy_require = msg.get_all(b"proxy-require")
+    proxy_require = msg.get_all(b"proxy-require") if _may_have(ctx, b"proxy-require") else []
     if proxy_require:
         # We support no extension that a proxy must understand (RFC 3261 §16.3 step 5).
         unsupported = b", ".join(v.strip() for v in proxy_require)
@@ -237,6 +237,18 @@ def _sanity(ctx: Context, info: Info) -> list[Action] | None:
             ):
                 return [reply(ctx, 482, b"Loop Detected", Cause.LOOP_DETECTED, info)]
     return None
+
+
+def _may_have(ctx: Context, key: bytes) -> bool:
+    """False when the core's scan (`Context.found`) shows the request has no `key` line (a name
+    `Config.needs_index` looks for), so that no header index is built to learn it."""
+    found = ctx.found
+    if found is None:
+        return True
+    for line in found:  # noqa: SIM110 - a loop: no generator per request
+        if line.key == key:
+            return True
+    return False
 
 
 def _is_for_us(ctx: Context) -> bool:
@@ -328,14 +340,24 @@ def _our_credentials(ctx: Context) -> tuple[list[tuple[bytes, Credentials]], dic
     msg = ctx.msg
     key = b"authorization" if msg.method == b"REGISTER" else b"proxy-authorization"
     realm = ctx.cfg.realm
-    for index in msg.indices(key):
-        value = msg.value_at(index)
+    for index, value in _lines_of(ctx, key):
         credentials = parse_credentials(value)
         mine = credentials.is_digest and credentials.params.get("realm") == realm
         parsed[index] = mine
         if mine:
             ours.append((value, credentials))
     return ours, parsed
+
+
+def _lines_of(ctx: Context, key: bytes) -> list[tuple[int, bytes]]:
+    """(header index, value) of every line of header `key`: from the lines the core's scan
+    found on the fast path (one header per line there, so its index is the count of line ends
+    before it), else from the header index."""
+    msg, found = ctx.msg, ctx.found
+    if found is None:
+        return [(i, msg.value_at(i)) for i in msg.indices(key)]
+    raw, first = msg.raw, msg.start_line_end
+    return [(raw.count(b"\r\n", first, x.start), x.value) for x in found if x.key == key]
 
 
 def _answer(value: bytes, credentials: Credentials) -> DigestAnswer:

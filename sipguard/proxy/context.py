@@ -23,7 +23,7 @@ from sipguard.policy.limits import TrunkLimiter
 from sipguard.policy.whitelist import SourceMatcher
 from sipguard.proxy.actions import Address, Cause, Info, Question, Transport
 from sipguard.proxy.memory import Admission, ExpiringTable
-from sipguard.proxy.outgoing import Fragments
+from sipguard.proxy.outgoing import Fragments, Line
 from sipguard.settings import Settings
 from sipguard.sip import ParserLimits, Request
 
@@ -149,3 +149,7 @@ class Context(NamedTuple):
     # read on the parser's fast path with nothing cfg.needs_index finds: no Route, Proxy-Require,
     # credentials or headers we strip; positions come from the parser's match, no header index
     plain: bool
+    # on the fast path, the lines cfg.needs_index finds (`outgoing.edited_lines`, one scan per
+    # message: admission reads the credentials and Proxy-Require there, forwarding the lines it
+    # edits); None when not scanned (the general path; the readers then scan or index)
+    found: list[Line] | None = None

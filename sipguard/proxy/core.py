@@ -81,7 +81,7 @@ from sipguard.proxy.actions import (
 from sipguard.proxy.context import Admitted, Config, Context, Pending, State
 from sipguard.proxy.failover import UpstreamReport, UpstreamStatus
 from sipguard.proxy.memory import Admission, ExpiringTable
-from sipguard.proxy.outgoing import fragments_for, needs_index, route_to_us
+from sipguard.proxy.outgoing import edited_lines, fragments_for, needs_index, route_to_us
 from sipguard.proxy.replies import RETRY_AFTER, reply
 from sipguard.proxy.upstreams import Routing
 from sipguard.proxy.via import branch_key, tag_for
@@ -255,10 +255,12 @@ class Core:
                 if from_upstream and relayed and relayed[0].cause is Cause.RESPONSE:
                     limiting.answered(st, msg, now)  # a 2xx or a failure of a counted call
                 return relayed
-            plain = msg.matched_span("via") is not None and (
-                cfg.needs_index.search(data, msg.start_line_end - 1, msg.header_end) is None
+            # one scan for the lines admission and forwarding read (none: a plain request)
+            found = (
+                edited_lines(msg, cfg.needs_index) if msg.matched_span("via") is not None else None
             )
-            ctx = Context(cfg, st, msg, source, local, connection, now, ip, plain)
+            plain = found == []
+            ctx = Context(cfg, st, msg, source, local, connection, now, ip, plain, found)
             if from_upstream:
                 return forwarding.from_upstream(ctx)
             return self._on_client_request(ctx)
@@ -295,7 +297,16 @@ class Core:
         shared state is unavailable: the local view decides, or `503` with on_error: refuse)."""
         # the same request, decided at `now` (built directly: `_replace` costs a dozen calls)
         ctx = Context(
-            ctx.cfg, ctx.st, ctx.msg, ctx.source, ctx.local, ctx.connection, now, ctx.ip, ctx.plain
+            ctx.cfg,
+            ctx.st,
+            ctx.msg,
+            ctx.source,
+            ctx.local,
+            ctx.connection,
+            now,
+            ctx.ip,
+            ctx.plain,
+            ctx.found,
         )
         if shared is None and self._config.settings.state.on_error == "refuse":
             extra = ((b"Retry-After", RETRY_AFTER),)

@@ -111,9 +111,9 @@ def write_request(
         branch = branch_on(ctx.st.branch_key, msg, token)
     via = ours.via_head + branch + ours.via_tail + token
     route_name, route_lines = _route_lines(ctx, method, via_local, token)
-    found = None
-    if not plain and msg.matched_span("via") is not None:
-        found = edited_lines(msg, cfg.needs_index)
+    found = ctx.found
+    if found is None and not plain and msg.matched_span("via") is not None:
+        found = edited_lines(msg, cfg.needs_index)  # a context built without the scan
     if found is None:
         popped = 0 if plain else our_routes(cfg, msg)[0]
         strip: frozenset[int] = frozenset() if plain else _stripped(ctx, admitted)
@@ -229,7 +229,9 @@ def from_upstream(ctx: Context) -> list[Action]:
     info = Info(text(msg.method), text(msg.call_id))
     if msg.method != b"ACK" and msg.max_forwards <= 0:
         return [reply(ctx, 483, b"Too Many Hops", Cause.TOO_MANY_HOPS, info)]
-    found = edited_lines(msg, cfg.needs_index) if msg.matched_span("via") is not None else None
+    found = ctx.found
+    if found is None and msg.matched_span("via") is not None:
+        found = edited_lines(msg, cfg.needs_index)  # a context built without the scan
     popped, flow_hint = our_routes(cfg, msg) if found is None else found_routes(cfg, msg, found)
     destination = flow_hint or route_destination(msg, popped)
     if destination is None:
