@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from sipguard.errors import ParseError
 from sipguard.proxy import admission
+from sipguard.proxy.actions import Info
 from sipguard.proxy.context import Context
 from sipguard.proxy.outgoing import edited_lines
 from sipguard.sip import Request, parse_message
@@ -68,5 +69,5 @@ def test_scanned_and_indexed_admission_agree(
     assert admission._our_credentials(scanned) == admission._our_credentials(indexed)
     for key in (b"proxy-require", b"authorization", b"proxy-authorization"):
         assert admission._may_have(scanned, key) == (key in msg)
-    info = admission.Info(method, "c-1@client")
+    info = Info(method, "c-1@client")
     assert admission._sanity(scanned, info) == admission._sanity(indexed, info)
