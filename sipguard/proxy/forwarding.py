@@ -111,7 +111,7 @@ def write_request(
         branch = branch_on(ctx.st.branch_key, msg, token)
     via = ours.via_head + branch + ours.via_tail + token
     route_name, route_lines = _route_lines(ctx, method, via_local, token)
-    found = ctx.found
+    found = None if plain else ctx.found  # plain: nothing found, nothing popped or stripped
     if found is None and not plain and msg.matched_span("via") is not None:
         found = edited_lines(msg, cfg.needs_index)  # a context built without the scan
     if found is None:
