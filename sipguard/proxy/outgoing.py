@@ -74,11 +74,12 @@ def edited_lines(msg: Request, pattern: re.Pattern[bytes]) -> list[Line] | None:
     is a line the writer edits through the match (the indexed writer)."""
     lines: list[Line] = []
     for m in pattern.finditer(msg.raw, msg.start_line_end - 1, msg.header_end):
-        name = m.group(1)
+        name, value = m.groups()
         key = canonical_key(name)
         if key in _MATCHED_KEYS:
             return None
-        lines.append(Line(m.start() + 1, m.end(), name, key, m.group(2).rstrip(b" \t")))
+        start, end = m.span()  # from the LF before the name
+        lines.append(Line(start + 1, end, name, key, value.rstrip(b" \t")))
     return lines
 
 
