@@ -134,11 +134,15 @@ class Prober:
             return None
         return pool.record(flight.member.address, False, ProbeOutcome.TRANSPORT.value, now)
 
-    def expire(self, pool: Pool, now: float) -> list[HealthChange]:
-        """Probes without a final answer by their deadline count as failures."""
+    def expire(self, pool: Pool, now: float, lag: float = 0.0) -> list[HealthChange]:
+        """Probes without a final answer by their deadline count as failures. `lag` is how late
+        sipguard reads what reaches it now (its own queueing delay, measured by the caller):
+        an answer that came in time may still wait in our socket buffer, so the deadline is
+        pushed back by it, by at most one more `timeout` (a dead upstream is still found)."""
         changes = []
+        cutoff = now - min(lag, self.timeout)
         for branch, flight in list(self._in_flight.items()):
-            if flight.deadline <= now:
+            if flight.deadline <= cutoff:
                 del self._in_flight[branch]
                 change = pool.record(flight.member.address, False, ProbeOutcome.TIMEOUT.value, now)
                 if change is not None:

@@ -205,7 +205,12 @@ def test_entries_expire_by_rfc_3261_timers() -> None:
     assert table.find("done") is None and table.find("register") is None
     table.due(T0 + TIMER_C - 1)
     assert table.find("ringing") is proceeding
-    table.due(T0 + TIMER_C)
+    # Timer C: the ringing branch is cancelled (RFC 3261 §16.8), then kept LINGER seconds for
+    # the 487 and the client's ACK of our 408
+    [cancel] = table.due(T0 + TIMER_C)
+    assert cancel.verdict is Verdict.CANCEL and cancel.transaction is proceeding
+    assert table.find("ringing") is proceeding
+    table.due(T0 + TIMER_C + LINGER)
     assert len(table) == 0
     assert table.match(proceeding.current.branch) is None
 
@@ -299,3 +304,41 @@ def test_table_size_never_exceeds_its_bound(keys: list[int]) -> None:
         table.due(T0 + i * 0.01)
         assert len(table) <= 8
         assert len(table._branches) <= 8 * 4
+
+
+def test_timer_c_restarts_on_each_provisional_then_cancels() -> None:
+    table = Table(10, 2.0, timer_c=10.0)
+    txn = _start(table, candidates=())
+    table.decide(txn.current.branch, 100, T0)  # Timer C runs from the first provisional
+    table.decide(txn.current.branch, 180, T0 + 6)  # ...and restarts on a 101-199 (§16.7 step 2)
+    assert table.due(T0 + 10) == []
+    assert table.find("k") is txn
+    [decision] = table.due(T0 + 16)
+    assert decision.verdict is Verdict.CANCEL and decision.reason == "timeout"
+    assert decision.attempt is txn.current and txn.answered
+    # the client has our 408 now: a 487, the 200 to our CANCEL, a late 180 are LATE
+    late = table.decide(txn.current.branch, 487, T0 + 16.1)
+    assert late is not None and late.verdict is Verdict.LATE and late.ack
+    ok = table.decide(txn.current.branch, 200, T0 + 16.1)
+    assert ok is not None and ok.verdict is Verdict.LATE and not ok.ack
+    ringing = table.decide(txn.current.branch, 180, T0 + 16.2)
+    assert ringing is not None and ringing.verdict is Verdict.LATE and not ringing.ack
+
+
+def test_non_invite_has_no_timer_c() -> None:
+    table = Table(10, 2.0, timer_c=10.0)
+    txn = _start(table, invite=False, candidates=())
+    table.decide(txn.current.branch, 180, T0)
+    assert table.due(T0 + TIMER_B) == []  # Timer F: forgotten, nothing sent
+    assert table.find("k") is None
+
+
+def test_first_response_wait_is_measured_and_taken_once() -> None:
+    table = Table(10, 2.0)
+    slow = _start(table, key="slow")
+    fast = _start(table, key="fast")
+    table.decide(fast.current.branch, 100, T0 + 0.2)
+    table.decide(slow.current.branch, 180, T0 + 1.5)
+    table.decide(slow.current.branch, 200, T0 + 9)  # not a first response
+    assert table.take_waited() == 1.5
+    assert table.take_waited() == 0.0
