@@ -256,10 +256,8 @@ class ClientTransactions(Generic[C]):
             return Decision(Verdict.ABSORB, txn, attempt, ack=txn.invite and status >= 300)
         if txn.answered:
             return Decision(Verdict.LATE, txn, attempt, ack=txn.invite and status >= 300)
-        if txn.phase is Phase.CALLING:
-            waited = now - txn.attempt_started
-            if waited > self.waited:
-                self.waited = waited
+        if txn.phase is Phase.CALLING:  # its first response: how long did it wait?
+            self.waited = max(self.waited, now - txn.attempt_started)
         if status < 200:
             if status > 100:
                 txn.committed = True
