@@ -232,11 +232,12 @@ class Upstreams(Generic[C]):
     def tick(self, now: float) -> list[Action]:
         """Failovers and 408s whose timers fired, probe timeouts, probes due."""
         actions: list[Action] = []
-        for decision in self.table.due(now):
+        lag = self._queueing_delay(now)
+        for decision in self.table.due(now, lag):
             acted = self._act(decision, now, None)
             if isinstance(acted, list):
                 actions.extend(acted)
-        for change in self.prober.expire(self.pool, now, self._queueing_delay(now)):
+        for change in self.prober.expire(self.pool, now, lag):
             self._event(change)
         if self.prober.interval <= 0:
             return actions
@@ -271,11 +272,14 @@ class Upstreams(Generic[C]):
 
     def _queueing_delay(self, now: float) -> float:
         """How late sipguard reads what reaches it, as far as it can tell: the longest wait
-        between forwarding a request and handling its first response since the last tick (on
-        loopback the upstream answers in microseconds; the rest is the datagrams queued before
-        that response, which a probe's answer waits behind too), or the previous figure less
-        the time since (a queue drains at most in real time). A probe's timeout is stretched by
-        it (`Prober.expire`), so a saturated sipguard does not mark its upstreams down."""
+        between forwarding a request and handling its first response since the last tick, or
+        the previous figure less the time since (a queue drains at most in real time). Under
+        load that wait is mostly the datagrams queued before the response in our own socket
+        buffer (4 MB: seconds of traffic), which a probe's answer waits behind too; the rest,
+        the round trip and the upstream's answer time, only makes it err on the patient side.
+        A probe's timeout is stretched by it (`Prober.expire`), so a saturated sipguard does
+        not mark its upstreams down, and so is a failover's (`ClientTransactions.due`), so it
+        does not send every call twice; both by at most one more timeout."""
         waited = self.table.take_waited()
         elapsed = now - self._lag_at if self._lag_at is not None else 0.0
         self._lag = max(waited, self._lag - elapsed)

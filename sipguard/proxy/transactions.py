@@ -292,37 +292,51 @@ class ClientTransactions(Generic[C]):
         self.answer(txn, now)
         return Decision(Verdict.ANSWER, txn, attempt, TRANSPORT_ERROR)
 
-    def due(self, now: float) -> list[Decision[C]]:
+    def due(self, now: float, lag: float = 0.0) -> list[Decision[C]]:
         """Timers that fired: FAILOVER (no answer within failover_timeout, a candidate left),
         ANSWER (no answer within Timer B/F on the last attempt: the client gets 408) or CANCEL
         (Timer C: a ringing INVITE branch without a final answer). Entries past Timer F or
-        LINGER are forgotten here."""
+        LINGER are forgotten here. `lag` is sipguard's own queueing delay now (see
+        `take_waited`): an answer may be waiting in our socket buffer, so a failover waits that
+        much longer (at most one more failover_timeout): a saturated sipguard must not send
+        every call a second time."""
         decisions: list[Decision[C]] = []
         heap = self._heap
+        grace = min(lag, self.failover_timeout)
         while heap and heap[0][0] <= now:
             _deadline, _seq, version, txn = heapq.heappop(heap)
             if version != txn.version or self._entries.get(txn.key) is not txn:
                 continue  # rescheduled or gone since
             if txn.phase is Phase.PROCEEDING and txn.invite:
                 self._timer_c(txn, now, decisions)
-                continue
-            if txn.phase is not Phase.CALLING:
+            elif txn.phase is not Phase.CALLING:
                 self._remove(txn)
-                continue
-            attempt = txn.current
-            if txn.can_fail_over:
-                txn.failed.append((attempt.to, TIMEOUT))
-                decisions.append(Decision(Verdict.FAILOVER, txn, attempt, TIMEOUT))
-            elif now >= txn.attempt_started + TIMER_B or txn.committed:
-                self.answer(txn, now)
-                decisions.append(Decision(Verdict.ANSWER, txn, attempt, TIMEOUT))
             else:
-                self._schedule(txn, txn.attempt_started + TIMER_B)
+                self._unanswered(txn, now, grace, decisions)
         if len(heap) > 4 * self._max_entries + 64:
             self._compact()
         return decisions
 
     # ------------------------------------------------------------------ internals
+
+    def _unanswered(
+        self, txn: ClientTransaction[C], now: float, grace: float, out: list[Decision[C]]
+    ) -> None:
+        """Nothing heard on the current branch by its timer: fail over (`grace` seconds later
+        than failover_timeout), or answer 408 after Timer B/F on the last candidate."""
+        attempt = txn.current
+        if txn.can_fail_over:
+            late = txn.attempt_started + self.failover_timeout + grace
+            if late > now:
+                self._schedule(txn, late)
+                return
+            txn.failed.append((attempt.to, TIMEOUT))
+            out.append(Decision(Verdict.FAILOVER, txn, attempt, TIMEOUT))
+        elif now >= txn.attempt_started + TIMER_B or txn.committed:
+            self.answer(txn, now)
+            out.append(Decision(Verdict.ANSWER, txn, attempt, TIMEOUT))
+        else:
+            self._schedule(txn, txn.attempt_started + TIMER_B)
 
     def _timer_c(self, txn: ClientTransaction[C], now: float, out: list[Decision[C]]) -> None:
         """Timer C of a ringing INVITE: restarted by the last 101-199 (§16.7 step 2, checked

@@ -342,3 +342,17 @@ def test_first_response_wait_is_measured_and_taken_once() -> None:
     table.decide(slow.current.branch, 200, T0 + 9)  # not a first response
     assert table.take_waited() == 1.5
     assert table.take_waited() == 0.0
+
+
+def test_failover_waits_longer_while_we_read_late() -> None:
+    table = Table(10, 2.0)
+    txn = _start(table)
+    assert table.due(T0 + 2.0, lag=1.5) == []  # our own queue may hold its answer
+    assert table.find("k") is txn and txn.current.to == U1
+    assert table.due(T0 + 3.4, lag=1.5) == []
+    [decision] = table.due(T0 + 3.5, lag=1.5)
+    assert decision.verdict is Verdict.FAILOVER and decision.reason == "timeout"
+    other = _start(table, key="other")
+    assert table.due(T0 + 3.9, lag=60.0) == []  # one more failover_timeout at most
+    [late] = table.due(T0 + 4.0, lag=60.0)
+    assert late.transaction is other and late.verdict is Verdict.FAILOVER
