@@ -26,7 +26,7 @@ from sipguard.proxy.failover import Relay, UpstreamReport, Upstreams
 from sipguard.proxy.replies import RETRY_AFTER, reply
 from sipguard.proxy.via import branch_for, transaction_key, uri_destination
 from sipguard.settings import Settings
-from sipguard.sip import Request, Response, parse_message
+from sipguard.sip import Request, Response, SipUri, parse_message
 
 Pending = tuple[Context, Admitted]  # what a client transaction keeps to send its request again
 
@@ -77,14 +77,9 @@ class Routing:
         members = pool.pool.members
         if len(members) == 1:
             return members[0].address  # no choice to make: no Route or URI to parse
-        if ctx.plain:
-            # no Route at all (the parser's fast path says so without a header index): the
-            # Request-URI names the next hop
-            uri = msg.request_uri
-        else:
-            popped, _hint = forwarding.our_routes(ctx.cfg, msg)
-            routes = msg.routes
-            uri = routes[popped].uri if len(routes) > popped else msg.request_uri
+        # no Route at all (the parser's fast path says so without a header index): the
+        # Request-URI names the next hop
+        uri = msg.request_uri if ctx.plain else _next_hop(ctx.cfg, msg)
         named = uri_destination(uri)
         if named is not None and pool.is_upstream(named):
             return named
@@ -144,3 +139,14 @@ class Routing:
         cfg = self._config
         local = forwarding.listener_for(cfg, destination)
         return local or (cfg.listeners[0] if cfg.listeners else None)
+
+
+def _next_hop(cfg: Config, msg: Request) -> SipUri:
+    """The URI a request with Route headers goes to next: the first Route value that does not
+    name us (RFC 3261 §16.4; the test of `forwarding.our_routes`, in the same single pass over
+    the parsed values), else the Request-URI."""
+    for route in msg.routes:
+        uri = route.uri
+        if not uri.is_sip or (uri.host.decode("latin-1"), uri.port or 5060) not in cfg.own:
+            return uri
+    return msg.request_uri
