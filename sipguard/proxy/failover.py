@@ -279,7 +279,7 @@ class Upstreams(Generic[C]):
         the round trip and the upstream's answer time, only makes it err on the patient side.
         A probe's timeout is stretched by it (`Prober.expire`), so a saturated sipguard does
         not mark its upstreams down, and so is a failover's (`ClientTransactions.due`), so it
-        does not send every call twice; both by at most one more timeout."""
+        does not send every call twice; both by at most MAX_LAG_PERIODS of their timeout."""
         waited = self.table.take_waited()
         elapsed = now - self._lag_at if self._lag_at is not None else 0.0
         self._lag = max(waited, self._lag - elapsed)

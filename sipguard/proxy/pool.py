@@ -34,6 +34,11 @@ from hashlib import blake2b
 
 from sipguard.proxy.actions import Address
 
+# sipguard's own queueing delay (transactions' `take_waited`) stretches a failover or probe
+# timeout by at most this many of its period: a saturated host must not fail over or mark down
+# an upstream that did answer, and a dead upstream must still be found.
+MAX_LAG_PERIODS = 4
+
 # 2**64 + 1: maps a 64-bit hash into the open interval (0, 1), never 0 nor 1 (log must be < 0).
 _SCALE = float(2**64 + 1)
 

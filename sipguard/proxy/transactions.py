@@ -51,6 +51,7 @@ from enum import Enum
 from typing import Generic, TypeVar
 
 from sipguard.proxy.actions import Address
+from sipguard.proxy.pool import MAX_LAG_PERIODS
 from sipguard.proxy.via import BRANCH_DIGEST_HEX, BRANCH_PREFIX
 
 C = TypeVar("C")
@@ -60,6 +61,7 @@ TIMER_B = 64 * T1  # §17.1.1.2 (INVITE) and Timer F §17.1.2.2 (non-INVITE): 32
 TIMER_C = 180.0  # §16.6 step 11: the proxy's INVITE timer, "greater than 3 minutes" (configurable)
 LINGER = 64 * T1  # after the final response: Timer D's 32 s covers every retransmission
 FAILOVER_STATUSES = frozenset({408, 500, 503})
+
 TRANSPORT_ERROR = "transport_error"
 TIMEOUT = "timeout"
 
@@ -298,11 +300,11 @@ class ClientTransactions(Generic[C]):
         (Timer C: a ringing INVITE branch without a final answer). Entries past Timer F or
         LINGER are forgotten here. `lag` is sipguard's own queueing delay now (see
         `take_waited`): an answer may be waiting in our socket buffer, so a failover waits that
-        much longer (at most one more failover_timeout): a saturated sipguard must not send
-        every call a second time."""
+        much longer (at most MAX_LAG_PERIODS failover_timeouts): a saturated sipguard must not
+        send every call a second time."""
         decisions: list[Decision[C]] = []
         heap = self._heap
-        grace = min(lag, self.failover_timeout)
+        grace = min(lag, MAX_LAG_PERIODS * self.failover_timeout)
         while heap and heap[0][0] <= now:
             _deadline, _seq, version, txn = heapq.heappop(heap)
             if version != txn.version or self._entries.get(txn.key) is not txn:

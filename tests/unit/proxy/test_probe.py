@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sipguard.proxy.actions import Address, Transport
 from sipguard.proxy.originate import build_ack, build_cancel, build_probe
-from sipguard.proxy.pool import Health, HealthPolicy, Member, Pool
+from sipguard.proxy.pool import MAX_LAG_PERIODS, Health, HealthPolicy, Member, Pool
 from sipguard.proxy.probe import ProbeOutcome, Prober, classify, is_probe_branch
 from sipguard.sip import Request, Response, build_response, parse_message
 
@@ -109,12 +109,13 @@ def test_our_own_queueing_delay_pushes_the_deadline_back() -> None:
     assert (change.member, change.health, change.reason) == (B, Health.DOWN, "timeout")
 
 
-def test_queueing_delay_stretches_a_deadline_by_one_timeout_at_most() -> None:
+def test_queueing_delay_stretches_a_deadline_by_max_lag_periods_at_most() -> None:
     pool = _pool(down_after=1)
     prober = Prober(KEY, interval=5, timeout=2)
     prober.due(pool, LOCALS, 100.0)
-    assert len(prober.expire(pool, 103.9, lag=60.0)) == 0
-    assert len(prober.expire(pool, 104.0, lag=60.0)) == 2  # a dead upstream is still found
+    end = 102.0 + MAX_LAG_PERIODS * 2
+    assert len(prober.expire(pool, end - 0.1, lag=60.0)) == 0
+    assert len(prober.expire(pool, end, lag=60.0)) == 2  # a dead upstream is still found
 
 
 def test_503_answer_counts_as_failure() -> None:

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sipguard.proxy.actions import Address, Transport
+from sipguard.proxy.pool import MAX_LAG_PERIODS
 from sipguard.proxy.transactions import (
     LINGER,
     TIMER_B,
@@ -353,6 +354,7 @@ def test_failover_waits_longer_while_we_read_late() -> None:
     [decision] = table.due(T0 + 3.5, lag=1.5)
     assert decision.verdict is Verdict.FAILOVER and decision.reason == "timeout"
     other = _start(table, key="other")
-    assert table.due(T0 + 3.9, lag=60.0) == []  # one more failover_timeout at most
-    [late] = table.due(T0 + 4.0, lag=60.0)
+    end = T0 + 2.0 + MAX_LAG_PERIODS * 2.0
+    assert table.due(end - 0.1, lag=60.0) == []  # MAX_LAG_PERIODS failover_timeouts at most
+    [late] = table.due(end, lag=60.0)
     assert late.transaction is other and late.verdict is Verdict.FAILOVER
