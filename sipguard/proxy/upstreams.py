@@ -143,8 +143,8 @@ class Routing:
 
 def _next_hop(cfg: Config, msg: Request) -> SipUri:
     """The URI a request with Route headers goes to next: the first Route value that does not
-    name us (RFC 3261 §16.4; the test of `forwarding.our_routes`, in the same single pass over
-    the parsed values), else the Request-URI."""
+    name us (RFC 3261 §16.4; the test of `routes.our_routes`, in one pass over the parsed
+    values, which our_routes and then an index into them took two), else the Request-URI."""
     for route in msg.routes:
         uri = route.uri
         if not uri.is_sip or (uri.host.decode("latin-1"), uri.port or 5060) not in cfg.own:
