@@ -23,10 +23,11 @@ from sipguard.proxy import forwarding, limiting
 from sipguard.proxy.actions import Action, Address, Cause, Forward
 from sipguard.proxy.context import Admitted, Config, Context, State
 from sipguard.proxy.failover import Relay, UpstreamReport, Upstreams
-from sipguard.proxy.replies import RETRY_AFTER, reply
+from sipguard.proxy.replies import RETRY_AFTER, reply, text
 from sipguard.proxy.via import branch_for, transaction_key, uri_destination
 from sipguard.settings import Settings
 from sipguard.sip import Request, Response, SipUri, parse_message
+from sipguard.sip.fields import NameAddr, split_list
 
 Pending = tuple[Context, Admitted]  # what a client transaction keeps to send its request again
 
@@ -143,10 +144,15 @@ class Routing:
 
 def _next_hop(cfg: Config, msg: Request) -> SipUri:
     """The URI a request with Route headers goes to next: the first Route value that does not
-    name us (RFC 3261 §16.4; the test of `routes.our_routes`, in one pass over the parsed
-    values, which our_routes and then an index into them took two), else the Request-URI."""
-    for route in msg.routes:
-        uri = route.uri
-        if not uri.is_sip or (uri.host.decode("latin-1"), uri.port or 5060) not in cfg.own:
-            return uri
+    name us (RFC 3261 §16.4, as `routes.our_routes` counts them), else the Request-URI. A value
+    written as we write our Record-Route (`Config.route_to_us`, as `routes.found_routes` reads
+    it) names us without being parsed; the first other one is parsed and checked."""
+    route_to_us, limit = cfg.route_to_us.fullmatch, msg.limits_uri
+    for value in msg.get_all(b"route"):
+        for element in [value] if value.find(b",") < 0 else split_list(value):
+            if len(element) <= limit and route_to_us(element) is not None:
+                continue
+            uri = NameAddr(element, limit).uri
+            if not uri.is_sip or (text(uri.host), uri.port or 5060) not in cfg.own:
+                return uri
     return msg.request_uri
