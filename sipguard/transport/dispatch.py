@@ -6,9 +6,10 @@ action to the observer, and carries it out: a UDP datagram from the listener the
 else any open one to the destination, else, for a Forward only, a new outbound connection).
 A Forward that cannot be delivered goes back to the core (`upstream_failed`), which answers.
 
-The only broad `except Exception` of sipguard lives in `_contain`, around one message's handling
-(the core's work plus the execution of its actions): an exception there is a defect, reported
-as `bug`, and the message is dropped while the listener keeps serving (DESIGN §2).
+The only broad `except Exception` of sipguard lives in `_contain` (and in `receive`, its hot-path
+copy), around one message's handling (the core's work plus the execution of its actions): an
+exception there is a defect, reported as `bug`, and the message is dropped while the listener
+keeps serving (DESIGN §2).
 
 Never does: SIP decisions; sending to multicast, broadcast or unspecified addresses
 (SECURITY-CASES 16: refused and counted even though the core should never ask).
