@@ -446,7 +446,7 @@ class Server:
                 address = Address(kind, listener.host, sock.getsockname()[1])
                 endpoint = UdpEndpoint(self.dispatcher, self.observer, sock, address)
                 await loop.create_datagram_endpoint(lambda: endpoint, sock=sock)
-                # also reachable by the configured name (port 0)
+                # also reachable by the configured name, should the bound port differ
                 configured = Address(kind, listener.host, listener.port)
                 self.dispatcher.add_udp(
                     endpoint, alias=configured if configured != address else None

@@ -71,7 +71,8 @@ class Dispatcher:
 
     def add_udp(self, endpoint: UdpEndpoint, *, alias: Address | None = None) -> None:
         """Send from `endpoint` what the core sends from its address, or from `alias` (the
-        configured address of a listener bound to port 0) unless a listener has that one."""
+        configured address of a listener, when its bound one differs) unless a listener has
+        that one."""
         self._name_udp(endpoint.local, endpoint)
         if alias is not None and alias not in self.udp:
             self._name_udp(alias, endpoint)

@@ -208,7 +208,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         if forward is not None:  # remembered for ICMP matching (`_match`), here: once per Forward
             recent = self._recent.get(destination)
             if recent is None:
-                recent = self._remember(destination)
+                recent = self._new_recent(destination)
             recent.append(forward)
         return True
 
@@ -223,9 +223,9 @@ class UdpEndpoint(asyncio.DatagramProtocol):
 
     # -- ICMP matching ---------------------------------------------------------------------
 
-    def _remember(self, destination: tuple[str, int]) -> deque[Forward]:
-        """The Forwards to remember for a new `destination`; the oldest destination is
-        forgotten beyond RECENT_DESTINATIONS."""
+    def _new_recent(self, destination: tuple[str, int]) -> deque[Forward]:
+        """Where the Forwards to a new `destination` are remembered (the last
+        RECENT_PER_DESTINATION); the oldest destination is forgotten beyond RECENT_DESTINATIONS."""
         if len(self._recent) >= RECENT_DESTINATIONS:
             del self._recent[next(iter(self._recent))]
         recent = self._recent[destination] = deque(maxlen=RECENT_PER_DESTINATION)
