@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from sipguard.errors import ParseError
 from sipguard.proxy.actions import Address, Drop, Forward, Reply, Transport
 from sipguard.proxy.failover import UpstreamReport
-from sipguard.transport import CoreProtocol, ObserverProtocol, family_of, is_unicast
+from sipguard.transport import CoreProtocol, ObserverProtocol, destination_family
 from sipguard.transport.stream import Framer, StreamLimits, Streams
 from sipguard.transport.udp import UdpEndpoint
 from sipguard.transport.upstream import Connector
@@ -180,11 +180,12 @@ class Dispatcher:
                 action: Forward | Reply = item  # type: ignore[assignment]
                 observer.decision(action, source, elapsed)
                 to = action.to
-                if not is_unicast(to.host) or to.port == 0:
+                family = destination_family(to.host)
+                if not family or to.port == 0:
                     self.refused_destinations += 1
                     observer.upstream_error(to, "refused: not a unicast destination")
                 elif to.transport is Transport.UDP:
-                    self._send_udp(action)
+                    self._send_udp(action, family)
                 else:
                     self._send_stream(action)
             elif kind is Drop:
@@ -201,11 +202,11 @@ class Dispatcher:
         if self.after_core is not None:
             self.after_core(source, connection)
 
-    def _send_udp(self, action: Forward | Reply) -> None:
+    def _send_udp(self, action: Forward | Reply, family: int) -> None:
+        """From the listener the action names, else the first of `family` (the destination's)."""
         to = action.to
         local = action.local
         endpoint = self._udp_at.get((local.host, local.port)) if local is not None else None
-        family = family_of(to.host)
         if endpoint is None or endpoint.family != family:
             same = self._udp_by_family.get(family)
             endpoint = same[0] if same else None
