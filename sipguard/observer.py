@@ -27,7 +27,12 @@ from structlog.typing import FilteringBoundLogger
 
 from sipguard import __version__
 from sipguard.logs import configure_logging
-from sipguard.metrics import Metrics, is_dropped_response, serve_metrics
+from sipguard.metrics import (
+    DROPPED_RESPONSE_CAUSES,
+    Metrics,
+    is_dropped_response,
+    serve_metrics,
+)
 from sipguard.notify import Notifier
 from sipguard.policy.sources import normalise_source_text
 from sipguard.proxy.actions import Action, Address, BanEvent, Cause, Drop, Forward, Reply
@@ -74,6 +79,9 @@ EVENTS: Final[dict[Cause, tuple[str, int]]] = {
     Cause.STATE_ERROR: ("state_unavailable", WARNING),
     Cause.BUG: ("bug_dropped", DEBUG),  # `bug()` writes the error line with the traceback
 }
+
+# A response received and not relayed (`metrics.is_dropped_response`), whatever its cause.
+DROPPED_RESPONSE_EVENT: Final = ("response_dropped", DEBUG)
 
 # Lines per second per event name, and the burst allowed above it (see the module docstring).
 DEFAULT_LOG_RATE: Final = 100.0
@@ -140,6 +148,9 @@ class Observer:
         self._budgets: dict[str, _Budget] = {}
         self._bans: dict[str, float] = {}
         self._emit: dict[int, Callable[..., Any]] = {}
+        # The causes whose decisions may write a line at the level set: the others are only
+        # counted, at the price of one set lookup (see `decision`).
+        self._logged: frozenset[Cause] = frozenset()
         self._log_settings = log_settings
         self._log_stream = log_stream
         self._serve = serve_endpoint
@@ -155,6 +166,7 @@ class Observer:
         """Use `logger` from now on (after `configure_logging` ran again on a reload)."""
         self.logger = logger
         self._emit = {}
+        self._logged = frozenset()
         if logger is None:
             return
         is_enabled = getattr(logger, "is_enabled_for", lambda level: True)
@@ -164,19 +176,28 @@ class Observer:
         for level, name in methods.items():
             if is_enabled(level):
                 self._emit[level] = getattr(logger, name)
+        self._logged = frozenset(
+            cause
+            for cause, (_, level) in EVENTS.items()
+            if level in self._emit
+            or (cause in DROPPED_RESPONSE_CAUSES and DROPPED_RESPONSE_EVENT[1] in self._emit)
+        )
 
     # -- the hot path -----------------------------------------------------------------------
 
     def decision(self, action: Action, source: Address, elapsed: float) -> None:
         """One action the core returned for a message from `source` (the socket peer), after
-        `elapsed` seconds of processing."""
+        `elapsed` seconds of processing. Decisions whose event the log level drops cost one set
+        lookup here: no event name, no budget, no fields."""
         if self.metrics is not None:
             self.metrics.record_decision(action, source, elapsed)
         cause = action.cause
+        if cause not in self._logged:
+            return
         if type(action) is Reply and action.accompanies:
             return  # the reply that accompanies a Forward (200 to CANCEL): the Forward is logged
         if is_dropped_response(action):
-            event, level = "response_dropped", DEBUG
+            event, level = DROPPED_RESPONSE_EVENT
         else:
             event, level = EVENTS[cause]
         emit = self._emit.get(level)

@@ -446,11 +446,11 @@ class Server:
                 address = Address(kind, listener.host, sock.getsockname()[1])
                 endpoint = UdpEndpoint(self.dispatcher, self.observer, sock, address)
                 await loop.create_datagram_endpoint(lambda: endpoint, sock=sock)
-                self.dispatcher.add_udp(endpoint)
-                if listener.port != address.port:  # also reachable by the configured name
-                    self.dispatcher.udp.setdefault(
-                        Address(kind, listener.host, listener.port), endpoint
-                    )
+                # also reachable by the configured name, should the bound port differ
+                configured = Address(kind, listener.host, listener.port)
+                self.dispatcher.add_udp(
+                    endpoint, alias=configured if configured != address else None
+                )
                 return _Bound(listener, address, udp=endpoint)
             if kind is Transport.TLS and self._server_tls is None:
                 raise ListenerError(listener.url, "a tls listener needs the tls section")

@@ -17,6 +17,8 @@ from typing import Any
 from sipguard.config.reader import Reader
 from sipguard.settings import NO_PROBING, UpstreamHealth
 
+RFC_TIMER_C = 180.0  # RFC 3261 §16.6 step 11: Timer C is "greater than 3 minutes"
+
 
 def read_upstream_health(
     r: Reader, value: object, done: Mapping[str, Any]
@@ -37,6 +39,7 @@ def read_upstream_health(
         "down_after": lambda v, k: r.integer(v, k, 1, 100),
         "up_after": lambda v, k: r.integer(v, k, 1, 100),
         "failover_timeout": lambda v, k: r.number(v, k, 0.01, 32.0),
+        "timer_c": lambda v, k: r.number(v, k, 0.1, 3600.0),
     }
     values = {
         name: checks[name](section[name], f"upstream_health.{name}")
@@ -51,5 +54,11 @@ def read_upstream_health(
             "upstream_health.probe_timeout",
             f"{health.probe_timeout:g} s is longer than probe_interval "
             f"({health.probe_interval:g} s): the next probe waits for the one in flight",
+        )
+    if health.timer_c < RFC_TIMER_C:
+        r.warn(
+            "upstream_health.timer_c",
+            f"{health.timer_c:g} s: RFC 3261 wants at least {RFC_TIMER_C:g} s (a call still "
+            "ringing then is cancelled)",
         )
     return health

@@ -9,7 +9,8 @@ their schedule) and the client-transaction table, and turns their decisions into
 - `on_response` for every response: a probe's answer is consumed, a response on a transaction's
   branch is relayed, absorbed (an abandoned branch; ACKed for an INVITE) or failed over;
 - `upstream_failed` for a Forward the shell could not deliver;
-- `tick` for the timers: failovers on timeout, 408 on the last attempt, probes due;
+- `tick` for the timers: failovers on timeout, 408 on the last attempt, the CANCEL and 408 of
+  an INVITE branch that rang past Timer C, probe timeouts and probes due;
 - `drain` for what the shell reports: health changes, failovers, per-upstream outcomes.
 
 Never does: I/O, clocks, logging or metrics (events and counts are values the shell drains),
@@ -26,7 +27,7 @@ from typing import Generic, TypeVar
 
 from sipguard.errors import ParseError
 from sipguard.proxy.actions import Action, Address, Cause, Drop, Forward, Info, Transport
-from sipguard.proxy.originate import build_ack
+from sipguard.proxy.originate import build_ack, build_cancel
 from sipguard.proxy.pool import Health, HealthChange, HealthPolicy, Member, MemberStatus, Pool
 from sipguard.proxy.probe import Prober, is_probe_branch
 from sipguard.proxy.transactions import (
@@ -120,8 +121,10 @@ class Upstreams(Generic[C]):
         self.pool = Pool(members_of(settings), HealthPolicy(health.down_after, health.up_after))
         self.prober = Prober(key, health.probe_interval, health.probe_timeout)
         self.table: ClientTransactions[C] = ClientTransactions(
-            settings.limits.client_transaction_table_size, health.failover_timeout
+            settings.limits.client_transaction_table_size, health.failover_timeout, health.timer_c
         )
+        self._lag = 0.0  # our own queueing delay as last measured (see `_queueing_delay`)
+        self._lag_at: float | None = None
         self._events: list[UpstreamEvent] = []
         self._counts: dict[tuple[str, Outcome], int] = {}
         self._totals: dict[tuple[str, Outcome], int] = {}  # since start, never drained
@@ -136,6 +139,7 @@ class Upstreams(Generic[C]):
         self.prober.configure(health.probe_interval, health.probe_timeout)
         self.prober.forget_removed(self.pool)
         self.table.failover_timeout = health.failover_timeout
+        self.table.timer_c = health.timer_c
         self._refresh()
 
     def _refresh(self) -> None:
@@ -228,11 +232,12 @@ class Upstreams(Generic[C]):
     def tick(self, now: float) -> list[Action]:
         """Failovers and 408s whose timers fired, probe timeouts, probes due."""
         actions: list[Action] = []
-        for decision in self.table.due(now):
+        lag = self._queueing_delay(now)
+        for decision in self.table.due(now, lag):
             acted = self._act(decision, now, None)
             if isinstance(acted, list):
                 actions.extend(acted)
-        for change in self.prober.expire(self.pool, now):
+        for change in self.prober.expire(self.pool, now, lag):
             self._event(change)
         if self.prober.interval <= 0:
             return actions
@@ -265,6 +270,22 @@ class Upstreams(Generic[C]):
 
     # ------------------------------------------------------------------ internals
 
+    def _queueing_delay(self, now: float) -> float:
+        """How late sipguard reads what reaches it, as far as it can tell: the longest wait
+        between forwarding a request and handling its first response since the last tick, or
+        the previous figure less the time since (a queue drains at most in real time). Under
+        load that wait is mostly the datagrams queued before the response in our own socket
+        buffer (4 MB: seconds of traffic), which a probe's answer waits behind too; the rest,
+        the round trip and the upstream's answer time, only makes it err on the patient side.
+        A probe's timeout is stretched by it (`Prober.expire`), so a saturated sipguard does
+        not mark its upstreams down, and so is a failover's (`ClientTransactions.due`), so it
+        does not send every call twice; both by at most MAX_LAG_PERIODS of their timeout."""
+        waited = self.table.take_waited()
+        elapsed = now - self._lag_at if self._lag_at is not None else 0.0
+        self._lag = max(waited, self._lag - elapsed)
+        self._lag_at = now
+        return self._lag
+
     def _act(self, decision: Decision[C], now: float, msg: Response | None) -> list[Action] | Relay:
         txn = decision.transaction
         attempt = decision.attempt
@@ -273,6 +294,11 @@ class Upstreams(Generic[C]):
             status = msg.status if msg is not None else 0
             actions.append(Drop(Cause.FAILOVER, Info(status=status, detail="abandoned branch")))
             return actions
+        if decision.verdict is Verdict.LATE and msg is not None:
+            return self._late(decision, msg)
+        if decision.verdict is Verdict.CANCEL:
+            self._count(attempt.to, Outcome.TIMEOUT)
+            return [*self._cancel(attempt), self._answer(txn.context, 408)]
         if decision.verdict is Verdict.FAILOVER:
             outcome = Outcome.TIMEOUT if decision.reason == TIMEOUT else Outcome.FAILED_OVER
             self._count(attempt.to, outcome)
@@ -323,6 +349,31 @@ class Upstreams(Generic[C]):
             self._uris.get(to, "") if to is not None else "",
             decision.reason,
         )
+
+    def _late(self, decision: Decision[C], msg: Response) -> list[Action] | Relay:
+        """A response on the current branch after the client got our own answer: a 2xx to the
+        INVITE goes on (§16.7 step 5); the rest is absorbed, an INVITE's non-2xx final answer
+        (the 487 to our CANCEL) acknowledged; the 200 to our CANCEL is not the INVITE's."""
+        invite = msg.cseq.method == b"INVITE"
+        if invite and 200 <= msg.status < 300:
+            return Relay.MATCHED
+        actions = self._ack(decision.attempt, msg) if decision.ack and invite else []
+        info = Info(status=msg.status, detail="after our answer")
+        actions.append(Drop(Cause.FAILOVER, info))
+        return actions
+
+    def _cancel(self, attempt: Attempt) -> list[Action]:
+        """The CANCEL of an INVITE branch that rang past Timer C (RFC 3261 §16.8)."""
+        try:
+            invite = parse_message(attempt.data)
+            if not isinstance(invite, Request):
+                return []
+            data = build_cancel(invite)
+        except ParseError:
+            return []
+        local = self._local_for(attempt.to)
+        info = Info("CANCEL", invite.call_id.decode("latin-1"), detail="timer C")
+        return [Forward(data, attempt.to, local, None, Cause.FAILOVER, info)]
 
     def _ack(self, attempt: Attempt, msg: Response) -> list[Action]:
         try:

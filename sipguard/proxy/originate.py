@@ -1,10 +1,11 @@
-"""Requests sipguard originates itself toward an upstream: the OPTIONS health probe and the ACK
-of a failed INVITE branch.
+"""Requests sipguard originates itself toward an upstream: the OPTIONS health probe, the ACK
+of a failed INVITE branch and the CANCEL of a branch that rang past Timer C.
 
-Owns: `build_probe` (RFC 3261 §11.1: an OPTIONS with a single Via of ours) and `build_ack`
+Owns: `build_probe` (RFC 3261 §11.1: an OPTIONS with a single Via of ours), `build_ack`
 (RFC 3261 §17.1.1.3: the ACK a client transaction sends for a non-2xx final response; the
 failed branch of a failover is never relayed, so nobody else would acknowledge it and the
-upstream would retransmit its 503 for 32 s).
+upstream would retransmit its 503 for 32 s) and `build_cancel` (RFC 3261 §9.1, §16.8: the
+CANCEL of an INVITE branch as we sent it, when Timer C fires).
 
 Never does: I/O, clocks, decide when to send (probe.Prober and transactions decide).
 """
@@ -48,16 +49,33 @@ def build_ack(invite: Request, response: Response) -> bytes:
     """RFC 3261 §17.1.1.3: the ACK for a non-2xx final `response` to `invite` (the INVITE as we
     sent it): its Request-URI, top Via (ours: the same branch), From, Call-ID, CSeq number and
     Route set; the To of the response (with the upstream's tag)."""
-    via, from_, to = invite.get(b"via"), invite.get(b"from"), response.get(b"to")
-    assert via is not None and from_ is not None and to is not None  # the parser checked them
+    to = response.get(b"to")
+    assert to is not None  # the parser checked it
+    return _same_transaction(invite, b"ACK", to)
+
+
+def build_cancel(invite: Request) -> bytes:
+    """RFC 3261 §9.1: the CANCEL of `invite` (the INVITE as we sent it): its Request-URI, top Via
+    (ours: the same branch, so that it matches the INVITE's transaction upstream), From, To,
+    Call-ID, CSeq number and Route set."""
+    to = invite.get(b"to")
+    assert to is not None  # the parser checked it
+    return _same_transaction(invite, b"CANCEL", to)
+
+
+def _same_transaction(invite: Request, method: bytes, to: bytes) -> bytes:
+    """An ACK or CANCEL of `invite`: what both copy from it (§9.1, §17.1.1.3), with `to`; its
+    lines read by key (`Message.get`, `line_values`), no `Header` tuples."""
+    via, from_ = invite.get(b"via"), invite.get(b"from")
+    assert via is not None and from_ is not None  # the parser checked them
     lines = [
-        b"ACK %s SIP/2.0" % invite.uri,
+        b"%s %s SIP/2.0" % (method, invite.uri),
         b"Via: " + via.split(b",", 1)[0].strip(),
         b"Max-Forwards: 70",
         b"From: " + from_,
         b"To: " + to,
         b"Call-ID: " + invite.call_id,
-        b"CSeq: %d ACK" % invite.cseq.number,
+        b"CSeq: %d %s" % (invite.cseq.number, method),
     ]
     lines.extend(b"Route: " + value for value in invite.line_values(b"route"))
     lines.extend((b"Content-Length: 0", b"", b""))

@@ -26,13 +26,18 @@ Decisions where the issue is silent:
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from hashlib import blake2b
 
 from sipguard.proxy.actions import Address
+
+# sipguard's own queueing delay (transactions' `take_waited`) stretches a failover or probe
+# timeout by at most this many of its period: a saturated host must not fail over or mark down
+# an upstream that did answer, and a dead upstream must still be found.
+MAX_LAG_PERIODS = 4
 
 # 2**64 + 1: maps a 64-bit hash into the open interval (0, 1), never 0 nor 1 (log must be < 0).
 _SCALE = float(2**64 + 1)
@@ -109,7 +114,7 @@ class _State:
 class Pool:
     """The members and their health. `reconfigure` keeps the state of members that stay."""
 
-    __slots__ = ("_best", "_members", "_policy", "_seeds", "_states")
+    __slots__ = ("_best", "_best_seeds", "_members", "_policy", "_same_weight", "_seeds", "_states")
 
     def __init__(self, members: Sequence[Member], policy: HealthPolicy) -> None:
         self._states: dict[Address, _State] = {}
@@ -117,6 +122,8 @@ class Pool:
         self._seeds: dict[Address, bytes] = {}
         self._policy = policy
         self._best: tuple[Member, ...] = ()
+        self._best_seeds: tuple[bytes, ...] = ()
+        self._same_weight = True
         self.reconfigure(members, policy)
 
     def reconfigure(self, members: Sequence[Member], policy: HealthPolicy) -> None:
@@ -199,10 +206,21 @@ class Pool:
         best = self._best
         if len(best) <= 1:
             return best
-        return tuple(sorted(best, key=lambda m: self._score(m, call_id), reverse=True))
+        if not self._same_weight:
+            return tuple(sorted(best, key=lambda m: self._score(m, call_id), reverse=True))
+        # Equal weights: the score grows with the hash, so the hashes order the members alike
+        # (big-endian bytes compare as the integers), without the logarithm.
+        seeds = self._best_seeds
+        if len(best) == 2:
+            one = blake2b(call_id, digest_size=8, key=seeds[0]).digest()
+            two = blake2b(call_id, digest_size=8, key=seeds[1]).digest()
+            return best if one >= two else best[::-1]
+        hashes = [blake2b(call_id, digest_size=8, key=seed).digest() for seed in seeds]
+        order = sorted(range(len(best)), key=hashes.__getitem__, reverse=True)
+        return tuple(best[i] for i in order)
 
     def _score(self, member: Member, call_id: bytes) -> float:
-        digest = hashlib.blake2b(call_id, digest_size=8, key=self._seeds[member.address]).digest()
+        digest = blake2b(call_id, digest_size=8, key=self._seeds[member.address]).digest()
         unit = (int.from_bytes(digest, "big") + 1) / _SCALE
         return -member.weight / math.log(unit)
 
@@ -213,6 +231,8 @@ class Pool:
             return
         priority = min(m.priority for m in up)
         self._best = tuple(m for m in up if m.priority == priority)
+        self._best_seeds = tuple(self._seeds[m.address] for m in self._best)
+        self._same_weight = len({m.weight for m in self._best}) == 1
 
 
 def members_up(pool: Pool, members: Iterable[Member]) -> list[Member]:

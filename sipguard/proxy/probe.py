@@ -24,7 +24,7 @@ from enum import Enum
 
 from sipguard.proxy.actions import Address
 from sipguard.proxy.originate import build_probe
-from sipguard.proxy.pool import HealthChange, Member, Pool
+from sipguard.proxy.pool import MAX_LAG_PERIODS, HealthChange, Member, Pool
 from sipguard.proxy.via import BRANCH_PREFIX
 
 PROBE_BRANCH_PREFIX = BRANCH_PREFIX + b"p"
@@ -134,11 +134,15 @@ class Prober:
             return None
         return pool.record(flight.member.address, False, ProbeOutcome.TRANSPORT.value, now)
 
-    def expire(self, pool: Pool, now: float) -> list[HealthChange]:
-        """Probes without a final answer by their deadline count as failures."""
+    def expire(self, pool: Pool, now: float, lag: float = 0.0) -> list[HealthChange]:
+        """Probes without a final answer by their deadline count as failures. `lag` is how late
+        sipguard reads what reaches it now (its own queueing delay, measured by the caller):
+        an answer that came in time may still wait in our socket buffer, so the deadline is
+        pushed back by it, by at most MAX_LAG_PERIODS timeouts (a dead upstream is still found)."""
         changes = []
+        cutoff = now - min(lag, MAX_LAG_PERIODS * self.timeout)
         for branch, flight in list(self._in_flight.items()):
-            if flight.deadline <= now:
+            if flight.deadline <= cutoff:
                 del self._in_flight[branch]
                 change = pool.record(flight.member.address, False, ProbeOutcome.TIMEOUT.value, now)
                 if change is not None:

@@ -19,9 +19,18 @@ needs:
   §16.7 step 5 has forwarded always (the client then ends the extra dialog);
 - timers (§17.1.1.2, §17.1.2.2, §16.6 step 11): the failover timer while nothing was heard;
   on the last candidate the request waits for Timer B/F (64*T1) and then the client gets `408`
-  (§16.8); a provisional answer keeps the entry for Timer C (INVITE) or Timer F; an entry whose
-  final response was relayed stays `LINGER` seconds, so retransmissions, the client's ACK and a
-  late CANCEL still find the branch that answered.
+  (§16.8); a provisional answer keeps the entry for Timer F (non-INVITE) or Timer C (INVITE,
+  restarted by every provisional response but 100, §16.7 step 2): when Timer C fires, the branch
+  is CANCELled and the client gets `408` (§16.8); an entry whose final response was relayed
+  stays `LINGER` seconds, so retransmissions, the client's ACK and a late CANCEL still find the
+  branch that answered;
+- once the client got our own final answer (`408`, `503`), what the upstream sends later is
+  `LATE`: a 2xx to the INVITE is still relayed (§16.7 step 5), anything else is absorbed (the
+  487 to our CANCEL acknowledged), so the client never sees two final answers.
+
+It also measures how long forwarded requests wait for their first response (`take_waited`):
+on a saturated host that is mostly sipguard's own queueing delay (a 4 MB socket buffer can
+hold seconds of datagrams), which the prober must not count against an upstream.
 
 The table is bounded: when full, the oldest entry is forgotten (its first branch is still the
 stateless one, so its answers keep flowing; it just cannot fail over any more).
@@ -42,15 +51,17 @@ from enum import Enum
 from typing import Generic, TypeVar
 
 from sipguard.proxy.actions import Address
+from sipguard.proxy.pool import MAX_LAG_PERIODS
 from sipguard.proxy.via import BRANCH_DIGEST_HEX, BRANCH_PREFIX
 
 C = TypeVar("C")
 
 T1 = 0.5  # RFC 3261 §17.1.1.1: RTT estimate, seconds
 TIMER_B = 64 * T1  # §17.1.1.2 (INVITE) and Timer F §17.1.2.2 (non-INVITE): 32 s
-TIMER_C = 180.0  # §16.6 step 11: "greater than 3 minutes" is the proxy's INVITE timer; we forget
+TIMER_C = 180.0  # §16.6 step 11: the proxy's INVITE timer, "greater than 3 minutes" (configurable)
 LINGER = 64 * T1  # after the final response: Timer D's 32 s covers every retransmission
 FAILOVER_STATUSES = frozenset({408, 500, 503})
+
 TRANSPORT_ERROR = "transport_error"
 TIMEOUT = "timeout"
 
@@ -68,6 +79,8 @@ class Verdict(Enum):
     FAILOVER = "failover"  # the current attempt failed: ask `next_candidate`, send again
     ABSORB = "absorb"  # a response of an abandoned branch: drop it (ACK it when `ack`)
     ANSWER = "answer"  # the last attempt failed without a response: answer the client ourselves
+    CANCEL = "cancel"  # Timer C fired on a ringing INVITE branch: CANCEL it, answer the client 408
+    LATE = "late"  # after our own answer: relay a 2xx to the INVITE, absorb (ACK) the rest
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +101,8 @@ class ClientTransaction(Generic[C]):
     candidates: list[Address]  # not tried yet, best first
     phase: Phase = Phase.CALLING
     committed: bool = False  # a 101-199 or a final response relayed, or cancelled: no failover
+    answered: bool = False  # the client got our own final answer (408, 503)
+    rang: float = 0.0  # when the current branch's last 101-199 came (Timer C restarts there)
     attempt_started: float = 0.0
     deadline: float = 0.0
     version: int = 0
@@ -125,13 +140,25 @@ class ClientTransactions(Generic[C]):
     """The bounded table. All methods take `now`; `due` must be called now and then (the core's
     timer tick) so that failovers on timeout happen and entries expire."""
 
-    __slots__ = ("_branches", "_entries", "_heap", "_max_entries", "_seq", "failover_timeout")
+    __slots__ = (
+        "_branches",
+        "_entries",
+        "_heap",
+        "_max_entries",
+        "_seq",
+        "failover_timeout",
+        "timer_c",
+        "waited",
+    )
 
-    def __init__(self, max_entries: int, failover_timeout: float) -> None:
+    def __init__(self, max_entries: int, failover_timeout: float, timer_c: float = TIMER_C) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
         self._max_entries = max_entries
         self.failover_timeout = failover_timeout
+        self.timer_c = timer_c
+        # the longest wait, from forwarding to the first response, since `take_waited`
+        self.waited = 0.0
         self._entries: OrderedDict[Hashable, ClientTransaction[C]] = OrderedDict()
         self._branches: dict[bytes, tuple[ClientTransaction[C], Attempt]] = {}
         self._heap: list[tuple[float, int, int, ClientTransaction[C]]] = []
@@ -207,6 +234,16 @@ class ClientTransactions(Generic[C]):
         """The client cancelled: whatever the current branch answers now goes to the client."""
         txn.committed = True
 
+    def answer(self, txn: ClientTransaction[C], now: float) -> None:
+        """The client gets our own final answer: what the upstream sends later is LATE."""
+        txn.answered = True
+        self.complete(txn, now)
+
+    def take_waited(self) -> float:
+        """The longest wait for a first response since the last call (then reset)."""
+        waited, self.waited = self.waited, 0.0
+        return waited
+
     # ------------------------------------------------------------------ decisions
 
     def decide(self, branch: bytes, status: int, now: float) -> Decision[C] | None:
@@ -219,12 +256,18 @@ class ClientTransactions(Generic[C]):
             if 200 <= status < 300 and txn.invite:
                 return Decision(Verdict.RELAY, txn, attempt)  # §16.7 step 5: every 2xx
             return Decision(Verdict.ABSORB, txn, attempt, ack=txn.invite and status >= 300)
+        if txn.answered:
+            return Decision(Verdict.LATE, txn, attempt, ack=txn.invite and status >= 300)
+        if txn.phase is Phase.CALLING:  # its first response: how long did it wait?
+            self.waited = max(self.waited, now - txn.attempt_started)
         if status < 200:
             if status > 100:
                 txn.committed = True
+                txn.rang = now
             if txn.phase is Phase.CALLING:
                 txn.phase = Phase.PROCEEDING
-                end = now + TIMER_C if txn.invite else txn.attempt_started + TIMER_B
+                txn.rang = now  # Timer C runs from the first provisional response (even a 100)
+                end = now + self.timer_c if txn.invite else txn.attempt_started + TIMER_B
                 self._schedule(txn, end)
             return Decision(Verdict.RELAY, txn, attempt)
         if status in FAILOVER_STATUSES and txn.can_fail_over:
@@ -248,36 +291,64 @@ class ClientTransactions(Generic[C]):
             return Decision(Verdict.FAILOVER, txn, attempt, TRANSPORT_ERROR)
         if txn.committed:
             return Decision(Verdict.ABSORB, txn, attempt, TRANSPORT_ERROR)
-        self.complete(txn, now)
+        self.answer(txn, now)
         return Decision(Verdict.ANSWER, txn, attempt, TRANSPORT_ERROR)
 
-    def due(self, now: float) -> list[Decision[C]]:
-        """Timers that fired: FAILOVER (no answer within failover_timeout, a candidate left) or
-        ANSWER (no answer within Timer B/F on the last attempt: the client gets 408). Entries
-        past Timer C/F or LINGER are forgotten here."""
+    def due(self, now: float, lag: float = 0.0) -> list[Decision[C]]:
+        """Timers that fired: FAILOVER (no answer within failover_timeout, a candidate left),
+        ANSWER (no answer within Timer B/F on the last attempt: the client gets 408) or CANCEL
+        (Timer C: a ringing INVITE branch without a final answer). Entries past Timer F or
+        LINGER are forgotten here. `lag` is sipguard's own queueing delay now (see
+        `take_waited`): an answer may be waiting in our socket buffer, so a failover waits that
+        much longer (at most MAX_LAG_PERIODS failover_timeouts): a saturated sipguard must not
+        send every call a second time."""
         decisions: list[Decision[C]] = []
         heap = self._heap
+        grace = min(lag, MAX_LAG_PERIODS * self.failover_timeout)
         while heap and heap[0][0] <= now:
             _deadline, _seq, version, txn = heapq.heappop(heap)
             if version != txn.version or self._entries.get(txn.key) is not txn:
                 continue  # rescheduled or gone since
-            if txn.phase is not Phase.CALLING:
+            if txn.phase is Phase.PROCEEDING and txn.invite:
+                self._timer_c(txn, now, decisions)
+            elif txn.phase is not Phase.CALLING:
                 self._remove(txn)
-                continue
-            attempt = txn.current
-            if txn.can_fail_over:
-                txn.failed.append((attempt.to, TIMEOUT))
-                decisions.append(Decision(Verdict.FAILOVER, txn, attempt, TIMEOUT))
-            elif now >= txn.attempt_started + TIMER_B or txn.committed:
-                self.complete(txn, now)
-                decisions.append(Decision(Verdict.ANSWER, txn, attempt, TIMEOUT))
             else:
-                self._schedule(txn, txn.attempt_started + TIMER_B)
+                self._unanswered(txn, now, grace, decisions)
         if len(heap) > 4 * self._max_entries + 64:
             self._compact()
         return decisions
 
     # ------------------------------------------------------------------ internals
+
+    def _unanswered(
+        self, txn: ClientTransaction[C], now: float, grace: float, out: list[Decision[C]]
+    ) -> None:
+        """Nothing heard on the current branch by its timer: fail over (`grace` seconds later
+        than failover_timeout), or answer 408 after Timer B/F on the last candidate."""
+        attempt = txn.current
+        if txn.can_fail_over:
+            late = txn.attempt_started + self.failover_timeout + grace
+            if late > now:
+                self._schedule(txn, late)
+                return
+            txn.failed.append((attempt.to, TIMEOUT))
+            out.append(Decision(Verdict.FAILOVER, txn, attempt, TIMEOUT))
+        elif now >= txn.attempt_started + TIMER_B or txn.committed:
+            self.answer(txn, now)
+            out.append(Decision(Verdict.ANSWER, txn, attempt, TIMEOUT))
+        else:
+            self._schedule(txn, txn.attempt_started + TIMER_B)
+
+    def _timer_c(self, txn: ClientTransaction[C], now: float, out: list[Decision[C]]) -> None:
+        """Timer C of a ringing INVITE: restarted by the last 101-199 (§16.7 step 2, checked
+        here rather than rescheduled on each one); when it has run out, CANCEL (§16.8)."""
+        end = txn.rang + self.timer_c
+        if end > now:
+            self._schedule(txn, end)
+            return
+        self.answer(txn, now)
+        out.append(Decision(Verdict.CANCEL, txn, txn.current, TIMEOUT))
 
     def _add(self, txn: ClientTransaction[C], attempt: Attempt, now: float) -> None:
         txn.attempts.append(attempt)

@@ -23,11 +23,12 @@ from sipguard.proxy import forwarding, limiting
 from sipguard.proxy.actions import Action, Address, Cause, Forward
 from sipguard.proxy.context import Admitted, Config, Context, State
 from sipguard.proxy.failover import Relay, UpstreamReport, Upstreams
-from sipguard.proxy.replies import RETRY_AFTER, reply
-from sipguard.proxy.routes import our_routes
+from sipguard.proxy.outgoing import Line, edited_lines
+from sipguard.proxy.replies import RETRY_AFTER, reply, text
 from sipguard.proxy.via import branch_for, transaction_key, uri_destination
 from sipguard.settings import Settings
-from sipguard.sip import Request, Response, parse_message
+from sipguard.sip import Request, Response, SipUri, parse_message
+from sipguard.sip.fields import NameAddr, split_list
 
 Pending = tuple[Context, Admitted]  # what a client transaction keeps to send its request again
 
@@ -78,14 +79,9 @@ class Routing:
         members = pool.pool.members
         if len(members) == 1:
             return members[0].address  # no choice to make: no Route or URI to parse
-        if ctx.plain:
-            # no Route at all (the parser's fast path says so without a header index): the
-            # Request-URI names the next hop
-            uri = msg.request_uri
-        else:
-            popped, _hint = our_routes(ctx.cfg, msg)
-            routes = msg.routes
-            uri = routes[popped].uri if len(routes) > popped else msg.request_uri
+        # no Route at all (the parser's fast path says so without a header index): the
+        # Request-URI names the next hop
+        uri = msg.request_uri if ctx.plain else _next_hop(ctx.cfg, msg, ctx.found)
         named = uri_destination(uri)
         if named is not None and pool.is_upstream(named):
             return named
@@ -145,3 +141,30 @@ class Routing:
         cfg = self._config
         local = forwarding.listener_for(cfg, destination)
         return local or (cfg.listeners[0] if cfg.listeners else None)
+
+
+def _next_hop(cfg: Config, msg: Request, found: list[Line] | None) -> SipUri:
+    """The URI a request with Route headers goes to next: the first Route value that does not
+    name us (RFC 3261 §16.4, as `routes.our_routes` counts them), else the Request-URI. A value
+    written as we write our Record-Route (`Config.route_to_us`, as `routes.found_routes` reads
+    it) names us without being parsed; the first other one is parsed and checked."""
+    route_to_us, limit = cfg.route_to_us.fullmatch, msg.limits_uri
+    for value in _route_values(cfg, msg, found):
+        for element in [value] if value.find(b",") < 0 else split_list(value):
+            if len(element) <= limit and route_to_us(element) is not None:
+                continue
+            uri = NameAddr(element, limit).uri
+            if not uri.is_sip or (text(uri.host), uri.port or 5060) not in cfg.own:
+                return uri
+    return msg.request_uri
+
+
+def _route_values(cfg: Config, msg: Request, found: list[Line] | None) -> list[bytes]:
+    """The Route header values, in order: on the parser's fast path from the lines the core
+    scanned (`Context.found`, `outgoing.edited_lines`), so that no header index is built for
+    them."""
+    if found is None and msg.matched_span("via") is not None:
+        found = edited_lines(msg, cfg.needs_index)  # a context built without the scan
+    if found is None:
+        return msg.get_all(b"route")
+    return [line.value for line in found if line.key == b"route"]

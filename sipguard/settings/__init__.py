@@ -120,9 +120,13 @@ class UpstreamHealth:
     # Seconds without any response to a forwarded initial request before the next upstream is
     # tried; well under the client's Timer B/F (32 s) so the call is still saved.
     failover_timeout: float = 2.0
+    # RFC 3261 Timer C (§16.6 step 11, "greater than 3 minutes"): seconds an INVITE branch may
+    # ring (provisional answers, no final one) before sipguard CANCELs it and answers 408.
+    timer_c: float = 180.0
 
     def __post_init__(self) -> None:
-        if self.probe_interval < 0 or self.probe_timeout <= 0 or self.failover_timeout <= 0:
+        positive = (self.probe_timeout, self.failover_timeout, self.timer_c)
+        if self.probe_interval < 0 or min(positive) <= 0:
             raise ValueError("upstream_health: intervals and timeouts must be positive")
         if self.down_after < 1 or self.up_after < 1:
             raise ValueError("upstream_health: down_after and up_after must be >= 1")

@@ -2,7 +2,7 @@
 
 Owns: what the transports need from the sans-IO core (`CoreProtocol`) and what they report to
 observability (`ObserverProtocol`, with the do-nothing `NullObserver`), and the cheap checks every
-send path shares (`is_unicast`, `family_of`).
+send path shares (`destination_family`, `family_of`).
 
 Never does: SIP decisions. Which message goes where, with which bytes, is the core's answer; the
 transports only frame streams (RFC 3261 §18.3, through the codec's framer), answer RFC 5626 §4.4.1
@@ -26,8 +26,8 @@ __all__ = [
     "MessageSink",
     "NullObserver",
     "ObserverProtocol",
+    "destination_family",
     "family_of",
-    "is_unicast",
 ]
 
 
@@ -171,26 +171,29 @@ def family_of(host: str) -> socket.AddressFamily:
 
 
 _LIMITED_BROADCAST = b"\xff\xff\xff\xff"  # 255.255.255.255, RFC 919
-_UNICAST_CACHE: dict[str, bool] = {}
-_UNICAST_CACHE_SIZE = 4096
+# host -> its family, or 0 when we may not send to it; cleared when full (hosts come from peers)
+_DESTINATIONS: dict[str, int] = {}
+_DESTINATIONS_SIZE = 4096
 
 
-def is_unicast(host: str) -> bool:
-    """True when `host` is an IP literal we may send to: not multicast, not the limited
-    broadcast, not unspecified (SECURITY-CASES 16). The core never asks for those; this is the
-    shell's cheap second check (one dict lookup on the hot path)."""
-    known = _UNICAST_CACHE.get(host)
-    if known is not None:
-        return known
+def destination_family(host: str) -> int:
+    """The address family to send to `host` with (`family_of`), or 0 when `host` is no IP
+    literal we may send to: multicast, the limited broadcast, unspecified (SECURITY-CASES 16).
+    The core never asks for those; this is the shell's cheap second check, and both answers
+    cost one dict lookup per datagram (resolved once per host)."""
+    family = _DESTINATIONS.get(host)
+    if family is not None:
+        return family
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
-        ok = False
+        family = 0
     else:
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
-        ok = not (ip.is_multicast or ip.is_unspecified or ip.packed == _LIMITED_BROADCAST)
-    if len(_UNICAST_CACHE) >= _UNICAST_CACHE_SIZE:
-        _UNICAST_CACHE.clear()
-    _UNICAST_CACHE[host] = ok
-    return ok
+        refused = ip.is_multicast or ip.is_unspecified or ip.packed == _LIMITED_BROADCAST
+        family = 0 if refused else family_of(host)
+    if len(_DESTINATIONS) >= _DESTINATIONS_SIZE:
+        _DESTINATIONS.clear()
+    _DESTINATIONS[host] = family
+    return family

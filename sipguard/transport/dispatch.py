@@ -6,9 +6,10 @@ action to the observer, and carries it out: a UDP datagram from the listener the
 else any open one to the destination, else, for a Forward only, a new outbound connection).
 A Forward that cannot be delivered goes back to the core (`upstream_failed`), which answers.
 
-The only broad `except Exception` of sipguard lives in `_contain`, around one message's handling
-(the core's work plus the execution of its actions): an exception there is a defect, reported
-as `bug`, and the message is dropped while the listener keeps serving (DESIGN §2).
+The only broad `except Exception` of sipguard lives in `_contain` (and in `receive`, its hot-path
+copy), around one message's handling (the core's work plus the execution of its actions): an
+exception there is a defect, reported as `bug`, and the message is dropped while the listener
+keeps serving (DESIGN §2).
 
 Never does: SIP decisions; sending to multicast, broadcast or unspecified addresses
 (SECURITY-CASES 16: refused and counted even though the core should never ask).
@@ -23,7 +24,7 @@ from collections.abc import Callable, Iterable
 from sipguard.errors import ParseError
 from sipguard.proxy.actions import Address, Drop, Forward, Reply, Transport
 from sipguard.proxy.failover import UpstreamReport
-from sipguard.transport import CoreProtocol, ObserverProtocol, family_of, is_unicast
+from sipguard.transport import CoreProtocol, ObserverProtocol, destination_family
 from sipguard.transport.stream import Framer
 from sipguard.transport.streams import StreamLimits, Streams
 from sipguard.transport.udp import UdpEndpoint
@@ -54,6 +55,9 @@ class Dispatcher:
         self.streams = Streams(self, observer, framer_factory, limits)
         self.connector = Connector(self.streams, client_tls)
         self.udp: dict[Address, UdpEndpoint] = {}
+        # The same listeners by (host, port), what `_send_udp` looks up per datagram: a tuple of
+        # str and int hashes in C, an Address (a dataclass) through two Python calls.
+        self._udp_at: dict[tuple[str, int], UdpEndpoint] = {}
         self._udp_by_family: dict[int, list[UdpEndpoint]] = {}
         self._depth = 0
         self.last_message = 0.0  # perf_counter time of the last message handled (shutdown drain)
@@ -66,12 +70,24 @@ class Dispatcher:
 
     # -- listeners -------------------------------------------------------------------------
 
-    def add_udp(self, endpoint: UdpEndpoint) -> None:
-        self.udp[endpoint.local] = endpoint
+    def add_udp(self, endpoint: UdpEndpoint, *, alias: Address | None = None) -> None:
+        """Send from `endpoint` what the core sends from its address, or from `alias` (the
+        configured address of a listener, when its bound one differs) unless a listener has
+        that one."""
+        self._name_udp(endpoint.local, endpoint)
+        if alias is not None and alias not in self.udp:
+            self._name_udp(alias, endpoint)
         self._udp_by_family.setdefault(endpoint.family, []).append(endpoint)
 
+    def _name_udp(self, address: Address, endpoint: UdpEndpoint) -> None:
+        self.udp[address] = endpoint
+        self._udp_at[address.host, address.port] = endpoint
+
     def remove_udp(self, endpoint: UdpEndpoint) -> None:
-        self.udp.pop(endpoint.local, None)
+        """Forget `endpoint` under every address it was added with."""
+        for address in [address for address, named in self.udp.items() if named is endpoint]:
+            del self.udp[address]
+            self._udp_at.pop((address.host, address.port), None)
         same = self._udp_by_family.get(endpoint.family, [])
         if endpoint in same:
             same.remove(endpoint)
@@ -79,10 +95,15 @@ class Dispatcher:
     # -- MessageSink -----------------------------------------------------------------------
 
     def receive(self, data: bytes, source: Address, local: Address, connection: int | None) -> None:
-        """One message from a transport: core.handle, then its actions."""
-        self._contain(
-            source, connection, self.core.handle, data, source, local, connection, time.time()
-        )
+        """One message from a transport: core.handle, then its actions. The hot path: what
+        `_contain` does, written out (no call through `*args` per message)."""
+        start = self.last_message = time.perf_counter()
+        try:
+            results = self.core.handle(data, source, local, connection, time.time())
+            self._execute(results, source, connection, time.perf_counter() - start)
+        except Exception as exc:  # the one broad except, as in `_contain` (DESIGN §2)
+            self.bugs += 1
+            self.observer.bug(exc, source)
 
     def framing_failed(
         self, error: ParseError, source: Address, local: Address, connection: int
@@ -140,46 +161,53 @@ class Dispatcher:
         start = self.last_message = time.perf_counter()
         try:
             results = func(*args)
-            elapsed = time.perf_counter() - start
-            for item in results:
-                self._execute(item, source, connection, elapsed)
-            if self.after_core is not None:
-                self.after_core(source, connection)
+            self._execute(results, source, connection, time.perf_counter() - start)
         except Exception as exc:  # the one broad except: one message's failure (DESIGN §2)
             self.bugs += 1
             self.observer.bug(exc, source)
 
     def _execute(
-        self, item: object, source: Address, connection: int | None, elapsed: float
+        self,
+        results: Iterable[object],
+        source: Address,
+        connection: int | None,
+        elapsed: float,
     ) -> None:
-        kind = type(item)
-        if kind is Forward or kind is Reply:
-            action: Forward | Reply = item  # type: ignore[assignment]
-            self.observer.decision(action, source, elapsed)
-            to = action.to
-            if not is_unicast(to.host) or to.port == 0:
-                self.refused_destinations += 1
-                self.observer.upstream_error(to, "refused: not a unicast destination")
-            elif to.transport is Transport.UDP:
-                self._send_udp(action)
-            else:
-                self._send_stream(action)
-        elif kind is Drop:
-            drop: Drop = item  # type: ignore[assignment]
-            self.observer.decision(drop, source, elapsed)
-            if drop.close and connection is not None:
-                stream = self.streams.by_id.get(connection)
-                if stream is not None:
-                    stream.close()
-        elif kind is UpstreamReport:  # the tick's report of the upstream pool
-            self.observer.upstream_report(item)
-        else:  # the tick's events (bans)
-            self.observer.banned(item)
+        """Report and carry out what the core returned for one message (or tick), in order."""
+        observer = self.observer
+        for item in results:
+            kind = type(item)
+            if kind is Forward or kind is Reply:
+                action: Forward | Reply = item  # type: ignore[assignment]
+                observer.decision(action, source, elapsed)
+                to = action.to
+                family = destination_family(to.host)
+                if not family or to.port == 0:
+                    self.refused_destinations += 1
+                    observer.upstream_error(to, "refused: not a unicast destination")
+                elif to.transport is Transport.UDP:
+                    self._send_udp(action, family)
+                else:
+                    self._send_stream(action)
+            elif kind is Drop:
+                drop: Drop = item  # type: ignore[assignment]
+                observer.decision(drop, source, elapsed)
+                if drop.close and connection is not None:
+                    stream = self.streams.by_id.get(connection)
+                    if stream is not None:
+                        stream.close()
+            elif kind is UpstreamReport:  # the tick's report of the upstream pool
+                observer.upstream_report(item)
+            else:  # the tick's events (bans)
+                observer.banned(item)
+        if self.after_core is not None:
+            self.after_core(source, connection)
 
-    def _send_udp(self, action: Forward | Reply) -> None:
+    def _send_udp(self, action: Forward | Reply, family: int) -> None:
+        """From the listener the action names, else the first of `family` (the destination's)."""
         to = action.to
-        endpoint = self.udp.get(action.local) if action.local is not None else None
-        family = family_of(to.host)
+        local = action.local
+        endpoint = self._udp_at.get((local.host, local.port)) if local is not None else None
         if endpoint is None or endpoint.family != family:
             same = self._udp_by_family.get(family)
             endpoint = same[0] if same else None

@@ -201,11 +201,15 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         if transport is None or transport.get_write_buffer_size() > MAX_SEND_BUFFER:  # type: ignore[attr-defined]
             self.dropped_sends += 1
             return False
-        self._sending = (data, (to.host, to.port))
-        transport.sendto(data, (to.host, to.port))
+        destination = (to.host, to.port)
+        self._sending = (data, destination)
+        transport.sendto(data, destination)
         self._sending = None
-        if forward is not None:
-            self._remember(to, forward)
+        if forward is not None:  # remembered for ICMP matching (`_match`), here: once per Forward
+            recent = self._recent.get(destination)
+            if recent is None:
+                recent = self._new_recent(destination)
+            recent.append(forward)
         return True
 
     def close(self) -> None:
@@ -219,14 +223,13 @@ class UdpEndpoint(asyncio.DatagramProtocol):
 
     # -- ICMP matching ---------------------------------------------------------------------
 
-    def _remember(self, to: Address, forward: Forward) -> None:
-        key = (to.host, to.port)
-        recent = self._recent.get(key)
-        if recent is None:
-            if len(self._recent) >= RECENT_DESTINATIONS:
-                del self._recent[next(iter(self._recent))]
-            recent = self._recent[key] = deque(maxlen=RECENT_PER_DESTINATION)
-        recent.append(forward)
+    def _new_recent(self, destination: tuple[str, int]) -> deque[Forward]:
+        """Where the Forwards to a new `destination` are remembered (the last
+        RECENT_PER_DESTINATION); the oldest destination is forgotten beyond RECENT_DESTINATIONS."""
+        if len(self._recent) >= RECENT_DESTINATIONS:
+            del self._recent[next(iter(self._recent))]
+        recent = self._recent[destination] = deque(maxlen=RECENT_PER_DESTINATION)
+        return recent
 
     def _match(self, destination: tuple[str, int], quoted: bytes) -> Forward | None:
         """The most recent Forward to `destination` whose bytes start with the quoted ones."""

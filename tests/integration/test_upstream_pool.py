@@ -363,3 +363,26 @@ def test_cancel_after_failover_reaches_the_ringing_branch(pool_factory: Any, sip
     }
     assert failed_over <= cancels
     assert len(cancels) == 6
+
+
+def test_timer_c_cancels_a_branch_that_rings_forever(pool_factory: Any, sipp: Sipp) -> None:
+    # RFC 3261 §16.8: an INVITE branch that rang and then said nothing for Timer C (here 2 s
+    # instead of > 3 min) is CANCELled toward the upstream, and the caller gets 408; the 487
+    # that answers the CANCEL is acknowledged by sipguard and never reaches the caller.
+    health = {**FAST_HEALTH, "probe_interval": 0, "timer_c": 2}  # SIPp rings, answers no OPTIONS
+    pool: Pool = pool_factory(["uas_ringing_cancel.xml"], health=health)
+    [ringing] = pool.uases
+    began = time.monotonic()
+    result = sipp.run("uac_invite_expect_408.xml", pool.remote, calls=4, rate=10, limit=4)
+    elapsed = time.monotonic() - began
+    _assert_ok(result, pool.daemon)
+    statuses = received_statuses(result.messages)
+    assert statuses.count(408) >= 4 and 487 not in statuses, statuses
+    assert elapsed >= 2.0, elapsed  # nothing before Timer C
+    upstream = messages_of(ringing.messages())
+    invited = {m.call_id for m in invites(upstream)}
+    received = [m for m in upstream if not m.sent]
+    cancelled = {m.call_id for m in received if m.first_line.startswith("CANCEL ")}
+    acked = {m.call_id for m in received if m.first_line.startswith("ACK ")}
+    assert len(invited) == 4 and cancelled == invited and acked == invited
+    assert counter(pool.metrics, pool.uris[0], "timeout") == 4

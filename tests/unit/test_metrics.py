@@ -250,6 +250,27 @@ def test_trunk_series_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
     assert value(m, "sipguard_admitted_total", trunk="c") == 0
 
 
+def test_invented_methods_keep_the_decision_cache_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A peer inventing a method per request: the decisions are all counted (as "other"), and
+    the plans cached per kind of decision stay within MAX_PLANS."""
+    monkeypatch.setattr(metrics_module, "MAX_PLANS", 8)
+    m = Metrics()
+    for n in range(50):
+        m.record_decision(
+            Reply(b"x", PEER, None, None, Cause.ACL_DENIED, Info(method=f"X{n}")), PEER, 1e-5
+        )
+        assert len(m._plans) <= 8
+    m.record_decision(reply(401, Cause.CHALLENGED, method="INVITE"), PEER, 1e-5)
+    assert (
+        value(m, "sipguard_requests_total", transport="udp", method="other", outcome="acl_denied")
+        == 50
+    )
+    assert value(m, "sipguard_acl_denied_total", transport="udp") == 50
+    assert value(m, "sipguard_responses_total", direction="sent", status_class="other") == 50
+    assert value(m, "sipguard_auth_total", result="challenged") == 1
+    assert value(m, "sipguard_processing_seconds_count") == 51
+
+
 def test_rare_events() -> None:
     m = Metrics(version="9.9.9")
     m.connection_opened("tls")

@@ -188,3 +188,30 @@ def test_same_call_id_same_upstream_across_restarts() -> None:
     one = _invite(pool_core())
     two = _invite(pool_core())
     assert one.to == two.to
+
+
+def test_in_dialog_request_goes_where_its_route_or_uri_points() -> None:
+    c = pool_core()
+    inv = _invite(c)
+    c.handle(response_to(inv, 200, "OK"), inv.to, LOCAL, None, NOW)
+    sent = parse_message(inv.data)
+    assert isinstance(sent, Request)
+    ours = [f"Route: {v.decode()}" for v in sent.get_all(b"record-route")]  # as written
+    assert ours
+    chosen, other = inv.to, _other(inv.to)
+
+    def bye(uri: str, extra: list[str], n: int) -> Address:
+        msg = request(
+            "BYE", uri=uri, to_tag="up-1", cseq=1 + n, branch=f"z9hG4bK-bye-{n}", extra=extra
+        )
+        action = only(c.handle(msg, CLIENT, LOCAL, None, NOW))
+        assert isinstance(action, Forward), action
+        return action.to
+
+    # past our own Route, the Request-URI names the upstream that holds the dialog
+    assert bye(f"sip:up@{other.host}:{other.port}", ours, 1) == other
+    # a Route after ours names the next hop before the Request-URI does (RFC 3261 §16.4)
+    then = f"Route: <sip:{chosen.host}:{chosen.port};lr>"
+    assert bye(f"sip:up@{other.host}:{other.port}", [*ours, then], 2) == chosen
+    # a next hop that is no upstream: the Call-ID's choice
+    assert bye("sip:bot@198.51.100.7", ours, 3) == chosen

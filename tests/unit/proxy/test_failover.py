@@ -218,3 +218,54 @@ def test_reconfigure_keeps_health_and_forgets_removed() -> None:
     rig.ups.reconfigure(s)
     assert [m.address for m in rig.ups.candidates(b"x")] == [U2]
     assert rig.ups.report().health == [("sip:127.0.0.1:5080", True)]
+
+
+def test_a_probe_answer_read_late_under_load_is_not_a_timeout() -> None:
+    # sipguard saturated: the first response to a forwarded INVITE is read 1.5 s after the
+    # INVITE left, and a probe's answer waits as long in the same socket buffer
+    rig = Rig(probe_interval=5.0, probe_timeout=2.0, down_after=1, failover_timeout=4.0)
+    probes = [a for a in rig.ups.tick(NOW) if isinstance(a, Forward)]
+    branch = rig.start()
+    first = rig.ups.current("k1")
+    assert first is not None
+    assert rig.ups.on_response(_response(branch, 180), first.to, NOW + 1.5) is Relay.MATCHED
+    rig.ups.tick(NOW + 2.5)  # past the probes' deadline (NOW + 2) by less than the delay
+    assert rig.ups.report().events == []
+    assert [m.address for m in rig.ups.candidates(b"x")] != []
+    assert {rig.ups.pool.health(p.to) for p in probes} == {Health.UP}
+    # the delay is gone 1.5 s later (a queue drains in real time at most): a timeout again
+    rig.ups.tick(NOW + 4.0)
+    assert {e.health for e in rig.ups.report().events} == {Health.DOWN}  # type: ignore[union-attr]
+
+
+def test_timer_c_cancels_the_ringing_branch_and_answers_408() -> None:
+    rig = Rig(timer_c=10.0)
+    branch = rig.start()
+    ringing = rig.ups.current("k1")
+    assert ringing is not None
+    assert rig.ups.on_response(_response(branch, 180), ringing.to, NOW + 0.1) is Relay.MATCHED
+    assert [a for a in rig.ups.tick(NOW + 10.0) if a.cause is not Cause.PROBE] == []
+    cancel, answer = [a for a in rig.ups.tick(NOW + 10.2) if a.cause is not Cause.PROBE]
+    assert isinstance(cancel, Forward) and cancel.to == ringing.to
+    sent = parse_message(cancel.data)
+    assert isinstance(sent, Request) and sent.method == b"CANCEL"
+    assert sent.top_via.branch == branch  # RFC 3261 §9.1: the INVITE's branch
+    assert isinstance(answer, Reply) and rig.answered == [("ctx", 408)]
+    # the upstream answers the CANCEL 200 and the INVITE 487: neither reaches the client
+    ok = parse_message(build_response(sent, 200, b"OK", to_tag=b"up"))
+    assert isinstance(ok, Response)
+    [drop] = rig.ups.on_response(ok, ringing.to, NOW + 10.3)  # type: ignore[misc]
+    assert isinstance(drop, Drop) and drop.cause is Cause.FAILOVER
+    actions = rig.ups.on_response(_response(branch, 487), ringing.to, NOW + 10.3)
+    assert isinstance(actions, list)
+    ack, dropped = actions
+    assert isinstance(ack, Forward) and ack.data.startswith(b"ACK ") and ack.to == ringing.to
+    assert isinstance(dropped, Drop)
+    # a 2xx that crossed our CANCEL still goes on (§16.7 step 5)
+    assert rig.ups.on_response(_response(branch, 200), ringing.to, NOW + 10.4) is Relay.MATCHED
+    report = rig.ups.report()
+    assert (
+        report.counts[("sip:127.0.0.1:5070", Outcome.TIMEOUT)]
+        + report.counts.get(("sip:127.0.0.1:5080", Outcome.TIMEOUT), 0)
+        == 1
+    )

@@ -1,26 +1,27 @@
-"""`build_ack` reads the INVITE's lines by key (`Message.get`, `line_values`), no `Header` tuples:
-the same bytes as the header-tuple writer it replaced, on requests read on either parser path
-(compact names, comma lists, several Route lines, folded lines)."""
+"""`build_ack` and `build_cancel` read the INVITE's lines by key (`Message.get`, `line_values`),
+no `Header` tuples: the same bytes as the header-tuple writer they replaced, on requests read on
+either parser path (compact names, comma lists, several Route lines, folded lines)."""
 
 from __future__ import annotations
 
 import pytest
 
-from sipguard.proxy.originate import build_ack
+from sipguard.proxy.originate import build_ack, build_cancel
 from sipguard.sip import Request, Response, parse_message
 
 
-def reference_ack(invite: Request, response: Response) -> bytes:
-    """`build_ack` as it was, through `Message.headers` and `indices` (kept as the reference)."""
+def reference(invite: Request, method: bytes, to_from: Request | Response) -> bytes:
+    """`build_ack` / `build_cancel` as they were, through `Message.headers` and `indices` (kept
+    as the reference); the To of `to_from`."""
     headers = invite.headers
     lines = [
-        b"ACK %s SIP/2.0" % invite.uri,
+        b"%s %s SIP/2.0" % (method, invite.uri),
         b"Via: " + headers[invite.indices(b"via")[0]].value.split(b",", 1)[0].strip(),
         b"Max-Forwards: 70",
         b"From: " + headers[invite.indices(b"from")[0]].value,
-        b"To: " + response.headers[response.indices(b"to")[0]].value,
+        b"To: " + to_from.headers[to_from.indices(b"to")[0]].value,
         b"Call-ID: " + invite.call_id,
-        b"CSeq: %d ACK" % invite.cseq.number,
+        b"CSeq: %d %s" % (invite.cseq.number, method),
     ]
     lines.extend(b"Route: " + headers[i].value for i in invite.indices(b"route"))
     lines.extend((b"Content-Length: 0", b"", b""))
@@ -44,7 +45,7 @@ INVITES = [
 
 
 @pytest.mark.parametrize("lines", INVITES)
-def test_build_ack_matches_the_header_tuple_writer(lines: bytes) -> None:
+def test_build_ack_and_cancel_match_the_header_tuple_writer(lines: bytes) -> None:
     invite = parse_message(
         b"INVITE sip:b@127.0.0.1 SIP/2.0\r\n"
         + lines
@@ -58,7 +59,8 @@ def test_build_ack_matches_the_header_tuple_writer(lines: bytes) -> None:
     )
     assert isinstance(response, Response)
     ack = build_ack(invite, response)
-    assert ack == reference_ack(invite, response)
+    assert ack == reference(invite, b"ACK", response)
+    assert build_cancel(invite) == reference(invite, b"CANCEL", invite)
     parsed = parse_message(ack)
     assert isinstance(parsed, Request) and parsed.method == b"ACK"
     assert parsed.to.tag == b"up1"

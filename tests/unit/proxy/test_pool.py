@@ -203,3 +203,17 @@ def test_status_keeps_since_last_probe_and_streaks() -> None:
     pool.record(A.address, True, "answered", 14.0)
     a, _ = pool.status()
     assert (a.health, a.since, a.last_probe) == (Health.UP, 14.0, 14.0)
+
+
+def test_equal_weights_order_as_the_weighted_scores_do() -> None:
+    # the shortcut for equal weights (hashes compared, no logarithm) moves no call
+    members = [
+        Member(f"sip:127.0.0.{i}:5060", Address(Transport.UDP, f"127.0.0.{i}", 5060))
+        for i in range(1, 4)
+    ]
+    for count in (2, 3):
+        pool = Pool(members[:count], HealthPolicy())
+        for n in range(300):
+            call_id = b"call-%d@client" % n
+            by_score = sorted(members[:count], key=lambda m: pool._score(m, call_id), reverse=True)
+            assert pool.candidates(call_id) == tuple(by_score)

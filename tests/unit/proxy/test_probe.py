@@ -4,8 +4,8 @@ proxy.originate)."""
 from __future__ import annotations
 
 from sipguard.proxy.actions import Address, Transport
-from sipguard.proxy.originate import build_ack, build_probe
-from sipguard.proxy.pool import Health, HealthPolicy, Member, Pool
+from sipguard.proxy.originate import build_ack, build_cancel, build_probe
+from sipguard.proxy.pool import MAX_LAG_PERIODS, Health, HealthPolicy, Member, Pool
 from sipguard.proxy.probe import ProbeOutcome, Prober, classify, is_probe_branch
 from sipguard.sip import Request, Response, build_response, parse_message
 
@@ -96,6 +96,28 @@ def test_timeouts_mark_down_after_down_after_and_come_back() -> None:
     }
 
 
+def test_our_own_queueing_delay_pushes_the_deadline_back() -> None:
+    # a saturated sipguard reads the answer seconds after it came: that is not the upstream's
+    pool = _pool(down_after=1)
+    prober = Prober(KEY, interval=5, timeout=2)
+    [probe, _] = prober.due(pool, LOCALS, 100.0)
+    assert prober.expire(pool, 103.0, lag=1.5) == []  # deadline 102, but we read 1.5 s late
+    assert prober.answered(pool, probe.branch, A.address, 200, 103.2)[0]
+    assert pool.health(A.address) is Health.UP
+    # without the delay, the other probe of the same age timed out
+    [change] = prober.expire(pool, 103.0)
+    assert (change.member, change.health, change.reason) == (B, Health.DOWN, "timeout")
+
+
+def test_queueing_delay_stretches_a_deadline_by_max_lag_periods_at_most() -> None:
+    pool = _pool(down_after=1)
+    prober = Prober(KEY, interval=5, timeout=2)
+    prober.due(pool, LOCALS, 100.0)
+    end = 102.0 + MAX_LAG_PERIODS * 2
+    assert len(prober.expire(pool, end - 0.1, lag=60.0)) == 0
+    assert len(prober.expire(pool, end, lag=60.0)) == 2  # a dead upstream is still found
+
+
 def test_503_answer_counts_as_failure() -> None:
     pool = _pool(down_after=1)
     prober = Prober(KEY, 5, 2)
@@ -173,3 +195,27 @@ def test_ack_for_a_failed_invite_branch() -> None:
     assert ack.cseq.number == 4 and ack.cseq.method == b"ACK"
     assert ack.get_all(b"route") == [b"<sip:10.0.0.1;lr>"]
     assert ack.call_id == b"c1"
+
+
+def test_cancel_of_a_ringing_invite_branch() -> None:
+    invite = parse_message(
+        b"INVITE sip:bot@127.0.0.1:5070 SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKsgabc;rport\r\n"
+        b"Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-client\r\n"
+        b"Route: <sip:10.0.0.1;lr>\r\n"
+        b"From: <sip:alice@127.0.0.1>;tag=f1\r\n"
+        b"To: <sip:bot@127.0.0.1>\r\n"
+        b"Call-ID: c1\r\n"
+        b"CSeq: 4 INVITE\r\n"
+        b"Max-Forwards: 69\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
+    assert isinstance(invite, Request)
+    cancel = parse_message(build_cancel(invite))
+    assert isinstance(cancel, Request)  # RFC 3261 §9.1: what it copies from the INVITE
+    assert cancel.method == b"CANCEL" and cancel.uri == b"sip:bot@127.0.0.1:5070"
+    assert [v.branch for v in cancel.vias] == [b"z9hG4bKsgabc"]
+    assert cancel.to.tag is None and cancel.from_.tag == b"f1"
+    assert cancel.cseq.number == 4 and cancel.cseq.method == b"CANCEL"
+    assert cancel.get_all(b"route") == [b"<sip:10.0.0.1;lr>"]
+    assert cancel.call_id == b"c1"

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sipguard.proxy.actions import Address, Transport
+from sipguard.proxy.pool import MAX_LAG_PERIODS
 from sipguard.proxy.transactions import (
     LINGER,
     TIMER_B,
@@ -205,7 +206,12 @@ def test_entries_expire_by_rfc_3261_timers() -> None:
     assert table.find("done") is None and table.find("register") is None
     table.due(T0 + TIMER_C - 1)
     assert table.find("ringing") is proceeding
-    table.due(T0 + TIMER_C)
+    # Timer C: the ringing branch is cancelled (RFC 3261 §16.8), then kept LINGER seconds for
+    # the 487 and the client's ACK of our 408
+    [cancel] = table.due(T0 + TIMER_C)
+    assert cancel.verdict is Verdict.CANCEL and cancel.transaction is proceeding
+    assert table.find("ringing") is proceeding
+    table.due(T0 + TIMER_C + LINGER)
     assert len(table) == 0
     assert table.match(proceeding.current.branch) is None
 
@@ -299,3 +305,56 @@ def test_table_size_never_exceeds_its_bound(keys: list[int]) -> None:
         table.due(T0 + i * 0.01)
         assert len(table) <= 8
         assert len(table._branches) <= 8 * 4
+
+
+def test_timer_c_restarts_on_each_provisional_then_cancels() -> None:
+    table = Table(10, 2.0, timer_c=10.0)
+    txn = _start(table, candidates=())
+    table.decide(txn.current.branch, 100, T0)  # Timer C runs from the first provisional
+    table.decide(txn.current.branch, 180, T0 + 6)  # ...and restarts on a 101-199 (§16.7 step 2)
+    assert table.due(T0 + 10) == []
+    assert table.find("k") is txn
+    [decision] = table.due(T0 + 16)
+    assert decision.verdict is Verdict.CANCEL and decision.reason == "timeout"
+    assert decision.attempt is txn.current and txn.answered
+    # the client has our 408 now: a 487, the 200 to our CANCEL, a late 180 are LATE
+    late = table.decide(txn.current.branch, 487, T0 + 16.1)
+    assert late is not None and late.verdict is Verdict.LATE and late.ack
+    ok = table.decide(txn.current.branch, 200, T0 + 16.1)
+    assert ok is not None and ok.verdict is Verdict.LATE and not ok.ack
+    ringing = table.decide(txn.current.branch, 180, T0 + 16.2)
+    assert ringing is not None and ringing.verdict is Verdict.LATE and not ringing.ack
+
+
+def test_non_invite_has_no_timer_c() -> None:
+    table = Table(10, 2.0, timer_c=10.0)
+    txn = _start(table, invite=False, candidates=())
+    table.decide(txn.current.branch, 180, T0)
+    assert table.due(T0 + TIMER_B) == []  # Timer F: forgotten, nothing sent
+    assert table.find("k") is None
+
+
+def test_first_response_wait_is_measured_and_taken_once() -> None:
+    table = Table(10, 2.0)
+    slow = _start(table, key="slow")
+    fast = _start(table, key="fast")
+    table.decide(fast.current.branch, 100, T0 + 0.2)
+    table.decide(slow.current.branch, 180, T0 + 1.5)
+    table.decide(slow.current.branch, 200, T0 + 9)  # not a first response
+    assert table.take_waited() == 1.5
+    assert table.take_waited() == 0.0
+
+
+def test_failover_waits_longer_while_we_read_late() -> None:
+    table = Table(10, 2.0)
+    txn = _start(table)
+    assert table.due(T0 + 2.0, lag=1.5) == []  # our own queue may hold its answer
+    assert table.find("k") is txn and txn.current.to == U1
+    assert table.due(T0 + 3.4, lag=1.5) == []
+    [decision] = table.due(T0 + 3.5, lag=1.5)
+    assert decision.verdict is Verdict.FAILOVER and decision.reason == "timeout"
+    other = _start(table, key="other")
+    end = T0 + 2.0 + MAX_LAG_PERIODS * 2.0
+    assert table.due(end - 0.1, lag=60.0) == []  # MAX_LAG_PERIODS failover_timeouts at most
+    [late] = table.due(end, lag=60.0)
+    assert late.transaction is other and late.verdict is Verdict.FAILOVER
