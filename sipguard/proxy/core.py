@@ -272,6 +272,13 @@ class Core:
     def _on_client_request(self, ctx: Context) -> list[Action]:
         """A request from outside: admission's verdict, and what it means."""
         verdict = admission.decide(ctx)
+        if isinstance(verdict, Admitted):  # the most common verdict: one type check
+            forward = self._routing.to_upstream(ctx, verdict)
+            if verdict.cause is Cause.CANCEL_FORWARDED:
+                # RFC 3261 §16.10: answer the CANCEL ourselves, send it on the INVITE's branch.
+                ok = reply(ctx, 200, b"OK", Cause.CANCEL_FORWARDED, verdict.info)
+                return [ok, *forward]
+            return forward
         if isinstance(verdict, Pending):
             # Shared state (DESIGN §7): a question for the shell; no action until it answers.
             resume = partial(self._resume, ctx, verdict)
@@ -279,14 +286,7 @@ class Core:
             question = AskNonceCount(check.answer.nonce, check.nonce_count, verdict.expiry, resume)
             self._state.questions.append(question)
             return []
-        if not isinstance(verdict, Admitted):
-            return verdict
-        forward = self._routing.to_upstream(ctx, verdict)
-        if verdict.cause is Cause.CANCEL_FORWARDED:
-            # RFC 3261 §16.10: answer the CANCEL ourselves, send it on the INVITE's branch.
-            ok = reply(ctx, 200, b"OK", Cause.CANCEL_FORWARDED, verdict.info)
-            return [ok, *forward]
-        return forward
+        return verdict
 
     # ------------------------------------------------------------------ shared state (§7)
 
