@@ -25,22 +25,16 @@ from operator import add
 from typing import NamedTuple
 
 from sipguard.errors import ParseError
-from sipguard.sip.fields import (
+from sipguard.sip.fast import (
     FAST_NEXT_VIA_RE,
     FAST_VIA_LINES_RE,
     FAST_VIA_SEP_RE,
     FAST_VIA_VALUE_RE,
-    LIST_HEADERS,
-    CSeq,
-    NameAddr,
-    SipUri,
-    Via,
-    parse_name_addr_list,
-    parse_uri,
-    parse_via_values,
-    split_list,
 )
+from sipguard.sip.lists import LIST_HEADERS, split_list
 from sipguard.sip.names import HEADER_RE, KEYS, index_keys, key_of
+from sipguard.sip.uri import SipUri, parse_uri
+from sipguard.sip.values import CSeq, NameAddr, Via, parse_name_addr_list, parse_via_values
 
 __all__ = ["Header", "Message", "RecoveredHeaders", "Request", "Response", "parse_max_forwards"]
 
@@ -49,7 +43,7 @@ DEFAULT_MAX_FORWARDS = 70
 # The first User-Agent line of a message read on the fast path (no folding there), found without
 # building the header index; its value as the index would hold it (trailing LWS off).
 _USER_AGENT_RE = re.compile(rb"\r\nUser-Agent[ \t]*:[ \t]*([^\r\n]*?)[ \t]*(?=\r)", re.IGNORECASE)
-# Where the parser's fast match left off: the Vias after the top one (fields.FAST_*).
+# Where the parser's fast match left off: the Vias after the top one (fast.FAST_*).
 _next_via = FAST_NEXT_VIA_RE.search
 _via_lines = FAST_VIA_LINES_RE.findall
 _via_sep = FAST_VIA_SEP_RE.match
@@ -393,7 +387,7 @@ class Message:
         return out
 
     def matched_span(self, group: str) -> tuple[int, int] | None:
-        """Where the parser's fast match found `group` (a name in `fields.FAST_GROUPS`) in `raw`:
+        """Where the parser's fast match found `group` (a name in `fast.FAST_GROUPS`) in `raw`:
         (-1, -1) when the group matched nothing; None when the message was not read on the fast
         path. Lets an editor place its cuts without building the header index."""
         m = self._fast
