@@ -18,9 +18,10 @@ from sipguard.sip.edit import (
     without_top_via,
 )
 from sipguard.sip.framing import Frame, KeepAlive, StreamFramer
+from sipguard.sip.headers import Header
 from sipguard.sip.limits import DEFAULT_LIMITS, ParserLimits
 from sipguard.sip.lists import split_list
-from sipguard.sip.message import Header, Message, RecoveredHeaders, Request, Response
+from sipguard.sip.message import Message, RecoveredHeaders, Request, Response
 from sipguard.sip.names import canonical_key
 from sipguard.sip.parser import parse_message, recover_headers
 from sipguard.sip.uri import SipUri, parse_uri

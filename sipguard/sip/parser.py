@@ -29,10 +29,10 @@ from collections.abc import Sequence
 from sipguard.errors import MessageTooLarge, ParseError, VersionNotSupported
 from sipguard.sip.abnf import CALL_ID_WORD, TOKEN
 from sipguard.sip.fast import FAST_MESSAGE_RE, MatchedVia, matched_name_addr
+from sipguard.sip.headers import Header
 from sipguard.sip.limits import DEFAULT_LIMITS, ParserLimits
 from sipguard.sip.message import (
     DEFAULT_MAX_FORWARDS,
-    Header,
     Message,
     RecoveredHeaders,
     Request,
