@@ -12,10 +12,9 @@ references).
 
 from __future__ import annotations
 
+# token (RFC 3261 §25): its characters, and the token itself.
 TOKEN_CLASS = rb"A-Za-z0-9\-.!%*_+`'~"
 TOKEN = rb"[" + TOKEN_CLASS + rb"]+"
-
-
 # qdtext per RFC 3261 §25 plus raw control bytes other than CR/LF: RFC 4475 §3.1.1.2 (intmeth)
 # shows BEL/NUL/DEL in a display name; accepting them raw is harmless for a proxy that forwards
 # the bytes, and the quoted string still ends only at an unescaped DQUOTE.
@@ -23,9 +22,8 @@ QUOTED = rb'"(?:[^"\\\r\n]|\\[^\r\n])*"'
 # gen-value = token / host / quoted-string (host may be an IPv6 reference, or unbracketed
 # IPv6 as in Via received, RFC 5118 §4.5; hence ':' beside the token characters).
 GEN_VALUE = rb"(?:[" + TOKEN_CLASS + rb":]+|" + QUOTED + rb"|\[[0-9A-Fa-f:.]+\])"
+# one generic-param with its SWS; groups: name, value.
 PARAM = rb"[ \t]*;[ \t]*(" + TOKEN + rb")(?:[ \t]*=[ \t]*(" + GEN_VALUE + rb"))?"
-
-
 # *( SEMI generic-param ) with the SWS RFC 3261 allows around SEMI and EQUAL.
 PARAMS = rb"(?:[ \t]*;[ \t]*" + TOKEN + rb"(?:[ \t]*=[ \t]*" + GEN_VALUE + rb")?)*"
 
@@ -48,8 +46,8 @@ PCHAR = rb"[A-Za-z0-9\-_.!~*'()\[\]/:&+$%]"
 HCHAR = rb"[A-Za-z0-9\-_.!~*'()\[\]/?:+$%]"
 URI_HEADERS = HCHAR + rb"+=" + HCHAR + rb"*(?:&" + HCHAR + rb"+=" + HCHAR + rb"*)*"
 SIP_SCHEME = rb"[Ss][Ii][Pp][Ss]?"
-
-
+# A sip/sips URI and the addr-spec form of one (no ';', '?', ','), without capturing groups
+# (`_NC`) so that they can sit inside a larger pattern (name-addr, addr-spec).
 SIP_URI_NC = (
     SIP_SCHEME + rb":(?:" + USER + rb"(?::" + PASSWORD + rb")?@)?" + HOST
     + rb"(?::" + PORT + rb")?(?:;" + PCHAR + rb"+(?:=" + PCHAR + rb"+)?)*(?:\?" + URI_HEADERS
@@ -66,6 +64,7 @@ OTHER_ADDR_SPEC_NC = rb"(?!" + SIP_SCHEME + rb":)[A-Za-z][A-Za-z0-9+\-.]*:[^\x00
 
 
 # Via (RFC 3261 §20.42): sent-protocol LWS sent-by *( SEMI via-params ), LWS around '/' and ':'.
+# The head, up to the parameters; groups: protocol name, version, transport, host, port.
 VIA_HEAD = (
     rb"(" + TOKEN + rb")[ \t]*/[ \t]*(" + TOKEN + rb")[ \t]*/[ \t]*(" + TOKEN + rb")[ \t]+"
     rb"(" + HOST + rb")(?:[ \t]*:[ \t]*(" + PORT + rb"))?"

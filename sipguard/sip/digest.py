@@ -36,9 +36,8 @@ class Credentials:
         return self.scheme.lower() == b"digest"
 
 
+# auth-param name as received -> lowercase (str: the params are read from latin-1)
 _auth_name: Lowered[str] = Lowered()
-
-
 _AUTH_SCHEME_RE = re.compile(rb"[ \t]*([" + TOKEN_CLASS + rb"]+)(?:[ \t]+|$)")
 # The auth-params are read from the value decoded as latin-1 (one octet, one character, so
 # offsets and octets are kept; `Credentials.params` is str) in ONE findall instead of a Python

@@ -1,11 +1,12 @@
-"""Header and URI parameters: their split, the name caches, and their spans for edits.
+"""Header parameters (`*( SEMI generic-param )`): their split, the name cache, their spans.
 
 Owns: `Params` (the split form: names lowercase, values raw, None for a flag), `Lowered` (the
-bounded cache name as received -> lowercase) and `param_name` (its instance for parameter
-names), `parse_params` (an already validated `*( SEMI generic-param )` section -> `Params`),
-`Parameters` (the base of the values that carry header parameters, split on first use) and
-`via_param_spans` (where each parameter of a Via value sits, for the edit writers). Never
-validates a whole value (`values` does), never raises anything but `ParseError`, never does I/O.
+bounded cache name as received -> lowercase; `digest` keeps one for auth-param names) and
+`param_name` (its instance for parameter names), `parse_params` (an already validated
+`*( SEMI generic-param )` section -> `Params`), `Parameters` (the base of the values that carry
+header parameters, split on first use) and `via_param_spans` (where each parameter of a Via
+value sits, for the edit writers). Never validates a whole value (`values` does), never raises
+anything but `ParseError`, never does I/O.
 
 RFC 3261 §7.3.1 (SWS around SEMI and EQUAL), §20.42 (Via parameters), §25 (generic-param).
 """
@@ -22,8 +23,6 @@ from sipguard.sip.abnf import GEN_VALUE, PARAM, PARAMS, TOKEN, VIA_HEAD
 __all__ = ["Lowered", "Parameters", "Params", "param_name", "parse_params", "via_param_spans"]
 
 Params = tuple[tuple[bytes, bytes | None], ...]
-
-
 _Name = TypeVar("_Name", bytes, str)
 
 
@@ -42,8 +41,7 @@ class Lowered(dict[_Name, _Name], Generic[_Name]):
 
 
 param_name: Lowered[bytes] = Lowered()
-
-
+# One generic-param with its SWS: (name, value or b"").
 _PARAM_RE = re.compile(PARAM)
 
 
@@ -91,6 +89,7 @@ class Parameters:
         return False
 
 
+# A Via value up to its parameters (sent-protocol LWS sent-by).
 _VIA_HEAD_RE = re.compile(VIA_HEAD)
 # The run of parameters after a Via head (matched as a whole it ends where matching them one
 # by one stops: nothing after the repeat makes it backtrack), and one parameter as (its text,

@@ -20,6 +20,7 @@ from sipguard.sip.params import Params
 
 __all__ = ["SipUri", "check_request_uri", "check_uri_extras", "normal_host", "parse_uri"]
 
+# A whole sip/sips URI; groups: scheme, user, password, host, port, uri-parameters, headers.
 _SIP_URI_RE = re.compile(
     rb"(" + SIP_SCHEME + rb"):"
     rb"(?:(" + USER + rb")(?::(" + PASSWORD + rb"))?@)?"
@@ -27,6 +28,7 @@ _SIP_URI_RE = re.compile(
     rb"((?:;" + PCHAR + rb"+(?:=" + PCHAR + rb"+)?)*)"
     rb"(?:\?(" + URI_HEADERS + rb"))?"
 )
+# An absoluteURI of another scheme (group: the scheme), and a '%' that is not a %HH escape.
 _OTHER_URI_RE = re.compile(rb"([A-Za-z][A-Za-z0-9+\-.]*):[^\x00-\x20\x7f<>\"]+")
 _BAD_ESCAPE_RE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 

@@ -52,13 +52,10 @@ _NAME_ADDR_RE = re.compile(
 _ADDR_SPEC_RE = re.compile(
     rb"(" + SIP_ADDR_SPEC_NC + rb"|" + OTHER_ADDR_SPEC_NC + rb")(" + PARAMS + rb")[ \t]*"
 )
-
-
 # Via (RFC 3261 §20.42): the head (`abnf.VIA_HEAD`) then *( SEMI via-params ).
 _VIA_RE = re.compile(VIA_HEAD + rb"(" + PARAMS + rb")[ \t]*")
+# CSeq (RFC 3261 §20.16): the number is bounded to 32 bits after the match.
 _CSEQ_RE = re.compile(rb"([0-9]{1,10})[ \t]+(" + TOKEN + rb")")
-
-
 _MAX_32 = 0xFFFFFFFF
 _new_tuple = tuple.__new__
 
