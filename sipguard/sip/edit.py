@@ -23,8 +23,11 @@ import re
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
 from sipguard.errors import ParseError
-from sipguard.sip.fields import canonical_key, list_spans, via_param_spans
-from sipguard.sip.message import Header, Message, RecoveredHeaders, Request
+from sipguard.sip.headers import Header
+from sipguard.sip.lists import list_spans
+from sipguard.sip.message import Message, RecoveredHeaders, Request
+from sipguard.sip.names import canonical_key
+from sipguard.sip.params import via_param_spans
 
 __all__ = [
     "Edits",
