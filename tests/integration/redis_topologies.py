@@ -109,7 +109,7 @@ class SentinelSetup(_Processes):
             f"sentinel failover-timeout {SERVICE} 5000\n"
         )
         self.spawn("sentinel", self.sentinel_port, str(conf), "--sentinel")
-        wait_for(lambda: self._replica_known(), START_TIMEOUT, "the Sentinel seeing the replica")
+        wait_for(self._replica_known, START_TIMEOUT, "the Sentinel seeing the replica")
         return self
 
     def _replica_known(self) -> bool:
@@ -134,8 +134,10 @@ class SentinelSetup(_Processes):
         wait_for(lambda: self.master() not in (old, 0), START_TIMEOUT, "the failover")
         new = self.master()
         wait_for(
-            lambda: "role:master" in command(new, "INFO", "replication")
-            and "role:slave" in command(old, "INFO", "replication"),
+            lambda: (
+                "role:master" in command(new, "INFO", "replication")
+                and "role:slave" in command(old, "INFO", "replication")
+            ),
             START_TIMEOUT,
             "the replica promoted and the old master demoted",
         )
