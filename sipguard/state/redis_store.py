@@ -80,6 +80,14 @@ if n == tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return n
 """
 
+# KEYS[1] counter; ARGV amount, ttl ms (from every change). The new value. A script rather than
+# MULTI/EXEC: redis-py's Cluster transactions fail on a client not yet initialised.
+_ADD: Final = """
+local n = redis.call('INCRBY', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return n
+"""
+
 # KEYS one hash per trunk; ARGV instance id, ttl ms, then one count per key. Stores this
 # instance's count with an expiry on the server's clock (no skew between hosts), drops the
 # expired fields of dead instances, answers the sum of the others' per key.
@@ -125,6 +133,7 @@ class RedisState:
         self._batches: set[asyncio.Task[None]] = set()
         self._window_add = self._client.register_script(_WINDOW_ADD)
         self._share_calls = self._client.register_script(_SHARE_CALLS)
+        self._add = self._client.register_script(_ADD)
         self._channel = f"{self._prefix}bans"
         self._errors = 0
         self._down_until = 0.0
@@ -271,11 +280,8 @@ class RedisState:
 
     async def add(self, key: str, amount: int, ttl: float) -> int | None:
         full = f"{self._prefix}c:{key}"
-        pipe = self._client.pipeline(transaction=True)
-        pipe.incrby(full, amount)
-        pipe.pexpire(full, _ms(ttl))
-        answer = await self._call("add", pipe.execute)
-        return None if answer is None else int(answer[0])
+        answer = await self._call("add", self._add, [full], [amount, _ms(ttl)])
+        return None if answer is None else int(answer)
 
     async def _call(
         self, operation: str, func: Any, *args: Any, always: bool = False, **kwargs: Any

@@ -130,7 +130,11 @@ class SentinelSetup(_Processes):
     def failover(self) -> int:
         """Have the Sentinel promote the replica; the new master's port once it is one."""
         old = self.master()
-        assert command(self.sentinel_port, "SENTINEL", "failover", SERVICE).startswith("OK")
+        wait_for(  # NOGOODSLAVE until the Sentinel has heard the replica's state
+            lambda: command(self.sentinel_port, "SENTINEL", "failover", SERVICE).startswith("OK"),
+            START_TIMEOUT,
+            "the Sentinel accepting the failover",
+        )
         wait_for(lambda: self.master() not in (old, 0), START_TIMEOUT, "the failover")
         new = self.master()
         wait_for(

@@ -44,11 +44,18 @@ async def _started(url: str) -> tuple[SharedState, Heard]:
     heard = Heard()
     state = open_state(StateSettings(backend="redis", redis_url=url))
     await state.start(heard.ban, heard.error)
+    # A Cluster client learns the slots on its first call, which a loaded host may take longer
+    # than a call's bound to answer: an outage at start, which ends by itself. Wait for its end.
+    deadline = time.monotonic() + 15
+    while await state.add("warm-up", 1, 30) is None:
+        assert time.monotonic() < deadline, "the deployment never answered"
+        await asyncio.sleep(0.2)  # the breaker tries again after RETRY_AFTER
     return state, heard
 
 
 async def test_two_instances_share_everything(topology: str) -> None:
     (a, heard_a), (b, heard_b) = await _started(topology), await _started(topology)
+    errors_a, errors_b = a.errors, b.errors
     try:
         for i in range(20):  # keys in many slots: on every node of a Cluster
             assert await a.count_nonce(f"n{i}", 1, 30) is True
@@ -62,7 +69,7 @@ async def test_two_instances_share_everything(topology: str) -> None:
         # one script, two trunks' keys: one slot thanks to the hash tag
         assert await a.share_calls("a", {"demo": 2, "other": 1}, 5) == {"demo": 0, "other": 0}
         assert await b.share_calls("b", {"demo": 1, "other": 0}, 5) == {"demo": 2, "other": 1}
-        assert a.errors == 0 and b.errors == 0
+        assert (a.errors, b.errors) == (errors_a, errors_b)  # none since warmed up
 
         await asyncio.sleep(0.3)  # both subscribers attached before the ban is published
         end = time.time() + 60
