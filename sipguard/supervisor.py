@@ -151,7 +151,10 @@ class Supervisor:
         if not self.done.is_set():
             self.serving = True
             await self._open_endpoint(self.settings)
-            await self._open_admin()
+            if self.controlled:
+                from sipguard.admin.host import start_host_admin
+
+                self._admin = await start_host_admin(self, self.logger, len(self.workers))
             pids = [w.process.pid for w in self.workers if w.process is not None]
             self.logger.info("started", workers=len(self.workers), pids=pids)
             if self.notifier is not None:
@@ -384,22 +387,6 @@ class Supervisor:
         )
 
     # -- the admin API ----------------------------------------------------------------------
-
-    async def _open_admin(self) -> None:
-        where = self.settings.admin
-        if where is None or not self.controlled:
-            return
-        from sipguard.admin.api import start_admin
-        from sipguard.admin.host import HostService
-
-        host = f"[{where.host}]" if ":" in where.host else where.host
-        url = f"http://{host}:{where.port}/v1"
-        try:
-            self._admin = await start_admin(where, HostService(self))
-        except OSError as exc:  # not worth refusing SIP service for, as for /metrics
-            self.logger.error("listener_error", listener=url, detail=exc.strerror or str(exc))
-            return
-        self.logger.info("admin_listening", url=url, workers=len(self.workers))
 
     def controls(self) -> list[Any]:
         """Every worker slot for the admin API (`sipguard.admin.host.WorkerControl`)."""

@@ -36,6 +36,7 @@ import aiohttp
 import orjson
 
 from sipguard import __version__
+from sipguard.admin.api import AdminListener, start_admin
 from sipguard.admin.merge import merge_ban, merge_bans, merge_trunks, merge_upstreams
 from sipguard.admin.views import JSON, ServiceError, timestamp
 from sipguard.settings import Settings
@@ -179,3 +180,20 @@ class HostService:
             "worker_pids": [c.pid for c in controls],
             "config": {"file": settings.source, "sha256": settings.source_sha256},
         }
+
+
+async def start_host_admin(host: Host, logger: Any, workers: int) -> AdminListener | None:
+    """The host's admin listener on `admin.listen` (the supervisor's, once every worker is
+    ready). One that cannot be bound is a `listener_error`: SIP service goes on, as for
+    /metrics."""
+    where = host.settings.admin
+    if where is None:
+        return None
+    url = f"http://{f'[{where.host}]' if ':' in where.host else where.host}:{where.port}/v1"
+    try:
+        listener = await start_admin(where, HostService(host))
+    except OSError as exc:
+        logger.error("listener_error", listener=url, detail=exc.strerror or str(exc))
+        return None
+    logger.info("admin_listening", url=url, workers=workers)
+    return listener

@@ -130,6 +130,9 @@ def test_admin_api_of_two_workers(host: Host, tmp_path: Path) -> None:
     answer = json.loads(status.stdout)
     assert answer["workers"] == 2 and answer["pid"] == host.daemon.pid
     assert sorted(answer["worker_pids"]) == sorted(started["pids"])
+    text = host.cli("status").stdout.splitlines()
+    assert "workers: 2" in text
+    assert f"worker_pids: {' '.join(str(p) for p in answer['worker_pids'])}" in text
     assert host.answered() == PEERS  # served before anything is banned
 
     # `sipguard admin ban`: refused on every port, so by both workers.
