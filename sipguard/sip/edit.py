@@ -38,10 +38,11 @@ CRLF = b"\r\n"
 _TAG_RE = re.compile(rb";[ \t]*[Tt][Aa][Gg][ \t]*=")
 _PARAM_NAME_RE = re.compile(rb"[A-Za-z0-9\-.!%*_+`'~]+")
 _PARAM_VALUE_RE = re.compile(rb"[A-Za-z0-9\-.!%*_+`'~:\[\]]+")
+_line_break = re.compile(rb"[\r\n\x00]").search
 
 
 def _check_line(line: bytes) -> bytes:
-    if line.find(b"\r") >= 0 or line.find(b"\n") >= 0 or line.find(b"\x00") >= 0:
+    if _line_break(line) is not None:
         raise ValueError("a header line must not contain CR, LF or NUL")
     return line
 
@@ -61,8 +62,7 @@ def apply_edits(
     header). Bytes outside the touched lines are copied unchanged, body included."""
     replace = replace or {}
     insert = insert or {}
-    headers = msg.headers
-    count = len(headers)
+    count = msg.header_count
     for i in drop:
         if not 0 <= i < count:
             raise IndexError("header index out of range")
@@ -76,25 +76,36 @@ def apply_edits(
         for line in lines:
             _check_line(line)
     drop_set = drop if isinstance(drop, (set, frozenset)) else set(drop)
-    touched = sorted(drop_set.union(replace, insert))
+    return _write(msg, drop_set, replace, insert)
+
+
+def _write(
+    msg: Message,
+    drop: Collection[int],
+    replace: Mapping[int, bytes],
+    insert: Mapping[int, Sequence[bytes]],
+) -> bytes:
+    """`apply_edits` once the lines are checked: one join of slices of `raw` and new lines,
+    the positions from `Message.line_starts` (the last entry is `header_end`)."""
+    starts = msg.line_starts()
+    count = len(starts) - 1
     raw = msg.raw
     pieces: list[bytes] = []
     cursor = 0
-    for i in touched:
-        at = headers[i].start if i < count else msg.header_end
-        pieces.append(raw[cursor:at])
+    for i in sorted({*drop, *replace, *insert}):
+        at = starts[i]
+        pieces += (raw[cursor:at],)
         cursor = at
-        for line in insert.get(i, ()):
-            pieces.append(line)
-            pieces.append(CRLF)
+        if i in insert:
+            for line in insert[i]:
+                pieces += (line, CRLF)
         if i < count:
-            if i in drop_set:
-                cursor = headers[i].end
+            if i in drop:
+                cursor = starts[i + 1]
             elif i in replace:
-                pieces.append(replace[i])
-                pieces.append(CRLF)
-                cursor = headers[i].end
-    pieces.append(raw[cursor:])
+                pieces += (replace[i], CRLF)
+                cursor = starts[i + 1]
+    pieces += (raw[cursor:],)
     return b"".join(pieces)
 
 
@@ -133,7 +144,7 @@ class Edits:
     def value(self, index: int) -> bytes:
         """The current value of header `index` (after the edits collected so far)."""
         value = self._values.get(index)
-        return self._msg.headers[index].value if value is None else value
+        return self._msg.value_at(index) if value is None else value
 
     def _first_live(self, key: bytes) -> int | None:
         for i in self._msg.indices(key):
@@ -142,18 +153,18 @@ class Edits:
         return None
 
     def build(self) -> bytes:
-        headers = self._msg.headers
-        replace = {
-            i: headers[i].name + b": " + v for i, v in self._values.items() if i not in self._drop
-        }
-        return apply_edits(self._msg, drop=self._drop, replace=replace, insert=self._insert)
+        """The edited message, in one pass (the lines were checked as they were given)."""
+        msg, drop = self._msg, self._drop
+        name_at = msg.name_at
+        replace = {i: name_at(i) + b": " + v for i, v in self._values.items() if i not in drop}
+        return _write(msg, drop, replace, self._insert)
 
     # --- proxy edits ---
 
     def prepend_via(self, value: bytes) -> Edits:
         """RFC 3261 §16.6 step 8: our Via goes on top, as its own line before the first Via."""
         first = self._first_live(b"via")
-        return self.insert(len(self._msg.headers) if first is None else first, b"Via: " + value)
+        return self.insert(self._msg.header_count if first is None else first, b"Via: " + value)
 
     def set_top_via_params(self, params: Sequence[tuple[bytes, bytes | None]]) -> Edits:
         """Add or replace parameters of the first Via value (RFC 3261 §18.2.1 received,
@@ -218,7 +229,7 @@ class Edits:
             raise ValueError("Max-Forwards must be 0..255")
         found = self._first_live(b"max-forwards")
         if found is None:
-            return self.insert(len(self._msg.headers), b"Max-Forwards: %d" % n)
+            return self.insert(self._msg.header_count, b"Max-Forwards: %d" % n)
         return self.set_value(found, b"%d" % n)
 
     def insert_headers(self, lines: Sequence[tuple[bytes, bytes]]) -> Edits:
@@ -232,13 +243,11 @@ class Edits:
     def remove_headers(self, keys: Iterable[bytes]) -> Edits:
         """Drop every line of these headers, in every spelling (full, compact, any case)."""
         wanted = {canonical_key(k) for k in keys}
-        for i, header in enumerate(self._msg.headers):
-            if header.key in wanted:
-                self._drop.add(i)
+        self._drop.update(i for i, key in enumerate(self._msg.header_keys) if key in wanted)
         return self
 
     def remove_header_lines(self, indices: Iterable[int]) -> Edits:
-        count = len(self._msg.headers)
+        count = self._msg.header_count
         for i in indices:
             if not 0 <= i < count:
                 raise IndexError("header index out of range")
@@ -272,9 +281,7 @@ def _status_line(status: int, reason: bytes) -> bytes:
 def _finish(lines: list[bytes], extra_headers: Sequence[tuple[bytes, bytes]]) -> bytes:
     for name, value in extra_headers:
         lines.append(_check_line(name + b": " + value))
-    lines.append(b"Content-Length: 0")
-    lines.append(b"")
-    lines.append(b"")
+    lines += (b"Content-Length: 0", b"", b"")
     return CRLF.join(lines)
 
 
@@ -290,17 +297,25 @@ def build_response(
     """A response to `request` (RFC 3261 §8.2.6.2): every Via line in order (or `vias`, e.g.
     with `received`/`rport` set), From, To (with `;tag=to_tag` added when the To has no tag),
     Call-ID, CSeq, `extra_headers`, Content-Length: 0."""
-    lines = [_status_line(status, reason)]
     if vias is None:
-        vias = [request.headers[i].value for i in request.indices(b"via")]
-    lines.extend(b"Via: " + _check_line(v) for v in vias)
-    lines.append(b"From: " + request.headers[request.indices(b"from")[0]].value)
-    to = request.headers[request.indices(b"to")[0]].value
+        vias = request.line_values(b"via")  # read by the parser's grammar: no CR, LF or NUL
+    else:
+        _check_line(b"".join(vias))
+    # From and To as received: the parser validated them (their `raw` is the header value)
+    to = request.to.raw
     if to_tag is not None and request.to.tag is None:
         to = to + b";tag=" + _check_line(to_tag)
-    lines.append(b"To: " + to)
-    lines.append(b"Call-ID: " + request.call_id)
-    lines.append(b"CSeq: " + request.headers[request.indices(b"cseq")[0]].value)
+    cseq = request.get(b"cseq")
+    assert cseq is not None  # mandatory, checked by the parser
+    lines = [_status_line(status, reason)]
+    if vias:
+        lines.append(b"Via: " + b"\r\nVia: ".join(vias))
+    lines += [
+        b"From: " + request.from_.raw,
+        b"To: " + to,
+        b"Call-ID: " + request.call_id,
+        b"CSeq: " + cseq,
+    ]
     return _finish(lines, extra_headers)
 
 

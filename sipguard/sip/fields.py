@@ -8,8 +8,8 @@ auth-params (latin-1, lossless), never serialises a whole message, never does I/
 
 Also the grammar of the parser's fast path, `FAST_MESSAGE_RE`: a whole message of the common
 shape in one match, with the same pieces minus what is rare (a strict subset of this grammar),
-the order of its groups (`FAST_GROUPS`, checked at import) and `matched_name_addr`, which builds
-a From or To from them.
+the order of its groups (`FAST_GROUPS`, checked at import) and the values the parser builds from
+them (`MatchedVia`, `MatchedNameAddr`).
 
 RFC 3261 §7.3.1 (header field format, comma lists), §19.1 (SIP URI), §20 (headers), §25 (ABNF);
 RFC 3581 (rport); RFC 5118 and RFC 5954 (IPv6 references); RFC 7616 / RFC 3261 §22.4 (digest
@@ -22,7 +22,9 @@ import ipaddress
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from itertools import accumulate
+from operator import methodcaller
+from typing import Generic, NamedTuple, TypeVar
 
 from sipguard.errors import ParseError
 
@@ -185,6 +187,14 @@ _VIA_RE = re.compile(_VIA_HEAD + rb"(" + _PARAMS + rb")[ \t]*")
 _CSEQ_RE = re.compile(rb"([0-9]{1,10})[ \t]+(" + _TOKEN + rb")")
 # One list element: quoted strings and <...> may hold commas (RFC 3261 §7.3.1).
 _LIST_ITEM_RE = re.compile(rb'(?:"(?:[^"\\]|\\.)*"|<[^>]*>|[^,"<])+', re.S)
+# A whole list of such elements (each element is read one way only: no backtracking changes
+# where one ends), and the characters that make a value more than one plain element.
+_LIST_RE = re.compile(
+    rb'(?:"(?:[^"\\]|\\.)*"|<[^>]*>|[^,"<])+(?:,(?:"(?:[^"\\]|\\.)*"|<[^>]*>|[^,"<])+)*', re.S
+)
+_list_special = re.compile(rb'[,"<]').search
+_strip_lws = methodcaller("strip", b" \t")
+_lstrip_lws = methodcaller("lstrip", b" \t")
 
 # --- fast-path grammar (used by the parser's fast path, see parser.py) ---
 
@@ -247,14 +257,23 @@ def _f_name_addr() -> bytes:
     )  # fmt: skip
 
 
-def _f_from_to(p: bytes) -> bytes:
+def _f_from_to(p: bytes, cond: Callable[[bytes], bytes]) -> bytes:
     """From / To: a name-addr (the addr-spec form goes to the general path: one alternative
     less for the common form), groups `p` (the value), `pq` (a quoted display name without its
-    quotes), `pn` (a display name of tokens), `pu` (the URI) and `pp` (parameters)."""
+    quotes), `pn` (a display name of tokens), `pu` (the URI), `pp` (parameters) and `ptg` (the
+    value of `tag=`, read on every message: captured so that reading it splits no parameter).
+    A parameter named `tag` in another case, without a value, or twice goes to the general
+    path (the tag is the first parameter of that name, RFC 3261 §19.3)."""
+    tag = p + b"tg"
+    params = (
+        rb"(?:;(?:tag=" + cond(tag) + rb"(?!)|(?P<" + tag + rb">" + _F_GEN + rb"))|(?!"
+        + _ci(b"tag") + rb"(?![" + _TOKEN_CLASS + rb"]))" + _F_TOKEN + rb"(?:=" + _F_GEN
+        + rb"|)))*+"
+    )  # fmt: skip
     return (
         rb"(?P<" + p + rb">(?:\"(?P<" + p + rb"q>" + _F_QUOTED_TEXT + rb')"|(?P<' + p + rb"n>"
         + _F_TOKEN + rb"(?:[ \t]++" + _F_TOKEN + rb")*+)|)[ \t]*+<(?P<" + p + rb"u>"
-        + _F_SIP_URI_H + rb"|" + _F_OTHER_URI + rb")>(?P<" + p + rb"p>" + _F_PARAMS + rb"))"
+        + _F_SIP_URI_H + rb"|" + _F_OTHER_URI + rb")>(?P<" + p + rb"p>" + params + rb"))"
     )  # fmt: skip
 
 
@@ -273,6 +292,8 @@ FAST_VIA_VALUE_RE = re.compile(_F_VIA_NC)
 FAST_VIA_SEP_RE = re.compile(rb"[ \t]*+,[ \t]*+")
 # The next Via line of a message read on the fast path (where every Via line is spelled `Via:`).
 FAST_NEXT_VIA_RE = re.compile(rb"\r\nVia:[ \t]*+")
+# The value of every Via line after the top one (no trailing LWS on the fast path).
+FAST_VIA_LINES_RE = re.compile(rb"\r\nVia:[ \t]*+([^\r]*+)")
 
 
 def _token_class_without(first: bytes) -> bytes:
@@ -324,8 +345,8 @@ def _f_message(cond: Callable[[bytes], bytes]) -> bytes:
         rb"(?:\r\n(?:"
         + safe_first + rb"[" + _TOKEN_CLASS + rb"]*+[ \t]*+:" + _F_LINE_CHAR + rb"*+"
         rb"|Via" + ws + cond(b"via") + more_vias + rb"|" + top_via + rb")"
-        rb"|From" + ws + cond(b"f") + once + _f_from_to(b"f") + rb")"
-        rb"|To" + ws + cond(b"t") + once + _f_from_to(b"t") + rb")"
+        rb"|From" + ws + cond(b"f") + once + _f_from_to(b"f", cond) + rb")"
+        rb"|To" + ws + cond(b"t") + once + _f_from_to(b"t", cond) + rb")"
         rb"|C(?:all-ID" + ws + cond(b"cid") + once + rb"(?P<cid>" + _CALL_ID_WORD + rb"+(?:@"
         + _CALL_ID_WORD + rb"+|))" + eol + rb")"
         rb"|Seq" + ws + cond(b"cn") + once + rb"(?P<cn>[0-9]{1,9}+)[ \t]++(?P<cm>"
@@ -355,8 +376,9 @@ FAST_MESSAGE_RE = compile_fast(_f_message)
 FAST_GROUPS = (
     "status", "reason", "method", "ruri",  # start line
     "via", "vt", "vh", "vp", "vpar", "vbr",  # top Via: value, transport, host, port, params, branch
-    "f", "fq", "fn", "fu", "fp",  # From: value, quoted or token display name, URI, params
-    "t", "tq", "tn", "tu", "tp",  # To: the same
+    "f", "fq", "fn", "fu", "fp", "ftg",  # From: value, quoted or token display name, URI,
+    # params, tag
+    "t", "tq", "tn", "tu", "tp", "ttg",  # To: the same
     "cid", "cn", "cm", "cl", "mf",  # Call-ID, CSeq number and method, Content-Length, Max-Forwards
 )  # fmt: skip
 _numbers = FAST_MESSAGE_RE.groupindex
@@ -380,18 +402,33 @@ def canonical_key(name: bytes) -> bytes:
     return COMPACT_FORMS.get(low, low)
 
 
-def _find_param(params: Params, name: bytes) -> tuple[bool, bytes | None]:
-    for key, value in params:
-        if key == name:
-            return True, value
-    return False, None
+_Name = TypeVar("_Name", bytes, str)
+
+
+class _Lowered(dict[_Name, _Name], Generic[_Name]):
+    """Parameter name as received -> lowercase: one dict look-up (`cache[name]`), the
+    lowercasing only on a miss, remembered while the cache has room and the name is short (a
+    flood of distinct names cannot grow it). Names are nearly always the same few."""
+
+    __slots__ = ()
+
+    def __missing__(self, name: _Name) -> _Name:
+        low = name.lower()
+        if len(self) < 1024 and len(name) <= 32:
+            self[name] = low
+        return low
+
+
+_param_name: _Lowered[bytes] = _Lowered()
+_auth_name: _Lowered[str] = _Lowered()
 
 
 def _parse_params(raw: bytes) -> Params:
     """Split an already validated `*( SEMI generic-param )` section."""
     if not raw:
         return ()
-    return tuple([(name.lower(), value or None) for name, value in _PARAM_RE.findall(raw)])
+    lowered = _param_name
+    return tuple([(lowered[name], value or None) for name, value in _PARAM_RE.findall(raw)])
 
 
 def _check_ipv6(inner: bytes) -> None:
@@ -450,10 +487,13 @@ class SipUri:
 
     def param(self, name: bytes) -> bytes | None:
         """Value of URI parameter `name` (lowercase); None when absent or without value."""
-        return _find_param(self.params, name)[1]
+        for key, value in self.params:
+            if key == name:
+                return value
+        return None
 
     def has_param(self, name: bytes) -> bool:
-        return _find_param(self.params, name)[0]
+        return any(key == name for key, _ in self.params)
 
 
 def parse_uri(raw: bytes, *, max_bytes: int = 1024) -> SipUri:
@@ -507,7 +547,43 @@ def check_request_uri(raw: bytes, max_bytes: int) -> None:
         _host(host)
 
 
-class Via:
+class _Parameters:
+    """The header parameters of a value (`*( SEMI generic-param )`, validated with it), split
+    on first use and kept; a look-up walks them without another call."""
+
+    __slots__ = ("_params", "_params_raw")
+
+    _params: Params | None
+    _params_raw: bytes
+
+    @property
+    def params(self) -> Params:
+        params = self._params
+        if params is None:
+            params = self._params = _parse_params(self._params_raw)
+        return params
+
+    def param(self, name: bytes) -> bytes | None:
+        """The value of the first parameter `name` (lowercase); None when absent or a flag."""
+        params = self._params
+        if params is None:
+            params = self._params = _parse_params(self._params_raw)
+        for key, value in params:
+            if key == name:
+                return value
+        return None
+
+    def has_param(self, name: bytes) -> bool:
+        params = self._params
+        if params is None:
+            params = self._params = _parse_params(self._params_raw)
+        for key, _ in params:  # noqa: SIM110  (any() over a generator: a call per item)
+            if key == name:
+                return True
+        return False
+
+
+class Via(_Parameters):
     """One Via value (RFC 3261 §20.42), validated when built; parameters split on first use.
 
     `protocol` e.g. `SIP/2.0`; `transport` uppercase (`UDP`, `TCP`, `TLS`, or an unknown token
@@ -522,8 +598,6 @@ class Via:
 
     __slots__ = (
         "_branch",
-        "_params",
-        "_params_raw",
         "host",
         "port",
         "protocol",
@@ -557,40 +631,27 @@ class Via:
                 raise _fail("malformed rport")
 
     @property
-    def params(self) -> Params:
-        params = self._params
-        if params is None:
-            params = self._params = _parse_params(self._params_raw)
-        return params
-
-    def param(self, name: bytes) -> bytes | None:
-        return _find_param(self.params, name)[1]
-
-    def has_param(self, name: bytes) -> bool:
-        return _find_param(self.params, name)[0]
-
-    @property
     def branch(self) -> bytes | None:
         branch = self._branch  # known without splitting the parameters (fast path)
         if branch is not None:
             return branch
-        return _find_param(self.params, b"branch")[1]
+        return self.param(b"branch")
 
     @property
     def received(self) -> bytes | None:
         """The received address, IPv6 brackets removed (RFC 5118 §4.5: both forms appear)."""
-        value = _find_param(self.params, b"received")[1]
+        value = self.param(b"received")
         if value is not None and value[:1] == b"[" and value[-1:] == b"]":
             return value[1:-1]
         return value
 
     @property
     def has_rport(self) -> bool:
-        return _find_param(self.params, b"rport")[0]
+        return self.has_param(b"rport")
 
     @property
     def rport(self) -> int | None:
-        value = _find_param(self.params, b"rport")[1]
+        value = self.param(b"rport")
         return int(value) if value else None
 
     @property
@@ -623,7 +684,7 @@ class MatchedVia(Via):
     branch: bytes | None  # an attribute where Via computes a property
 
 
-class NameAddr:
+class NameAddr(_Parameters):
     """A name-addr or addr-spec with header parameters (From, To, Contact, Route...),
     validated when built; the URI and the parameters are split on first use.
 
@@ -632,7 +693,7 @@ class NameAddr:
     after an addr-spec), names lowercase, values raw; `raw`: the value as received (unfolded).
     Effectively immutable (slots class for speed, see `Via`)."""
 
-    __slots__ = ("_params", "_params_raw", "_uri", "_uri_max", "display_name", "raw", "uri_raw")
+    __slots__ = ("_uri", "_uri_max", "display_name", "raw", "uri_raw")
 
     display_name: bytes | None
     uri_raw: bytes
@@ -668,21 +729,15 @@ class NameAddr:
         return uri
 
     @property
-    def params(self) -> Params:
+    def tag(self) -> bytes | None:
+        """The `tag` parameter (RFC 3261 §19.3), read on every message: `param` inlined."""
         params = self._params
         if params is None:
             params = self._params = _parse_params(self._params_raw)
-        return params
-
-    @property
-    def tag(self) -> bytes | None:
-        return _find_param(self.params, b"tag")[1]
-
-    def param(self, name: bytes) -> bytes | None:
-        return _find_param(self.params, name)[1]
-
-    def has_param(self, name: bytes) -> bool:
-        return _find_param(self.params, name)[0]
+        for key, value in params:
+            if key == b"tag":
+                return value
+        return None
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, NameAddr) and other.raw == self.raw
@@ -697,18 +752,35 @@ class NameAddr:
         )
 
 
+class MatchedNameAddr(NameAddr):
+    """A From or To read on the parser's fast path (built by `parse_message` from the match,
+    which validated it): the same value as `NameAddr(raw)`, with `tag` a plain attribute filled
+    from the match (None when absent), since the fast grammar captures the one `tag=` parameter
+    it admits."""
+
+    __slots__ = ("tag",)
+
+    tag: bytes | None  # an attribute where NameAddr computes a property
+
+
 _new_object = object.__new__
 
 
 def matched_name_addr(
-    display_name: bytes | None, uri: bytes, params: bytes, raw: bytes, max_uri_bytes: int
-) -> NameAddr:
-    """A NameAddr from parts the parser's fast match already validated (From, To): the same
-    value as `NameAddr(raw)`, with no regex run again. `display_name` without its quotes."""
-    addr: NameAddr = _new_object(NameAddr)
+    display_name: bytes | None,
+    uri: bytes,
+    params: bytes,
+    tag: bytes | None,
+    raw: bytes,
+    max_uri_bytes: int,
+) -> MatchedNameAddr:
+    """A From or To from parts the parser's fast match already validated: the same value as
+    `NameAddr(raw)`, with no regex run again. `display_name` without its quotes."""
+    addr: MatchedNameAddr = _new_object(MatchedNameAddr)
     addr.display_name = display_name
     addr.uri_raw = uri
     addr._params_raw = params
+    addr.tag = tag
     addr.raw = raw
     addr._params = None
     addr._uri = None
@@ -744,7 +816,26 @@ def _split_spans(value: bytes) -> list[tuple[int, int]]:
     (`a,,b`, a trailing comma) is an error; an empty value has no element."""
     if not value:
         return []
-    spans = []
+    if _list_special(value) is None:  # one element, no quote or <>: the common case
+        stripped = value.strip(b" \t")
+        if not stripped:
+            raise _fail("empty element in a comma-separated list")
+        lead = value.find(stripped)  # after the leading LWS
+        return [(lead, lead + len(stripped))]
+    if _LIST_RE.fullmatch(value) is not None:  # well formed: every element in one findall
+        items = _LIST_ITEM_RE.findall(value)
+        kept = list(map(len, map(_strip_lws, items)))
+        if 0 not in kept:
+            spans: list[tuple[int, int]] = []
+            pos = 0
+            for size, rest, length in zip(
+                map(len, items), map(len, map(_lstrip_lws, items)), kept, strict=True
+            ):
+                lead = pos + size - rest  # after the element's leading LWS
+                spans += ((lead, lead + length),)
+                pos += size + 1  # the element and its comma
+            return spans
+    spans = []  # what is wrong with the list, or a plain list with an empty element
     if value.find(b'"') < 0 and value.find(b"<") < 0:
         pos = 0
         for part in value.split(b","):
@@ -778,10 +869,16 @@ def _split_spans(value: bytes) -> list[tuple[int, int]]:
 
 
 def split_list(value: bytes) -> list[bytes]:
-    """Split a comma list, respecting quoted strings and <...> (RFC 3261 §7.3.1)."""
+    """Split a comma list, respecting quoted strings and <...> (RFC 3261 §7.3.1). A well
+    formed list is checked by one match and split by one `findall` (`_split_spans` says what
+    is wrong with another)."""
     if value.find(b",") < 0:
         stripped = value.strip(b" \t")
         return [stripped] if stripped else []
+    if _LIST_RE.fullmatch(value) is not None:
+        items = [item.strip(b" \t") for item in _LIST_ITEM_RE.findall(value)]
+        if b"" not in items:
+            return items
     return [value[s:e] for s, e in _split_spans(value)]
 
 
@@ -828,23 +925,32 @@ def parse_cseq(value: bytes) -> CSeq:
     return _new_tuple(CSeq, (number, m.group(2)))
 
 
+# The run of parameters after a Via head (matched as a whole it ends where matching them one
+# by one stops: nothing after the repeat makes it backtrack), and one parameter as (its text,
+# leading LWS included; its name).
+_PARAMS_RUN_RE = re.compile(_PARAMS)
+_PARAM_TEXT_RE = re.compile(
+    rb"([ \t]*;[ \t]*(" + _TOKEN + rb")(?:[ \t]*=[ \t]*" + _GEN_VALUE + rb")?)"
+)
+
+
 def via_param_spans(element: bytes) -> tuple[int, list[tuple[bytes, int, int]]]:
     """For one Via value: the offset where its parameters start and, for each parameter, its
-    lowercase name and the span of `;name[=value]` (leading LWS included). Used by edits."""
+    lowercase name and the span of `;name[=value]` (leading LWS included). Used by edits.
+    One match finds where the parameters end, one `findall` reads them; the spans are the
+    running sum of their lengths."""
     m = _VIA_HEAD_RE.match(element)
     if m is None:
         raise _fail("malformed Via")
-    pos = m.end()
-    head_end = pos
-    spans: list[tuple[bytes, int, int]] = []
-    end = len(element)
-    while pos < end:
-        p = _PARAM_RE.match(element, pos)
-        if p is None:
-            break
-        spans.append((p.group(1).lower(), pos, p.end()))
-        pos = p.end()
-    return head_end, spans
+    head_end = m.end()
+    run_end = _PARAMS_RUN_RE.match(element, head_end).end()  # type: ignore[union-attr]  # * matches
+    if run_end == head_end:
+        return head_end, []
+    texts, names = zip(*_PARAM_TEXT_RE.findall(element, head_end, run_end), strict=True)
+    offsets = list(accumulate(map(len, texts), initial=head_end))
+    return head_end, list(
+        zip(map(_param_name.__getitem__, names), offsets, offsets[1:], strict=False)
+    )
 
 
 # --- digest auth-params (RFC 3261 §25 credentials/challenge, RFC 7616 §3.4) ---
@@ -892,17 +998,18 @@ def _parse_auth(value: bytes, *, max_bytes: int) -> Credentials:
         raise _fail("digest without parameters")
     items = _AUTH_ITEM_RE.findall(value.decode("latin-1"), pos)
     params: dict[str, str] = {}
+    lowered = _auth_name
     for name, quoted, token, _, junk in items:
         if junk:
             raise _fail("malformed digest parameter")
         # a token never holds a backslash; a quoted-string holds one only in a quoted-pair,
         # whose escape is resolved (RFC 3261 §25) -- the substitution only when there is one
         if quoted:
-            params[name.lower()] = (
+            params[lowered[name]] = (
                 _QUOTED_PAIR_RE.sub(_unquote, quoted) if "\\" in quoted else quoted
             )
         else:
-            params[name.lower()] = token  # an empty quoted-string gives "" as well
+            params[lowered[name]] = token  # an empty quoted-string gives "" as well
     if items[-1][3]:
         raise _fail("trailing comma in digest parameters")
     if len(params) != len(items):

@@ -17,12 +17,17 @@ RFC 3261 §7 (message structure), §7.3 (header fields, comma lists), §20 (head
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
+from itertools import accumulate, count
+from operator import add
 from typing import NamedTuple
 
 from sipguard.errors import ParseError
 from sipguard.sip.fields import (
     FAST_NEXT_VIA_RE,
+    FAST_VIA_LINES_RE,
     FAST_VIA_SEP_RE,
     FAST_VIA_VALUE_RE,
     LIST_HEADERS,
@@ -30,50 +35,25 @@ from sipguard.sip.fields import (
     NameAddr,
     SipUri,
     Via,
-    canonical_key,
     parse_name_addr_list,
     parse_uri,
     parse_via_values,
     split_list,
 )
+from sipguard.sip.names import HEADER_RE, KEYS, index_keys, key_of
 
 __all__ = ["Header", "Message", "RecoveredHeaders", "Request", "Response", "parse_max_forwards"]
 
 DEFAULT_MAX_FORWARDS = 70
 
-# Every header line of a header block without folding: CRLF, a token name, optional SP/HTAB, a
-# colon, the value (RFC 3261 §7.3.1, §25).
 # The first User-Agent line of a message read on the fast path (no folding there), found without
 # building the header index; its value as the index would hold it (trailing LWS off).
 _USER_AGENT_RE = re.compile(rb"\r\nUser-Agent[ \t]*:[ \t]*([^\r\n]*?)[ \t]*(?=\r)", re.IGNORECASE)
-_HEADER_RE = re.compile(rb"\r\n([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:[ \t]*([^\r\n]*)")
-# Header name as received -> canonical key. Bounded so that a flood of distinct names cannot
-# grow it (filled by the parser through `key_for`).
-_KEYS: dict[bytes, bytes] = {}
-_KEYS_MAX = 2048
+# Where the parser's fast match left off: the Vias after the top one (fields.FAST_*).
 _next_via = FAST_NEXT_VIA_RE.search
+_via_lines = FAST_VIA_LINES_RE.findall
 _via_sep = FAST_VIA_SEP_RE.match
 _via_value = FAST_VIA_VALUE_RE.match
-
-
-def key_for(name: bytes) -> bytes:
-    """Canonical key of a header name as received, remembered for the next message."""
-    key = canonical_key(name)
-    if len(_KEYS) < _KEYS_MAX and len(name) <= 64:
-        _KEYS[name] = key
-    return key
-
-
-def index_keys(keys: list[bytes]) -> dict[bytes, list[int]]:
-    """Canonical header key -> the positions of its lines, in message order."""
-    index: dict[bytes, list[int]] = {}
-    for i, k in enumerate(keys):
-        found = index.get(k)
-        if found is None:
-            index[k] = [i]
-        else:
-            found.append(i)
-    return index
 
 
 class Header(NamedTuple):
@@ -89,6 +69,9 @@ class Header(NamedTuple):
     value: bytes
     start: int
     end: int
+
+
+_new_header = partial(tuple.__new__, Header)  # a Header from one row, at C level
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,14 +92,21 @@ class Message:
     """Common part of requests and responses.
 
     `raw` is the message bytes (start line to end of body, trimmed to Content-Length);
-    `headers` the header lines in order (built on first use); `header_end` the offset of the
-    empty line that ends the header section (`raw[header_end:header_end + 2] == b"\\r\\n"`);
-    `start_line_end` the offset of the first header line.
+    `header_end` the offset of the empty line that ends the header section
+    (`raw[header_end:header_end + 2] == b"\\r\\n"`); `start_line_end` the offset of the first
+    header line.
+
+    The header index, built once when a generic accessor first needs it (the general parser
+    builds it as it reads): per header line, in order, its name as received (`_names`), its
+    value unfolded and stripped (`_values`), its canonical key (`_keys`), and key -> line
+    positions (`_index`); the offsets where the lines start (`_starts`, one more entry:
+    `header_end`) only when a writer asks for a span. Writers read lines by position
+    (`header_count`, `name_at`, `value_at`, `key_at`, `line_span`); `headers` builds the
+    `Header` tuples for the callers that want them all.
 
     `top_via`, `from_`, `to`, `call_id` and `cseq` are set by `parse_message` (on its fast path
     built from the match, which validated them; on the general path from the values it
-    validated). A message read on the fast path carries `_fast`, the match, and builds the
-    header index (`_pairs`, `_keys`, `_index`) only when a generic accessor needs it.
+    validated). A message read on the fast path carries `_fast`, the match.
     """
 
     __slots__ = (
@@ -125,7 +115,9 @@ class Message:
         "_headers",
         "_index",
         "_keys",
-        "_pairs",
+        "_names",
+        "_starts",
+        "_values",
         "_vias",
         "body",
         "call_id",
@@ -133,6 +125,7 @@ class Message:
         "from_",
         "header_end",
         "limits_uri",
+        "max_forwards",
         "raw",
         "start_line_end",
         "to",
@@ -144,9 +137,13 @@ class Message:
     header_end: int
     start_line_end: int
     limits_uri: int
-    _pairs: list[tuple[bytes, bytes]] | None
-    _keys: list[bytes] | None
+    # RFC 3261 §16.6 step 3 / §8.1.1.6: 70 when absent; read and validated by the parser
+    max_forwards: int
+    _names: Sequence[bytes] | None
+    _values: Sequence[bytes] | None
+    _keys: Sequence[bytes] | None
     _index: dict[bytes, list[int]] | None
+    _starts: list[int] | None
     _headers: tuple[Header, ...] | None
     top_via: Via
     from_: NameAddr
@@ -162,20 +159,22 @@ class Message:
         raw: bytes,
         body: bytes,
         start_line: bytes,
-        pairs: list[tuple[bytes, bytes]],
-        keys: list[bytes],
+        names: Sequence[bytes],
+        values: Sequence[bytes],
+        keys: Sequence[bytes],
         index: dict[bytes, list[int]],
         header_end: int,
         max_uri_bytes: int,
     ) -> None:
-        """Internal: built by `parse_message`. `pairs[i]` is (name as received, value) of
-        header i, `keys[i]` its canonical key, `index` key -> header indices."""
+        """Internal: built by `parse_message` (general path) with the header index."""
         self.raw = raw
         self.body = body
         self.start_line_end = len(start_line) + 2
-        self._pairs = pairs
+        self._names = names
+        self._values = values
         self._keys = keys
         self._index = index
+        self._starts = None
         self.header_end = header_end
         self.limits_uri = max_uri_bytes
         self._headers = None
@@ -187,100 +186,178 @@ class Message:
     def start_line(self) -> bytes:
         return self.raw[: self.start_line_end - 2]
 
-    # --- raw header access ---
+    # --- the header index ---
 
     def _build_index(self) -> dict[bytes, list[int]]:
         """The header index of a message read on the fast path (no folding there: every
-        line is `name: value`, names are tokens, single headers appear once)."""
-        pairs: list[tuple[bytes, bytes]] = _HEADER_RE.findall(
-            self.raw, self.start_line_end - 2, self.header_end
-        )
-        kget = _KEYS.get
-        keys = [kget(n) or canonical_key(n) for n, _ in pairs]
-        if any(v[-1:] in (b" ", b"\t") for _, v in pairs):
-            pairs = [(n, v.rstrip(b" \t")) for n, v in pairs]  # trailing LWS is not the value
-        index = index_keys(keys)
-        self._pairs = pairs
-        self._keys = keys
-        self._index = index
+        line is `name: value`, names are tokens, single headers appear once): one `findall`,
+        the keys by one cache look-up per name (`names.KEYS`), no object per line."""
+        raw, start, end = self.raw, self.start_line_end - 2, self.header_end
+        names, values = zip(*HEADER_RE.findall(raw, start, end), strict=True)
+        if raw.find(b" \r\n", start, end) >= 0 or raw.find(b"\t\r\n", start, end) >= 0:
+            values = tuple([v.rstrip(b" \t") for v in values])  # trailing LWS is not the value
+        keys = self._keys = tuple(map(key_of, names))
+        self._names = names
+        self._values = values
+        index = self._index = index_keys(keys)
         return index
 
-    def _idx(self) -> dict[bytes, list[int]]:
-        index = self._index
-        return self._build_index() if index is None else index
+    def _line_starts(self) -> list[int]:
+        """Where each header line starts in `raw`, then `header_end` (line i ends where line
+        i + 1 starts). Without folding (a folded block has them set by the parser): the running
+        sum of the line lengths plus their CRLFs."""
+        starts = self._starts
+        if starts is None:
+            pos = self.start_line_end
+            lengths = map(len, self.raw[pos : self.header_end - 2].split(b"\r\n"))
+            starts = self._starts = list(map(add, accumulate(lengths, initial=pos), count(0, 2)))
+        return starts
 
-    def _value(self, i: int) -> bytes:
-        pairs = self._pairs
-        if pairs is None:
+    @property
+    def header_count(self) -> int:
+        """The number of header lines (a folded header is one)."""
+        if self._index is None:
             self._build_index()
-            pairs = self._pairs
-            assert pairs is not None
-        return pairs[i][1]
+        return len(self._keys)  # type: ignore[arg-type]
+
+    def name_at(self, i: int) -> bytes:
+        """The name of header line `i` as received."""
+        if self._index is None:
+            self._build_index()
+        return self._names[i]  # type: ignore[index]
+
+    def value_at(self, i: int) -> bytes:
+        """The value of header line `i`, unfolded, without surrounding LWS."""
+        if self._index is None:
+            self._build_index()
+        return self._values[i]  # type: ignore[index]
+
+    def key_at(self, i: int) -> bytes:
+        """The canonical key of header line `i` (lowercase full name)."""
+        if self._index is None:
+            self._build_index()
+        return self._keys[i]  # type: ignore[index]
+
+    @property
+    def header_keys(self) -> Sequence[bytes]:
+        """The canonical key of every header line, in order."""
+        if self._index is None:
+            self._build_index()
+        return self._keys  # type: ignore[return-value]
+
+    def line_starts(self) -> Sequence[int]:
+        """Where each header line starts in `raw`, then `header_end`: line `i` spans
+        `starts[i]:starts[i + 1]`, its CRLF (and folds) included."""
+        starts = self._starts
+        return self._line_starts() if starts is None else starts
+
+    def line_span(self, i: int) -> tuple[int, int]:
+        """The byte span of header line `i` in `raw`, its CRLF (and folds) included."""
+        starts = self._starts
+        if starts is None:
+            starts = self._line_starts()
+        return starts[i], starts[i + 1]
 
     @property
     def headers(self) -> tuple[Header, ...]:
-        """Every header line in order, with its byte span in `raw` (built on first use)."""
+        """Every header line in order, with its byte span in `raw` (built on first use, all
+        tuples in one pass at C level)."""
         headers = self._headers
         if headers is None:
-            self._idx()
-            out = []
-            pos = self.start_line_end
-            lines = self.raw[pos : self.header_end].split(b"\r\n")
-            keys = self._keys
-            pairs = self._pairs
-            assert keys is not None and pairs is not None
-            for i, (name, value) in enumerate(pairs):
-                end = pos + len(lines[i]) + 2
-                out.append(Header(name, keys[i], value, pos, end))
-                pos = end
-            headers = self._headers = tuple(out)
+            if self._index is None:
+                self._build_index()
+            starts = self._line_starts()
+            names, keys, values = self._names, self._keys, self._values
+            assert names is not None and keys is not None and values is not None
+            rows = zip(names, keys, values, starts[:-1], starts[1:], strict=True)
+            headers = self._headers = tuple(map(_new_header, rows))
         return headers
 
     def indices(self, key: bytes) -> list[int]:
         """Indices in `headers` of the lines whose key is `key` (lowercase full name or a
         compact form, any case), in order."""
-        return list(self._idx().get(canonical_key(key), ()))
+        index = self._index
+        if index is None:
+            index = self._build_index()
+        key = KEYS[key]
+        return [*index[key]] if key in index else []
 
     def get(self, key: bytes) -> bytes | None:
         """Value of the first header `key` (lowercase full name), or None."""
-        idx = self._idx().get(key)
-        if idx is None:
-            return None
-        return self._value(idx[0])
+        index = self._index
+        if index is None:
+            index = self._build_index()
+        if key in index:
+            return self._values[index[key][0]]  # type: ignore[index]
+        return None
 
     def get_all(self, key: bytes) -> list[bytes]:
         """Every value of header `key`; comma lists are split for list headers (Via, Route,
         Record-Route, Contact, Allow, Supported...), respecting quoted strings and <>."""
-        idx = self._idx().get(key)
-        if idx is None:
+        index = self._index
+        if index is None:
+            index = self._build_index()
+        if key not in index:
             return []
-        value = self._value
+        values = self._values
+        assert values is not None
         if key in LIST_HEADERS:
             out: list[bytes] = []
-            for i in idx:
-                out.extend(split_list(value(i)))
+            for i in index[key]:
+                out += split_list(values[i])
             return out
-        return [value(i) for i in idx]
+        return [values[i] for i in index[key]]
+
+    def line_values(self, key: bytes) -> list[bytes]:
+        """The value of every line of header `key` (lowercase full name), in order, comma
+        lists not split (`get_all` splits them)."""
+        index = self._index
+        if index is None:
+            index = self._build_index()
+        if key not in index:
+            return []
+        values = self._values
+        assert values is not None
+        return [values[i] for i in index[key]]
 
     def __contains__(self, key: bytes) -> bool:
-        return key in self._idx()
+        index = self._index
+        if index is None:
+            index = self._build_index()
+        return key in index
 
     # --- typed accessors (parsed once, cached) ---
 
     @property
     def vias(self) -> list[Via]:
+        """Every Via value in order (RFC 3261 §20.42). On the fast path the top one is
+        `top_via`, already built, and the others are found from where it ends, without the
+        header index."""
         vias = self._vias
+        if vias is None and self._fast is not None:
+            vias = self._vias = self._vias_after_top(self._fast)
         if vias is None:
-            idx = self._idx().get(b"via")
-            if idx is None:
+            lines = self.line_values(b"via")
+            if not lines:
                 raise ParseError("missing Via")
-            if len(idx) == 1:
-                vias = parse_via_values(self._value(idx[0]))
+            if len(lines) == 1:
+                vias = parse_via_values(lines[0])
             else:
                 vias = []
-                for i in idx:
-                    vias.extend(parse_via_values(self._value(i)))
+                for value in lines:
+                    vias += parse_via_values(value)
             self._vias = vias
+        return vias
+
+    def _vias_after_top(self, m: re.Match[bytes]) -> list[Via]:
+        raw = self.raw
+        end = m.end("via")
+        line_end = raw.find(b"\r\n", end)
+        vias = [self.top_via]
+        if line_end != end:  # a comma list on the top line
+            vias += parse_via_values(raw[_via_sep(raw, end).end() : line_end])  # type: ignore[union-attr]
+        for value in _via_lines(raw, line_end, self.header_end):
+            vias += parse_via_values(value)
         return vias
 
     @property
@@ -289,8 +366,7 @@ class Message:
         contacts = self._contacts
         if contacts is None:
             contacts = []
-            for i in self._idx().get(b"contact", ()):
-                value = self._value(i)
+            for value in self.line_values(b"contact"):
                 if value == b"*":
                     continue
                 contacts.extend(parse_name_addr_list(value, max_uri_bytes=self.limits_uri))
@@ -300,8 +376,7 @@ class Message:
     @property
     def is_contact_wildcard(self) -> bool:
         """True for `Contact: *` (RFC 3261 §10.2.2, remove all bindings)."""
-        idx = self._idx().get(b"contact")
-        return idx is not None and self._value(idx[0]) == b"*"
+        return self.get(b"contact") == b"*"
 
     @property
     def routes(self) -> list[NameAddr]:
@@ -313,8 +388,8 @@ class Message:
 
     def _addr_list(self, key: bytes) -> list[NameAddr]:
         out: list[NameAddr] = []
-        for i in self._idx().get(key, ()):
-            out.extend(parse_name_addr_list(self._value(i), max_uri_bytes=self.limits_uri))
+        for value in self.line_values(key):
+            out += parse_name_addr_list(value, max_uri_bytes=self.limits_uri)
         return out
 
     def matched_span(self, group: str) -> tuple[int, int] | None:
@@ -367,18 +442,6 @@ class Message:
         if raw[start - 5 : start] != b"Via: ":
             return None
         return start, _via_sep(raw, end).end()  # type: ignore[union-attr]  # validated
-
-    @property
-    def max_forwards(self) -> int:
-        """RFC 3261 §16.6 step 3 / §8.1.1.6: 70 when absent. Validated at parse time."""
-        m = self._fast
-        if m is not None:  # the fast match read the one Max-Forwards there may be
-            value = m.group("mf")
-            return DEFAULT_MAX_FORWARDS if value is None else int(value)
-        idx = self._idx().get(b"max-forwards")
-        if idx is None:
-            return DEFAULT_MAX_FORWARDS
-        return parse_max_forwards(self._value(idx[0]))
 
     @property
     def content_length(self) -> int:

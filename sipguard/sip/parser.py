@@ -24,6 +24,7 @@ RFC 3261 §7.1-§7.5 (start line, headers, folding, leading CRLF), §7.3.3 (comp
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from sipguard.errors import MessageTooLarge, ParseError, VersionNotSupported
 from sipguard.sip.fields import (
@@ -41,17 +42,15 @@ from sipguard.sip.fields import (
 )
 from sipguard.sip.limits import DEFAULT_LIMITS, ParserLimits
 from sipguard.sip.message import (
-    _HEADER_RE,
-    _KEYS,
+    DEFAULT_MAX_FORWARDS,
     Header,
     Message,
     RecoveredHeaders,
     Request,
     Response,
-    index_keys,
-    key_for,
     parse_max_forwards,
 )
+from sipguard.sip.names import HEADER_RE, index_keys, key_of
 
 __all__ = ["parse_message", "parse_message_general", "recover_headers"]
 
@@ -82,10 +81,9 @@ _STATUS_RE = re.compile(
 )
 _CALL_ID_RE = re.compile(_CALL_ID_WORD + rb"(?:@" + _CALL_ID_WORD + rb")?")
 
-# A header block is matched by `_HEADER_RE` (message.py) line by line: a line the pattern does not
+# A header block is matched by `HEADER_RE` (message.py) line by line: a line the pattern does not
 # match (no colon, `To\x01:`, a name that is not a token, a folded continuation) makes the
 # number of matches differ from the number of lines; bare CR/LF are caught by counting them.
-_key_for = key_for
 
 # --- fast path (common case first) ---------------------------------------------------------
 #
@@ -130,8 +128,8 @@ def parse_message(data: bytes, limits: ParserLimits = DEFAULT_LIMITS) -> Request
             hend = m.end()
             # every group in one call (order: fields.FAST_GROUPS)
             (status, reason, method, ruri, via_value, transport, host, port, via_params, branch,
-             f_value, f_quoted, f_name, f_uri, f_params, t_value, t_quoted, t_name, t_uri,
-             t_params, call_id, cseq_number, cseq_method, cl, _) = m.groups()  # fmt: skip
+             f_value, f_quoted, f_name, f_uri, f_params, f_tag, t_value, t_quoted, t_name, t_uri,
+             t_params, t_tag, call_id, cseq_number, cseq_method, cl, mf) = m.groups()  # fmt: skip
             end = size if cl is None else hend + int(cl)
             if end <= size:
                 msg: Request | Response
@@ -140,7 +138,7 @@ def parse_message(data: bytes, limits: ParserLimits = DEFAULT_LIMITS) -> Request
                     msg.method = method
                     msg.uri = ruri
                     msg._ruri = None
-                    msg.start_line_end = len(method) + len(ruri) + 11  # M SP URI SP SIP/2.0 CRLF
+                    msg.start_line_end = data.find(b"\r\n") + 2  # no CR or LF in M, URI
                 else:
                     msg = _new(Response)
                     msg.status = int(status)
@@ -151,9 +149,12 @@ def parse_message(data: bytes, limits: ParserLimits = DEFAULT_LIMITS) -> Request
                 msg.header_end = hend - 2
                 uri_max = msg.limits_uri = limits.max_uri_bytes
                 msg._fast = m
-                msg._pairs = None
+                msg.max_forwards = DEFAULT_MAX_FORWARDS if mf is None else int(mf)
+                msg._names = None
+                msg._values = None
                 msg._keys = None
                 msg._index = None
+                msg._starts = None
                 msg._headers = None
                 msg._vias = None
                 msg._contacts = None
@@ -170,11 +171,13 @@ def parse_message(data: bytes, limits: ParserLimits = DEFAULT_LIMITS) -> Request
                 via.branch = branch
                 # display names: quotes off, escapes kept (as NameAddr does)
                 msg.from_ = matched_name_addr(
-                    f_name if f_quoted is None else f_quoted, f_uri, f_params, f_value, uri_max
-                )
+                    f_name if f_quoted is None else f_quoted, f_uri, f_params, f_tag, f_value,
+                    uri_max,
+                )  # fmt: skip
                 msg.to = matched_name_addr(
-                    t_name if t_quoted is None else t_quoted, t_uri, t_params, t_value, uri_max
-                )
+                    t_name if t_quoted is None else t_quoted, t_uri, t_params, t_tag, t_value,
+                    uri_max,
+                )  # fmt: skip
                 msg.call_id = call_id
                 msg.cseq = _new_tuple(CSeq, (int(cseq_number), cseq_method))
                 return msg
@@ -228,19 +231,20 @@ def _parse(data: bytes, start: int, limits: ParserLimits) -> Request | Response:
         and block.find(b"\r\n\t") < 0
     ):
         raise MessageTooLarge("line too long")  # folded blocks are measured per unfolded line
-    pairs: list[tuple[bytes, bytes]] = _HEADER_RE.findall(block)
+    pairs: list[tuple[bytes, bytes]] = HEADER_RE.findall(block)
     headers: list[Header] | None = None
+    names: tuple[bytes, ...]
+    values: tuple[bytes, ...]
     if len(pairs) != crlf:
         if block.find(b"\r\n ") < 0 and block.find(b"\r\n\t") < 0:
             raise ParseError("malformed header line")
         headers = _read_folded(block, first, max_line)
-        pairs = [(h.name, h.value) for h in headers]
-        keys = [h.key for h in headers]
+        names, keys, values, _, _ = zip(*headers, strict=True)
     else:
-        kget = _KEYS.get
-        keys = [kget(n) or _key_for(n) for n, _ in pairs]
+        names, values = zip(*pairs, strict=True) if pairs else ((), ())
+        keys = tuple(map(key_of, names))
         if block.find(b" \r\n") >= 0 or block.find(b"\t\r\n") >= 0 or block.endswith((b" ", b"\t")):
-            pairs = [(n, v.rstrip(b" \t")) for n, v in pairs]  # trailing LWS is not the value
+            values = tuple([v.rstrip(b" \t") for v in values])  # trailing LWS is not the value
     index = {k: [i] for i, k in enumerate(keys)}
     if len(index) != len(keys):
         index = index_keys(keys)
@@ -252,7 +256,7 @@ def _parse(data: bytes, start: int, limits: ParserLimits) -> Request | Response:
     body_start = hend + 4
     found = index.get(b"content-length")
     if found is not None:
-        value = pairs[found[0]][1]
+        value = values[found[0]]
         # 1*DIGIT, but a leading zero other than "0" is refused (SECURITY-CASES 3: `0005` is a
         # differential between parsers); at most 10 digits ever reach int().
         if not (value.isdigit() and len(value) <= 10 and (value[0] != 48 or len(value) == 1)):
@@ -271,19 +275,20 @@ def _parse(data: bytes, start: int, limits: ParserLimits) -> Request | Response:
 
     msg: Request | Response
     if first[:4].upper() == b"SIP/":
-        response = Response(raw, body, first, pairs, keys, index, header_end, uri_max)
+        response = Response(raw, body, first, names, values, keys, index, header_end, uri_max)
         response.status, response.reason = _status_line(first)
         msg = response
     else:
-        request = Request(raw, body, first, pairs, keys, index, header_end, uri_max)
+        request = Request(raw, body, first, names, values, keys, index, header_end, uri_max)
         request.method, request.uri = _request_line(first, uri_max)
         request._ruri = None
         msg = request
-    if headers is not None:
+    if headers is not None:  # folded: the spans are not one line each
         msg._headers = tuple(headers)
+        msg._starts = [h.start for h in headers] + [header_end]
     if not index.keys() >= _MANDATORY:
         raise ParseError("missing mandatory header")
-    _validate(msg, index, pairs)
+    _validate(msg, index, values)
     return msg
 
 
@@ -309,11 +314,11 @@ def _read_folded(block: bytes, first: bytes, max_line: int) -> list[Header]:
             raise MessageTooLarge("line too long")
         # one SP per fold (RFC 3261 §7.3.1); whitespace-only continuation lines add nothing
         joined = b" ".join(p for p in (part.strip(b" \t") for part in group) if p)
-        m = _HEADER_RE.fullmatch(b"\r\n" + joined)
+        m = HEADER_RE.fullmatch(b"\r\n" + joined)
         if m is None:
             raise ParseError("malformed header line")
         name = m.group(1)
-        key = _KEYS.get(name) or _key_for(name)
+        key = key_of(name)
         end = pos + size + 2 * len(group)
         headers.append(Header(name, key, m.group(2).rstrip(b" \t"), pos, end))
         pos = end
@@ -357,27 +362,24 @@ def _status_line(first: bytes) -> tuple[int, bytes]:
     return status, m.group(3)
 
 
-def _validate(
-    msg: Message, index: dict[bytes, list[int]], pairs: list[tuple[bytes, bytes]]
-) -> None:
+def _validate(msg: Message, index: dict[bytes, list[int]], values: Sequence[bytes]) -> None:
     """Read the values that decide whether the message is acceptable at all (all mandatory
     headers are present). They are cached on the message, so the core reads them for free."""
     uri_max = msg.limits_uri
     idx = index[b"via"]
     if len(idx) == 1:
-        vias = msg._vias = parse_via_values(pairs[idx[0]][1])  # every Via: RFC 4475 badinv01
+        vias = msg._vias = parse_via_values(values[idx[0]])  # every Via: RFC 4475 badinv01
     else:
         vias = msg.vias
     msg.top_via = vias[0]
-    msg.from_ = NameAddr(pairs[index[b"from"][0]][1], uri_max)
-    msg.to = NameAddr(pairs[index[b"to"][0]][1], uri_max)
-    cseq = msg.cseq = parse_cseq(pairs[index[b"cseq"][0]][1])
-    call_id = msg.call_id = pairs[index[b"call-id"][0]][1]
+    msg.from_ = NameAddr(values[index[b"from"][0]], uri_max)
+    msg.to = NameAddr(values[index[b"to"][0]], uri_max)
+    cseq = msg.cseq = parse_cseq(values[index[b"cseq"][0]])
+    call_id = msg.call_id = values[index[b"call-id"][0]]
     if _CALL_ID_RE.fullmatch(call_id) is None:
         raise ParseError("malformed Call-ID")
     idx = index.get(b"max-forwards")  # type: ignore[assignment]
-    if idx is not None:
-        parse_max_forwards(pairs[idx[0]][1])
+    msg.max_forwards = DEFAULT_MAX_FORWARDS if idx is None else parse_max_forwards(values[idx[0]])
     if b"contact" in index:
         msg.contacts  # noqa: B018  (RFC 4475 regbadct)
     if isinstance(msg, Request):
