@@ -35,6 +35,10 @@ LAYOUTS = [
     b"Via: " + V1 + b"\r\nX-Via: " + V3 + b"\r\nVia-Foo: 1\r\nVia: " + V2 + b"\r\n",
     b"v: " + V1 + b", " + V2 + b"\r\n",
     b"Via: " + V1 + b",\r\n " + V2 + b"\r\n",
+    # a quoted-pair NUL (RFC 3261 §25.1, as in RFC 4475 intmeth) in the Via below ours: both
+    # readings copy it as received (the editor refused it, hypothesis found)
+    b"Via: " + V1 + b', SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKc;x="\\\x00a,b"\r\n',
+    b"Via: " + V1 + b'\r\nVia: SIP/2.0/UDP 192.0.2.1;x="\\\x00"\r\n',
 ]
 MESSAGES = [HEAD + layout + TAIL for layout in LAYOUTS]
 
