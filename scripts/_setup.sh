@@ -32,6 +32,8 @@ command -v sipp >/dev/null 2>&1 || need_apt+=(sip-tester)
 # the real TLS SIP client of the integration tests (Debian's SIPp has no TLS)
 command -v baresip >/dev/null 2>&1 || need_apt+=(baresip-core)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server) # shared-state tests
+# redis-cli: forms the Cluster of the Sentinel/Cluster tests (`redis-server --sentinel` is Sentinel)
+command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
 for pkg in "${SIPGUARD_APT_EXTRA[@]:-}"; do
 	[[ -n "$pkg" ]] && ! dpkg -s "$pkg" >/dev/null 2>&1 && need_apt+=("$pkg")
 done

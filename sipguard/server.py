@@ -727,6 +727,8 @@ async def _serve(
         try:
             if role is not None and role.metrics_path is not None:
                 signals.keep = await _serve_worker_metrics(observer, role.metrics_path)
+            if role is not None and role.control_path is not None:
+                import sipguard.admin.daemon  # noqa: F401 (aiohttp loaded before READY=1)
             await server.start()
         except ListenerError as exc:
             print(f"sipguard: cannot listen on {exc.listener}: {exc.detail}", file=sys.stderr)
@@ -739,9 +741,15 @@ async def _serve(
         if metrics is not None:  # sipguard_trunk_calls_active, read at each scrape
             metrics.watch_trunk_calls(core.calls_active)
         admin = None
-        # aiohttp is imported only then. Not in a worker of `workers: N`: its bans and reloads
-        # would reach that worker alone (the supervisor says so once).
-        if settings.admin is not None and role is None:
+        # aiohttp is imported only then. A worker of `workers: N` serves the routes on its
+        # control socket only: its supervisor serves the admin listener for the host.
+        if role is not None and role.control_path is not None:
+            from sipguard.admin.daemon import start_worker_control
+
+            admin = await start_worker_control(
+                server, core, observer, path, role.control_path, server.bridge
+            )
+        elif settings.admin is not None and role is None:
             from sipguard.admin.daemon import start_daemon_admin
 
             admin = await start_daemon_admin(server, core, observer, path, server.bridge)

@@ -22,7 +22,12 @@ supervised host:
   within DEATH_WINDOW seconds (all workers together) stop every worker and exit 70
   (EX_SOFTWARE). A worker that fails before the host was ever ready ends the start at once with
   its exit code (78 config, 71 port in use): a restart would not fix it;
-- one /metrics on `metrics.listen` for the host (`sipguard.aggregate`).
+- one /metrics on `metrics.listen` for the host (`sipguard.aggregate`);
+- one admin API on `admin.listen` for the host (`sipguard.admin.host`): the same token, bounds
+  and JSON as a lone daemon's, each request asked of every worker over its control socket (a
+  Unix socket in the supervisor's private directory, given only when `admin` is configured at
+  start). `POST /v1/reload` is the SIGHUP path below and answers its problems; with the admin
+  API the workers are reloaded over their control sockets, so a worker's own errors come back.
 
 Never does: handle SIP (the workers do), bind a SIP port, pass a secret through the
 environment or a command line.
@@ -50,7 +55,7 @@ from sipguard.logs import configure_logging
 from sipguard.metrics import serve_http
 from sipguard.notify import Notifier
 from sipguard.settings import Settings
-from sipguard.worker import METRICS_ENV, SUPERVISOR_ENV, WORKER_ENV
+from sipguard.worker import CONTROL_ENV, METRICS_ENV, SUPERVISOR_ENV, WORKER_ENV
 
 RESTART_DELAY: Final = 0.2  # seconds before the first restart of a worker that died
 MAX_RESTART_DELAY: Final = 10.0
@@ -93,6 +98,7 @@ class _Worker:
     index: int
     notify_path: str
     metrics_path: str
+    control_path: str
     process: asyncio.subprocess.Process | None = None
     started_at: float = 0.0
     delay: float = RESTART_DELAY / 2  # the first restart waits RESTART_DELAY
@@ -110,9 +116,12 @@ class Supervisor:
         self.notifier = Notifier.from_environ()
         self.key = settings.auth.secret or os.urandom(32)
         self.workers = [
-            _Worker(i, os.path.join(workdir, f"notify-{i}"), os.path.join(workdir, f"metrics-{i}"))
+            _Worker(i, f"{workdir}/notify-{i}", f"{workdir}/metrics-{i}", f"{workdir}/control-{i}")
             for i in range(settings.workers)
         ]
+        self.controlled = settings.admin is not None  # workers serve control sockets
+        self.started = time.time()
+        self._admin: Any = None  # the admin listener, once serving
         self.deaths = DeathRule()
         self.restarts = 0
         self.stopping = False
@@ -142,6 +151,10 @@ class Supervisor:
         if not self.done.is_set():
             self.serving = True
             await self._open_endpoint(self.settings)
+            if self.controlled:
+                from sipguard.admin.host import start_host_admin
+
+                self._admin = await start_host_admin(self, self.logger, len(self.workers))
             pids = [w.process.pid for w in self.workers if w.process is not None]
             self.logger.info("started", workers=len(self.workers), pids=pids)
             if self.notifier is not None:
@@ -155,11 +168,14 @@ class Supervisor:
 
     async def _spawn(self, worker: _Worker) -> None:
         worker.ready.clear()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(worker.metrics_path)
+        for path in (worker.metrics_path, worker.control_path):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
         env = dict(os.environ)
         env[WORKER_ENV] = str(worker.index)
         env[METRICS_ENV] = worker.metrics_path
+        if self.controlled:
+            env[CONTROL_ENV] = worker.control_path
         env["NOTIFY_SOCKET"] = worker.notify_path
         env[SUPERVISOR_ENV] = str(os.getpid())
         # A session of its own: a terminal's Ctrl-C or a signal to our process group reaches
@@ -249,11 +265,12 @@ class Supervisor:
             return
         self._task(self._reload())
 
-    async def _reload(self) -> None:
+    async def _reload(self) -> list[str]:
+        """The reload (SIGHUP, `POST /v1/reload`): its problems, empty when applied."""
         async with self._reload_lock:  # one reload at a time, in the order asked
-            await self._reload_once()
+            return await self._reload_once()
 
-    async def _reload_once(self) -> None:
+    async def _reload_once(self) -> list[str]:
         from sipguard.config import load_settings
 
         self.logger.info("config_reloading")
@@ -272,21 +289,36 @@ class Supervisor:
             self.logger.error("config_reload_failed", problems=problems[:20], count=len(problems))
             if self.notifier is not None:
                 self.notifier.ready("serving; configuration reload FAILED, previous one kept")
-            return
-        for worker in self.workers:
-            worker.ready.clear()
-        self._signal_all(signal.SIGHUP)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(RELOAD_TIMEOUT):
-                await self._all_ready()
+            return problems
+        problems = await self._reload_workers()
         failed = [w.index for w in self.workers if w.reload_failed or not w.ready.is_set()]
         if self.settings.metrics != settings.metrics:
             self._close_endpoint()
             await self._open_endpoint(settings)
         self.settings = settings
         self.logger.info("config_reloaded", file=self.path, failed_workers=failed)
+        if problems:
+            self.logger.error("worker_reload_failed", problems=problems[:20], count=len(problems))
         if self.notifier is not None:
             self.notifier.ready("serving; configuration reloaded")
+        return problems
+
+    async def _reload_workers(self) -> list[str]:
+        """Every worker reloads the validated file: over its control socket when there are
+        some (its problems come back), else by SIGHUP; then READY=1 from each is awaited."""
+        for worker in self.workers:
+            worker.ready.clear()
+        problems: list[str] = []
+        if self.controlled:
+            from sipguard.admin.host import reload_over_controls
+
+            problems = await reload_over_controls(self.controls(), RELOAD_TIMEOUT)
+        else:
+            self._signal_all(signal.SIGHUP)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(RELOAD_TIMEOUT):
+                await self._all_ready()
+        return problems
 
     def _signal_all(self, signum: signal.Signals) -> None:
         for worker in self.workers:
@@ -302,6 +334,8 @@ class Supervisor:
         if self.notifier is not None:
             self.notifier.stopping("stopping", needs=grace + STOP_MARGIN)
         self._close_endpoint()
+        if self._admin is not None:
+            await self._admin.close()
         self._signal_all(signal.SIGTERM)
         running = [w.process for w in self.workers if w.process is not None]
         try:
@@ -339,16 +373,10 @@ class Supervisor:
 
     def _metrics_paths(self) -> list[str]:
         """Every running worker's socket (one still starting refuses: it is left out)."""
-        return [
-            w.metrics_path
-            for w in self.workers
-            if w.process is not None and w.process.returncode is None
-        ]
+        return [w.metrics_path for w in self.workers if _pid(w) is not None]
 
     def _own_series(self) -> str:
-        alive = sum(
-            1 for w in self.workers if w.process is not None and w.process.returncode is None
-        )
+        alive = sum(1 for w in self.workers if _pid(w) is not None)
         return (
             "# HELP sipguard_workers Worker processes running now.\n"
             "# TYPE sipguard_workers gauge\n"
@@ -358,6 +386,22 @@ class Supervisor:
             f"sipguard_worker_restarts_total {self.restarts}\n"
         )
 
+    # -- the admin API ----------------------------------------------------------------------
+
+    def controls(self) -> list[Any]:
+        """Every worker slot for the admin API (`sipguard.admin.host.WorkerControl`)."""
+        from sipguard.admin.host import WorkerControl
+
+        return [WorkerControl(w.index, _pid(w), w.control_path) for w in self.workers]
+
+    async def reload_workers(self) -> list[str]:
+        if self.stopping:
+            return ["the host is stopping: nothing reloaded"]
+        return await self._reload()
+
+    def note(self, level: str, event: str, **fields: Any) -> None:
+        getattr(self.logger, level)(event, **fields)
+
     def _task(self, coroutine: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
@@ -365,17 +409,17 @@ class Supervisor:
         return task
 
 
+def _pid(worker: _Worker) -> int | None:
+    """The pid of the worker's process while it runs."""
+    process = worker.process
+    return process.pid if process is not None and process.returncode is None else None
+
+
 def supervise(path: str, settings: Settings, warnings: Sequence[str]) -> int:
     """`sipguard run` with `workers` > 1: supervise the workers until stopped; the exit code."""
     logger = configure_logging(settings.log.level, settings.log.format).bind(supervisor=True)
     for warning in warnings:
         logger.warning("config_warning", detail=warning)
-    if settings.admin is not None:
-        logger.warning(
-            "admin_not_served",
-            reason="the admin API is not served with workers > 1 yet (a worker's bans and "
-            "reloads would reach that worker alone); use SIGHUP and the config file",
-        )
     with tempfile.TemporaryDirectory(prefix="sipguard-workers-") as workdir:
         os.chmod(workdir, 0o700)
         return asyncio.run(Supervisor(path, settings, logger, workdir).run())

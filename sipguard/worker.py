@@ -3,11 +3,14 @@ told, and how it differs from a lone daemon.
 
 Owns: the environment contract between `sipguard.supervisor` and its workers (`WORKER_ENV`:
 the worker's index; `METRICS_ENV`: the Unix socket on which the worker answers /metrics for the
-supervisor to aggregate; `NOTIFY_SOCKET`: the supervisor's, so READY=1/RELOADING=1/STOPPING=1 of
-each worker reach it), and `WorkerRole`, read once at start. The shared nonce key arrives on
-stdin (64 hex digits, then EOF) rather than in the environment, which other processes of the
-same user can read: every worker then issues and verifies the same nonces, so a challenge
-answered over a new connection (which the kernel may hand to another worker) is still valid.
+supervisor to aggregate; `CONTROL_ENV`: the Unix socket on which the worker serves the admin
+API's routes without the token, given only when the config has an `admin` section: the
+supervisor serves the admin listener and asks every worker there; `NOTIFY_SOCKET`: the
+supervisor's, so READY=1/RELOADING=1/STOPPING=1 of each worker reach it), and `WorkerRole`,
+read once at start. The shared nonce key arrives on stdin (64 hex digits, then EOF) rather than
+in the environment, which other processes of the same user can read: every worker then issues
+and verifies the same nonces, so a challenge answered over a new connection (which the kernel
+may hand to another worker) is still valid.
 A worker ends itself when its supervisor is gone (`bind_to_supervisor`: Linux PR_SET_PDEATHSIG),
 so a supervisor killed with SIGKILL never leaves workers holding the ports.
 
@@ -28,6 +31,7 @@ from typing import IO, Final
 
 WORKER_ENV: Final = "SIPGUARD_WORKER"
 METRICS_ENV: Final = "SIPGUARD_WORKER_METRICS"
+CONTROL_ENV: Final = "SIPGUARD_WORKER_CONTROL"
 SUPERVISOR_ENV: Final = "SIPGUARD_SUPERVISOR_PID"
 PR_SET_PDEATHSIG: Final = 1  # <linux/prctl.h>
 KEY_HEX_CHARS: Final = 64  # the nonce key on stdin: 32 bytes
@@ -36,11 +40,13 @@ KEY_HEX_CHARS: Final = 64  # the nonce key on stdin: 32 bytes
 @dataclass(frozen=True, slots=True)
 class WorkerRole:
     """This process is worker `index` of a supervisor; `nonce_key` is the host's shared one
-    (None when the config names a key itself); `metrics_path` the Unix socket for /metrics."""
+    (None when the config names a key itself); `metrics_path` the Unix socket for /metrics;
+    `control_path` the one for the admin API's routes (None: no admin API)."""
 
     index: int
     nonce_key: bytes | None
     metrics_path: str | None
+    control_path: str | None = None
 
     @classmethod
     def from_environ(
@@ -54,7 +60,7 @@ class WorkerRole:
         source = sys.stdin.buffer if stdin is None else stdin
         text = source.read(KEY_HEX_CHARS + 2).strip()
         key = bytes.fromhex(text.decode("ascii")) if len(text) == KEY_HEX_CHARS else None
-        return cls(int(index), key, env.get(METRICS_ENV) or None)
+        return cls(int(index), key, env.get(METRICS_ENV) or None, env.get(CONTROL_ENV) or None)
 
 
 def bind_to_supervisor(environ: Mapping[str, str] | None = None) -> bool:

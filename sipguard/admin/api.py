@@ -34,7 +34,6 @@ import hmac
 import json
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any, Final
 
 import orjson
@@ -42,11 +41,11 @@ from aiohttp import web
 
 from sipguard.admin.views import (
     AdminBackend,
+    AdminService,
     RequestError,
-    ban_view,
+    ServiceError,
     parse_address,
     parse_ban,
-    trunk_view,
 )
 from sipguard.settings import AdminSettings
 
@@ -150,16 +149,18 @@ def _peer(request: web.Request) -> dict[str, Any]:
 
 
 class AdminApi:
-    """The routes. One instance per listener; `backend` is the running daemon."""
+    """The routes over `service` (JSON in, JSON out). One instance per listener. `authorize`:
+    False only for a worker's control socket (`start_control`), which its supervisor alone can
+    reach (a Unix socket in a directory of mode 0700); the supervisor checked the token."""
 
-    def __init__(self, backend: AdminBackend) -> None:
-        self.backend = backend
+    def __init__(self, service: AdminService, *, authorize: bool = True) -> None:
+        self.service = service
         self.gate = _Gate()
+        self.authorize = authorize
 
     def application(self) -> web.Application:
-        app = web.Application(
-            client_max_size=MAX_BODY_BYTES, middlewares=[self._bounds, self._authorize]
-        )
+        middlewares = [self._bounds, self._authorize] if self.authorize else [self._bounds]
+        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=middlewares)
         app.router.add_get("/v1/bans", self.list_bans)
         app.router.add_post("/v1/bans", self.add_ban)
         app.router.add_delete("/v1/bans/{address}", self.lift_ban)
@@ -182,10 +183,12 @@ class AdminApi:
             if exc.status < 400:
                 raise
             return error(exc.status, exc.reason.lower())
+        except ServiceError as exc:
+            return error(exc.status, str(exc), **exc.extra)
 
     @web.middleware
     async def _authorize(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        settings = self.backend.settings.admin
+        settings = self.service.settings.admin
         if settings is None:
             return error(503, "the admin API is off in the running configuration")
         given = request.headers.get("Authorization", "")
@@ -193,7 +196,7 @@ class AdminApi:
         expected = _fingerprint(settings.token)
         presented = _fingerprint(token.strip().encode("utf-8", "replace"))
         if not (hmac.compare_digest(presented, expected) and scheme.lower() == "bearer"):
-            self.backend.note(
+            self.service.note(
                 "warning",
                 "admin_unauthorized",
                 method=request.method,
@@ -207,56 +210,56 @@ class AdminApi:
     # -- routes ---------------------------------------------------------------------------------
 
     async def list_bans(self, request: web.Request) -> web.Response:
-        return answer(200, {"bans": [ban_view(record) for record in self.backend.bans()]})
+        return answer(200, {"bans": await self.service.bans()})
 
     async def add_ban(self, request: web.Request) -> web.Response:
         try:
             address, duration = parse_ban(await _json_body(request))
         except RequestError as exc:
             return error(400, str(exc))
-        record = self.backend.ban(address, duration)
-        if record is None:
+        view = await self.service.ban(address, duration)
+        if view is None:
             return error(
                 409,
                 "not banned: the address is exempt (protection.never_ban) or bans are off "
                 "(protection.ban_duration: 0)",
                 address=address,
             )
-        self.backend.note("info", "admin_banned", address=address, **_peer(request))
-        return answer(200, {"ban": ban_view(record)})
+        self._note("admin_banned", request, address=address)
+        return answer(200, {"ban": view})
 
     async def lift_ban(self, request: web.Request) -> web.Response:
         try:
             address = parse_address(request.match_info["address"])
         except RequestError as exc:
             return error(400, str(exc))
-        if not self.backend.unban(address):
+        if not await self.service.unban(address):
             return error(404, "not banned", address=address)
-        self.backend.note("info", "admin_unbanned", address=address, **_peer(request))
+        self._note("admin_unbanned", request, address=address)
         return answer(200, {"unbanned": address})
 
     async def trunks(self, request: web.Request) -> web.Response:
-        now = datetime.now(UTC)
-        views = [
-            trunk_view(trunk, self.backend.trunk_usage(trunk.name), now)
-            for trunk in self.backend.settings.trunks
-        ]
-        return answer(200, {"trunks": views})
+        return answer(200, {"trunks": await self.service.trunks()})
 
     async def upstreams(self, request: web.Request) -> web.Response:
-        return answer(200, {"upstreams": self.backend.upstreams()})
+        return answer(200, {"upstreams": await self.service.upstreams()})
 
     async def reload(self, request: web.Request) -> web.Response:
-        self.backend.note("info", "admin_reload", **_peer(request))
-        problems = await self.backend.reload()
-        status = self.backend.status()
+        self._note("admin_reload", request)
+        problems = await self.service.reload()
+        running = (await self.service.status())["config"]
         if problems:
-            body = {"outcome": "refused", "errors": problems, "running": status["config"]}
-            return answer(422, body)
-        return answer(200, {"outcome": "applied", "errors": [], "running": status["config"]})
+            return answer(422, {"outcome": "refused", "errors": problems, "running": running})
+        return answer(200, {"outcome": "applied", "errors": [], "running": running})
 
     async def status(self, request: web.Request) -> web.Response:
-        return answer(200, self.backend.status())
+        return answer(200, await self.service.status())
+
+    def _note(self, event: str, request: web.Request, **fields: Any) -> None:
+        """An operator's action, logged where the token was checked (a worker's control socket
+        has no peer worth naming: its supervisor logged the request)."""
+        if self.authorize:
+            self.service.note("info", event, **fields, **_peer(request))
 
 
 async def _json_body(request: web.Request) -> object:
@@ -269,22 +272,24 @@ async def _json_body(request: web.Request) -> object:
 
 
 class AdminListener:
-    """A started admin API: `address` (host, port actually bound), `close()`."""
+    """A started admin API: `address` (host, port actually bound; a Unix socket: its path and
+    0), `close()`."""
 
     def __init__(self, runner: web.AppRunner, server: asyncio.Server) -> None:
         self._runner = runner
         self._server = server
         sockname = server.sockets[0].getsockname()
-        self.address: tuple[str, int] = (str(sockname[0]), int(sockname[1]))
+        if isinstance(sockname, str):
+            self.address: tuple[str, int] = (sockname, 0)
+        else:
+            self.address = (str(sockname[0]), int(sockname[1]))
 
     async def close(self) -> None:
         self._server.close()
         await self._runner.cleanup()
 
 
-async def start_admin(settings: AdminSettings, backend: AdminBackend) -> AdminListener:
-    """Listen on `settings.host:port` (raises OSError when it cannot)."""
-    api = AdminApi(backend)
+async def _runner(api: AdminApi) -> web.AppRunner:
     runner = web.AppRunner(
         api.application(),
         access_log=None,
@@ -294,12 +299,43 @@ async def start_admin(settings: AdminSettings, backend: AdminBackend) -> AdminLi
         max_headers=MAX_HEADERS,
     )
     await runner.setup()
+    return runner
+
+
+async def start_admin(
+    settings: AdminSettings, backend: AdminBackend | AdminService
+) -> AdminListener:
+    """Listen on `settings.host:port` (raises OSError when it cannot). `backend`: one daemon's
+    (wrapped in `LocalService`) or a service already (the supervisor's `HostService`)."""
+    from sipguard.admin.daemon import DaemonBackend, LocalService
+
+    service = LocalService(backend) if isinstance(backend, DaemonBackend) else backend
+    api = AdminApi(service)  # type: ignore[arg-type]
+    runner = await _runner(api)
     inner = runner.server
     assert inner is not None
     loop = asyncio.get_running_loop()
     try:
         server = await loop.create_server(
             lambda: _Bounded(inner(), api.gate), settings.host, settings.port, backlog=16
+        )
+    except OSError:
+        await runner.cleanup()
+        raise
+    return AdminListener(runner, server)
+
+
+async def start_control(path: str, service: AdminService) -> AdminListener:
+    """A worker's control socket (`workers: N`): the same routes on the Unix socket `path`,
+    without the token (the supervisor checked it; the socket's directory is its own, 0700)."""
+    api = AdminApi(service, authorize=False)
+    runner = await _runner(api)
+    inner = runner.server
+    assert inner is not None
+    loop = asyncio.get_running_loop()
+    try:
+        server = await loop.create_unix_server(
+            lambda: _Bounded(inner(), api.gate), path, backlog=16
         )
     except OSError:
         await runner.cleanup()

@@ -178,6 +178,8 @@ def _run(args: argparse.Namespace, admin: AdminSettings, out: Any) -> int:
     else:
         for key in ("version", "pid", "started", "uptime_seconds", "workers"):
             print(f"{key}: {answer.get(key)}", file=out)
+        if "worker_pids" in answer:  # workers: N (the supervisor answers)
+            print(f"worker_pids: {' '.join(str(p) for p in answer['worker_pids'])}", file=out)
         config = answer.get("config", {})
         print(f"config: {config.get('file')} sha256={config.get('sha256')}", file=out)
     return EX_OK

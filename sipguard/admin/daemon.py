@@ -18,11 +18,12 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from sipguard import __version__
-from sipguard.admin.api import AdminListener, start_admin
-from sipguard.admin.views import JSON, timestamp, upstream_view
+from sipguard.admin.api import AdminListener, start_admin, start_control
+from sipguard.admin.views import JSON, ban_view, timestamp, trunk_view, upstream_view
 from sipguard.policy.guard import BanEvent, BanRecord, UnbanEvent
 from sipguard.policy.limits import TrunkUsage
 from sipguard.proxy.failover import UpstreamStatus
@@ -142,6 +143,65 @@ class DaemonBackend:
         method = getattr(logger, level, None) if logger is not None else None
         if callable(method):
             method(event, **fields)
+
+
+class LocalService:
+    """`AdminService` of one daemon: its `DaemonBackend`'s answers as the API's JSON."""
+
+    def __init__(self, backend: DaemonBackend) -> None:
+        self.backend = backend
+
+    @property
+    def settings(self) -> Settings:
+        return self.backend.settings
+
+    async def bans(self) -> list[JSON]:
+        return [ban_view(record) for record in self.backend.bans()]
+
+    async def ban(self, address: str, duration: float | None) -> JSON | None:
+        record = self.backend.ban(address, duration)
+        return None if record is None else ban_view(record)
+
+    async def unban(self, address: str) -> bool:
+        return self.backend.unban(address)
+
+    async def trunks(self) -> list[JSON]:
+        now = datetime.now(UTC)
+        return [
+            trunk_view(trunk, self.backend.trunk_usage(trunk.name), now)
+            for trunk in self.settings.trunks
+        ]
+
+    async def upstreams(self) -> list[JSON]:
+        return self.backend.upstreams()
+
+    async def reload(self) -> list[str]:
+        return await self.backend.reload()
+
+    async def status(self) -> JSON:
+        return self.backend.status()
+
+    def note(self, level: str, event: str, **fields: Any) -> None:
+        self.backend.note(level, event, **fields)
+
+
+async def start_worker_control(
+    server: Reloadable,
+    core: AdminCore,
+    observer: BanObserver,
+    path: str,
+    control_path: str,
+    share: BanSharer | None = None,
+) -> AdminListener | None:
+    """A worker's control socket under `workers: N` (its supervisor serves the admin listener
+    and asks every worker through this socket). One that cannot be bound is a
+    `listener_error`; SIP service goes on."""
+    backend = DaemonBackend(server, core, observer, path, share=share)
+    try:
+        return await start_control(control_path, LocalService(backend))
+    except OSError as exc:
+        observer.listener_error(f"unix:{control_path}", exc.strerror or str(exc))
+        return None
 
 
 async def start_daemon_admin(

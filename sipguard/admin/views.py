@@ -49,6 +49,43 @@ class AdminBackend(Protocol):
     def note(self, level: str, event: str, **fields: Any) -> None: ...
 
 
+class AdminService(Protocol):
+    """What the HTTP side serves, as JSON: one daemon's (`daemon.LocalService` over an
+    `AdminBackend`) or a host's of `workers: N` (`host.HostService`, every worker's merged).
+
+    `ban` answers the ban's view or None (nothing banned: exempt, or bans off); `unban` whether
+    a ban was lifted; `reload` the problems (empty: applied)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    async def bans(self) -> list[JSON]: ...
+
+    async def ban(self, address: str, duration: float | None) -> JSON | None: ...
+
+    async def unban(self, address: str) -> bool: ...
+
+    async def trunks(self) -> list[JSON]: ...
+
+    async def upstreams(self) -> list[JSON]: ...
+
+    async def reload(self) -> list[str]: ...
+
+    async def status(self) -> JSON: ...
+
+    def note(self, level: str, event: str, **fields: Any) -> None: ...
+
+
+class ServiceError(Exception):
+    """The service cannot answer as asked (e.g. a worker of the host did not answer): the HTTP
+    status and a message without secrets; `extra` goes into the JSON error as is."""
+
+    def __init__(self, status: int, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.extra = extra
+
+
 class RequestError(ValueError):
     """What the client sent cannot be used; the message says why (no secret in it)."""
 

@@ -1,8 +1,9 @@
 """The `state` section: where state shared by workers and hosts lives (issue 15).
 
-Owns: the checks of `state.backend`, `state.redis_url` (scheme redis, rediss or unix; the URL
-may hold a password, so it is never quoted in a message), `state.key_prefix` and
-`state.on_error`. Names and defaults are `settings.StateSettings`.
+Owns: the checks of `state.backend`, `state.redis_url` (one server, a Sentinel service or a
+Cluster: the forms are `sipguard.redis_target`'s; the URL may hold a password, so it is never
+quoted in a message), `state.key_prefix` and `state.on_error`. Names and defaults are
+`settings.StateSettings`.
 
 Never does: connect to Redis (a server down at start is an outage like any other, handled by
 `sipguard.state` with `on_error`).
@@ -14,11 +15,11 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from sipguard.config.reader import Reader
+from sipguard.redis_target import check as check_redis_url
 from sipguard.settings import StateSettings
 
 BACKENDS: Final = ("memory", "redis")
 ON_ERROR: Final = ("local", "refuse")
-URL_SCHEMES: Final = ("redis://", "rediss://", "unix://")
 KEYS: Final = ("backend", "redis_url", "key_prefix", "on_error")
 
 
@@ -37,8 +38,9 @@ def read_state(r: Reader, value: object, done: Mapping[str, Any]) -> StateSettin
         values["key_prefix"] = r.string(section["key_prefix"], "state.key_prefix")
     if "redis_url" in section:
         url = r.string(section["redis_url"], "state.redis_url", secret=True)
-        if url is not None and not url.startswith(URL_SCHEMES):
-            r.error("state.redis_url", "use redis://HOST:PORT/DB, rediss:// (TLS) or unix:///PATH")
+        problem = None if url is None else check_redis_url(url)
+        if problem is not None:  # never quotes the URL: it may hold a password
+            r.error("state.redis_url", problem)
         values["redis_url"] = url
     if len(r.problems) != before:
         return None

@@ -29,7 +29,7 @@ from sipguard.identity.headers import (
     attribute_header,
 )
 from sipguard.settings import DEFAULT_HEADER_PREFIX, IdentitySettings, Trunk
-from sipguard.sip.fields import COMPACT_FORMS
+from sipguard.sip.names import COMPACT_FORMS
 
 __all__ = ["ALWAYS_STRIPPED", "InboundFilter", "Stamper"]
 

@@ -20,7 +20,7 @@ from sipguard.errors import ParseError
 from sipguard.identity.headers import HeaderNames, canonical, parse_signature
 from sipguard.settings import DEFAULT_HEADER_PREFIX, SigningKey
 from sipguard.sip import canonical_key, parse_message
-from sipguard.sip.fields import parse_cseq, parse_name_addr
+from sipguard.sip.values import parse_cseq, parse_name_addr
 
 __all__ = ["Outcome", "verify", "verify_message"]
 

@@ -31,7 +31,9 @@ from sipguard.errors import ParseError
 from sipguard.proxy.actions import Address, Transport
 from sipguard.proxy.via import FLOW_PARAM, hostport
 from sipguard.sip import Request
-from sipguard.sip.fields import canonical_key, list_spans, via_param_spans
+from sipguard.sip.lists import list_spans
+from sipguard.sip.names import canonical_key
+from sipguard.sip.params import via_param_spans
 
 CRLF = b"\r\n"
 # Headers whose presence sends a request to the indexed writer: lines we remove or edit beyond

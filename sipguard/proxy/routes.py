@@ -20,7 +20,8 @@ from sipguard.proxy.outgoing import Line
 from sipguard.proxy.replies import text
 from sipguard.proxy.via import FLOW_PARAM, our_uri, parse_flow_token, uri_destination
 from sipguard.sip import Request
-from sipguard.sip.fields import NameAddr, split_list
+from sipguard.sip.lists import split_list
+from sipguard.sip.values import NameAddr
 
 
 def our_routes(cfg: Config, msg: Request) -> tuple[int, Address | None]:

@@ -28,7 +28,8 @@ from sipguard.proxy.replies import RETRY_AFTER, reply, text
 from sipguard.proxy.via import branch_for, transaction_key, uri_destination
 from sipguard.settings import Settings
 from sipguard.sip import Request, Response, SipUri, parse_message
-from sipguard.sip.fields import NameAddr, split_list
+from sipguard.sip.lists import split_list
+from sipguard.sip.values import NameAddr
 
 Pending = tuple[Context, Admitted]  # what a client transaction keeps to send its request again
 

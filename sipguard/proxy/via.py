@@ -26,7 +26,8 @@ from binascii import hexlify  # the hex digits as bytes, in one call
 
 from sipguard.proxy.actions import Address, Transport
 from sipguard.sip import Request, Response
-from sipguard.sip.fields import SipUri, Via
+from sipguard.sip.uri import SipUri
+from sipguard.sip.values import Via
 
 MAGIC_COOKIE = b"z9hG4bK"  # RFC 3261 §8.1.1.7
 BRANCH_PREFIX = MAGIC_COOKIE + b"sg"

@@ -9,6 +9,7 @@ input. RFC 3261 §7, §18.3, §19.1, §20, §25; RFC 5626 §3.5.1; RFC 4475; RFC
 
 from __future__ import annotations
 
+from sipguard.sip.digest import Credentials, parse_challenge, parse_credentials
 from sipguard.sip.edit import (
     Edits,
     apply_edits,
@@ -16,22 +17,15 @@ from sipguard.sip.edit import (
     build_response,
     without_top_via,
 )
-from sipguard.sip.fields import (
-    Credentials,
-    CSeq,
-    NameAddr,
-    SipUri,
-    Via,
-    canonical_key,
-    parse_challenge,
-    parse_credentials,
-    parse_uri,
-    split_list,
-)
 from sipguard.sip.framing import Frame, KeepAlive, StreamFramer
+from sipguard.sip.headers import Header
 from sipguard.sip.limits import DEFAULT_LIMITS, ParserLimits
-from sipguard.sip.message import Header, Message, RecoveredHeaders, Request, Response
+from sipguard.sip.lists import split_list
+from sipguard.sip.message import Message, RecoveredHeaders, Request, Response
+from sipguard.sip.names import canonical_key
 from sipguard.sip.parser import parse_message, recover_headers
+from sipguard.sip.uri import SipUri, parse_uri
+from sipguard.sip.values import CSeq, NameAddr, Via
 
 __all__ = [
     "DEFAULT_LIMITS",

@@ -23,8 +23,11 @@ import re
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
 from sipguard.errors import ParseError
-from sipguard.sip.fields import canonical_key, list_spans, via_param_spans
-from sipguard.sip.message import Header, Message, RecoveredHeaders, Request
+from sipguard.sip.headers import Header
+from sipguard.sip.lists import list_spans
+from sipguard.sip.message import Message, RecoveredHeaders, Request
+from sipguard.sip.names import canonical_key
+from sipguard.sip.params import via_param_spans
 
 __all__ = [
     "Edits",
@@ -38,12 +41,15 @@ CRLF = b"\r\n"
 _TAG_RE = re.compile(rb";[ \t]*[Tt][Aa][Gg][ \t]*=")
 _PARAM_NAME_RE = re.compile(rb"[A-Za-z0-9\-.!%*_+`'~]+")
 _PARAM_VALUE_RE = re.compile(rb"[A-Za-z0-9\-.!%*_+`'~:\[\]]+")
-_line_break = re.compile(rb"[\r\n\x00]").search
+# CR or LF in a value would end its line: header injection. A NUL is not refused: RFC 3261 §25.1
+# allows it in a quoted-pair and the parser accepts it (RFC 4475 intmeth), the fast path copies it
+# as received, and so do the edits (a response's Via below ours, a reply's copied headers).
+_line_break = re.compile(rb"[\r\n]").search
 
 
 def _check_line(line: bytes) -> bytes:
     if _line_break(line) is not None:
-        raise ValueError("a header line must not contain CR, LF or NUL")
+        raise ValueError("a header line must not contain CR or LF")
     return line
 
 

@@ -1,14 +1,14 @@
 """SIP message objects: the received bytes plus typed accessors parsed on demand.
 
-Owns: `Message`, `Request`, `Response`, `Header` and `RecoveredHeaders`. A message keeps the
-exact bytes it was parsed from (`raw`, trimmed to Content-Length) and an index of its header
-lines. The values that decide whether a message is acceptable at all (top Via, From, To,
-Call-ID, CSeq) are plain attributes, set by the parser, which validated them: reading them costs
-an attribute load, no call (every message the proxy handles reads them). Their parts (URI,
-parameters) and every other typed value (Contact, Route, the whole Via list...) are parsed the
-first time they are read and cached. Objects are effectively immutable: edits produce new bytes
-(see `edit.py`). Never re-serialises a message, never does I/O. Accessors raise only
-`ParseError`.
+Owns: `Message`, `Request`, `Response` and `RecoveredHeaders`. A message keeps the exact bytes
+it was parsed from (`raw`, trimmed to Content-Length) and an index of its header lines (read
+through its base, `headers.HeaderIndex`). The values that decide whether a message is
+acceptable at all (top Via, From, To, Call-ID, CSeq) are plain attributes, set by the parser,
+which validated them: reading them costs an attribute load, no call (every message the proxy
+handles reads them). Their parts (URI, parameters) and every other typed value (Contact,
+Route, the whole Via list...) are parsed the first time they are read and cached. Objects are
+effectively immutable: edits produce new bytes (see `edit.py`). Never re-serialises a message,
+never does I/O. Accessors raise only `ParseError`.
 
 RFC 3261 §7 (message structure), §7.3 (header fields, comma lists), §20 (header semantics),
 §8.1.1 (mandatory headers), §16.3 (Max-Forwards default 70).
@@ -19,59 +19,30 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
-from itertools import accumulate, count
-from operator import add
-from typing import NamedTuple
 
 from sipguard.errors import ParseError
-from sipguard.sip.fields import (
+from sipguard.sip.fast import (
     FAST_NEXT_VIA_RE,
     FAST_VIA_LINES_RE,
     FAST_VIA_SEP_RE,
     FAST_VIA_VALUE_RE,
-    LIST_HEADERS,
-    CSeq,
-    NameAddr,
-    SipUri,
-    Via,
-    parse_name_addr_list,
-    parse_uri,
-    parse_via_values,
-    split_list,
 )
-from sipguard.sip.names import HEADER_RE, KEYS, index_keys, key_of
+from sipguard.sip.headers import HeaderIndex
+from sipguard.sip.uri import SipUri, parse_uri
+from sipguard.sip.values import CSeq, NameAddr, Via, parse_name_addr_list, parse_via_values
 
-__all__ = ["Header", "Message", "RecoveredHeaders", "Request", "Response", "parse_max_forwards"]
+__all__ = ["Message", "RecoveredHeaders", "Request", "Response", "parse_max_forwards"]
 
 DEFAULT_MAX_FORWARDS = 70
 
 # The first User-Agent line of a message read on the fast path (no folding there), found without
 # building the header index; its value as the index would hold it (trailing LWS off).
 _USER_AGENT_RE = re.compile(rb"\r\nUser-Agent[ \t]*:[ \t]*([^\r\n]*?)[ \t]*(?=\r)", re.IGNORECASE)
-# Where the parser's fast match left off: the Vias after the top one (fields.FAST_*).
+# Where the parser's fast match left off: the Vias after the top one (fast.FAST_*).
 _next_via = FAST_NEXT_VIA_RE.search
 _via_lines = FAST_VIA_LINES_RE.findall
 _via_sep = FAST_VIA_SEP_RE.match
 _via_value = FAST_VIA_VALUE_RE.match
-
-
-class Header(NamedTuple):
-    """One header field. `name` as received; `key` lowercase full name (compact forms
-    expanded); `value` unfolded (each fold becomes one SP) and stripped; `start`/`end` the
-    byte span of the header line(s) in `Message.raw`, including the final CRLF.
-
-    A NamedTuple rather than a dataclass: one is built per header line on the hot path, and a
-    tuple costs a fraction of a frozen dataclass there."""
-
-    name: bytes
-    key: bytes
-    value: bytes
-    start: int
-    end: int
-
-
-_new_header = partial(tuple.__new__, Header)  # a Header from one row, at C level
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,21 +59,11 @@ class RecoveredHeaders:
     cseq: bytes
 
 
-class Message:
+class Message(HeaderIndex):
     """Common part of requests and responses.
 
-    `raw` is the message bytes (start line to end of body, trimmed to Content-Length);
-    `header_end` the offset of the empty line that ends the header section
-    (`raw[header_end:header_end + 2] == b"\\r\\n"`); `start_line_end` the offset of the first
-    header line.
-
-    The header index, built once when a generic accessor first needs it (the general parser
-    builds it as it reads): per header line, in order, its name as received (`_names`), its
-    value unfolded and stripped (`_values`), its canonical key (`_keys`), and key -> line
-    positions (`_index`); the offsets where the lines start (`_starts`, one more entry:
-    `header_end`) only when a writer asks for a span. Writers read lines by position
-    (`header_count`, `name_at`, `value_at`, `key_at`, `line_span`); `headers` builds the
-    `Header` tuples for the callers that want them all.
+    `raw` is the message bytes (start line to end of body, trimmed to Content-Length); the
+    header lines and their index are read through `HeaderIndex` (`headers.py`).
 
     `top_via`, `from_`, `to`, `call_id` and `cseq` are set by `parse_message` (on its fast path
     built from the match, which validated them; on the general path from the values it
@@ -112,39 +73,21 @@ class Message:
     __slots__ = (
         "_contacts",
         "_fast",
-        "_headers",
-        "_index",
-        "_keys",
-        "_names",
-        "_starts",
-        "_values",
         "_vias",
         "body",
         "call_id",
         "cseq",
         "from_",
-        "header_end",
         "limits_uri",
         "max_forwards",
-        "raw",
-        "start_line_end",
         "to",
         "top_via",
     )
 
-    raw: bytes
     body: bytes
-    header_end: int
-    start_line_end: int
     limits_uri: int
     # RFC 3261 §16.6 step 3 / §8.1.1.6: 70 when absent; read and validated by the parser
     max_forwards: int
-    _names: Sequence[bytes] | None
-    _values: Sequence[bytes] | None
-    _keys: Sequence[bytes] | None
-    _index: dict[bytes, list[int]] | None
-    _starts: list[int] | None
-    _headers: tuple[Header, ...] | None
     top_via: Via
     from_: NameAddr
     to: NameAddr
@@ -187,144 +130,6 @@ class Message:
         return self.raw[: self.start_line_end - 2]
 
     # --- the header index ---
-
-    def _build_index(self) -> dict[bytes, list[int]]:
-        """The header index of a message read on the fast path (no folding there: every
-        line is `name: value`, names are tokens, single headers appear once): one `findall`,
-        the keys by one cache look-up per name (`names.KEYS`), no object per line."""
-        raw, start, end = self.raw, self.start_line_end - 2, self.header_end
-        names, values = zip(*HEADER_RE.findall(raw, start, end), strict=True)
-        if raw.find(b" \r\n", start, end) >= 0 or raw.find(b"\t\r\n", start, end) >= 0:
-            values = tuple([v.rstrip(b" \t") for v in values])  # trailing LWS is not the value
-        keys = self._keys = tuple(map(key_of, names))
-        self._names = names
-        self._values = values
-        index = self._index = index_keys(keys)
-        return index
-
-    def _line_starts(self) -> list[int]:
-        """Where each header line starts in `raw`, then `header_end` (line i ends where line
-        i + 1 starts). Without folding (a folded block has them set by the parser): the running
-        sum of the line lengths plus their CRLFs."""
-        starts = self._starts
-        if starts is None:
-            pos = self.start_line_end
-            lengths = map(len, self.raw[pos : self.header_end - 2].split(b"\r\n"))
-            starts = self._starts = list(map(add, accumulate(lengths, initial=pos), count(0, 2)))
-        return starts
-
-    @property
-    def header_count(self) -> int:
-        """The number of header lines (a folded header is one)."""
-        if self._index is None:
-            self._build_index()
-        return len(self._keys)  # type: ignore[arg-type]
-
-    def name_at(self, i: int) -> bytes:
-        """The name of header line `i` as received."""
-        if self._index is None:
-            self._build_index()
-        return self._names[i]  # type: ignore[index]
-
-    def value_at(self, i: int) -> bytes:
-        """The value of header line `i`, unfolded, without surrounding LWS."""
-        if self._index is None:
-            self._build_index()
-        return self._values[i]  # type: ignore[index]
-
-    def key_at(self, i: int) -> bytes:
-        """The canonical key of header line `i` (lowercase full name)."""
-        if self._index is None:
-            self._build_index()
-        return self._keys[i]  # type: ignore[index]
-
-    @property
-    def header_keys(self) -> Sequence[bytes]:
-        """The canonical key of every header line, in order."""
-        if self._index is None:
-            self._build_index()
-        return self._keys  # type: ignore[return-value]
-
-    def line_starts(self) -> Sequence[int]:
-        """Where each header line starts in `raw`, then `header_end`: line `i` spans
-        `starts[i]:starts[i + 1]`, its CRLF (and folds) included."""
-        starts = self._starts
-        return self._line_starts() if starts is None else starts
-
-    def line_span(self, i: int) -> tuple[int, int]:
-        """The byte span of header line `i` in `raw`, its CRLF (and folds) included."""
-        starts = self._starts
-        if starts is None:
-            starts = self._line_starts()
-        return starts[i], starts[i + 1]
-
-    @property
-    def headers(self) -> tuple[Header, ...]:
-        """Every header line in order, with its byte span in `raw` (built on first use, all
-        tuples in one pass at C level)."""
-        headers = self._headers
-        if headers is None:
-            if self._index is None:
-                self._build_index()
-            starts = self._line_starts()
-            names, keys, values = self._names, self._keys, self._values
-            assert names is not None and keys is not None and values is not None
-            rows = zip(names, keys, values, starts[:-1], starts[1:], strict=True)
-            headers = self._headers = tuple(map(_new_header, rows))
-        return headers
-
-    def indices(self, key: bytes) -> list[int]:
-        """Indices in `headers` of the lines whose key is `key` (lowercase full name or a
-        compact form, any case), in order."""
-        index = self._index
-        if index is None:
-            index = self._build_index()
-        key = KEYS[key]
-        return [*index[key]] if key in index else []
-
-    def get(self, key: bytes) -> bytes | None:
-        """Value of the first header `key` (lowercase full name), or None."""
-        index = self._index
-        if index is None:
-            index = self._build_index()
-        if key in index:
-            return self._values[index[key][0]]  # type: ignore[index]
-        return None
-
-    def get_all(self, key: bytes) -> list[bytes]:
-        """Every value of header `key`; comma lists are split for list headers (Via, Route,
-        Record-Route, Contact, Allow, Supported...), respecting quoted strings and <>."""
-        index = self._index
-        if index is None:
-            index = self._build_index()
-        if key not in index:
-            return []
-        values = self._values
-        assert values is not None
-        if key in LIST_HEADERS:
-            out: list[bytes] = []
-            for i in index[key]:
-                out += split_list(values[i])
-            return out
-        return [values[i] for i in index[key]]
-
-    def line_values(self, key: bytes) -> list[bytes]:
-        """The value of every line of header `key` (lowercase full name), in order, comma
-        lists not split (`get_all` splits them)."""
-        index = self._index
-        if index is None:
-            index = self._build_index()
-        if key not in index:
-            return []
-        values = self._values
-        assert values is not None
-        return [values[i] for i in index[key]]
-
-    def __contains__(self, key: bytes) -> bool:
-        index = self._index
-        if index is None:
-            index = self._build_index()
-        return key in index
 
     # --- typed accessors (parsed once, cached) ---
 
@@ -393,7 +198,7 @@ class Message:
         return out
 
     def matched_span(self, group: str) -> tuple[int, int] | None:
-        """Where the parser's fast match found `group` (a name in `fields.FAST_GROUPS`) in `raw`:
+        """Where the parser's fast match found `group` (a name in `fast.FAST_GROUPS`) in `raw`:
         (-1, -1) when the group matched nothing; None when the message was not read on the fast
         path. Lets an editor place its cuts without building the header index."""
         m = self._fast

@@ -1,9 +1,10 @@
 """Header names: the line grammar of a header block and the cache from a name as received to
 its canonical key.
 
-Owns: `HEADER_RE` (one header line without folding), `KEYS` / `key_of` (name as received ->
-lowercase full name, compact forms expanded: one dict look-up on the hot path) and `index_keys`
-(canonical key -> line positions). The parser and `Message` build the header index from these;
+Owns: `COMPACT_FORMS` (compact form -> full name) and `canonical_key` (a name as received ->
+lowercase full name), `HEADER_RE` (one header line without folding), `KEYS` / `key_of` (the same
+as `canonical_key`, cached: one dict look-up on the hot path) and `index_keys` (canonical key ->
+line positions). The parser and `Message` build the header index from these;
 nothing else here. RFC 3261 §7.3.1, §7.3.3 (compact forms), §25.
 """
 
@@ -12,9 +13,38 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from sipguard.sip.fields import COMPACT_FORMS, canonical_key
+__all__ = ["COMPACT_FORMS", "HEADER_RE", "KEYS", "canonical_key", "index_keys", "key_for", "key_of"]
 
-__all__ = ["HEADER_RE", "KEYS", "index_keys", "key_for", "key_of"]
+# RFC 3261 §7.3.3 and the IANA registry: compact form -> full lowercase name.
+COMPACT_FORMS: dict[bytes, bytes] = {
+    b"i": b"call-id",
+    b"m": b"contact",
+    b"e": b"content-encoding",
+    b"l": b"content-length",
+    b"c": b"content-type",
+    b"f": b"from",
+    b"s": b"subject",
+    b"k": b"supported",
+    b"t": b"to",
+    b"v": b"via",
+    b"o": b"event",
+    b"u": b"allow-events",
+    b"r": b"refer-to",
+    b"b": b"referred-by",
+    b"a": b"accept-contact",
+    b"j": b"reject-contact",
+    b"d": b"request-disposition",
+    b"x": b"session-expires",
+    b"y": b"identity",
+    b"n": b"identity-info",
+}
+
+
+def canonical_key(name: bytes) -> bytes:
+    """Lowercase full header name for a name as received (compact forms expanded)."""
+    low = name.lower()
+    return COMPACT_FORMS.get(low, low)
+
 
 # Every header line of a header block without folding: CRLF, a token name, optional SP/HTAB, a
 # colon, the value (RFC 3261 §7.3.1, §25).
@@ -22,7 +52,7 @@ HEADER_RE = re.compile(rb"\r\n([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:[ \t]*([^\r\n]*)")
 
 
 class _KeyCache(dict[bytes, bytes]):
-    """Header name as received -> canonical key (`fields.canonical_key`): `KEYS[name]` is one
+    """Header name as received -> canonical key (`canonical_key`): `KEYS[name]` is one
     dict look-up, the lowercasing only on a miss (`__missing__`), which remembers the name
     unless the cache is full or the name long, so a flood of distinct names cannot grow it.
     Filled at import with the usual spellings of the usual headers, so such a flood cannot

@@ -7,13 +7,13 @@ malformed request. Raises `ParseError` (or its subclasses `MessageTooLarge`,
 re-serialises, never does I/O.
 
 Two paths. The fast path reads a message of the common shape in ONE regex match
-(`fields.FAST_MESSAGE_RE`): start line, every header line, and in place the values that decide
+(`fast.FAST_MESSAGE_RE`): start line, every header line, and in place the values that decide
 whether the message is acceptable at all (Request-URI, Via, From, To, Call-ID, CSeq,
 Max-Forwards, Content-Length, Contact). The message keeps the match; typed values are built
 from its groups when read, and the header index only when a generic accessor needs it. What
 the fast path does not match goes to the general path: one `findall` over the header block, a
 cache from the header name as received to its canonical key, an index key -> header positions,
-and each deciding value parsed by `fields`. The fast path accepts a strict subset of what the
+and each deciding value parsed by `values`. The fast path accepts a strict subset of what the
 general path accepts, with the same values (tests/unit/sip/test_fast_path.py compares them).
 
 RFC 3261 §7.1-§7.5 (start line, headers, folding, leading CRLF), §7.3.3 (compact forms),
@@ -27,30 +27,21 @@ import re
 from collections.abc import Sequence
 
 from sipguard.errors import MessageTooLarge, ParseError, VersionNotSupported
-from sipguard.sip.fields import (
-    _CALL_ID_WORD,
-    FAST_MESSAGE_RE,
-    TOKEN_RE,
-    CSeq,
-    MatchedVia,
-    NameAddr,
-    canonical_key,
-    check_request_uri,
-    matched_name_addr,
-    parse_cseq,
-    parse_via_values,
-)
+from sipguard.sip.abnf import CALL_ID_WORD, TOKEN
+from sipguard.sip.fast import FAST_MESSAGE_RE, MatchedVia, matched_name_addr
+from sipguard.sip.headers import Header
 from sipguard.sip.limits import DEFAULT_LIMITS, ParserLimits
 from sipguard.sip.message import (
     DEFAULT_MAX_FORWARDS,
-    Header,
     Message,
     RecoveredHeaders,
     Request,
     Response,
     parse_max_forwards,
 )
-from sipguard.sip.names import HEADER_RE, index_keys, key_of
+from sipguard.sip.names import HEADER_RE, canonical_key, index_keys, key_of
+from sipguard.sip.uri import check_request_uri
+from sipguard.sip.values import CSeq, NameAddr, parse_cseq, parse_via_values
 
 __all__ = ["parse_message", "parse_message_general", "recover_headers"]
 
@@ -79,15 +70,16 @@ _VERSION_RE = re.compile(rb"[Ss][Ii][Pp]/[0-9]{1,5}\.[0-9]{1,5}")
 _STATUS_RE = re.compile(
     rb"([Ss][Ii][Pp]/[0-9]{1,5}\.[0-9]{1,5}) ([0-9]{3}) ([^\x00-\x08\x0a-\x1f\x7f]*)"
 )
-_CALL_ID_RE = re.compile(_CALL_ID_WORD + rb"(?:@" + _CALL_ID_WORD + rb")?")
+TOKEN_RE = re.compile(TOKEN)
+_CALL_ID_RE = re.compile(CALL_ID_WORD + rb"(?:@" + CALL_ID_WORD + rb")?")
 
-# A header block is matched by `HEADER_RE` (message.py) line by line: a line the pattern does not
+# A header block is matched by `HEADER_RE` (names.py) line by line: a line the pattern does not
 # match (no colon, `To\x01:`, a name that is not a token, a folded continuation) makes the
 # number of matches differ from the number of lines; bare CR/LF are caught by counting them.
 
 # --- fast path (common case first) ---------------------------------------------------------
 #
-# `FAST_MESSAGE_RE` (grammar in fields.py) accepts a strict SUBSET of what the general parser
+# `FAST_MESSAGE_RE` (grammar in fast.py) accepts a strict SUBSET of what the general parser
 # accepts, with the same meaning: anything it does not match (folding, compact or odd-case
 # names of the deciding headers, a space before a colon, trailing whitespace, %-escapes, IPv6
 # references or passwords in URIs, LWS around ';', a second header that must be single...) goes
@@ -126,7 +118,7 @@ def parse_message(data: bytes, limits: ParserLimits = DEFAULT_LIMITS) -> Request
         m = _fast_match(data, 0, limits.fast_path_bytes)
         if m is not None:
             hend = m.end()
-            # every group in one call (order: fields.FAST_GROUPS)
+            # every group in one call (order: fast.FAST_GROUPS)
             (status, reason, method, ruri, via_value, transport, host, port, via_params, branch,
              f_value, f_quoted, f_name, f_uri, f_params, f_tag, t_value, t_quoted, t_name, t_uri,
              t_params, t_tag, call_id, cseq_number, cseq_method, cl, mf) = m.groups()  # fmt: skip

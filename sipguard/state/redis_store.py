@@ -8,13 +8,18 @@ Keys (PREFIX = `state.key_prefix`):
   PREFIX fail:IP       failed authentications in the window started by the first one; TTL window
   PREFIX ban:IP        end of the ban (epoch seconds); TTL = the ban's length
   PREFIX bans          pub/sub channel: "IP END" for every ban, "IP 0" for every unban
-  PREFIX calls:TRUNK   hash: instance id -> "CALLS EXPIRY_MS" (its calls in progress on TRUNK,
-                       until EXPIRY_MS of the server's clock); stale fields are removed on read
+  PREFIX{calls}:TRUNK hash: instance id -> "CALLS EXPIRY_MS" (its calls in progress on TRUNK,
+                       until EXPIRY_MS of the server's clock); stale fields are removed on read.
+                       One script writes every trunk's: the hash tag `{calls}` keeps them in one
+                       slot of a Redis Cluster (a prefix with a hash tag of its own wins, which
+                       puts every key in that one slot: fine too)
   PREFIX c:KEY         counters of other features (`add`)
 
 Calls: one round trip each (EVALSHA of a short Lua script, or one command); nothing here is called
-for responses, in-dialog requests or banned sources. URLs: redis://, rediss:// (TLS),
-unix:///path; Sentinel and Cluster through redis-py's own clients are not wired yet.
+for responses, in-dialog requests or banned sources. Every other script and transaction touches
+one key. URLs (`sipguard.state.redis_url`): redis://, rediss:// (TLS), unix:///path, and
+redis+sentinel:// and redis+cluster:// through redis-py's own Sentinel and Cluster clients
+(pub/sub in a Cluster: PUBLISH reaches every node, the subscriber listens on one).
 
 Outages: every call is bounded by OPERATION_TIMEOUT; a failure opens the breaker for
 RETRY_AFTER seconds, during which calls answer None at once (no queue of timeouts on the hot
@@ -33,14 +38,15 @@ import math
 import time
 from typing import Any, Final
 
-import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
+from sipguard.redis_target import CLUSTER_SCHEMES
 from sipguard.settings import StateSettings
 from sipguard.state import Answer, BanCallback, ErrorCallback
+from sipguard.state.redis_url import connect
 
 # A round trip on a LAN is ~0.1-0.5 ms; 250 ms means the server is stuck, not slow.
 OPERATION_TIMEOUT: Final = 0.25
@@ -71,6 +77,14 @@ _NonceQuery = tuple[str, int, int, Answer]
 _WINDOW_ADD: Final = """
 local n = redis.call('INCRBY', KEYS[1], ARGV[1])
 if n == tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return n
+"""
+
+# KEYS[1] counter; ARGV amount, ttl ms (from every change). The new value. A script rather than
+# MULTI/EXEC: redis-py's Cluster transactions fail on a client not yet initialised.
+_ADD: Final = """
+local n = redis.call('INCRBY', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return n
 """
 
@@ -105,22 +119,21 @@ class RedisState:
     def __init__(self, settings: StateSettings) -> None:
         self._prefix = settings.key_prefix
         self._url = settings.redis_url
-        pool = aioredis.BlockingConnectionPool.from_url(
+        # A pooled connection from before a server restart fails once: reconnect and retry
+        # that one command at once instead of opening the breaker.
+        self._client = connect(
             settings.redis_url,
-            max_connections=POOL_SIZE,
-            timeout=OPERATION_TIMEOUT,  # waiting for a free connection
-            socket_timeout=OPERATION_TIMEOUT,
-            socket_connect_timeout=OPERATION_TIMEOUT,
-            # A pooled connection from before a server restart fails once: reconnect and retry
-            # that one command at once instead of opening the breaker.
+            pool_size=POOL_SIZE,
+            timeout=OPERATION_TIMEOUT,
             retry=Retry(NoBackoff(), 1),
-            retry_on_error=[RedisConnectionError],
+            retry_on=[RedisConnectionError],
         )
-        self._client = aioredis.Redis(connection_pool=pool)
+        self._cluster = settings.redis_url.startswith(CLUSTER_SCHEMES)
         self._nonce_batch: list[_NonceQuery] = []
         self._batches: set[asyncio.Task[None]] = set()
         self._window_add = self._client.register_script(_WINDOW_ADD)
         self._share_calls = self._client.register_script(_SHARE_CALLS)
+        self._add = self._client.register_script(_ADD)
         self._channel = f"{self._prefix}bans"
         self._errors = 0
         self._down_until = 0.0
@@ -201,6 +214,9 @@ class RedisState:
             then(None if answer is None else bool(answer))
 
     async def _send_counts(self, batch: list[_NonceQuery]) -> list[Any]:
+        if self._cluster:  # redis-py refuses EVALSHA in a Cluster pipeline: one call each
+            calls = (self._client.evalsha(_COUNT_NONCE_SHA, 1, k, n, t) for k, n, t, _ in batch)
+            return list(await asyncio.gather(*calls, return_exceptions=True))
         pipe = self._client.pipeline(transaction=False)
         for key, nc, ttl_ms, _ in batch:
             pipe.evalsha(_COUNT_NONCE_SHA, 1, key, nc, ttl_ms)
@@ -220,17 +236,34 @@ class RedisState:
         ttl = until - time.time()
         if ttl <= 0:
             return True
-        pipe = self._client.pipeline(transaction=False)
-        pipe.set(f"{self._prefix}ban:{ip}", repr(until), px=_ms(ttl))
-        pipe.publish(self._channel, f"{ip} {until!r}")
+        key = f"{self._prefix}ban:{ip}"
         # rare and what the others need most: tried even while the breaker is open
-        return await self._call("publish_ban", pipe.execute, always=True) is not None
+        return await self._store_and_tell(
+            "publish_ban", ("set", key, repr(until), _ms(ttl)), f"{ip} {until!r}"
+        )
 
     async def publish_unban(self, ip: str) -> bool:
-        pipe = self._client.pipeline(transaction=False)
-        pipe.delete(f"{self._prefix}ban:{ip}", f"{self._prefix}fail:{ip}")
-        pipe.publish(self._channel, f"{ip} 0")
-        return await self._call("publish_unban", pipe.execute, always=True) is not None
+        ban, fail = f"{self._prefix}ban:{ip}", f"{self._prefix}fail:{ip}"
+        return await self._store_and_tell("publish_unban", ("delete", ban, fail), f"{ip} 0")
+
+    async def _store_and_tell(self, operation: str, change: tuple[Any, ...], message: str) -> bool:
+        """One change (SET with a TTL, or DEL of keys) and the message on the ban channel: in
+        one pipeline, or one after the other in a Cluster (whose pipelines refuse PUBLISH; a
+        DEL of keys of several slots is one DEL a key there too)."""
+        kind, *args = change
+
+        async def send() -> Any:
+            target = self._client if self._cluster else self._client.pipeline(transaction=False)
+            steps = [target.set(args[0], args[1], px=args[2])] if kind == "set" else []
+            steps += [target.delete(key) for key in args] if kind == "delete" else []
+            steps.append(target.publish(self._channel, message))
+            if self._cluster:
+                for step in steps:
+                    await step
+                return True
+            return await target.execute()
+
+        return await self._call(operation, send, always=True) is not None
 
     async def share_calls(
         self, instance: str, counts: dict[str, int], ttl: float
@@ -238,7 +271,7 @@ class RedisState:
         if not counts:
             return {}
         trunks = list(counts)
-        keys = [f"{self._prefix}calls:{trunk}" for trunk in trunks]
+        keys = [f"{self._prefix}{{calls}}:{trunk}" for trunk in trunks]
         args: list[Any] = [instance, _ms(ttl), *(max(0, counts[t]) for t in trunks)]
         answer = await self._call("share_calls", self._share_calls, keys, args)
         if answer is None:
@@ -247,11 +280,8 @@ class RedisState:
 
     async def add(self, key: str, amount: int, ttl: float) -> int | None:
         full = f"{self._prefix}c:{key}"
-        pipe = self._client.pipeline(transaction=True)
-        pipe.incrby(full, amount)
-        pipe.pexpire(full, _ms(ttl))
-        answer = await self._call("add", pipe.execute)
-        return None if answer is None else int(answer[0])
+        answer = await self._call("add", self._add, [full], [amount, _ms(ttl)])
+        return None if answer is None else int(answer)
 
     async def _call(
         self, operation: str, func: Any, *args: Any, always: bool = False, **kwargs: Any
@@ -265,7 +295,7 @@ class RedisState:
         try:
             async with asyncio.timeout(OPERATION_TIMEOUT * 2):
                 answer = await func(*args, **kwargs)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
             self._failed(operation, exc)
             return None
         if self._down and started >= self._down_since:
@@ -299,6 +329,8 @@ class RedisState:
             delay = min(delay * 2, SUBSCRIBE_BACKOFF[1])
 
     async def _subscribe_once(self) -> None:
+        # A Cluster client learns the slots on its first command: before its pub/sub does.
+        await self._client.initialize()
         pubsub = self._client.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(self._channel)
@@ -315,7 +347,7 @@ class RedisState:
                 self._heard(message.get("data"))
         finally:
             with contextlib.suppress(RedisError, OSError, asyncio.CancelledError):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()
 
     async def _load_bans(self) -> None:
         if self._on_ban is None:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from sipguard.errors import ParseError
 from sipguard.sip import NameAddr, parse_challenge, parse_credentials, parse_uri, split_list
-from sipguard.sip.fields import parse_name_addr, parse_via_values
+from sipguard.sip.values import parse_name_addr, parse_via_values
 
 
 def test_sip_uri_parts() -> None:

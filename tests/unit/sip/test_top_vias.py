@@ -1,7 +1,7 @@
 """`Message.second_via`, `Message.top_via_cut` and `edit.without_top_via` (the response relay's
 reading of the two top Vias and removal of ours) against the full readings they shortcut:
 `vias[1]` and `Edits(msg).remove_top_via().build()`, on the corpora, on Via layouts built here
-and on mutations of them; and `fields.via_param_spans` and `fields.list_spans` against reading
+and on mutations of them; and `params.via_param_spans` and `lists.list_spans` against reading
 the parameters and the list elements one by one."""
 
 from __future__ import annotations
@@ -12,14 +12,8 @@ from hypothesis import strategies as st
 
 from sipguard.errors import ParseError
 from sipguard.sip import Edits, parse_message, without_top_via
-from sipguard.sip.fields import (
-    _LIST_ITEM_RE,
-    _PARAM_RE,
-    _VIA_HEAD_RE,
-    list_spans,
-    split_list,
-    via_param_spans,
-)
+from sipguard.sip.lists import _LIST_ITEM_RE, list_spans, split_list
+from sipguard.sip.params import _PARAM_RE, _VIA_HEAD_RE, via_param_spans
 from sipguard.sip.parser import parse_message_general
 from tests.unit.sip.test_fast_path import CORPUS, EDITS, SAMPLES
 
@@ -41,6 +35,10 @@ LAYOUTS = [
     b"Via: " + V1 + b"\r\nX-Via: " + V3 + b"\r\nVia-Foo: 1\r\nVia: " + V2 + b"\r\n",
     b"v: " + V1 + b", " + V2 + b"\r\n",
     b"Via: " + V1 + b",\r\n " + V2 + b"\r\n",
+    # a quoted-pair NUL (RFC 3261 §25.1, as in RFC 4475 intmeth) in the Via below ours: both
+    # readings copy it as received (the editor refused it, hypothesis found)
+    b"Via: " + V1 + b', SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKc;x="\\\x00a,b"\r\n',
+    b"Via: " + V1 + b'\r\nVia: SIP/2.0/UDP 192.0.2.1;x="\\\x00"\r\n',
 ]
 MESSAGES = [HEAD + layout + TAIL for layout in LAYOUTS]
 
