@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 
@@ -177,9 +178,7 @@ class ClusterSetup(_Processes):
             raise HarnessError(f"redis-cli --cluster create failed:\n{created.stdout}")
         for port in self.ports:
             wait_for(
-                lambda port=port: "cluster_state:ok" in command(port, "CLUSTER", "INFO"),
-                START_TIMEOUT,
-                f"node {port} agreeing on the slots",
+                partial(_cluster_ok, port), START_TIMEOUT, f"node {port} agreeing on the slots"
             )
         return self
 
@@ -194,3 +193,8 @@ class ClusterSetup(_Processes):
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _cluster_ok(port: int) -> bool:
+    """Whether the node on `port` says the cluster is formed (every slot served)."""
+    return "cluster_state:ok" in command(port, "CLUSTER", "INFO")
