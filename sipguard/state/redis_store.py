@@ -47,7 +47,7 @@ from redis.exceptions import RedisError
 
 from sipguard.settings import StateSettings
 from sipguard.state import Answer, BanCallback, ErrorCallback
-from sipguard.state.wire import LOST, Reply, ReplyError, Wire, pack
+from sipguard.state.wire import LOST, Link, Reply, ReplyError, pack
 
 # A round trip on a LAN is ~0.1-0.5 ms; 250 ms means the server is stuck, not slow.
 OPERATION_TIMEOUT: Final = 0.25
@@ -71,13 +71,18 @@ if last < 0 or nc <= last then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
-_COUNT_NONCE_SHA: Final = hashlib.sha1(_COUNT_NONCE.encode()).hexdigest()  # noqa: S324 (Redis's id)
 # KEYS[1] counter; ARGV amount, ttl ms (set on creation only: a fixed window). The new count.
 _WINDOW_ADD: Final = """
 local n = redis.call('INCRBY', KEYS[1], ARGV[1])
 if n == tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return n
 """
+
+# Each script's id (its SHA-1: how Redis names a cached script in EVALSHA).
+_SHA: Final = {
+    script: hashlib.sha1(script.encode()).hexdigest()  # noqa: S324 (Redis's id)
+    for script in (_COUNT_NONCE, _WINDOW_ADD)
+}
 
 # KEYS one hash per trunk; ARGV instance id, ttl ms, then one count per key. Stores this
 # instance's count with an expiry on the server's clock (no skew between hosts), drops the
@@ -129,10 +134,8 @@ class RedisState:
         self._url = settings.redis_url
         self._client = connect(settings.redis_url)
         self._nc_prefix = f"{self._prefix}nc:"
-        self._wire: Wire | None = None  # the nonce-counts' connection (`wire`)
-        self._wire_conn: Any = None  # the redis-py connection it took over
-        self._opening: asyncio.Task[None] | None = None  # the wire's connection being set up
-        self._window_add = self._client.register_script(_WINDOW_ADD)
+        # the connection of the counts and failures (`wire`)
+        self._link = Link(self._client, OPERATION_TIMEOUT, partial(self._failed, "redis"))
         self._share_calls = self._client.register_script(_SHARE_CALLS)
         self._channel = f"{self._prefix}bans"
         self._errors = 0
@@ -166,9 +169,7 @@ class RedisState:
                 break
             task.cancel()
             await asyncio.wait({task}, timeout=0.05)
-        if self._wire is not None:
-            self._wire.close()
-        await self._release_wire_conn()
+        await self._link.close()
         with contextlib.suppress(RedisError, OSError):
             await self._client.aclose()
 
@@ -185,73 +186,64 @@ class RedisState:
         if nc <= 0:
             asyncio.get_running_loop().call_soon(then, False)
             return
-        started = time.monotonic()
-        if self._down and started < self._down_until:
-            self._errors += 1
-            asyncio.get_running_loop().call_soon(then, None)
-            return
-        command = pack(b"EVALSHA", _COUNT_NONCE_SHA, b"1", self._nc_prefix + nonce, nc, _ms(ttl))
-        self._send(command, partial(self._counted, then, started, command))
-
-    def _counted(
-        self, then: Answer, started: float, command: bytes, reply: Any, retried: bool = False
-    ) -> None:
-        if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT") and not retried:
-            # a restarted server: load the script, then the same count again (in order)
-            self._send(pack(b"SCRIPT", b"LOAD", _COUNT_NONCE), _ignore)
-            self._send(command, partial(self._counted, then, started, command, retried=True))
-            return
-        if reply is LOST:
-            self._failed("count_nonce", reply)
-            then(None)
-            return
-        if isinstance(reply, Exception):
-            self._errors += 1
-            then(None)
-            return
-        self._restored("count_nonce", started)
-        then(bool(reply))
-
-    def _send(self, command: bytes, then: Reply) -> None:
-        wire = self._wire
-        if wire is None or wire.closed:
-            wire = self._wire = Wire(OPERATION_TIMEOUT)
-            self._opening = asyncio.get_running_loop().create_task(self._open(wire))
-        wire.call(command, then)
-
-    async def _open(self, wire: Wire) -> None:
-        """Give `wire` a connection set up by redis-py (the previous one is released first)."""
-        await self._release_wire_conn()
-        pool = self._client.connection_pool
-        try:
-            async with asyncio.timeout(OPERATION_TIMEOUT * 2):
-                self._wire_conn = await pool.get_connection()  # type: ignore[no-untyped-call]
-            # redis-py set it up (TLS, AUTH, SELECT, Sentinel): from now on `wire` reads it
-            transport = self._wire_conn._writer.transport
-        except (RedisError, OSError, TimeoutError, AttributeError) as exc:
-            self._failed("count_nonce", exc)
-            wire.close()
-            return
-        wire.take_over(transport)
-
-    async def _release_wire_conn(self) -> None:
-        """Close the connection a previous wire took over and give it back to the pool, which
-        reconnects it when it is next used."""
-        conn, self._wire_conn = self._wire_conn, None
-        if conn is None:
-            return
-        with contextlib.suppress(RedisError, OSError):
-            await conn.disconnect(nowait=True)  # its stream protocol no longer hears the close
-            await self._client.connection_pool.release(conn)
+        key = self._nc_prefix + nonce
+        self._eval("count_nonce", _COUNT_NONCE, key, (nc, _ms(ttl)), partial(_as_bool, then))
 
     async def kill_nonce(self, nonce: str, ttl: float) -> None:
-        key = f"{self._prefix}nc:{nonce}"
-        await self._call("kill_nonce", self._client.set, key, -1, px=_ms(ttl))
+        """Sent without waiting for the answer (no later decision here reads it)."""
+        command = pack(b"SET", self._nc_prefix + nonce, b"-1", b"PX", _ms(ttl))
+        if self._available("kill_nonce"):
+            started = time.monotonic()
+            self._link.call(command, partial(self._replied, "kill_nonce", started, _ignore))
 
     async def add_failure(self, ip: str, window: float) -> int | None:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         key = f"{self._prefix}fail:{ip}"
-        answer = await self._call("add_failure", self._window_add, [key], [1, _ms(window)])
+        self._eval("add_failure", _WINDOW_ADD, key, (1, _ms(window)), partial(_settle, future))
+        answer = await future
         return None if answer is None else int(answer)
+
+    def _eval(
+        self, operation: str, script: str, key: str, args: tuple[int, ...], then: Reply
+    ) -> None:
+        """EVALSHA of `script` on the wire; `then` gets the reply, or None when unavailable."""
+        if not self._available(operation):
+            asyncio.get_running_loop().call_soon(then, None)
+            return
+        command = pack(b"EVALSHA", _SHA[script], b"1", key, *args)
+        started = time.monotonic()
+        self._link.call(
+            command, partial(self._evaluated, operation, script, command, then, started)
+        )
+
+    def _evaluated(
+        self, operation: str, script: str, command: bytes, then: Reply, started: float, reply: Any
+    ) -> None:
+        if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"):
+            # a restarted server: load the script, then the same command again (in order)
+            self._link.call(pack(b"SCRIPT", b"LOAD", script), _ignore)
+            self._link.call(command, partial(self._replied, operation, started, then))
+            return
+        self._replied(operation, started, then, reply)
+
+    def _replied(self, operation: str, started: float, then: Reply, reply: Any) -> None:
+        """A reply from the wire: errors counted (a lost connection opens the breaker)."""
+        if reply is LOST:
+            self._failed(operation, reply)
+            reply = None
+        elif isinstance(reply, Exception):
+            self._errors += 1
+            reply = None
+        else:
+            self._restored(operation, started)
+        then(reply)
+
+    def _available(self, operation: str) -> bool:
+        """False (counted as an error) while the breaker is open."""
+        if self._down and time.monotonic() < self._down_until:
+            self._errors += 1
+            return False
+        return True
 
     async def publish_ban(self, ip: str, until: float) -> bool:
         ttl = until - time.time()
@@ -386,6 +378,10 @@ class RedisState:
 
 def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
+
+
+def _as_bool(then: Answer, reply: Any) -> None:
+    then(None if reply is None else bool(reply))
 
 
 def _ignore(reply: Any) -> None:

@@ -12,7 +12,9 @@ checkout, timeout context, retry wrapper, encoder, parser layers); here ~15 (pac
 loop turn, feed, gets, callback). That is what keeps `state.backend: redis` within 25 % of the CPU
 per call of `memory` (issue 15).
 
-Never does: reconnect by itself (the store opens a new wire when this one is `closed`), raise to
+Owns also: `Link`, which opens a new `Wire` on the next call once the last one is closed.
+
+Never does: reconnect by itself (the `Link` opens a new wire when this one is `closed`), raise to
 the caller (a lost connection or a timeout answers every waiting command with `LOST`), call a
 callback from inside `call`.
 """
@@ -20,12 +22,14 @@ callback from inside `call`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
 import hiredis
+from redis.exceptions import RedisError
 
 ReplyError = hiredis.ReplyError  # an error reply of the server (e.g. NOSCRIPT), handed as a value
 # What every waiting command receives when the connection is lost or the server is too slow.
@@ -135,3 +139,56 @@ class Wire(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         for then in waiting:
             loop.call_soon(then, LOST)
+
+
+class Link:
+    """The wire of one redis-py client: opened on first use with a connection of the client's
+    pool (redis-py connects it: TLS, AUTH, SELECT, Sentinel's master), opened again on the next
+    call after it is lost; `on_failed` hears a connection that could not be opened."""
+
+    def __init__(
+        self, client: Any, timeout: float, on_failed: Callable[[BaseException], None]
+    ) -> None:
+        self._client = client
+        self._timeout = timeout
+        self._on_failed = on_failed
+        self._wire: Wire | None = None
+        self._conn: Any = None  # the redis-py connection the wire took over
+        self._opening: asyncio.Task[None] | None = None
+
+    def call(self, command: bytes, then: Reply) -> None:
+        wire = self._wire
+        if wire is None or wire.closed:
+            wire = self._wire = Wire(self._timeout)
+            self._opening = asyncio.get_running_loop().create_task(self._open(wire))
+        wire.call(command, then)
+
+    async def close(self) -> None:
+        if self._wire is not None:
+            self._wire.close()
+        await self._release()
+
+    async def _open(self, wire: Wire) -> None:
+        """Give `wire` a connection set up by redis-py (the previous one is released first)."""
+        await self._release()
+        pool = self._client.connection_pool
+        try:
+            async with asyncio.timeout(self._timeout * 2):
+                self._conn = await pool.get_connection()
+            # redis-py set it up and read every reply it asked for: from now on `wire` reads it
+            transport = self._conn._writer.transport
+        except (RedisError, OSError, TimeoutError, AttributeError) as exc:
+            self._on_failed(exc)
+            wire.close()
+            return
+        wire.take_over(transport)
+
+    async def _release(self) -> None:
+        """Close the connection a previous wire took over and give it back to the pool, which
+        reconnects it when it is next used."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        with contextlib.suppress(RedisError, OSError):
+            await conn.disconnect(nowait=True)  # its stream protocol no longer hears the close
+            await self._client.connection_pool.release(conn)
