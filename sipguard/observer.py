@@ -29,11 +29,12 @@ from sipguard import __version__
 from sipguard.logs import configure_logging
 from sipguard.metrics import Metrics, is_dropped_response, serve_metrics
 from sipguard.notify import Notifier
-from sipguard.policy.whitelist import normalise_source_text
+from sipguard.policy.sources import normalise_source_text
 from sipguard.proxy.actions import Action, Address, BanEvent, Cause, Drop, Forward, Reply
 from sipguard.proxy.failover import FailoverEvent, UpstreamReport
 from sipguard.proxy.pool import Health
-from sipguard.settings import LogSettings, MetricsSettings, Settings, diff_settings
+from sipguard.settings import LogSettings, MetricsSettings, Settings
+from sipguard.settings.diff import diff_settings
 from sipguard.worker import WORKER_ENV
 
 DEBUG: Final = 10

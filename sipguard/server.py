@@ -50,7 +50,7 @@ from sipguard.state import open_state
 from sipguard.state.bridge import StateBridge
 from sipguard.transport import CoreProtocol, NullObserver, ObserverProtocol, family_of
 from sipguard.transport.dispatch import Dispatcher
-from sipguard.transport.stream import (
+from sipguard.transport.streams import (
     QUEUED_MESSAGES,
     ReservedSource,
     StreamLimits,

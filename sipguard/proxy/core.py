@@ -61,7 +61,8 @@ from sipguard.errors import MessageTooLarge, ParseError
 from sipguard.identity import InboundFilter, Stamper
 from sipguard.policy.guard import BanEvent, BanRecord, Guard, GuardSettings, UnbanEvent
 from sipguard.policy.limits import TrunkUsage
-from sipguard.policy.whitelist import RuleSet, SourceMatcher, normalise_source_text
+from sipguard.policy.sources import normalise_source_text
+from sipguard.policy.whitelist import RuleSet, SourceMatcher
 from sipguard.proxy import admission, forwarding, limiting
 from sipguard.proxy.actions import (
     Action,

@@ -17,7 +17,7 @@ Extension points:
 
 from __future__ import annotations
 
-from sipguard.policy.whitelist import normalise_source_text
+from sipguard.policy.sources import normalise_source_text
 from sipguard.proxy import limiting
 from sipguard.proxy.actions import Action, Address, Cause, Drop, Forward, Info, Origin, Transport
 from sipguard.proxy.context import Admitted, Config, Context, State

@@ -14,6 +14,7 @@ from sipguard.sip.edit import (
     apply_edits,
     build_error_response,
     build_response,
+    without_top_via,
 )
 from sipguard.sip.fields import (
     Credentials,
@@ -59,4 +60,5 @@ __all__ = [
     "parse_uri",
     "recover_headers",
     "split_list",
+    "without_top_via",
 ]

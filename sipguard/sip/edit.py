@@ -31,6 +31,7 @@ __all__ = [
     "apply_edits",
     "build_error_response",
     "build_response",
+    "without_top_via",
 ]
 
 CRLF = b"\r\n"
@@ -249,6 +250,17 @@ class Edits:
             if predicate(header):
                 self._drop.add(i)
         return self
+
+
+def without_top_via(msg: Message) -> bytes:
+    """`msg` without its top Via value (RFC 3261 §16.7 step 3: a response leaving us), the
+    bytes `Edits(msg).remove_top_via().build()` writes: one cut where the parser's fast match
+    located the value (`Message.top_via_cut`), else the edit writer."""
+    cut = msg.top_via_cut()
+    if cut is None:
+        return Edits(msg).remove_top_via().build()
+    raw = msg.raw
+    return raw[: cut[0]] + raw[cut[1] :]
 
 
 def _status_line(status: int, reason: bytes) -> bytes:

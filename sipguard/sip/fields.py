@@ -266,6 +266,13 @@ _F_VIA_PARAMS = (
 _F_VIA_NC = (
     rb"SIP/2\.0/" + _F_TOKEN + rb"[ \t]++" + _F_HOST + rb"(?::" + _PORT + rb"|)" + _F_VIA_PARAMS
 )
+# A Via value after the top one, as the fast match validated it (`Message.second_via` reads it
+# again from where the match left off: the same possessive grammar, so the same end), and the
+# separator of two values of a comma list.
+FAST_VIA_VALUE_RE = re.compile(_F_VIA_NC)
+FAST_VIA_SEP_RE = re.compile(rb"[ \t]*+,[ \t]*+")
+# The next Via line of a message read on the fast path (where every Via line is spelled `Via:`).
+FAST_NEXT_VIA_RE = re.compile(rb"\r\nVia:[ \t]*+")
 
 
 def _token_class_without(first: bytes) -> bytes:

@@ -22,6 +22,9 @@ from typing import NamedTuple
 
 from sipguard.errors import ParseError
 from sipguard.sip.fields import (
+    FAST_NEXT_VIA_RE,
+    FAST_VIA_SEP_RE,
+    FAST_VIA_VALUE_RE,
     LIST_HEADERS,
     CSeq,
     NameAddr,
@@ -48,6 +51,9 @@ _HEADER_RE = re.compile(rb"\r\n([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:[ \t]*([^\r\n]*)"
 # grow it (filled by the parser through `key_for`).
 _KEYS: dict[bytes, bytes] = {}
 _KEYS_MAX = 2048
+_next_via = FAST_NEXT_VIA_RE.search
+_via_sep = FAST_VIA_SEP_RE.match
+_via_value = FAST_VIA_VALUE_RE.match
 
 
 def key_for(name: bytes) -> bytes:
@@ -317,6 +323,50 @@ class Message:
         path. Lets an editor place its cuts without building the header index."""
         m = self._fast
         return None if m is None else m.span(group)
+
+    @property
+    def second_via(self) -> Via | None:
+        """The Via value below the top one (None when there is none), as `vias[1]`.
+
+        A response relayed through us carries ours on top and the sender's below; only those
+        two matter (RFC 3261 §16.7 step 3, §18.2.2). On the fast path the match validated every
+        Via, so the second value alone is read (from where the top one ends) and parsed; on the
+        general path every Via was parsed already."""
+        m = self._fast
+        if m is None or self._vias is not None:
+            vias = self.vias
+            return vias[1] if len(vias) > 1 else None
+        raw = self.raw
+        end = m.end("via")
+        if raw[end : end + 2] == b"\r\n":  # the top line holds one value: the next Via line
+            line = _next_via(raw, end, self.header_end)
+            if line is None:
+                return None
+            start = line.end()
+        else:  # a comma list: the value after the separator
+            start = _via_sep(raw, end).end()  # type: ignore[union-attr]  # validated
+        return Via(_via_value(raw, start).group())  # type: ignore[union-attr]  # validated
+
+    def top_via_cut(self) -> tuple[int, int] | None:
+        """(start, end) such that `raw[:start] + raw[end:]` is this message without its top Via
+        value (RFC 3261 §16.7 step 3), the bytes `Edits(msg).remove_top_via().build()` writes:
+        the whole line, CRLF included, when it holds that value alone, else the value and the
+        separator after it. From the parser's fast match, no header index; None when the
+        message was not read on the fast path or the line is not spelled `Via: ` (the edit
+        writer then rewrites the line)."""
+        m = self._fast
+        if m is None:
+            return None
+        raw = self.raw
+        start, end = m.span("via")
+        if raw[end : end + 2] == b"\r\n":
+            line = start - 5
+            if raw[line:start] != b"Via: ":
+                line = raw.rfind(b"\n", 0, start) + 1
+            return line, end + 2
+        if raw[start - 5 : start] != b"Via: ":
+            return None
+        return start, _via_sep(raw, end).end()  # type: ignore[union-attr]  # validated
 
     @property
     def max_forwards(self) -> int:

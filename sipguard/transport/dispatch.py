@@ -24,7 +24,8 @@ from sipguard.errors import ParseError
 from sipguard.proxy.actions import Address, Drop, Forward, Reply, Transport
 from sipguard.proxy.failover import UpstreamReport
 from sipguard.transport import CoreProtocol, ObserverProtocol, family_of, is_unicast
-from sipguard.transport.stream import Framer, StreamLimits, Streams
+from sipguard.transport.stream import Framer
+from sipguard.transport.streams import StreamLimits, Streams
 from sipguard.transport.udp import UdpEndpoint
 from sipguard.transport.upstream import Connector
 

@@ -21,7 +21,8 @@ import asyncio
 import ssl
 
 from sipguard.proxy.actions import Address, Transport
-from sipguard.transport.stream import StreamConnection, Streams
+from sipguard.transport.stream import StreamConnection
+from sipguard.transport.streams import Streams
 
 __all__ = ["CONNECT_TIMEOUT", "Connector", "client_tls_context"]
 

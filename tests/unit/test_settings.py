@@ -9,18 +9,16 @@ import pytest
 
 from sipguard.policy.whitelist import parse_rules
 from sipguard.settings import (
-    DIFFED_SECTIONS,
     AuthSettings,
     Credential,
     Limits,
     Listener,
     Protection,
     Settings,
-    SettingsDiff,
     Trunk,
     Upstream,
-    diff_settings,
 )
+from sipguard.settings.diff import DIFFED_SECTIONS, SettingsDiff, diff_settings
 
 
 def test_listener_url_brackets_ipv6() -> None:

@@ -9,17 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sipguard.policy.whitelist import (
-    IPV4,
-    IPV6,
-    Rule,
-    RuleSet,
-    SourceMatcher,
-    normalise_source,
-    normalise_source_text,
-    parse_rule,
-    parse_rules,
-)
+from sipguard.policy.sources import IPV4, IPV6, normalise_source, normalise_source_text
+from sipguard.policy.whitelist import Rule, RuleSet, SourceMatcher, parse_rule, parse_rules
 from sipguard.settings import Trunk
 
 V4 = int(ipaddress.IPv4Address("203.0.113.5"))

@@ -15,7 +15,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from sipguard.policy.whitelist import IPV4, IPV6, SourceMatcher, normalise_source, parse_rules
+from sipguard.policy.sources import IPV4, IPV6, normalise_source
+from sipguard.policy.whitelist import SourceMatcher, parse_rules
 from sipguard.settings import Trunk
 
 V4_MAX = (1 << 32) - 1
