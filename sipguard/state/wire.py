@@ -94,7 +94,7 @@ class Wire(asyncio.Protocol):
         self._reader.feed(data)
         waiting, sent = self._waiting, self._sent
         while (reply := self._reader.gets()) is not False:
-            if not waiting:  # a reply nobody asked for: the stream is out of step
+            if not waiting or not sent:  # a reply nobody asked for: the stream is out of step
                 self.close()
                 return
             batch = sent[0]
@@ -164,6 +164,8 @@ class Link:
         wire.call(command, then)
 
     async def close(self) -> None:
+        if self._opening is not None:
+            self._opening.cancel()
         if self._wire is not None:
             self._wire.close()
         await self._release()
