@@ -15,13 +15,14 @@ answer uses the same stored HA1 (the session A1 is derived per nonce by `digest`
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 from typing import Final
 
 from sipguard.auth.digest import (
+    ALGORITHMS,
     BASE_ALGORITHMS,
     DigestAnswer,
     base_algorithm,
@@ -82,7 +83,7 @@ class Checked:
 class CredentialStore:
     """Immutable after `build`; rebuilt and swapped on reload."""
 
-    __slots__ = ("_by_name", "_by_userhash", "_dummy", "_width", "realm")
+    __slots__ = ("_by_answer", "_by_name", "_by_userhash", "_dummy", "_width", "realm")
 
     def __init__(
         self,
@@ -102,7 +103,16 @@ class CredentialStore:
         # Derived from the nonce key when given, so nobody can predict it; it must never
         # authenticate anyone anyway (the caller refuses a missing entry whatever `verify` says).
         seed = _DUMMY_TAG + (secret or b"") + realm.encode("utf-8", "surrogatepass")
-        self._dummy = {a: hash_hex(a, seed) for a in BASE_ALGORITHMS}
+        dummy = {a: hash_hex(a, seed) for a in BASE_ALGORITHMS}
+        # By every algorithm name an answer may carry (`-sess` uses its base's HA1), so that
+        # `check` finds the entries and the dummy in one look-up each.
+        self._dummy = {a: dummy[base_algorithm(a)] for a in ALGORITHMS}
+        self._by_answer: dict[tuple[str, str], tuple[Entry, ...]] = {
+            (username, a): entries
+            for (username, base), entries in self._by_name.items()
+            for a in ALGORITHMS
+            if base_algorithm(a) == base
+        }
         # The most secrets one username holds for one algorithm: `check` computes this many
         # digests for every answer, so their count tells nothing about the user.
         self._width = max((len(v) for v in self._by_name.values()), default=1)
@@ -175,12 +185,11 @@ class CredentialStore:
         (the store's widest username, dummy HA1s filling the rest), whether the user is
         unknown, holds one secret or several, and whether they are current: an expired,
         not-yet-valid or removed secret costs and answers what a wrong one does."""
-        entries = [
-            e
-            for e in self.candidates(answer.username, answer.algorithm)
-            if trunks is None or e.trunk in trunks
-        ]
-        dummy = self.dummy_ha1(answer.algorithm)
+        algorithm = answer.algorithm
+        entries: Sequence[Entry] = self._by_answer.get((answer.username, algorithm), ())
+        if trunks is not None:
+            entries = [e for e in entries if e.trunk in trunks]
+        dummy = self._dummy[algorithm]
         matched: Entry | None = None
         stale = False
         for i in range(self._width):
@@ -194,8 +203,13 @@ class CredentialStore:
         if matched is not None:
             return Checked(SecretCheck.OK, matched)
         if not entries:
-            return Checked(SecretCheck.UNKNOWN_USER)
-        return Checked(SecretCheck.NOT_CURRENT if stale else SecretCheck.WRONG)
+            return _UNKNOWN_USER
+        return _NOT_CURRENT if stale else _WRONG
+
+
+_UNKNOWN_USER: Final = Checked(SecretCheck.UNKNOWN_USER)
+_WRONG: Final = Checked(SecretCheck.WRONG)
+_NOT_CURRENT: Final = Checked(SecretCheck.NOT_CURRENT)
 
 
 def _first(entries: tuple[Entry, ...], trunks: Collection[str] | None) -> Entry | None:

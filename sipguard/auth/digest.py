@@ -28,7 +28,7 @@ import hmac
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 __all__ = [
     "ALGORITHMS",
@@ -41,6 +41,7 @@ __all__ = [
     "build_challenge",
     "build_challenges",
     "canonical_algorithm",
+    "challenge_template",
     "compute_ha1",
     "compute_response",
     "compute_userhash",
@@ -74,6 +75,17 @@ _HASHES: Final[Mapping[str, Callable[[bytes], str]]] = {
 }
 BASE_ALGORITHMS: Final[tuple[str, ...]] = tuple(_HASHES)
 ALGORITHMS: Final[tuple[str, ...]] = BASE_ALGORITHMS + tuple(f"{a}-sess" for a in BASE_ALGORITHMS)
+# Every algorithm name -> a constructor of its hash object (`-sess` alike): `compute_response`
+# reaches the hash in one look-up, with no wrapper call per digest.
+_BASE_NEW: Final[Mapping[str, Callable[[bytes], Any]]] = {
+    "MD5": functools.partial(hashlib.md5, usedforsecurity=False),
+    "SHA-256": hashlib.sha256,
+    "SHA-512-256": functools.partial(hashlib.new, "sha512_256"),
+}
+_NEW: Final[Mapping[str, Callable[[bytes], Any]]] = {
+    name: _BASE_NEW[name.removesuffix("-sess")] for name in ALGORITHMS
+}
+_SESSIONS: Final = frozenset(name for name in ALGORITHMS if name.endswith("-sess"))
 # Hex digits of a digest for each algorithm (RFC 7616 §3.4.1: response is 2*hashlen LHEX).
 HEX_LENGTH: Final[Mapping[str, int]] = {
     name: (32 if name.startswith("MD5") else 64) for name in ALGORITHMS
@@ -163,20 +175,24 @@ def compute_response(  # noqa: PLR0913 - the RFC 7616 §3.4.1 inputs, keyword-on
     - "auth-int": H(HA1:nonce:nc:cnonce:qop:H(method:uri:H(body)))
     - None:       H(HA1:nonce:H(method:uri))  (RFC 2069 form, RFC 3261 §22.4)
     """
-    h = _hash(algorithm)
-    if is_session(algorithm):
+    new = _NEW.get(algorithm)
+    if new is None:
+        raise ValueError(f"unknown digest algorithm {algorithm!r}")
+    if algorithm in _SESSIONS:
         if cnonce is None:
             raise ValueError("a -sess algorithm needs a cnonce")
         ha1 = session_ha1(algorithm, ha1, nonce, cnonce)
     if qop == "auth-int":
-        ha2 = h(_b(f"{method}:{uri}:") + h(body).encode("ascii"))
+        a2 = f"{method}:{uri}:".encode("utf-8", "surrogateescape") + new(body).hexdigest().encode()
     else:
-        ha2 = h(_b(f"{method}:{uri}"))
+        a2 = f"{method}:{uri}".encode("utf-8", "surrogateescape")
+    ha2 = new(a2).hexdigest()
     if qop is None:
-        return h(_b(f"{ha1}:{nonce}:{ha2}"))
+        return new(f"{ha1}:{nonce}:{ha2}".encode("utf-8", "surrogateescape")).hexdigest()  # type: ignore[no-any-return]
     if nc is None or cnonce is None:
         raise ValueError("qop needs nc and cnonce")
-    return h(_b(f"{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}"))
+    data = f"{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}".encode("utf-8", "surrogateescape")
+    return new(data).hexdigest()  # type: ignore[no-any-return]
 
 
 def _is_hex(text: str, length: int) -> bool:
@@ -188,6 +204,10 @@ def is_hex_digest(algorithm: str, text: str) -> bool:
     False for an unknown algorithm."""
     canonical = canonical_algorithm(algorithm)
     return canonical is not None and _is_hex(text, HEX_LENGTH[canonical])
+
+
+# The parameters every answer carries, in the order a missing one is reported.
+_REQUIRED: Final = ("username", "realm", "nonce", "uri", "response")
 
 
 def _required(params: Mapping[str, str], name: str) -> str:
@@ -233,35 +253,55 @@ class DigestAnswer:
         are not valid UTF-8 are refused, so `field.encode("utf-8")` never raises on an answer.
 
         Raises `MalformedAnswer` (a `ValueError`) and nothing else, whatever the input."""
-        lowered = _lowered(params, latin1)
-        username = _required(lowered, "username")
-        realm = _required(lowered, "realm")
-        nonce = _required(lowered, "nonce")
-        uri = _required(lowered, "uri")
-        response = _required(lowered, "response")
+        return cls.from_lowered(_lowered(params, latin1))
 
-        algorithm = canonical_algorithm(lowered.get("algorithm", "MD5"))
+    @classmethod
+    def from_lowered(cls, params: Mapping[str, str]) -> DigestAnswer:
+        """`from_params` for parameters whose names are lowercase and unique and whose values
+        are UTF-8 text of at most MAX_PARAM_LENGTH characters: what `from_params` makes of any
+        parameters first, and what `sipguard.sip.parse_credentials` gives for a header value
+        that is ASCII and no longer than MAX_PARAM_LENGTH (the caller's check, once per value).
+
+        Raises `MalformedAnswer` (a `ValueError`) and nothing else, whatever the input."""
+        get = params.get
+        username = get("username")
+        realm = get("realm")
+        nonce = get("nonce")
+        uri = get("uri")
+        response = get("response")
+        if not (username and realm and nonce and uri and response):
+            for name in _REQUIRED:
+                _required(params, name)
+        assert username and realm and nonce and uri and response  # for mypy: checked above
+
+        algorithm = _BY_LOWER.get(get("algorithm", "MD5").lower())
         if algorithm is None:
             raise MalformedAnswer("unknown algorithm")
-        if not _is_hex(response, HEX_LENGTH[algorithm]):
+        if len(response) != HEX_LENGTH[algorithm] or _HEX_RE.fullmatch(response) is None:
             raise MalformedAnswer("response is not a hex digest of the algorithm's length")
 
-        qop = lowered.get("qop")
+        qop = get("qop")
         nc = cnonce = None
         if qop is not None:
             if qop not in _QOPS:
                 raise MalformedAnswer("qop must be auth or auth-int")
-            nc = _required(lowered, "nc")
-            if not _is_hex(nc, 8):
+            nc = get("nc")
+            if not nc:
+                raise MalformedAnswer("missing nc")
+            if len(nc) != 8 or _HEX_RE.fullmatch(nc) is None:
                 raise MalformedAnswer("nc must be 8 hex digits")
-            cnonce = _required(lowered, "cnonce")
-        elif is_session(algorithm):
+            cnonce = get("cnonce")
+            if not cnonce:
+                raise MalformedAnswer("missing cnonce")
+        elif algorithm in _SESSIONS:
             # RFC 7616 §3.4.2: the session A1 needs a cnonce, which exists only with qop.
             raise MalformedAnswer("a -sess algorithm needs qop")
 
-        userhash_text = lowered.get("userhash", "false").lower()
-        if userhash_text not in ("true", "false"):
-            raise MalformedAnswer("userhash must be true or false")
+        userhash = get("userhash")
+        if userhash is not None:
+            userhash = userhash.lower()
+            if userhash not in ("true", "false"):
+                raise MalformedAnswer("userhash must be true or false")
 
         # Positional, in field order: a frozen dataclass is dear enough to build per request.
         return cls(
@@ -274,8 +314,8 @@ class DigestAnswer:
             qop,
             nc,
             cnonce,
-            lowered.get("opaque"),
-            userhash_text == "true",
+            get("opaque"),
+            userhash == "true",
         )
 
 
@@ -296,7 +336,8 @@ def verify(answer: DigestAnswer, ha1: str, method: str, body: bytes = b"") -> bo
         qop=answer.qop,
         body=body,
     )
-    return hmac.compare_digest(expected.encode("ascii"), answer.response.encode("ascii"))
+    # both are ASCII hex (`from_params` checked the response), compared as str
+    return hmac.compare_digest(expected, answer.response)
 
 
 def _quoted(name: str, value: str) -> str:
@@ -341,6 +382,18 @@ def build_challenge(
         # RFC 7616 §3.3: stale=true tells the client to retry with the new nonce, no prompt.
         value += ", stale=true"
     return value.encode("utf-8")
+
+
+def challenge_template(
+    realm: str, opaque: str, algorithm: str, *, stale: bool, qop: str | None = "auth"
+) -> tuple[bytes, bytes]:
+    """What `build_challenge` writes before and after the nonce, as bytes: for a nonce of our
+    own (`NonceIssuer`: [A-Za-z0-9_-] only, nothing to escape) the value is
+    `before + nonce + after`. Built from the config once, so a challenge only splices its
+    nonce in (the same bytes as `build_challenge`; tests compare them)."""
+    head, tail = _challenge_parts(realm, opaque, algorithm, qop)
+    after = f'", {tail}, stale=true' if stale else f'", {tail}'
+    return f'{head}, nonce="'.encode(), after.encode()
 
 
 def build_challenges(

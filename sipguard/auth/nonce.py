@@ -25,7 +25,6 @@ the state we need. A client that does not echo it back can be told apart (`check
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import hmac
@@ -51,6 +50,12 @@ _MAC_SIZE: Final = 16  # 128 bits: forging one nonce takes 2**128 guesses
 _RAW_SIZE: Final = 8 + _UNIQUE_SIZE + _MAC_SIZE
 NONCE_LENGTH: Final = 43  # base64 of 32 bytes without padding
 _NONCE_RE: Final = re.compile(r"[A-Za-z0-9_-]{43}")
+# The base64url characters whose 6 bits end in two zero bits: the last of a canonical nonce.
+_CANONICAL_LAST: Final = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"[::4]
+)
+_FROM_URLSAFE: Final = str.maketrans("-_", "+/")
+_TO_URLSAFE: Final = bytes.maketrans(b"+/", b"-_")
 # A key shorter than this is a configuration mistake (RFC 2104 §3: at least the output length
 # of the hash is recommended; 16 bytes is the floor we accept).
 MIN_KEY_SIZE: Final = 16
@@ -66,19 +71,20 @@ def _decode(nonce: str) -> bytes | None:
     """The 32 raw bytes of a well-formed nonce, or None. Never raises."""
     if len(nonce) != NONCE_LENGTH or _NONCE_RE.fullmatch(nonce) is None:
         return None
+    # 43 characters carry 258 bits: two spellings decode to the same bytes unless the last
+    # character is canonical (its 2 low bits, beyond the 32 bytes, are zero, as `_encode`
+    # writes them); refuse the alias so one nonce has one spelling (tracker key).
+    if nonce[-1] not in _CANONICAL_LAST:
+        return None
     try:
-        raw = base64.urlsafe_b64decode(nonce + "=")
+        return binascii.a2b_base64(nonce.translate(_FROM_URLSAFE) + "=")
     except (binascii.Error, ValueError):  # pragma: no cover - the pattern already excludes it
         return None
-    # 43 characters carry 258 bits: two spellings decode to the same bytes unless the last
-    # character is canonical; refuse the alias so one nonce has one spelling (tracker key).
-    if _encode(raw) != nonce:
-        return None
-    return raw
 
 
-def _encode(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+def _encode(raw: bytes) -> bytes:
+    """base64url without padding of 32 raw bytes (43 ASCII characters)."""
+    return binascii.b2a_base64(raw, newline=False)[:-1].translate(_TO_URLSAFE)
 
 
 def expires_at(nonce: str) -> float | None:
@@ -93,7 +99,7 @@ def expires_at(nonce: str) -> float | None:
 class NonceIssuer:
     """Issues and checks nonces under one key (shared by every instance, DESIGN §6)."""
 
-    __slots__ = ("_key", "_opaques")
+    __slots__ = ("_key", "_opaques", "_realms")
 
     def __init__(self, key: bytes) -> None:
         if len(key) < MIN_KEY_SIZE:
@@ -101,23 +107,23 @@ class NonceIssuer:
         self._key = key
         # realm -> opaque (ASCII): realms come from the config, so this stays small.
         self._opaques: dict[str, bytes] = {}
+        # realm -> its length-prefixed UTF-8 form, as the nonce MAC covers it
+        self._realms: dict[str, bytes] = {}
 
     def __repr__(self) -> str:
         return "NonceIssuer(key=<hidden>)"
 
     def _mac(self, head: bytes, realm: str, source_ip: str) -> bytes:
-        realm_b = realm.encode("utf-8", "surrogatepass")
-        # Length-prefix the realm so that (realm, source) pairs cannot be re-split.
-        msg = b"".join(
-            (
-                _NONCE_TAG,
-                head,
-                len(realm_b).to_bytes(4, "big"),
-                realm_b,
-                source_ip.encode("utf-8", "surrogatepass"),
-            )
-        )
-        return hmac.digest(self._key, msg, hashlib.sha256)[:_MAC_SIZE]
+        # Length-prefix the realm so that (realm, source) pairs cannot be re-split; the prefixed
+        # realm is built once per realm (realms come from the config).
+        prefixed = self._realms.get(realm)
+        if prefixed is None:
+            if len(self._realms) >= 64:  # a caller passing arbitrary realms: stay bounded
+                self._realms.clear()
+            realm_b = realm.encode("utf-8", "surrogatepass")
+            prefixed = self._realms[realm] = len(realm_b).to_bytes(4, "big") + realm_b
+        msg = b"".join((_NONCE_TAG, head, prefixed, source_ip.encode("utf-8", "surrogatepass")))
+        return hmac.digest(self._key, msg, "sha256")[:_MAC_SIZE]
 
     def issue(self, realm: str, source_ip: str, now: float, ttl: int, unique: bytes) -> str:
         """A nonce for `realm` and `source_ip` that is VALID until `now + ttl`.
@@ -125,12 +131,15 @@ class NonceIssuer:
         `unique` makes two nonces issued in the same millisecond differ (the core passes a
         per-process boot id and a counter). Exactly 8 bytes are used as they are; any other
         length is folded to 8 with BLAKE2b."""
+        return self.issue_bytes(realm, source_ip, now, ttl, unique).decode("ascii")
+
+    def issue_bytes(self, realm: str, source_ip: str, now: float, ttl: int, unique: bytes) -> bytes:
+        """`issue`, as the ASCII bytes a challenge carries."""
         if ttl <= 0:
             raise ValueError("ttl must be positive")
         if len(unique) != _UNIQUE_SIZE:
             unique = hashlib.blake2b(unique, digest_size=_UNIQUE_SIZE).digest()
-        expiry_ms = math.floor(now * 1000) + ttl * 1000
-        head = expiry_ms.to_bytes(8, "big") + unique
+        head = (math.floor(now * 1000) + ttl * 1000).to_bytes(8, "big") + unique
         return _encode(head + self._mac(head, realm, source_ip))
 
     def check(self, nonce: str, realm: str, source_ip: str, now: float) -> NonceVerdict:

@@ -53,6 +53,10 @@ class Address:
 class Cause(Enum):
     """Why the core did what it did. Closed set: one metric label value and log `cause` each."""
 
+    # Members are singletons: hashed by identity, in C. Enum's own `__hash__` is a Python call
+    # on every dict or set look-up of a cause (metrics, logs, `accompanies`: ~3 per message).
+    __hash__ = object.__hash__
+
     # requests from outside
     ADMITTED_IP = "admitted_ip"  # a trunk without credentials trusts the source address
     ADMITTED_DIGEST = "admitted_digest"  # correct digest credentials for a candidate trunk

@@ -15,19 +15,25 @@ one exit every admitted new request passes.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from enum import Enum
 from typing import NamedTuple
 
 from sipguard.auth.credentials import Entry, SecretCheck
-from sipguard.auth.digest import DigestAnswer, MalformedAnswer, build_challenges
+from sipguard.auth.digest import (
+    MAX_PARAM_LENGTH,
+    DigestAnswer,
+    MalformedAnswer,
+    challenge_template,
+)
 from sipguard.auth.nonce import NonceVerdict
 from sipguard.errors import ParseError
 from sipguard.proxy import limiting
 from sipguard.proxy.actions import Action, Cause, Drop, Info, ShareFailure
 from sipguard.proxy.context import Admitted, Context, Pending
 from sipguard.proxy.memory import DIALOG_LINGER, DIALOG_TTL, RETRANSMISSION_TTL
-from sipguard.proxy.replies import rate_limited, refuse, reply, text
+from sipguard.proxy.replies import TRAILER, head, rate_limited, refuse, reply, sent, text
 from sipguard.proxy.via import (
     BRANCH_PREFIX,
     is_our_tag,
@@ -46,6 +52,8 @@ Verdict = Admitted | Pending | list[Action]
 
 class DigestOutcome(Enum):
     """What a request's digest credentials turned out to be (RFC 3261 §22, RFC 7616)."""
+
+    __hash__ = object.__hash__  # singletons: `OUTCOMES[outcome]` hashes in C (see `Cause`)
 
     OK = "ok"
     NO_CREDENTIALS = "no credentials for our realm"
@@ -109,7 +117,8 @@ def decide(ctx: Context) -> Verdict:
     """The verdict for a request from outside (DESIGN §4)."""
     msg = ctx.msg
     method = msg.method
-    info = Info(text(method), text(msg.call_id))
+    # the one Info of the decision's request (`text`, inlined: every request passes here)
+    info = Info(method.decode("latin-1"), msg.call_id.decode("latin-1"))
     if ctx.st.guard.is_scanner(msg.user_agent):
         return [Drop(Cause.SCANNER, info)]
     if method == b"ACK":
@@ -195,7 +204,8 @@ def _sanity(ctx: Context, info: Info) -> list[Action] | None:
         return [reply(ctx, 416, b"Unsupported URI Scheme", cause, info)]
     if msg.max_forwards <= 0:
         return [reply(ctx, 483, b"Too Many Hops", Cause.TOO_MANY_HOPS, info)]
-    if ctx.plain and single_via(msg):
+    one = single_via(msg)  # read on the fast path with one Via value
+    if ctx.plain and one:
         return None  # no Proxy-Require, one Via: nothing below us to loop through
     proxy_require = msg.get_all(b"proxy-require")
     if proxy_require:
@@ -203,6 +213,8 @@ def _sanity(ctx: Context, info: Info) -> list[Action] | None:
         unsupported = b", ".join(v.strip() for v in proxy_require)
         extra = ((b"Unsupported", unsupported),)
         return [reply(ctx, 420, b"Bad Extension", Cause.BAD_EXTENSION, info, extra)]
+    if one:
+        return None  # one Via, read and validated by the parser's match
     if one_via_value(msg):
         # Nothing below us to loop through (§16.3 step 4 looks at every Via): the top Via
         # (read on the parser's fast path, or parsed, and refused if malformed, as before)
@@ -236,17 +248,22 @@ def _is_for_us(ctx: Context) -> bool:
 def _authenticate(ctx: Context, candidates: Sequence[Trunk], info: Info) -> Verdict:
     """DESIGN §4 step 3: check the digest answer, then map the outcome through `OUTCOMES`."""
     algorithms = _algorithms(ctx, candidates)
-    check = check_digest(ctx, candidates, algorithms)
+    check = check_digest(ctx, candidates, algorithms, info.method)
     if check.outcome is DigestOutcome.ASK:
         assert check.expiry is not None
         return Pending(check, algorithms, info, check.expiry)
-    return conclude(ctx, check, algorithms, info)
+    return conclude(ctx, check, algorithms, info, candidates)
 
 
 def conclude(
-    ctx: Context, check: DigestCheck, algorithms: tuple[str, ...], info: Info
+    ctx: Context,
+    check: DigestCheck,
+    algorithms: tuple[str, ...],
+    info: Info,
+    candidates: Sequence[Trunk] | None = None,
 ) -> Admitted | list[Action]:
-    """What a digest outcome means (`OUTCOMES`); also the end of a `Pending` verdict."""
+    """What a digest outcome means (`OUTCOMES`); also the end of a `Pending` verdict.
+    `candidates`: the source's trunks when the caller has them (else looked up again)."""
     step = OUTCOMES[check.outcome]
     answer = check.answer
     user = answer.username[:64] if answer is not None else ""
@@ -258,10 +275,10 @@ def conclude(
     if step is Step.CHALLENGE:
         if check.detail:
             info = Info(info.method, info.call_id, detail=check.detail)
-        return _challenge(ctx, algorithms, False, Cause.CHALLENGED, info)
+        return _challenge(ctx, candidates, algorithms, False, Cause.CHALLENGED, info)
     if step is Step.STALE_CHALLENGE:
         info = Info(info.method, info.call_id, "", user)
-        return _challenge(ctx, algorithms, True, Cause.STALE_NONCE, info)
+        return _challenge(ctx, candidates, algorithms, True, Cause.STALE_NONCE, info)
     if step is Step.REJECT:
         return [reply(ctx, 400, b"Duplicate Credentials", Cause.PARSE_ERROR, info)]
     ban = ctx.st.guard.record_failure(ctx.ip, ctx.now)
@@ -285,44 +302,58 @@ def counted(ctx: Context, pending: Pending, shared: bool | None) -> DigestCheck:
     check: DigestCheck = pending.check
     answer = check.answer
     assert answer is not None
-    local = st.tracker.accept(answer.nonce, answer.nonce_count, pending.expiry, ctx.now)
-    key = retransmission_key(ctx.msg, ctx.ip, answer)
+    nc = answer.nonce_count
+    local = st.tracker.accept(answer.nonce, nc, pending.expiry, ctx.now)
+    key = retransmission_key(ctx.msg, ctx.ip, answer, nc)
     if st.answered.get(key, ctx.now) is None and not (local if shared is None else shared):
         return check._replace(outcome=DigestOutcome.REPLAY)
     st.answered.put(key, True, ctx.now + RETRANSMISSION_TTL)
     return check._replace(outcome=DigestOutcome.OK)
 
 
-def _our_credentials(ctx: Context) -> tuple[list[Credentials], dict[int, bool]]:
+def _our_credentials(ctx: Context) -> tuple[list[tuple[bytes, Credentials]], dict[int, bool]]:
     """The digest answers for our realm in the header a challenge of this request asks for
-    (REGISTER: Authorization, else Proxy-Authorization; RFC 3261 §22.2, §22.3), and what each
-    header of that name turned out to be (index -> ours)."""
+    (REGISTER: Authorization, else Proxy-Authorization; RFC 3261 §22.2, §22.3), each with the
+    header value it was read from, and what each header of that name turned out to be (index
+    -> ours)."""
+    ours: list[tuple[bytes, Credentials]] = []
+    parsed: dict[int, bool] = {}
+    if ctx.plain:
+        return ours, parsed  # `Config.needs_index` found no credential header: none to read
     msg = ctx.msg
     key = b"authorization" if msg.method == b"REGISTER" else b"proxy-authorization"
     realm = ctx.cfg.realm
-    ours = []
-    parsed: dict[int, bool] = {}
-    for index in msg.indices(key):
-        credentials = parse_credentials(msg.headers[index].value)
+    for index, value in zip(msg.indices(key), msg.get_all(key), strict=True):
+        credentials = parse_credentials(value)
         mine = credentials.is_digest and credentials.params.get("realm") == realm
         parsed[index] = mine
         if mine:
-            ours.append(credentials)
+            ours.append((value, credentials))
     return ours, parsed
 
 
+def _answer(value: bytes, credentials: Credentials) -> DigestAnswer:
+    """The digest answer of a credentials header value. An ASCII value no longer than any one
+    parameter may be holds lowercase, unique names (`parse_credentials`) and short ASCII values:
+    validated as they are; any other goes through every check of `from_params`."""
+    if len(value) <= MAX_PARAM_LENGTH and value.isascii():
+        return DigestAnswer.from_lowered(credentials.params)
+    return DigestAnswer.from_params(credentials.params, latin1=True)
+
+
 def check_digest(
-    ctx: Context, candidates: Sequence[Trunk], algorithms: Sequence[str]
+    ctx: Context, candidates: Sequence[Trunk], algorithms: Sequence[str], method: str
 ) -> DigestCheck:
-    """The outcome of the request's digest answer. The same work whatever the outcome once an
-    answer is usable: look up, hash, compare (SECURITY-CASES 26)."""
+    """The outcome of the request's digest answer (`method`: the request's, as text). The same
+    work whatever the outcome once an answer is usable: look up, hash, compare
+    (SECURITY-CASES 26)."""
     ours, parsed = _our_credentials(ctx)
     if len(ours) > 1:
         return DigestCheck(DigestOutcome.DUPLICATE, parsed)  # never pick one (SECURITY-CASES 11)
     if not ours:
         return DigestCheck(DigestOutcome.NO_CREDENTIALS, parsed)
     try:
-        answer = DigestAnswer.from_params(ours[0].params, latin1=True)
+        answer = _answer(*ours[0])
     except MalformedAnswer as exc:
         return DigestCheck(DigestOutcome.MALFORMED, parsed, detail=str(exc)[:80])
     if answer.algorithm not in algorithms or answer.qop != "auth":
@@ -333,7 +364,7 @@ def check_digest(
     # Every secret of the username (several during a rotation), at the same cost whatever the
     # outcome; a secret that is not current is refused like a wrong one (issue 16).
     trunks = [t.name for t in candidates]
-    secret = cfg.store.check(answer, text(msg.method), msg.body, trunks, ctx.now)
+    secret = cfg.store.check(answer, method, msg.body, trunks, ctx.now)
     verdict, expiry = st.issuer.check_with_expiry(answer.nonce, cfg.realm, ctx.ip, ctx.now)
     outcome = _outcome(ctx, answer, secret.outcome, verdict)
     killed = False
@@ -379,26 +410,28 @@ def _count_nonce(ctx: Context, answer: DigestAnswer, expiry: float | None) -> Di
     """A right answer: OK when its nonce-count is new, or when it is a retransmission of a request
     admitted within RETRANSMISSION_TTL; REPLAY otherwise."""
     st = ctx.st
-    key = retransmission_key(ctx.msg, ctx.ip, answer)
+    nc = answer.nonce_count
+    key = retransmission_key(ctx.msg, ctx.ip, answer, nc)
     if st.answered.get(key, ctx.now) is not None:
         return DigestOutcome.OK
     if expiry is not None and ctx.cfg.settings.state.backend != "memory":
         return DigestOutcome.ASK  # every instance's count decides (DESIGN §7): `counted`
-    if expiry is None or not st.tracker.accept(answer.nonce, answer.nonce_count, expiry, ctx.now):
+    if expiry is None or not st.tracker.accept(answer.nonce, nc, expiry, ctx.now):
         return DigestOutcome.REPLAY
     st.answered.put(key, True, ctx.now + RETRANSMISSION_TTL)
     return DigestOutcome.OK
 
 
 def retransmission_key(
-    msg: Request, source_ip: str, answer: DigestAnswer
+    msg: Request, source_ip: str, answer: DigestAnswer, nc: int
 ) -> tuple[str, str, int, str, bytes, bytes, int]:
     """What a retransmission repeats and a new request changes (RFC 3261 §17.2.3 matching plus
-    the digest answer): the same key twice is one request sent twice."""
+    the digest answer, whose nonce-count is `nc`): the same key twice is one request sent
+    twice."""
     return (
         source_ip,
         answer.nonce,
-        answer.nonce_count,
+        nc,
         answer.cnonce or "",
         msg.top_via.branch or b"",
         msg.call_id,
@@ -407,42 +440,72 @@ def retransmission_key(
 
 
 def _algorithms(ctx: Context, candidates: Sequence[Trunk]) -> tuple[str, ...]:
-    """The challenge order: the first credential trunk's, then the others' (DESIGN §3)."""
+    """The challenge order: the first credential trunk's, then the others' (DESIGN §3).
+    Every candidate here requires credentials (`_new_request` admitted the source otherwise)."""
     default = ctx.cfg.settings.auth.algorithms
     seen: list[str] = []
     for trunk in candidates:
-        if trunk.requires_auth:
-            for algorithm in trunk.algorithms or default:
-                if algorithm not in seen:
-                    seen.append(algorithm)
+        for algorithm in trunk.algorithms or default:
+            if algorithm not in seen:
+                seen.append(algorithm)
     return tuple(seen) or default
 
 
-def _throttled(ctx: Context) -> bool:
+def _throttled(candidates: Sequence[Trunk]) -> bool:
     """Whether a challenge to this source passes the anonymous per-source bucket
-    (protection.rate): only when no trunk's whitelist names the source, i.e. an open trunk (or
-    none) admits it. A named source is its trunk's to limit (issue 12 item 6), so a carrier
-    sending hundreds of calls a second from one address is never throttled by it."""
-    return not any(trunk.whitelist for trunk in ctx.cfg.matcher.candidates(ctx.source.host))
+    (protection.rate): only when no trunk's whitelist names the source (`candidates`, its
+    trunks), i.e. an open trunk (or none) admits it. A named source is its trunk's to limit
+    (issue 12 item 6), so a carrier sending hundreds of calls a second from one address is
+    never throttled by it."""
+    for trunk in candidates:  # noqa: SIM110 - a loop: no generator object per challenge
+        if trunk.whitelist:
+            return False
+    return True
+
+
+@functools.lru_cache(maxsize=64)
+def _challenge_lines(
+    realm: str, opaque: str, algorithms: tuple[str, ...], stale: bool, register: bool
+) -> tuple[bytes, ...]:
+    """The end of a challenge (RFC 3261 §22.1: WWW-Authenticate in a 401 to a REGISTER, else
+    Proxy-Authenticate in a 407; one line per algorithm, RFC 8760 §2.4) cut around its nonce:
+    `nonce.join(lines)`. Derived from the config alone (a few combinations per config), so a
+    challenge only splices in its nonce."""
+    name = b"WWW-Authenticate: " if register else b"Proxy-Authenticate: "
+    pieces: list[bytes] = []
+    pending = b""
+    for algorithm in algorithms:
+        before, after = challenge_template(realm, opaque, algorithm, stale=stale)
+        pieces.append(pending + name + before)
+        pending = after + b"\r\n"
+    pieces.append(pending + TRAILER)
+    return tuple(pieces)
 
 
 def _challenge(
-    ctx: Context, algorithms: Sequence[str], stale: bool, cause: Cause, info: Info
+    ctx: Context,
+    candidates: Sequence[Trunk] | None,
+    algorithms: tuple[str, ...],
+    stale: bool,
+    cause: Cause,
+    info: Info,
 ) -> list[Action]:
     """401 + WWW-Authenticate for REGISTER, else 407 + Proxy-Authenticate (RFC 3261 §22.1)."""
     cfg, st = ctx.cfg, ctx.st
-    if _throttled(ctx) and not st.guard.allow_request(ctx.ip, ctx.now):
+    if candidates is None:
+        candidates = cfg.matcher.candidates(ctx.source.host)
+    if _throttled(candidates) and not st.guard.allow_request(ctx.ip, ctx.now):
         return rate_limited(ctx, info)
-    nonce = st.issuer.issue(
+    nonce = st.issuer.issue_bytes(
         cfg.realm, ctx.ip, ctx.now, cfg.settings.auth.nonce_ttl, st.next_unique()
     )
-    values = build_challenges(cfg.realm, nonce, cfg.opaque, algorithms, stale)
-    if ctx.msg.method == b"REGISTER":
-        status, reason, name = 401, b"Unauthorized", b"WWW-Authenticate"
+    register = ctx.msg.method == b"REGISTER"
+    if register:
+        status, reason = 401, b"Unauthorized"
     else:
-        status, reason, name = 407, b"Proxy Authentication Required", b"Proxy-Authenticate"
-    extra = tuple((name, value) for value in values)
-    return [reply(ctx, status, reason, cause, info, extra)]
+        status, reason = 407, b"Proxy Authentication Required"
+    lines = _challenge_lines(cfg.realm, cfg.opaque, algorithms, stale, register)
+    return [sent(ctx, head(ctx, status, reason) + nonce.join(lines), status, cause, info)]
 
 
 def same_uri(digest_uri: bytes, request: Request) -> bool:

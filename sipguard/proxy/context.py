@@ -52,6 +52,7 @@ class Config:
     stamper: Stamper  # the identity lines an admitted request gets (trunk, user, signature...)
     inbound: InboundFilter  # the header lines a request from outside loses
     needs_index: re.Pattern[bytes]  # outgoing.needs_index: a request with lines to strip or edit
+    route_to_us: re.Pattern[bytes]  # outgoing.route_to_us: our Record-Route values as written
 
 
 class State:

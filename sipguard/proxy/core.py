@@ -9,7 +9,9 @@ themselves (DESIGN §4, the admission contract, and the RFC 3261 §16 proxy rule
     failover.py    the upstream pool: health, selection, probes, client transactions (and below
                    it pool.py, probe.py, transactions.py, originate.py)
     admission.py   decides (scanner, ACK/CANCEL, dialog, trunk, sanity, digest): a verdict
-    forwarding.py  writes the outgoing bytes and chooses where they go
+    forwarding.py  decides the outgoing bytes and chooses where they go
+    routes.py      Route entries naming us, our Record-Route, the next hop they name
+    outgoing.py    writes a forwarded request once: a plan of cuts over the received bytes
     replies.py     the replies sipguard builds itself (below both)
     via.py         our Via, branch, tag, flow token, a response's Via, destinations
     context.py     Config (compiled settings), State (kept across reloads), Context (a message)
@@ -79,7 +81,7 @@ from sipguard.proxy.actions import (
 from sipguard.proxy.context import Admitted, Config, Context, Pending, State
 from sipguard.proxy.failover import UpstreamReport, UpstreamStatus
 from sipguard.proxy.memory import Admission, ExpiringTable
-from sipguard.proxy.outgoing import fragments_for, needs_index
+from sipguard.proxy.outgoing import fragments_for, needs_index, route_to_us
 from sipguard.proxy.replies import RETRY_AFTER, reply
 from sipguard.proxy.upstreams import Routing
 from sipguard.proxy.via import branch_key, tag_for
@@ -142,6 +144,7 @@ def compile_config(
         stamper=Stamper(settings.identity, settings.trunks),
         inbound=inbound,
         needs_index=needs_index(inbound.alternation),
+        route_to_us=route_to_us(ours),
     )
 
 

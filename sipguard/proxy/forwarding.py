@@ -27,22 +27,31 @@ from sipguard.proxy.memory import (
     INVITE_TRANSACTION_TTL,
     Admission,
 )
-from sipguard.proxy.outgoing import Changes, write_indexed, write_plain
+from sipguard.proxy.outgoing import Changes, Line, edited_lines, write_indexed, write_plain
 from sipguard.proxy.replies import CREDENTIAL_KEYS, is_our_credential, reply, text
+from sipguard.proxy.routes import found_routes, our_routes, record_routes, route_destination
 from sipguard.proxy.via import (
     FLOW_PARAM,
     branch_for,
     flow_token,
-    our_uri,
-    parse_flow_token,
     received_params,
     response_destination,
-    top_via_line,
     transaction_key,
-    uri_destination,
     via_value_with_flow,
 )
-from sipguard.sip import Edits, Request, Response
+from sipguard.sip import Edits, Request, Response, without_top_via
+
+__all__ = [  # our_routes, record_routes: proxy/routes.py, read here by the writer's tests
+    "DIALOG_CREATING",
+    "from_upstream",
+    "listener_for",
+    "our_routes",
+    "record_routes",
+    "relay_response",
+    "to_upstream",
+    "upstream_for",
+    "write_request",
+]
 
 # Methods that create a dialog and so get our Record-Route (RFC 3261 §16.6 step 4; RFC 6665).
 DIALOG_CREATING = frozenset({b"INVITE", b"SUBSCRIBE", b"REFER"})
@@ -101,17 +110,30 @@ def write_request(
         branch = branch_for(ctx.st.branch_key, msg, source)
     via = ours.via_head + branch + ours.via_tail + token
     route_name, route_lines = _route_lines(ctx, method, via_local, token)
+    found = None
+    if not plain and msg.matched_span("via") is not None:
+        found = edited_lines(msg, cfg.needs_index)
+    if found is None:
+        popped = 0 if plain else our_routes(cfg, msg)[0]
+        strip: frozenset[int] = frozenset() if plain else _stripped(ctx, admitted)
+    else:
+        popped = found_routes(cfg, msg, found)[0]
+        strip = _stripped_found(ctx, admitted, found)
     changes = Changes(
         via=via,
         received=received_params(msg.top_via, source),
         max_forwards=-1 if method == b"ACK" else max_forwards - 1,
         route_name=route_name,
         route_lines=route_lines,
-        popped=0 if plain else our_routes(cfg, msg)[0],
-        strip=frozenset() if plain else _stripped(ctx, admitted),
+        popped=popped,
+        strip=strip,
         attach=_outgoing_headers(ctx, admitted),
     )
-    return write_plain(msg, changes) if plain else write_indexed(msg, changes)
+    if plain:
+        return write_plain(msg, changes)
+    if found is not None:
+        return write_plain(msg, changes, found)  # strip: positions in `found`
+    return write_indexed(msg, changes)
 
 
 def _route_lines(
@@ -136,22 +158,39 @@ def _route_lines(
 
 
 def _stripped(ctx: Context, admitted: Admitted) -> frozenset[int]:
-    """Lines never forwarded: credentials for our realm and any incoming copy of the headers
-    we attach or the upstream would trust (SECURITY-CASES 28; `identity.InboundFilter`: our
-    prefix in any case, `identity.strip_inbound`, P-Asserted-Identity)."""
-    realm = ctx.cfg.realm
+    """Lines never forwarded, by header index: credentials for our realm and any incoming copy
+    of the headers we attach or the upstream would trust (SECURITY-CASES 28;
+    `identity.InboundFilter`: our prefix in any case, `identity.strip_inbound`,
+    P-Asserted-Identity)."""
     known = admitted.credentials or {}
-    strips = ctx.cfg.inbound.strips
     return frozenset(
         i
         for i, header in enumerate(ctx.msg.headers)
-        if strips(header.key)
-        or (
-            known[i]
-            if i in known
-            else header.key in CREDENTIAL_KEYS and is_our_credential(header.value, realm)
-        )
+        if _strips(ctx, known, i, header.key, header.value)
     )
+
+
+def _stripped_found(ctx: Context, admitted: Admitted, found: list[Line]) -> frozenset[int]:
+    """`_stripped` for the lines a fast-path request's scan found (positions in `found`): on
+    that path each header is one line, so a line's header index is the count of line ends
+    before it."""
+    known = admitted.credentials or {}
+    raw, first = ctx.msg.raw, ctx.msg.start_line_end
+    return frozenset(
+        j
+        for j, line in enumerate(found)
+        if _strips(ctx, known, raw.count(b"\r\n", first, line.start), line.key, line.value)
+    )
+
+
+def _strips(ctx: Context, known: dict[int, bool], i: int, key: bytes, value: bytes) -> bool:
+    """Header `i` is not forwarded: `known` holds what admission found of its credential
+    headers (index -> ours)."""
+    if ctx.cfg.inbound.strips(key):
+        return True
+    if i in known:
+        return known[i]
+    return key in CREDENTIAL_KEYS and is_our_credential(value, ctx.cfg.realm)
 
 
 def _outgoing_headers(ctx: Context, admitted: Admitted) -> list[bytes]:
@@ -189,42 +228,64 @@ def from_upstream(ctx: Context) -> list[Action]:
     info = Info(text(msg.method), text(msg.call_id))
     if msg.method != b"ACK" and msg.max_forwards <= 0:
         return [reply(ctx, 483, b"Too Many Hops", Cause.TOO_MANY_HOPS, info)]
-    popped, flow_hint = our_routes(cfg, msg)
-    destination = flow_hint or _route_destination(msg, popped)
+    found = edited_lines(msg, cfg.needs_index) if msg.matched_span("via") is not None else None
+    popped, flow_hint = our_routes(cfg, msg) if found is None else found_routes(cfg, msg, found)
+    destination = flow_hint or route_destination(msg, popped)
     if destination is None:
         return [reply(ctx, 404, b"Not Found", Cause.FROM_UPSTREAM, info)]
     out_local = listener_for(cfg, destination)
     if out_local is None:
         return [reply(ctx, 503, b"Service Unavailable", Cause.FROM_UPSTREAM, info)]
-    edits = Edits(msg)
-    for _ in range(popped):
-        edits.remove_first_route()
-    if msg.method != b"ACK":
-        edits.replace_max_forwards(msg.max_forwards - 1)
+    record_route: list[tuple[bytes, bytes]] = []
     if msg.method in DIALOG_CREATING and not msg.to.tag:
-        edits.insert_headers(record_routes(b"Record-Route", ctx.local, out_local, destination))
+        record_route = record_routes(b"Record-Route", ctx.local, out_local, destination)
         admission = Admission(normalise_source_text(destination.host), "", "")
         st.dialogs.put(msg.call_id, admission, ctx.now + DIALOG_TTL)
     elif msg.method == b"BYE":
         st.dialogs.expire_at_most(msg.call_id, ctx.now + DIALOG_LINGER)
         limiting.ended(st, msg)
-    edits.prepend_via(
-        via_value_with_flow(out_local, branch_for(st.branch_key, msg, ctx.source), ctx.source)
-    )
+    via = via_value_with_flow(out_local, branch_for(st.branch_key, msg, ctx.source), ctx.source)
     actions: list[Action] = []
     if msg.method == b"CANCEL":
         actions.append(reply(ctx, 200, b"OK", Cause.CANCEL_FORWARDED, info))
-    data = edits.build()
+    data = _upstream_request(msg, found, popped, record_route, via)
     origin = Origin(msg, ctx.source, ctx.local, ctx.connection)
     actions.append(Forward(data, destination, out_local, None, Cause.FROM_UPSTREAM, info, origin))
     return actions
 
 
-def _route_destination(msg: Request, popped: int) -> Address | None:
-    routes = msg.routes
-    if len(routes) > popped:
-        return uri_destination(routes[popped].uri)
-    return uri_destination(msg.request_uri)
+def _upstream_request(
+    msg: Request,
+    found: list[Line] | None,
+    popped: int,
+    record_route: list[tuple[bytes, bytes]],
+    via: bytes,
+) -> bytes:
+    """The outgoing bytes of a request from the upstream (§16.6: Route entries naming us
+    popped, Max-Forwards, our Record-Route, our Via, decided in that order): on the parser's
+    fast path from the match and the scan's lines (`found`), else edit by edit."""
+    max_forwards = -1 if msg.method == b"ACK" else msg.max_forwards - 1
+    if found is not None:
+        changes = Changes(
+            via=b"Via: " + via,
+            received=[],
+            max_forwards=max_forwards,
+            route_name=b"Record-Route",
+            route_lines=[name + b": " + value for name, value in record_route],
+            popped=popped,
+            strip=frozenset(),
+            attach=[],
+            via_last=True,
+        )
+        return write_plain(msg, changes, found)
+    edits = Edits(msg)
+    for _ in range(popped):
+        edits.remove_first_route()
+    if max_forwards >= 0:
+        edits.replace_max_forwards(max_forwards)
+    if record_route:
+        edits.insert_headers(record_route)
+    return edits.prepend_via(via).build()
 
 
 # ------------------------------------------------------------------------- responses
@@ -243,45 +304,11 @@ def relay_response(
     if msg.cseq.method == b"CANCEL":
         # We answered the CANCEL ourselves (§16.10); the next hop's 200 ends here.
         return [Drop(Cause.CANCEL_FORWARDED, info)]
-    cut = top_via_line(msg)
-    if cut is None:
-        data = Edits(msg).remove_top_via().build()
-    else:
-        raw = msg.raw
-        data = raw[: cut[0]] + raw[cut[1] :]
+    data = without_top_via(msg)
     return [Forward(data, destination, listener_for(cfg, destination), None, Cause.RESPONSE, info)]
 
 
 # ------------------------------------------------------------------------- shared pieces
-
-
-def our_routes(cfg: Config, msg: Request) -> tuple[int, Address | None]:
-    """How many Route values at the top name us (RFC 3261 §16.4), and the client flow that
-    one of them carries (our Record-Route/Path from the client-facing side)."""
-    if msg.indices(b"route") == []:
-        return 0, None
-    count = 0
-    hint: Address | None = None
-    for route in msg.routes:
-        uri = route.uri
-        if not uri.is_sip or (text(uri.host), uri.port or 5060) not in cfg.own:
-            break
-        count += 1
-        token = uri.param(FLOW_PARAM)
-        if token and hint is None:
-            hint = parse_flow_token(token)
-    return count, hint
-
-
-def record_routes(
-    name: bytes, toward_next: Address, toward_prev: Address, prev: Address
-) -> list[tuple[bytes, bytes]]:
-    """One Record-Route (or Path) entry, or two when the two sides differ in transport or
-    address family (RFC 5658): the top one faces the next hop, the other the previous one
-    and carries the previous hop's flow so that requests back reach it."""
-    if toward_next == toward_prev:
-        return [(name, our_uri(toward_prev, prev))]
-    return [(name, our_uri(toward_next, None)), (name, our_uri(toward_prev, prev))]
 
 
 def listener_for(cfg: Config, destination: Address) -> Address | None:

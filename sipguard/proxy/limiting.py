@@ -51,7 +51,7 @@ def check(ctx: Context, admitted: Admitted) -> list[Action] | None:
         decision = limiter.admit_registration(info.trunk, ctx.now)
     else:
         return None
-    if decision.admitted:
+    if decision.verdict is LimitVerdict.ADMITTED:  # `Decision.admitted`, without a call
         return None
     limited = Info(info.method, info.call_id, info.trunk, info.user, 0, decision.verdict.value)
     extra: tuple[tuple[bytes, bytes], ...] = ()

@@ -10,10 +10,12 @@ place (appended when absent), attached lines at the end of the header section; l
 one place keep the order in which they are decided. RFC 3261 §16.6 steps 3, 4, 8; §18.2.1;
 RFC 3581 §4; RFC 3327; RFC 5658.
 
-Where the positions come from: a message read on the parser's fast path with none of the
-headers that need the header index (`needs_index`) gets them from the parser's match; any other
-message from its header index. Both give the same bytes (tests/unit/proxy/test_outgoing.py
-compares them with the edit-by-edit writer on the corpora and on generated requests).
+Where the positions come from: a message read on the parser's fast path gets them from the
+parser's match (top Via, Max-Forwards) and, when `needs_index` finds lines to edit or strip
+(Route, Record-Route, Path, credentials, identity headers), from one scan for those lines
+(`edited_lines`); a message read on the general path from its header index. They give the same
+bytes (tests/unit/proxy/test_outgoing.py compares them with the edit-by-edit writer on the
+corpora and on generated requests, test_forward_scan.py the scan with the header index).
 
 Never does: decide anything (what changes is given), I/O.
 """
@@ -21,13 +23,15 @@ Never does: decide anything (what changes is given), I/O.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
+from operator import itemgetter
 from typing import NamedTuple
 
 from sipguard.errors import ParseError
 from sipguard.proxy.actions import Address, Transport
 from sipguard.proxy.via import FLOW_PARAM, hostport
 from sipguard.sip import Request
-from sipguard.sip.fields import list_spans, via_param_spans
+from sipguard.sip.fields import canonical_key, list_spans, via_param_spans
 
 CRLF = b"\r\n"
 # Headers whose presence sends a request to the indexed writer: lines we remove or edit beyond
@@ -39,8 +43,57 @@ _EDITED = rb"route|record-route|path|proxy-require|authorization|proxy-authoriza
 
 def needs_index(stripped: bytes) -> re.Pattern[bytes]:
     """The pattern of a request that needs its header index, given the alternation of the
-    header names a request from outside loses (built once per config)."""
-    return re.compile(rb"\n(?:" + _EDITED + rb"|" + stripped + rb")[ \t]*:", re.IGNORECASE)
+    header names a request from outside loses (built once per config). Group 1: the name as
+    received; group 2: the value (on the fast path a line holds its whole value)."""
+    return re.compile(
+        rb"\n(" + _EDITED + rb"|" + stripped + rb")[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE
+    )
+
+
+class Line(NamedTuple):
+    """A header line found by `needs_index` on the fast path: its span in `raw` (CRLF
+    excluded), its name as received, its key (`canonical_key`) and its value (trailing LWS off,
+    as the header index holds it)."""
+
+    start: int
+    end: int
+    name: bytes
+    key: bytes
+    value: bytes
+
+
+# Lines the writer edits through the parser's match: a config stripping one of them (an
+# `identity.strip_inbound` entry) sends the request to the indexed writer.
+_MATCHED_KEYS = frozenset({b"via", b"max-forwards"})
+
+
+def edited_lines(msg: Request, pattern: re.Pattern[bytes]) -> list[Line] | None:
+    """The lines `pattern` (`needs_index`) finds in a request read on the parser's fast path
+    (Route, Record-Route, Path, credentials, lines a request from outside loses), in order:
+    with them `write_plain` writes the request without a header index. None when one of them
+    is a line the writer edits through the match (the indexed writer)."""
+    lines: list[Line] = []
+    for m in pattern.finditer(msg.raw, msg.start_line_end - 1, msg.header_end):
+        name = m.group(1)
+        key = canonical_key(name)
+        if key in _MATCHED_KEYS:
+            return None
+        lines.append(Line(m.start() + 1, m.end(), name, key, m.group(2).rstrip(b" \t")))
+    return lines
+
+
+def route_to_us(listeners: Iterable[Address]) -> re.Pattern[bytes]:
+    """Our Record-Route and Path values as we write them (`Fragments.uri_head`, then our flow
+    token or not), for every listener and upstream-facing socket: a Route element it matches in
+    full names us (RFC 3261 §16.4) and is a valid name-addr by construction, so it is
+    recognised without parsing; group 1 is the flow token. A listener whose host is not
+    written in lower case is left out (its URIs are parsed as any other)."""
+    heads = [
+        re.escape(fragments_for(x).uri_head) for x in listeners if x.host == x.host.lower()
+    ] or [rb"(?!)"]
+    return re.compile(
+        rb"(?:" + rb"|".join(heads) + rb")(?:;" + FLOW_PARAM + rb"=([A-Za-z0-9.:\-]+))?>"
+    )
 
 
 # The first User-Agent value of a request on the fast path (the scanner check reads no index).
@@ -71,7 +124,10 @@ class Changes(NamedTuple):
     `via`: our complete Via line. `received`: (name, value) parameters for the sender's Via.
     `max_forwards`: the new value, or -1 to leave it. `route_lines`: Record-Route or Path lines
     (complete) at their place. `popped`: Route values naming us to remove from the top. `strip`:
-    header indices to drop. `attach`: complete lines appended to the header section."""
+    lines to drop: header indices for `write_indexed`, positions in the scanned lines for
+    `write_plain`. `attach`: complete lines appended to the header section.
+    `via_last`: the Record-Route lines were decided before our Via (a request from the
+    upstream), so they come first where both are inserted at one place."""
 
     via: bytes
     received: list[tuple[bytes, bytes | None]]
@@ -81,45 +137,48 @@ class Changes(NamedTuple):
     popped: int
     strip: frozenset[int]
     attach: list[bytes]
+    via_last: bool = False  # our Via after our Record-Route lines when both go at one place
 
 
 # --------------------------------------------------------------------------- the common case
 
 
-def write_plain(msg: Request, changes: Changes) -> bytes:
-    """The outgoing bytes of a request read on the fast path with nothing `Config.needs_index`
-    finds: the positions come from the parser's match (no header index is built). On that path
+def write_plain(msg: Request, changes: Changes, found: Sequence[Line] = ()) -> bytes:
+    """The outgoing bytes of a request read on the fast path: the positions come from the
+    parser's match and `found`, the lines `Config.needs_index` finds (`edited_lines`), of which
+    those at the positions `changes.strip` are dropped; no header index is built. On that path
     the top Via and Max-Forwards lines are spelled `Via` and `Max-Forwards` and end where their
     value (or comma list) ends; an edited line is written `Name: value`, as the indexed writer
     does."""
     raw = msg.raw
+    strip = changes.strip
     via_start, via_end = msg.matched_span("via") or (-1, -1)
     line_start = via_start - 5
     if raw[line_start:via_start] != b"Via: ":
         line_start = raw.rfind(b"\n", 0, via_start) + 1
-    # cuts: (position, end of what it replaces, text); inserts have end == position
-    head = msg.start_line_end
-    cuts: list[tuple[int, int, bytes]] = []
-    via = changes.via + CRLF
-    routes = b"".join(line + CRLF for line in changes.route_lines) if changes.route_lines else b""
-    if line_start == head:
-        cuts.append((head, head, via + routes))
-    else:
-        if routes:
-            cuts.append((head, head, routes))
-        cuts.append((line_start, line_start, via))
+    live = [line for j, line in enumerate(found) if j not in strip] if strip else found
+    # cuts: (position, end of what it replaces, text); inserts have end == position and come
+    # first among the cuts at one position (the sort below is stable)
+    cuts = _inserts(msg, changes, live, line_start)
     if changes.received:
         line_end = raw.find(CRLF, via_end)
-        value = _with_params(raw[via_start:line_end], changes.received)
+        top = raw[via_start:via_end]  # the match's top Via value: the line's first element
+        if top.find(b'"') < 0:
+            value = _with_plain_params(top, changes.received) + raw[via_end:line_end]
+        else:  # a quoted parameter value may hold a ';'
+            value = _with_params(raw[via_start:line_end], changes.received)
         cuts.append((line_start, line_end, b"Via: " + value))
     mf_start, mf_end = msg.matched_span("mf") or (-1, -1)
-    sort = False
     if changes.max_forwards >= 0 and mf_start >= 0:
         mf_line = mf_start - 14
         if raw[mf_line:mf_start] != b"Max-Forwards: ":
             mf_line = raw.rfind(b"\n", 0, mf_start) + 1
         cuts.append((mf_line, mf_end, b"Max-Forwards: %d" % changes.max_forwards))
-        sort = mf_line < line_start
+    for j in strip:
+        line = found[j]
+        cuts.append((line.start, line.end + 2, b""))
+    if changes.popped:
+        cuts += _popped_routes(live, changes.popped)
     tail = b""
     if changes.max_forwards >= 0 and mf_start < 0:
         tail = b"Max-Forwards: %d\r\n" % changes.max_forwards
@@ -128,13 +187,50 @@ def write_plain(msg: Request, changes: Changes) -> bytes:
     if tail:
         hend = msg.header_end
         cuts.append((hend, hend, tail))
-    if sort:
-        cuts.sort(key=_position)
+    cuts.sort(key=_position)
     return _splice(raw, cuts)
 
 
-def _position(cut: tuple[int, int, bytes]) -> int:
-    return cut[0]
+def _inserts(
+    msg: Request, changes: Changes, live: Sequence[Line], via_at: int
+) -> list[tuple[int, int, bytes]]:
+    """Our Via before the top Via line, and our Record-Route or Path lines before the first
+    line of that name, else right after the start line; in the order they were decided."""
+    via = (via_at, via_at, changes.via + CRLF)
+    if not changes.route_lines:
+        return [via]
+    place = msg.start_line_end
+    key = changes.route_name.lower()
+    for line in live:
+        if line.key == key:
+            place = line.start
+            break
+    routes = (place, place, CRLF.join(changes.route_lines) + CRLF)
+    return [routes, via] if changes.via_last else [via, routes]
+
+
+def _popped_routes(live: Sequence[Line], popped: int) -> list[tuple[int, int, bytes]]:
+    """The cuts removing the first `popped` Route values (RFC 3261 §16.4): a line whose values
+    all go is dropped (an empty one counts as one value, as the indexed writer pops), the
+    first line keeping some is written from its next value on."""
+    cuts: list[tuple[int, int, bytes]] = []
+    for line in live:
+        if line.key != b"route":
+            continue
+        spans = list_spans(line.value)
+        count = len(spans) or 1
+        if count > popped:
+            value = line.value[spans[popped][0] :]
+            cuts.append((line.start, line.end, line.name + b": " + value))
+            break
+        cuts.append((line.start, line.end + 2, b""))
+        popped -= count
+        if not popped:
+            break
+    return cuts
+
+
+_position = itemgetter(0)
 
 
 def _splice(raw: bytes, cuts: list[tuple[int, int, bytes]]) -> bytes:
@@ -145,6 +241,22 @@ def _splice(raw: bytes, cuts: list[tuple[int, int, bytes]]) -> bytes:
         cursor = end
     pieces += (raw[cursor:],)
     return b"".join(pieces)
+
+
+def _with_plain_params(element: bytes, params: list[tuple[bytes, bytes | None]]) -> bytes:
+    """`_with_params` for a top Via value read on the fast path with no quoted parameter value:
+    there every parameter is `;name[=value]` with no LWS and no `;` inside, so the value splits
+    on `;` into its head and its parameters."""
+    parts = element.split(b";")
+    names = [part.partition(b"=")[0].lower() for part in parts]  # [0]: the head, never a name
+    appended = b""
+    for name, value in params:
+        text = name if value is None else name + b"=" + value
+        if name in names:
+            parts[names.index(name)] = text
+        else:
+            appended += b";" + text
+    return b";".join(parts) + appended
 
 
 def _with_params(value: bytes, params: list[tuple[bytes, bytes | None]]) -> bytes:

@@ -15,11 +15,13 @@ from collections.abc import Sequence
 from sipguard.errors import ParseError
 from sipguard.proxy.actions import Action, Cause, Drop, Info, Reply
 from sipguard.proxy.context import Context
-from sipguard.proxy.via import tag_for
+from sipguard.proxy.via import single_via, tag_for
 from sipguard.sip import build_response, parse_credentials
 
 RETRY_AFTER = b"5"  # seconds, in 503 for the rate limit and an unreachable upstream
 CREDENTIAL_KEYS = frozenset({b"authorization", b"proxy-authorization"})
+# What ends every reply we build: no body (RFC 3261 §20.14), then the empty line.
+TRAILER = b"Content-Length: 0\r\n\r\n"
 
 
 def text(value: bytes) -> str:
@@ -44,10 +46,41 @@ def reply(
     extra: Sequence[tuple[bytes, bytes]] = (),
 ) -> Reply:
     """A response to the request of `ctx`, back where it came from."""
+    lines = b"".join([name + b": " + value + b"\r\n" for name, value in extra]) if extra else b""
+    return sent(ctx, head(ctx, status, reason) + lines + TRAILER, status, cause, info)
+
+
+def head(ctx: Context, status: int, reason: bytes) -> bytes:
+    """The start of a response to the request of `ctx` (RFC 3261 §8.2.6.2): the status line,
+    every Via, From, To (with our tag when it has none), Call-ID and CSeq, each line ending
+    CRLF; the caller adds its own lines and `TRAILER`.
+
+    A request read on the parser's fast path with one Via value gives these lines from the
+    values the parser matched (no header index, no line objects), in its own spelling and
+    order of names as `build_response` writes them: the same bytes (tests compare the two).
+    Any other request is written by `build_response`."""
     msg = ctx.msg
-    data = build_response(
-        msg, status, reason, to_tag=tag_for(ctx.st.branch_key, msg), extra_headers=extra
+    tag = tag_for(ctx.st.branch_key, msg)
+    if not single_via(msg):
+        return build_response(msg, status, reason, to_tag=tag)[: -len(TRAILER)]
+    to = msg.to
+    cseq_start = msg.matched_span("cn")
+    cseq_end = msg.matched_span("cm")
+    assert cseq_start is not None and cseq_end is not None  # set with the Via span
+    return b"SIP/2.0 %d %s\r\nVia: %s\r\nFrom: %s\r\nTo: %s%s\r\nCall-ID: %s\r\nCSeq: %s\r\n" % (
+        status,
+        reason,
+        msg.top_via.raw,
+        msg.from_.raw,
+        to.raw,
+        b"" if to.tag is not None else b";tag=" + tag,
+        msg.call_id,
+        msg.raw[cseq_start[0] : cseq_end[1]],
     )
+
+
+def sent(ctx: Context, data: bytes, status: int, cause: Cause, info: Info) -> Reply:
+    """`data`, a response to the request of `ctx` with this status, back where it came from."""
     info = Info(info.method, info.call_id, info.trunk, info.user, status, info.detail)
     return Reply(data, ctx.source, ctx.local, ctx.connection, cause, info)
 

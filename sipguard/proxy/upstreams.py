@@ -24,6 +24,7 @@ from sipguard.proxy.actions import Action, Address, Cause, Forward
 from sipguard.proxy.context import Admitted, Config, Context, State
 from sipguard.proxy.failover import Relay, UpstreamReport, Upstreams
 from sipguard.proxy.replies import RETRY_AFTER, reply
+from sipguard.proxy.routes import our_routes
 from sipguard.proxy.via import branch_for, transaction_key, uri_destination
 from sipguard.settings import Settings
 from sipguard.sip import Request, Response, parse_message
@@ -82,7 +83,7 @@ class Routing:
             # Request-URI names the next hop
             uri = msg.request_uri
         else:
-            popped, _hint = forwarding.our_routes(ctx.cfg, msg)
+            popped, _hint = our_routes(ctx.cfg, msg)
             routes = msg.routes
             uri = routes[popped].uri if len(routes) > popped else msg.request_uri
         named = uri_destination(uri)

@@ -22,11 +22,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-import re
 
 from sipguard.proxy.actions import Address, Transport
 from sipguard.sip import Request, Response
-from sipguard.sip.fields import SipUri, Via, parse_via
+from sipguard.sip.fields import SipUri, Via
 
 MAGIC_COOKIE = b"z9hG4bK"  # RFC 3261 §8.1.1.7
 BRANCH_PREFIX = MAGIC_COOKIE + b"sg"
@@ -236,69 +235,19 @@ def single_via(msg: Request) -> bool:
     return raw[end : end + 2] == b"\r\n" and raw.find(b"\nVia", end, msg.header_end) < 0
 
 
-# A Via line after the top one, on the fast path (where every Via line is spelled `Via`).
-_NEXT_VIA = re.compile(rb"\r\nVia[ \t]*:[ \t]*([^\r]*)")
-
-
-def _plain_second_via(msg: Response) -> bytes | None:
-    """On the parser's fast path, with exactly two Via lines of one value each: the second
-    value, found without building the header index; else None (the general reading)."""
-    span = msg.matched_span("via")
-    if span is None:
-        return None
-    raw, end, hend = msg.raw, span[1], msg.header_end
-    if raw[end : end + 2] != b"\r\n":
-        return None
-    m = _NEXT_VIA.search(raw, end, hend)
-    if m is None or raw.find(b"\nVia", m.end(), hend) >= 0:
-        return None
-    value: bytes = m.group(1)
-    return None if b"," in value else value
-
-
-def top_via_line(msg: Response) -> tuple[int, int] | None:
-    """The span of the top Via line, CRLF included, when it holds one value and the message
-    was read on the fast path (removing it is one cut, RFC 3261 §16.7 step 3); else None."""
-    span = msg.matched_span("via")
-    if span is None:
-        return None
-    raw = msg.raw
-    start, end = span
-    if raw[end : end + 2] != b"\r\n":
-        return None
-    line = start - 5
-    if raw[line:start] != b"Via: ":
-        line = raw.rfind(b"\n", 0, start) + 1
-    return line, end + 2
-
-
-def top_two_vias(msg: Response) -> tuple[Via, Via | None]:
-    """The top Via and the one below it (None when there is none), as `msg.vias[:2]`.
-
-    A response relayed through us usually carries two Via lines, ours and the client's; only
-    those two matter (RFC 3261 §16.7 step 3, §18.2.2), so the common case parses the second
-    alone and takes the top one from the parser's fast path (parsing every Via was ~45% of
-    relaying a response). Anything else (one line, three or more, a comma list) is parsed in
-    full as before, so a malformed Via anywhere is still refused."""
-    second = _plain_second_via(msg)
-    if second is not None:
-        return msg.top_via, parse_via(second)
-    if len(msg.indices(b"via")) == 2:
-        values = msg.get_all(b"via")
-        if len(values) == 2 and b"," not in values[0] and b"," not in values[1]:
-            return msg.top_via, parse_via(values[1])
-    vias = msg.vias
-    return vias[0], vias[1] if len(vias) > 1 else None
-
-
 def response_destination(key: bytes, msg: Response, first: bytes | None = None) -> Address | None:
     """Where a response goes (RFC 3261 §16.7 step 3, §18.2.2): the flow recorded in its top Via,
     when that Via is ours, i.e. carries the branch recomputed from the Via below it; else None
     (a stray, a forged or a foreign Via: SECURITY-CASES 34). `first`: the branch recomputed
-    must be this one instead (a failover's later attempt carries a branch of its own)."""
-    top, below = top_two_vias(msg)
+    must be this one instead (a failover's later attempt carries a branch of its own). Only
+    those two Via values are read (`Message.second_via`: on the parser's fast path, which
+    validated every Via, the value below ours is parsed alone)."""
+    top = msg.top_via
     ours = top.branch
-    if ours is None or not ours.startswith(BRANCH_PREFIX) or below is None:
+    if ours is None or not ours.startswith(BRANCH_PREFIX):
+        return None
+    below = msg.second_via
+    if below is None:
         return None
     token = top.param(FLOW_PARAM)
     destination = parse_flow_token(token) if token else None

@@ -168,3 +168,27 @@ def test_ha1_vectors_through_the_store() -> None:
         store = CredentialStore.build([trunk], vector["realm"])
         entry = store.lookup(vector["username"], vector["algorithm"])
         assert entry is not None and entry.ha1 == vector["expected_ha1"]
+
+
+@pytest.mark.parametrize("algorithm", ["MD5", "MD5-sess", "SHA-256", "SHA-256-sess", "SHA-512-256"])
+def test_check_finds_every_algorithm_name(algorithm: str) -> None:
+    """`check` looks answers up by the algorithm they name (`-sess` on its base's HA1), with the
+    dummy of that algorithm for an unknown user."""
+    from sipguard.auth.credentials import SecretCheck
+
+    store = _store()
+    for username, password, expected in (
+        ("acme", "s3cret", SecretCheck.OK),
+        ("acme", "guess", SecretCheck.WRONG),
+        ("nobody", "s3cret", SecretCheck.UNKNOWN_USER),
+    ):
+        ha1 = compute_ha1(algorithm, username, REALM, password)
+        params = {"username": username, "realm": REALM, "nonce": "n", "uri": "sip:x"}
+        params |= {"algorithm": algorithm, "qop": "auth", "nc": "00000001", "cnonce": "c"}
+        params["response"] = compute_response(
+            algorithm, ha1, method="REGISTER", uri="sip:x", nonce="n", nc="00000001",
+            cnonce="c", qop="auth",
+        )  # fmt: skip
+        checked = store.check(DigestAnswer.from_params(params), "REGISTER", b"", None, 0.0)
+        assert checked.outcome is expected, (username, password)
+        assert (checked.entry is not None) is (expected is SecretCheck.OK)
