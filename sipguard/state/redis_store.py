@@ -16,10 +16,13 @@ Keys (PREFIX = `state.key_prefix`):
   PREFIX c:KEY         counters of other features (`add`)
 
 Calls: one round trip each (EVALSHA of a short Lua script, or one command); nothing here is called
-for responses, in-dialog requests or banned sources. Every other script and transaction touches
-one key. URLs (`sipguard.state.redis_url`): redis://, rediss:// (TLS), unix:///path, and
-redis+sentinel:// and redis+cluster:// through redis-py's own Sentinel and Cluster clients
-(pub/sub in a Cluster: PUBLISH reaches every node, the subscriber listens on one).
+for responses, in-dialog requests or banned sources. The hot one, the nonce-count of every
+answered challenge, goes over the `wire` (one connection of the pool taken over once redis-py set
+it up; every count of one loop turn in one write), except in a Cluster, whose client routes it.
+Every other script and transaction touches one key. URLs (`sipguard.state.redis_url`): redis://,
+rediss:// (TLS), unix:///path, and redis+sentinel:// and redis+cluster:// through redis-py's own
+Sentinel and Cluster clients (pub/sub in a Cluster: PUBLISH reaches every node, the subscriber
+listens on one).
 
 Outages: every call is bounded by OPERATION_TIMEOUT; a failure opens the breaker for
 RETRY_AFTER seconds, during which calls answer None at once (no queue of timeouts on the hot
@@ -36,6 +39,7 @@ import contextlib
 import hashlib
 import math
 import time
+from functools import partial
 from typing import Any, Final
 
 from redis.asyncio.retry import Retry
@@ -47,6 +51,7 @@ from sipguard.redis_target import CLUSTER_SCHEMES
 from sipguard.settings import StateSettings
 from sipguard.state import Answer, BanCallback, ErrorCallback
 from sipguard.state.redis_url import connect
+from sipguard.state.wire import LOST, Link, ReplyError, pack
 
 # A round trip on a LAN is ~0.1-0.5 ms; 250 ms means the server is stuck, not slow.
 OPERATION_TIMEOUT: Final = 0.25
@@ -71,8 +76,6 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
 _COUNT_NONCE_SHA: Final = hashlib.sha1(_COUNT_NONCE.encode()).hexdigest()  # noqa: S324 (Redis's id)
-# (key, nonce-count, ttl ms, what to call with the answer): one count for the next pipeline.
-_NonceQuery = tuple[str, int, int, Answer]
 # KEYS[1] counter; ARGV amount, ttl ms (set on creation only: a fixed window). The new count.
 _WINDOW_ADD: Final = """
 local n = redis.call('INCRBY', KEYS[1], ARGV[1])
@@ -129,8 +132,13 @@ class RedisState:
             retry_on=[RedisConnectionError],
         )
         self._cluster = settings.redis_url.startswith(CLUSTER_SCHEMES)
-        self._nonce_batch: list[_NonceQuery] = []
-        self._batches: set[asyncio.Task[None]] = set()
+        # The nonce-counts' own connection (`wire`); none in a Cluster (it routes no keys).
+        self._link = (
+            None
+            if self._cluster
+            else Link(self._client, OPERATION_TIMEOUT, partial(self._failed, "count_nonce"))
+        )
+        self._counting: set[asyncio.Task[None]] = set()
         self._window_add = self._client.register_script(_WINDOW_ADD)
         self._share_calls = self._client.register_script(_SHARE_CALLS)
         self._add = self._client.register_script(_ADD)
@@ -166,6 +174,8 @@ class RedisState:
                 break
             task.cancel()
             await asyncio.wait({task}, timeout=0.05)
+        if self._link is not None:
+            await self._link.close()
         with contextlib.suppress(RedisError, OSError):
             await self._client.aclose()
 
@@ -177,8 +187,9 @@ class RedisState:
         return await future
 
     def count_nonce_then(self, nonce: str, nc: int, ttl: float, then: Answer) -> None:
-        """Batched: every count asked in one turn of the event loop goes in one pipeline (one
-        round trip, one connection, one task), which keeps the CPU per call low under load."""
+        """One EVALSHA, answered from the event loop. On the wire: every count of one loop turn
+        leaves in one write (~15 function calls a count, where redis-py's pool and pipeline took
+        ~700: issue 15's CPU figure). In a Cluster: through redis-py's client, which routes it."""
         loop = asyncio.get_running_loop()
         if nc <= 0:
             loop.call_soon(then, False)
@@ -187,41 +198,45 @@ class RedisState:
             self._errors += 1
             loop.call_soon(then, None)
             return
-        self._nonce_batch.append((f"{self._prefix}nc:{nonce}", nc, _ms(ttl), then))
-        if len(self._nonce_batch) == 1:
-            loop.call_soon(self._flush_nonces)
+        key = f"{self._prefix}nc:{nonce}"
+        if self._link is None:
+            task = loop.create_task(self._count_in_cluster(key, nc, _ms(ttl), then))
+            self._counting.add(task)
+            task.add_done_callback(self._counting.discard)
+            return
+        command = pack(b"EVALSHA", _COUNT_NONCE_SHA, b"1", key, nc, _ms(ttl))
+        self._link.call(command, partial(self._counted, command, time.monotonic(), then, True))
 
-    def _flush_nonces(self) -> None:
-        batch, self._nonce_batch = self._nonce_batch, []
-        task = asyncio.get_running_loop().create_task(self._count_batch(batch))
-        self._batches.add(task)
-        task.add_done_callback(self._batches.discard)
+    def _counted(
+        self, command: bytes, started: float, then: Answer, first: bool, reply: Any
+    ) -> None:
+        """A count's reply from the wire: a server that forgot the script (restarted, flushed)
+        gets it loaded and the same count again, in order on the same connection."""
+        if first and isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"):
+            assert self._link is not None
+            self._link.call(pack(b"SCRIPT", b"LOAD", _COUNT_NONCE), _ignore)
+            self._link.call(command, partial(self._counted, command, started, then, False))
+            return
+        if reply is LOST:
+            self._failed("count_nonce", reply)
+            reply = None
+        elif isinstance(reply, Exception):
+            self._errors += 1
+            reply = None
+        else:
+            self._restored("count_nonce", started)
+        then(None if reply is None else bool(reply))
 
-    async def _count_batch(self, batch: list[_NonceQuery]) -> None:
-        answers: list[Any] | None = None
-        for _ in range(2):  # a second time after loading the script (a restarted server)
-            answers = await self._call("count_nonce", self._send_counts, batch)
-            if answers is None or not any(isinstance(a, NoScriptError) for a in answers):
-                break
-            if await self._call("count_nonce", self._client.script_load, _COUNT_NONCE) is None:
-                answers = None
-                break
-        for index, (_, _, _, then) in enumerate(batch):
-            answer = None if answers is None else answers[index]
-            if isinstance(answer, Exception):
-                self._errors += 1
-                answer = None
-            then(None if answer is None else bool(answer))
+    async def _count_in_cluster(self, key: str, nc: int, ttl_ms: int, then: Answer) -> None:
+        async def evalsha() -> Any:
+            try:
+                return await self._client.evalsha(_COUNT_NONCE_SHA, 1, key, nc, ttl_ms)
+            except NoScriptError:  # a node that forgot the script: load it, count again
+                await self._client.script_load(_COUNT_NONCE)
+                return await self._client.evalsha(_COUNT_NONCE_SHA, 1, key, nc, ttl_ms)
 
-    async def _send_counts(self, batch: list[_NonceQuery]) -> list[Any]:
-        if self._cluster:  # redis-py refuses EVALSHA in a Cluster pipeline: one call each
-            calls = (self._client.evalsha(_COUNT_NONCE_SHA, 1, k, n, t) for k, n, t, _ in batch)
-            return list(await asyncio.gather(*calls, return_exceptions=True))
-        pipe = self._client.pipeline(transaction=False)
-        for key, nc, ttl_ms, _ in batch:
-            pipe.evalsha(_COUNT_NONCE_SHA, 1, key, nc, ttl_ms)
-        answers: list[Any] = await pipe.execute(raise_on_error=False)
-        return answers
+        answer = await self._call("count_nonce", evalsha)
+        then(None if answer is None else bool(answer))
 
     async def kill_nonce(self, nonce: str, ttl: float) -> None:
         key = f"{self._prefix}nc:{nonce}"
@@ -298,11 +313,15 @@ class RedisState:
         except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
             self._failed(operation, exc)
             return None
+        self._restored(operation, started)
+        return answer
+
+    def _restored(self, operation: str, started: float) -> None:
+        """A call that succeeded: it ends the outage if it started after the outage began."""
         if self._down and started >= self._down_since:
             self._down = False
             if self._on_error is not None:
                 self._on_error(operation, "")
-        return answer
 
     def _failed(self, operation: str, exc: BaseException) -> None:
         self._errors += 1
@@ -377,6 +396,10 @@ class RedisState:
 
 def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
+
+
+def _ignore(reply: Any) -> None:
+    """The reply of a command whose answer nothing reads (SCRIPT LOAD before its retry)."""
 
 
 def _settle(future: asyncio.Future[bool | None], answer: bool | None) -> None:

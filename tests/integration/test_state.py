@@ -5,11 +5,14 @@ recovery by itself (calls and the ban subscription)."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+import redis
 
 from sipguard.settings import StateSettings
 from sipguard.state import SharedState, open_state
@@ -136,4 +139,46 @@ async def test_redis_outage_answers_none_and_recovers(redis_server: RedisServer)
         assert await state.publish_ban("203.0.113.9", time.time() + 60)
         await until(lambda: heard.bans, 2, "a ban after the outage")
     finally:
+        await state.close()
+
+
+async def test_counts_survive_a_script_cache_flush(redis_server: RedisServer) -> None:
+    """A restarted (or flushed) server forgot the nonce script: the count loads it and is
+    answered, on the same connection, without an error."""
+    state = open_state(StateSettings(backend="redis", redis_url=redis_server.url))
+    await state.start(Heard().ban, Heard().error)
+    try:
+        assert await state.count_nonce("flushed", 1, 30) is True
+        with redis.Redis.from_url(redis_server.url) as admin:
+            admin.script_flush()
+        answers = await asyncio.gather(*(state.count_nonce("flushed", n, 30) for n in (2, 2, 3)))
+        assert answers == [True, False, True]  # one loop turn, in order, after the reload
+        assert state.errors == 0
+    finally:
+        await state.close()
+
+
+async def test_stuck_server_answers_none_in_time_and_recovers(redis_server: RedisServer) -> None:
+    """A server that stops answering (SIGSTOP) without closing: the waiting counts answer None
+    within the operation timeout, and once it answers again so do the counts."""
+    state = open_state(StateSettings(backend="redis", redis_url=redis_server.url))
+    heard = Heard()
+    await state.start(heard.ban, heard.error)
+    assert redis_server.proc is not None
+    pid = redis_server.proc.pid
+    try:
+        assert await state.count_nonce("stuck", 1, 30) is True
+        os.kill(pid, signal.SIGSTOP)
+        started = time.monotonic()
+        assert await state.count_nonce("stuck", 2, 30) is None
+        assert time.monotonic() - started < 1.0
+        assert len([e for e in heard.errors if e[1]]) == 1  # one report per outage
+        os.kill(pid, signal.SIGCONT)
+        deadline = time.monotonic() + 5
+        while (answer := await state.count_nonce("stuck", 3, 30)) is None:
+            assert time.monotonic() < deadline, "the counts never came back"
+            await asyncio.sleep(0.1)  # the breaker lets a call through after RETRY_AFTER
+        assert answer is True
+    finally:
+        os.kill(pid, signal.SIGCONT)
         await state.close()
