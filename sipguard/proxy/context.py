@@ -27,7 +27,7 @@ from sipguard.proxy.outgoing import Fragments, Line
 from sipguard.settings import Settings
 from sipguard.sip import ParserLimits, Request
 
-# What a retransmission repeats and a new request changes (`admission.retransmission_key`): the
+# What a retransmission repeats and a new request changes (`digest_check.retransmission_key`): the
 # source, the digest nonce, nonce-count and cnonce, the top Via branch, Call-ID, CSeq number.
 RetransmissionKey = tuple[str, str, int, str, bytes, bytes, int]
 
@@ -129,7 +129,7 @@ class Pending(NamedTuple):
     """The verdict of a right digest answer whose nonce-count other instances must confirm
     (shared state): the core asks the shell (`AskNonceCount`) and concludes with the answer."""
 
-    check: Any  # admission.DigestCheck
+    check: Any  # digest_check.DigestCheck
     algorithms: tuple[str, ...]
     info: Info
     expiry: float

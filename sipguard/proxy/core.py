@@ -9,6 +9,7 @@ themselves (DESIGN §4, the admission contract, and the RFC 3261 §16 proxy rule
     failover.py    the upstream pool: health, selection, probes, client transactions (and below
                    it pool.py, probe.py, transactions.py, originate.py)
     admission.py   decides (scanner, ACK/CANCEL, dialog, trunk, sanity, digest): a verdict
+    digest_check.py  what a digest answer is (DigestOutcome), the nonce-count counted
     forwarding.py  decides the outgoing bytes and chooses where they go
     routes.py      Route entries naming us, our Record-Route, the next hop they name
     outgoing.py    writes a forwarded request once: a plan of cuts over the received bytes
@@ -65,7 +66,7 @@ from sipguard.policy.guard import BanEvent, BanRecord, Guard, GuardSettings, Unb
 from sipguard.policy.limits import TrunkUsage
 from sipguard.policy.sources import normalise_source_text
 from sipguard.policy.whitelist import RuleSet, SourceMatcher
-from sipguard.proxy import admission, forwarding, limiting
+from sipguard.proxy import admission, digest_check, forwarding, limiting
 from sipguard.proxy.actions import (
     Action,
     Address,
@@ -312,7 +313,7 @@ class Core:
             extra = ((b"Retry-After", RETRY_AFTER),)
             info = pending.info
             return [reply(ctx, 503, b"Service Unavailable", Cause.STATE_ERROR, info, extra=extra)]
-        outcome = admission.counted(ctx, pending, shared)
+        outcome = digest_check.counted(ctx, pending, shared)
         verdict = admission.conclude(ctx, outcome, pending.check, pending.algorithms, pending.info)
         if not isinstance(verdict, Admitted):
             return verdict

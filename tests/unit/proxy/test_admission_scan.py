@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sipguard.errors import ParseError
-from sipguard.proxy import admission
+from sipguard.proxy import admission, digest_check
 from sipguard.proxy.actions import Info
 from sipguard.proxy.context import Context
 from sipguard.proxy.outgoing import edited_lines
@@ -66,7 +66,7 @@ def test_scanned_and_indexed_admission_agree(
     if msg.matched_span("via") is None or edited_lines(msg, CORE._config.needs_index) is None:
         return  # not read on the fast path: nothing scanned
     scanned, indexed = _contexts(msg)
-    assert admission._our_credentials(scanned) == admission._our_credentials(indexed)
+    assert digest_check._our_credentials(scanned) == digest_check._our_credentials(indexed)
     for key in (b"proxy-require", b"authorization", b"proxy-authorization"):
         assert admission._may_have(scanned, key) == (key in msg)
     info = Info(method, "c-1@client")

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from sipguard.auth.digest import MAX_PARAM_LENGTH, DigestAnswer, MalformedAnswer
 from sipguard.errors import ParseError
-from sipguard.proxy.admission import _answer
+from sipguard.proxy.digest_check import _answer
 from sipguard.sip import parse_credentials
 
 NAMES = ["username", "realm", "nonce", "uri", "response", "algorithm", "qop", "nc", "cnonce"]
