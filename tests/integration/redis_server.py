@@ -20,7 +20,8 @@ from tests.polling import wait_for
 REDIS_SERVER = shutil.which("redis-server")
 
 
-def _answers(port: int) -> bool:
+def answers_ping(port: int) -> bool:
+    """Whether a Redis server on `port` (loopback) answers PING."""
     try:
         with socket.create_connection((V4, port), timeout=0.5) as sock:
             sock.sendall(b"PING\r\n")
@@ -50,7 +51,7 @@ class RedisServer:
              "--appendonly", "no", "--daemonize", "no", "--dir", str(self.workdir)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
-        wait_for(lambda: _answers(self.port) or self.proc is None or self.proc.poll(), 10,
+        wait_for(lambda: answers_ping(self.port) or self.proc is None or self.proc.poll(), 10,
                  "redis-server answering PING")  # fmt: skip
         if self.proc.poll() is not None:
             raise HarnessError(f"redis-server exited {self.proc.returncode}; see {self.workdir}")

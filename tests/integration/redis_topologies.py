@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import shutil
 import signal
-import socket
 import subprocess
 from functools import partial
 from pathlib import Path
 from types import TracebackType
 
 from tests.integration.harness import V4, HarnessError, free_port
+from tests.integration.redis_server import REDIS_SERVER, answers_ping
 from tests.polling import wait_for
 
-REDIS_SERVER = shutil.which("redis-server")
 REDIS_CLI = shutil.which("redis-cli")
 SERVICE = "sipguard-test"
 START_TIMEOUT = 20.0  # seconds for a server to answer, a Cluster to agree on its slots
@@ -37,15 +36,6 @@ def command(port: int, *args: str) -> str:
         capture_output=True, text=True, timeout=10, check=False,
     )  # fmt: skip
     return done.stdout if done.returncode == 0 else ""
-
-
-def _answers(port: int) -> bool:
-    try:
-        with socket.create_connection((V4, port), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
 
 
 class _Processes:
@@ -66,7 +56,7 @@ class _Processes:
             stderr=subprocess.STDOUT,
         )  # fmt: skip
         self.procs.append(proc)
-        wait_for(lambda: _answers(port) or proc.poll() is not None, START_TIMEOUT, name)
+        wait_for(lambda: answers_ping(port) or proc.poll() is not None, START_TIMEOUT, name)
         if proc.poll() is not None:
             raise HarnessError(f"{name} exited {proc.returncode}; see {self.workdir}")
         return proc
