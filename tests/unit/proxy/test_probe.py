@@ -170,20 +170,23 @@ def test_probe_branches_differ_between_keys() -> None:
     assert one != two
 
 
+# An INVITE as sipguard forwarded it (our Via on top), for the ACK and CANCEL it owes.
+FORWARDED_INVITE = (
+    b"INVITE sip:bot@127.0.0.1:5070 SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKsgabc;rport\r\n"
+    b"Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-client\r\n"
+    b"Route: <sip:10.0.0.1;lr>\r\n"
+    b"From: <sip:alice@127.0.0.1>;tag=f1\r\n"
+    b"To: <sip:bot@127.0.0.1>\r\n"
+    b"Call-ID: c1\r\n"
+    b"CSeq: 4 INVITE\r\n"
+    b"Max-Forwards: 69\r\n"
+    b"Content-Length: 0\r\n\r\n"
+)
+
+
 def test_ack_for_a_failed_invite_branch() -> None:
-    invite_bytes = (
-        b"INVITE sip:bot@127.0.0.1:5070 SIP/2.0\r\n"
-        b"Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKsgabc;rport\r\n"
-        b"Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-client\r\n"
-        b"Route: <sip:10.0.0.1;lr>\r\n"
-        b"From: <sip:alice@127.0.0.1>;tag=f1\r\n"
-        b"To: <sip:bot@127.0.0.1>\r\n"
-        b"Call-ID: c1\r\n"
-        b"CSeq: 4 INVITE\r\n"
-        b"Max-Forwards: 69\r\n"
-        b"Content-Length: 0\r\n\r\n"
-    )
-    invite = parse_message(invite_bytes)
+    invite = parse_message(FORWARDED_INVITE)
     assert isinstance(invite, Request)
     response = parse_message(build_response(invite, 503, b"Service Unavailable", to_tag=b"up1"))
     assert isinstance(response, Response)
@@ -198,18 +201,7 @@ def test_ack_for_a_failed_invite_branch() -> None:
 
 
 def test_cancel_of_a_ringing_invite_branch() -> None:
-    invite = parse_message(
-        b"INVITE sip:bot@127.0.0.1:5070 SIP/2.0\r\n"
-        b"Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKsgabc;rport\r\n"
-        b"Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-client\r\n"
-        b"Route: <sip:10.0.0.1;lr>\r\n"
-        b"From: <sip:alice@127.0.0.1>;tag=f1\r\n"
-        b"To: <sip:bot@127.0.0.1>\r\n"
-        b"Call-ID: c1\r\n"
-        b"CSeq: 4 INVITE\r\n"
-        b"Max-Forwards: 69\r\n"
-        b"Content-Length: 0\r\n\r\n"
-    )
+    invite = parse_message(FORWARDED_INVITE)
     assert isinstance(invite, Request)
     cancel = parse_message(build_cancel(invite))
     assert isinstance(cancel, Request)  # RFC 3261 §9.1: what it copies from the INVITE
