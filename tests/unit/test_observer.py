@@ -585,10 +585,10 @@ def test_readme_event_table_names_every_event() -> None:
     table = readme.split("\n## Log events\n")[1].split("\n## ")[0]
     named = set(re.findall(r"`([a-z_]+)`", table))
     emitted = {name for name, _ in EVENTS.values()} | {"response_dropped"}
-    for module in ("sipguard/observer.py", "sipguard/server.py"):
-        source = (root / module).read_text()
+    for module in [root / "sipguard/observer.py", *sorted((root / "sipguard/server").glob("*.py"))]:
+        source = module.read_text()
         emitted |= set(re.findall(r'_log\(\s*[A-Z]+,\s*"([a-z_]+)"', source))
-        emitted |= set(re.findall(r'_note\([^,]+,\s*"[a-z]+",\s*"([a-z_]+)"', source))
+        emitted |= set(re.findall(r'\bnote\([^,]+,\s*"[a-z]+",\s*"([a-z_]+)"', source))
     assert {"metrics_listening", "stopped", "upstream_error", "banned"} <= emitted
     assert sorted(emitted - named) == []
 
