@@ -3,10 +3,10 @@
 Owns, by room (each imports only the rooms below it):
 - `run`: `run_from_file`, what `sipguard run --config FILE` does, with its exit codes;
 - `signals`: what SIGTERM, SIGINT and SIGHUP mean in each phase;
-- `lifecycle`: `Server` (binds every configured listener, wires transports to the core through
-  the dispatcher, reloads, drains and stops);
-- `listeners`: opening the sockets (`ListenerError`, `Bound`, `bind_stream`,
-  `upstream_socket_hosts`);
+- `lifecycle`: `Server` (wires its listeners to the core through the dispatcher, ticks the
+  core, reloads, drains and stops);
+- `listeners`: the sockets (`Listeners`: bound at start, staged and committed or undone on a
+  reload, closed at stop; `ListenerError`, `Bound`, `bind_stream`, `upstream_socket_hosts`);
 - `tls`, `tuning`: what the settings mean to the transports (TLS contexts; stream bounds,
   reserved sources, the tick interval);
 - `notes`: lifecycle lines outside the observer's vocabulary (`note`, `StderrObserver`,

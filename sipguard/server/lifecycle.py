@@ -1,11 +1,14 @@
 """`Server`: sipguard's listeners around one core, from start through reloads to a drained stop.
 
-Owns: `Server` (binds every configured listener, wires transports to the core through the
-dispatcher, ticks the core, plugs in the shared state's bridge, reloads, drains and stops), and
-the shutdown's pacing (`QUIET_PERIOD`, `CLOSE_WAIT`).
+Owns: `Server`: its listeners (`Listeners`) wired to the core through the dispatcher, the
+core's heartbeat, the shared state's bridge, the reload (refused on a change of the shared state
+or an unusable TLS file; else new sockets staged, the core reconfigured, then the swap committed,
+or undone when anything before it failed), the drain and the stop; and the shutdown's pacing
+(`QUIET_PERIOD`, `CLOSE_WAIT`).
 
-Never does: SIP decisions (the core's), signals or exit codes (`sipguard.server.run` and
-`.signals`), per-packet logging (the observer logs decisions).
+Never does: SIP decisions (the core's), open a socket itself (`sipguard.server.listeners`),
+signals or exit codes (`sipguard.server.signals`, `.run`), per-packet logging (the observer logs
+decisions).
 """
 
 from __future__ import annotations
@@ -18,15 +21,10 @@ from collections.abc import Callable
 from typing import Any
 
 from sipguard.errors import ConfigError
-from sipguard.proxy.actions import Address, Transport
-from sipguard.server.listeners import (
-    Bound,
-    ListenerError,
-    bind_stream,
-    upstream_socket_hosts,
-)
+from sipguard.proxy.actions import Address
+from sipguard.server.listeners import ListenerError, Listeners
 from sipguard.server.notes import describe_error
-from sipguard.server.tls import server_context
+from sipguard.server.tls import client_context, server_context
 from sipguard.server.tuning import reserved_sources, stream_limits, tick_interval
 from sipguard.settings import Listener, Settings
 from sipguard.sip.framing import StreamFramer
@@ -34,8 +32,6 @@ from sipguard.state import open_state
 from sipguard.state.bridge import StateBridge
 from sipguard.transport import CoreProtocol, NullObserver, ObserverProtocol
 from sipguard.transport.dispatch import Dispatcher
-from sipguard.transport.udp import UdpEndpoint, bind_udp
-from sipguard.transport.upstream import client_tls_context
 
 # Shutdown: without a transaction count from the core, in-flight work is taken as finished once
 # no message has been handled for this long (a SIP transaction step is a round trip).
@@ -60,11 +56,9 @@ class Server:
         use it to trust a throw-away CA); None builds one that verifies (see transport.upstream).
         `reuse_port`: every listener with SO_REUSEPORT (a worker of `workers: N`)."""
         self.settings = settings
-        self.reuse_port = reuse_port
         self.core = core
         self.observer: ObserverProtocol = observer if observer is not None else NullObserver()
         self._client_tls_override = client_tls
-        self._server_tls: ssl.SSLContext | None = None
         self.dispatcher = Dispatcher(
             core,
             self.observer,
@@ -73,9 +67,7 @@ class Server:
             client_tls=client_tls,
         )
         self.dispatcher.streams.reserved = reserved_sources(settings)
-        self._bound: dict[Listener, Bound] = {}
-        # Our own upstream-facing UDP sockets, by the local address they are bound to.
-        self._upstream_udp: dict[str, UdpEndpoint] = {}
+        self.listeners = Listeners(self.dispatcher, self.observer, reuse_port=reuse_port)
         self._tick: asyncio.Task[None] | None = None
         self._bridge: StateBridge | None = None
         self._reload_lock = asyncio.Lock()
@@ -88,11 +80,11 @@ class Server:
     @property
     def addresses(self) -> dict[Listener, Address]:
         """Every open listener and the address it is bound to (the real port for port 0)."""
-        return {listener: bound.address for listener, bound in self._bound.items()}
+        return {listener: bound.address for listener, bound in self.listeners.bound.items()}
 
     def address_of(self, transport: str) -> Address:
         """The first open listener of a transport (convenience for tests and tools)."""
-        for listener, bound in self._bound.items():
+        for listener, bound in self.listeners.bound.items():
             if listener.transport == transport:
                 return bound.address
         raise LookupError(f"no {transport} listener")
@@ -100,26 +92,14 @@ class Server:
     async def start(self) -> None:
         """Bind every listener, then report `started`. Raises ListenerError (nothing is left
         open) or ConfigError (TLS files unusable)."""
-        self._server_tls = server_context(self.settings)
-        self.dispatcher.connector.tls = self._client_context(self.settings)
-        try:
-            for listener in self.settings.listen:
-                self._bound[listener] = await self._bind(listener)
-            for host in upstream_socket_hosts(self.settings):
-                self._upstream_udp[host] = await self._bind_upstream_udp(host)
-        except ListenerError:
-            for bound in self._bound.values():
-                bound.close()
-            self._bound.clear()
-            for endpoint in self._upstream_udp.values():
-                endpoint.close()
-            self._upstream_udp.clear()
-            raise
-        self.core.use_upstream_sockets([e.local for e in self._upstream_udp.values()])
+        server_tls = server_context(self.settings)
+        self.dispatcher.connector.tls = client_context(self.settings, self._client_tls_override)
+        await self.listeners.open(self.settings, server_tls)
+        self.core.use_upstream_sockets([e.local for e in self.listeners.upstream_udp.values()])
         if self.settings.state.backend != "memory":
             await self._share_state()
         self._tick = asyncio.get_running_loop().create_task(self._heartbeat())
-        self.observer.started([listener.url for listener in self._bound])
+        self.observer.started([listener.url for listener in self.listeners.bound])
 
     async def reload(self, settings: Settings) -> list[str]:
         """Apply a new config atomically: new listeners are bound first, and if one fails
@@ -165,9 +145,7 @@ class Server:
         self.stopping = True
         self.observer.stopping()
         loop = asyncio.get_running_loop()
-        for bound in self._bound.values():
-            if bound.server is not None:
-                bound.server.close()  # no new connections; existing ones keep working
+        self.listeners.stop_accepting()
         grace_end = loop.time() + self.settings.limits.shutdown_grace
         while loop.time() < grace_end and not self._drained():
             if await self._hurried(0.05):
@@ -183,9 +161,7 @@ class Server:
             if await self._hurried(0.02):
                 break
         streams.abort_all()
-        for bound in self._bound.values():
-            bound.close()
-        self._bound.clear()
+        self.listeners.close()
         await asyncio.sleep(0)  # let the transports run their connection_lost callbacks
         self.stopped.set()
 
@@ -212,61 +188,27 @@ class Server:
             return [f"{settings.source}: state: a change of the shared state needs a restart"]
         try:
             server_tls = server_context(settings)
-            client_tls = self._client_context(settings)
+            client_tls = client_context(settings, self._client_tls_override)
         except ConfigError as exc:
             return exc.problems
         reserved = reserved_sources(settings)
-        added = [x for x in settings.listen if x not in self._bound]
-        removed = [x for x in self._bound if x not in settings.listen]
-        opened: dict[Listener, Bound] = {}
-        upstream_udp: dict[
-            str, UdpEndpoint
-        ] = {}  # the upstream-facing sockets the new config needs
-        previous_tls, self._server_tls = self._server_tls, server_tls
         try:
-            for listener in added:
-                opened[listener] = await self._bind(listener)
-            for host in upstream_socket_hosts(settings):
-                kept = self._upstream_udp.get(host)
-                upstream_udp[host] = kept or await self._bind_upstream_udp(host)
-            self.core.reconfigure(settings)
+            staged = await self.listeners.stage(settings, server_tls)
         except ListenerError as exc:
-            self._server_tls = previous_tls
-            self._undo(opened, upstream_udp)
             self.observer.listener_error(exc.listener, exc.detail)
             return [f"{settings.source}: listen: {exc.listener}: {exc.detail}"]
+        try:
+            self.core.reconfigure(settings)
         except BaseException:  # a defect in the core, or cancelled by the shutdown
-            self._server_tls = previous_tls
-            self._undo(opened, upstream_udp)
+            self.listeners.undo(staged)
             raise
-        self.core.use_upstream_sockets([e.local for e in upstream_udp.values()])
-        for host, endpoint in self._upstream_udp.items():
-            if host not in upstream_udp:
-                self.dispatcher.remove_udp(endpoint)
-                endpoint.close()
-        self._upstream_udp = upstream_udp
+        self.core.use_upstream_sockets([e.local for e in staged.upstream_udp.values()])
+        self.listeners.commit(staged)
         self.settings = settings
         self.dispatcher.streams.limits = stream_limits(settings)
         self.dispatcher.streams.reserved = reserved
         self.dispatcher.connector.tls = client_tls
-        self._bound.update(opened)
-        for listener in removed:
-            self._unbind(self._bound.pop(listener))
         return []
-
-    def _undo(self, opened: dict[Listener, Bound], upstream_udp: dict[str, UdpEndpoint]) -> None:
-        """Close what a refused reload opened (never a socket the running config uses)."""
-        for bound in opened.values():
-            self._unbind(bound)
-        for host, endpoint in upstream_udp.items():
-            if self._upstream_udp.get(host) is not endpoint:
-                self.dispatcher.remove_udp(endpoint)
-                endpoint.close()
-
-    def _unbind(self, bound: Bound) -> None:
-        if bound.udp is not None:
-            self.dispatcher.remove_udp(bound.udp)
-        bound.close()
 
     async def _hurried(self, delay: float) -> bool:
         """Wait `delay` seconds or until `hurry()`; whether we were hurried."""
@@ -277,24 +219,6 @@ class Server:
 
     def _new_framer(self) -> StreamFramer:
         return StreamFramer(self.core.parser_limits)
-
-    def _current_tls(self) -> ssl.SSLContext | None:
-        return self._server_tls
-
-    def _client_context(self, settings: Settings) -> ssl.SSLContext | None:
-        if self._client_tls_override is not None:
-            return self._client_tls_override
-        if not any(u.transport == "tls" for u in settings.upstream):
-            return None
-        tls = settings.tls
-        try:
-            return client_tls_context(
-                ca_file=tls.ca_file if tls else None,
-                certificate=tls.certificate if tls else None,
-                private_key=tls.private_key if tls else None,
-            )
-        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-            raise ConfigError([f"{settings.source}: tls: {exc}"]) from exc
 
     def _drained(self) -> bool:
         """In-flight work is over: the core says so (optional `in_flight()`), or, lacking
@@ -308,51 +232,6 @@ class Server:
         while True:
             await asyncio.sleep(tick_interval(self.settings))
             self.dispatcher.tick()
-
-    async def _bind_upstream_udp(self, host: str) -> UdpEndpoint:
-        """Our own UDP socket toward the upstreams of one address family, on an ephemeral port
-        of `host`: it sends what goes to them and receives their responses and requests."""
-        try:
-            sock = bind_udp(host, 0)
-        except OSError as exc:
-            where = f"[{host}]" if ":" in host else host
-            raise ListenerError(f"udp://{where}:0 (toward the upstream)", str(exc)) from exc
-        endpoint = UdpEndpoint(
-            self.dispatcher,
-            self.observer,
-            sock,
-            Address(Transport.UDP, host, sock.getsockname()[1]),
-        )
-        await asyncio.get_running_loop().create_datagram_endpoint(lambda: endpoint, sock=sock)
-        self.dispatcher.add_udp(endpoint)
-        return endpoint
-
-    async def _bind(self, listener: Listener) -> Bound:
-        loop = asyncio.get_running_loop()
-        kind = Transport(listener.transport)
-        try:
-            if kind is Transport.UDP:
-                sock = bind_udp(listener.host, listener.port, reuse_port=self.reuse_port)
-                address = Address(kind, listener.host, sock.getsockname()[1])
-                endpoint = UdpEndpoint(self.dispatcher, self.observer, sock, address)
-                await loop.create_datagram_endpoint(lambda: endpoint, sock=sock)
-                # also reachable by the configured name, should the bound port differ
-                configured = Address(kind, listener.host, listener.port)
-                self.dispatcher.add_udp(
-                    endpoint, alias=configured if configured != address else None
-                )
-                return Bound(listener, address, udp=endpoint)
-            if kind is Transport.TLS and self._server_tls is None:
-                raise ListenerError(listener.url, "a tls listener needs the tls section")
-            sock = bind_stream(listener.host, listener.port, self.reuse_port)
-            address = Address(kind, listener.host, sock.getsockname()[1])
-            factory = self.dispatcher.streams.protocol_factory(
-                kind, address, self._current_tls if kind is Transport.TLS else None
-            )
-            server = await loop.create_server(factory, sock=sock)
-            return Bound(listener, address, server=server)
-        except OSError as exc:
-            raise ListenerError(listener.url, exc.strerror or str(exc)) from exc
 
 
 def _load(path: str) -> Settings:
