@@ -26,7 +26,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sipguard.errors import ConfigError
 from sipguard.exits import EX_CONFIG, EX_OK, EX_OSERR
@@ -36,6 +36,10 @@ from sipguard.server.notes import StderrObserver, note
 from sipguard.server.signals import Signals
 from sipguard.settings import Settings
 from sipguard.transport import ObserverProtocol
+
+if TYPE_CHECKING:
+    from sipguard.proxy.core import Core
+    from sipguard.worker import WorkerRole
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
@@ -88,55 +92,23 @@ async def _serve_worker_metrics(observer: Any, path: str) -> asyncio.Server | No
 
 
 async def _serve(
-    path: str, settings: Settings, observer: ObserverProtocol, role: Any = None
+    path: str, settings: Settings, observer: ObserverProtocol, role: WorkerRole | None = None
 ) -> int:
-    """Serve until stopped. `role`: a `sipguard.worker.WorkerRole` when started by the
-    supervisor (listeners with SO_REUSEPORT, the host's nonce key, /metrics on its socket)."""
-    from sipguard.proxy.core import Core
-
+    """Serve until stopped. `role`: set when started by the supervisor (listeners with
+    SO_REUSEPORT, the host's nonce key, /metrics on its socket)."""
     signals = Signals(asyncio.get_running_loop(), path, observer)
     # Before anything can send READY=1 (server.start() does, through the observer).
     signals.install()
     try:
-        core = Core(
-            settings,
-            # A random key per process unless configured: nonces then die with the process.
-            nonce_key=settings.auth.secret
-            or (role.nonce_key if role is not None else None)
-            or os.urandom(32),
-            boot_id=os.urandom(8),
-            started_at=time.time(),
-        )
+        core = _new_core(settings, role)
         server = Server(settings, core, observer=observer, reuse_port=role is not None)
-        try:
-            if role is not None and role.metrics_path is not None:
-                signals.keep = await _serve_worker_metrics(observer, role.metrics_path)
-            if role is not None and role.control_path is not None:
-                import sipguard.admin.daemon  # noqa: F401 (aiohttp loaded before READY=1)
-            await server.start()
-        except ListenerError as exc:
-            print(f"sipguard: cannot listen on {exc.listener}: {exc.detail}", file=sys.stderr)
-            return EX_OSERR
-        except ConfigError as exc:
-            for problem in exc.problems:
-                print(problem, file=sys.stderr)
-            return EX_CONFIG
+        failed = await _start(server, signals, role)
+        if failed is not None:
+            return failed
         metrics = getattr(observer, "metrics", None)
         if metrics is not None:  # sipguard_trunk_calls_active, read at each scrape
             metrics.watch_trunk_calls(core.calls_active)
-        admin = None
-        # aiohttp is imported only then. A worker of `workers: N` serves the routes on its
-        # control socket only: its supervisor serves the admin listener for the host.
-        if role is not None and role.control_path is not None:
-            from sipguard.admin.daemon import start_worker_control
-
-            admin = await start_worker_control(
-                server, core, observer, path, role.control_path, server.bridge
-            )
-        elif settings.admin is not None and role is None:
-            from sipguard.admin.daemon import start_daemon_admin
-
-            admin = await start_daemon_admin(server, core, observer, path, server.bridge)
+        admin = await _start_admin(server, core, path, role)
         try:
             signals.serving(server)
             await signals.stop.wait()
@@ -149,3 +121,52 @@ async def _serve(
         return EX_OK
     finally:
         signals.remove()
+
+
+def _new_core(settings: Settings, role: WorkerRole | None) -> Core:
+    from sipguard.proxy.core import Core
+
+    return Core(
+        settings,
+        # A random key per process unless configured: nonces then die with the process.
+        nonce_key=settings.auth.secret
+        or (role.nonce_key if role is not None else None)
+        or os.urandom(32),
+        boot_id=os.urandom(8),
+        started_at=time.time(),
+    )
+
+
+async def _start(server: Server, signals: Signals, role: WorkerRole | None) -> int | None:
+    """Start `server` (a worker's /metrics first); the exit code when it cannot start."""
+    try:
+        if role is not None and role.metrics_path is not None:
+            signals.keep = await _serve_worker_metrics(server.observer, role.metrics_path)
+        if role is not None and role.control_path is not None:
+            import sipguard.admin.daemon  # noqa: F401 (aiohttp loaded before READY=1)
+        await server.start()
+    except ListenerError as exc:
+        print(f"sipguard: cannot listen on {exc.listener}: {exc.detail}", file=sys.stderr)
+        return EX_OSERR
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EX_CONFIG
+    return None
+
+
+async def _start_admin(server: Server, core: Core, path: str, role: WorkerRole | None) -> Any:
+    """The admin API's routes, if any (aiohttp is imported only then); the caller closes them.
+    A worker of `workers: N` serves them on its control socket only: its supervisor serves the
+    admin listener for the host."""
+    if role is not None and role.control_path is not None:
+        from sipguard.admin.daemon import start_worker_control
+
+        return await start_worker_control(
+            server, core, server.observer, path, role.control_path, server.bridge
+        )
+    if server.settings.admin is not None and role is None:
+        from sipguard.admin.daemon import start_daemon_admin
+
+        return await start_daemon_admin(server, core, server.observer, path, server.bridge)
+    return None
