@@ -31,7 +31,7 @@ class _Phase(enum.Enum):
 
 
 class Signals:
-    """What SIGTERM, SIGINT and SIGHUP mean in each phase of `_serve` (see the module docstring).
+    """What SIGTERM, SIGINT and SIGHUP mean in each phase of `run._serve` (module docstring).
 
     Installed before the server starts, removed only after it stopped, so no signal ever meets
     its default action (which would kill the daemon with no shutdown and no exit code)."""
