@@ -126,6 +126,11 @@ def compile_config(
     upstreams = tuple(Address(Transport(u.transport), u.host, u.port) for u in settings.upstream)
     listeners = tuple(Address(Transport(x.transport), x.host, x.port) for x in settings.listen)
     ours = (*listeners, *upstream_sockets)
+    named = {(Transport(x.transport), x.host, x.port): x.named for x in settings.listen}
+    fragments = {}
+    for x in ours:
+        key = (x.transport, x.host, x.port)
+        fragments[key] = fragments_for(x, named.get(key, (x.host, x.port)))
     inbound = InboundFilter(settings.identity)
     return Config(
         settings=settings,
@@ -140,12 +145,12 @@ def compile_config(
         upstream_endpoints=frozenset((u.host, u.port) for u in upstreams),
         listeners=listeners,
         upstream_sockets=upstream_sockets,
-        own=frozenset((x.host, x.port) for x in ours),
-        fragments={(x.transport, x.host, x.port): fragments_for(x) for x in ours},
+        own=frozenset((x.host, x.port) for x in ours) | frozenset(named.values()),
+        fragments=fragments,
         stamper=Stamper(settings.identity, settings.trunks),
         inbound=inbound,
         needs_index=needs_index(inbound.alternation),
-        route_to_us=route_to_us(ours),
+        route_to_us=route_to_us(fragments.values()),
     )
 
 

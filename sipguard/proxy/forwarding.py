@@ -32,22 +32,19 @@ from sipguard.proxy.replies import CREDENTIAL_KEYS, is_our_credential, reply, te
 from sipguard.proxy.routes import found_routes, our_routes, record_routes, route_destination
 from sipguard.proxy.via import (
     FLOW_PARAM,
-    branch_for,
     branch_on,
     flow_token,
     received_params,
     response_destination,
     transaction_key,
-    via_value_with_flow,
 )
 from sipguard.sip import Edits, Request, Response, without_top_via
 
-__all__ = [  # our_routes, record_routes: proxy/routes.py, read here by the writer's tests
+__all__ = [  # our_routes: proxy/routes.py, read here by the writer's tests
     "DIALOG_CREATING",
     "from_upstream",
     "listener_for",
     "our_routes",
-    "record_routes",
     "relay_response",
     "to_upstream",
     "upstream_for",
@@ -241,13 +238,15 @@ def from_upstream(ctx: Context) -> list[Action]:
         return [reply(ctx, 503, b"Service Unavailable", Cause.FROM_UPSTREAM, info)]
     record_route: list[tuple[bytes, bytes]] = []
     if msg.method in DIALOG_CREATING and not msg.to.tag:
-        record_route = record_routes(b"Record-Route", ctx.local, out_local, destination)
+        record_route = record_routes(cfg, b"Record-Route", ctx.local, out_local, destination)
         admission = Admission(normalise_source_text(destination.host), "", "")
         st.dialogs.put(msg.call_id, admission, ctx.now + DIALOG_TTL)
     elif msg.method == b"BYE":
         st.dialogs.expire_at_most(msg.call_id, ctx.now + DIALOG_LINGER)
         limiting.ended(st, msg)
-    via = via_value_with_flow(out_local, branch_for(st.branch_key, msg, ctx.source), ctx.source)
+    ours = cfg.fragments[out_local.transport, out_local.host, out_local.port]
+    token = flow_token(ctx.source)
+    via = ours.via(branch_on(st.branch_key, msg, token), token)
     actions: list[Action] = []
     if msg.method == b"CANCEL":
         actions.append(reply(ctx, 200, b"OK", Cause.CANCEL_FORWARDED, info))

@@ -121,14 +121,6 @@ def parse_flow_token(token: bytes) -> Address | None:
     return address
 
 
-def our_uri(local: Address, flow: Address | None) -> bytes:
-    """A Record-Route or Path URI naming the listener `local` (loose routing, RFC 3261 §16.6)."""
-    params = b";transport=%s;lr" % local.transport.value.encode("ascii")
-    if flow is not None:
-        params += b";%s=%s" % (FLOW_PARAM, flow_token(flow))
-    return b"<sip:%s%s>" % (hostport(local), params)
-
-
 def checked_destination(transport: Transport, host: str, port: int) -> Address | None:
     """An address we may send to, or None: never broadcast, multicast, unspecified, or port 0."""
     key = (transport, host, port)
@@ -197,11 +189,6 @@ def branch_on(key: bytes, msg: Request, token: bytes) -> bytes:
 def tag_for(key: bytes, msg: Request) -> bytes:
     """The To-tag of a reply we build to `msg`."""
     return compute_tag(key, msg.call_id, msg.from_.tag, msg.top_via.branch)
-
-
-def via_value_with_flow(local: Address, branch: bytes, flow: Address) -> bytes:
-    """Our Via, carrying the flow the answer must go back to (covered by the branch's MAC)."""
-    return via_value(local, branch) + b";" + FLOW_PARAM + b"=" + flow_token(flow)
 
 
 def transaction_key(msg: Request, ip: str) -> tuple[str, bytes, bytes]:
