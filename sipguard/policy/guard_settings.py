@@ -5,7 +5,7 @@ checks against programming errors, and the never_ban matcher every part of the g
 (`GuardSettings.exempt_matcher`).
 
 Never does: validate operator input (sipguard.config does, with messages for the operator), hold
-state, read a clock or log. Stdlib only.
+state, read a clock or log. Stdlib and `sipguard.settings` only.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 
-from sipguard.policy.scanners import DEFAULT_SCANNER_USER_AGENTS
+from sipguard.settings import DEFAULT_SCANNER_USER_AGENTS
 
 
 def _nobody_exempt(ip: str) -> bool:

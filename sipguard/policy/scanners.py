@@ -1,8 +1,8 @@
 """Well-known SIP scanners, recognised by their User-Agent.
 
-Owns: the default list of scanner names (`DEFAULT_SCANNER_USER_AGENTS`) and `ScannerList`, the
-matcher built from a configured list: one alternation over the ASCII-lowered bytes (measured ~2x
-faster than one `in` per name, and faster than re.IGNORECASE).
+Owns: `ScannerList`, the matcher built from the configured names (`protection.scanner_user_agents`,
+whose default list is `sipguard.settings.DEFAULT_SCANNER_USER_AGENTS`): one alternation over the
+ASCII-lowered bytes (measured ~2x faster than one `in` per name, and faster than re.IGNORECASE).
 
 Never does: parse SIP (the core hands over the raw User-Agent bytes), decide what happens to a
 scanner (the core drops it), read a clock or log. Stdlib only.
@@ -12,15 +12,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-
-DEFAULT_SCANNER_USER_AGENTS: tuple[str, ...] = (
-    "friendly-scanner",  # sipvicious svmap/svwar/svcrack default
-    "sipvicious",
-    "sipcli",
-    "VaxSIPUserAgent",
-    "pplsip",
-    "sip-scan",
-)
 
 
 class ScannerList:
