@@ -386,7 +386,7 @@ class Limits:
 
 
 DEFAULT_SCANNER_USER_AGENTS: tuple[str, ...] = (
-    "friendly-scanner",
+    "friendly-scanner",  # sipvicious svmap/svwar/svcrack default
     "sipvicious",
     "sipcli",
     "VaxSIPUserAgent",
