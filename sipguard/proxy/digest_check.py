@@ -94,8 +94,6 @@ def _our_credentials(ctx: Context) -> tuple[list[tuple[bytes, Credentials]], dic
     -> ours)."""
     ours: list[tuple[bytes, Credentials]] = []
     parsed: dict[int, bool] = {}
-    if ctx.plain:
-        return ours, parsed  # `Config.needs_index` found no credential header: none to read
     msg, found = ctx.msg, ctx.found
     key = b"authorization" if msg.method == b"REGISTER" else b"proxy-authorization"
     realm = ctx.cfg.realm
@@ -130,6 +128,8 @@ def check_digest(ctx: Context, plan: SourcePlan, method: str) -> DigestCheck:
     its source's, which names the algorithms offered and the trunks whose secrets count). The
     same work whatever the outcome once an answer is usable: look up, hash, compare
     (SECURITY-CASES 26)."""
+    if ctx.plain:  # `Config.needs_index` found no credential header: none to read
+        return DigestCheck(DigestOutcome.NO_CREDENTIALS, {})
     ours, parsed = _our_credentials(ctx)
     if len(ours) > 1:
         return DigestCheck(DigestOutcome.DUPLICATE, parsed)  # never pick one (SECURITY-CASES 11)

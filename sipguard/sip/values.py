@@ -124,7 +124,9 @@ class Via(Parameters):
 
     @property
     def has_rport(self) -> bool:
-        return self.has_param(b"rport")
+        # parameters that do not spell `rport` (any case) hold none: known without splitting
+        # them (most UAs send no rport)
+        return self._params_raw.lower().find(b"rport") >= 0 and self.has_param(b"rport")
 
     @property
     def rport(self) -> int | None:
