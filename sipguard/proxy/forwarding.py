@@ -217,12 +217,17 @@ def _remember(ctx: Context, info: Info, key: TransactionKey | None) -> None:
     """An admitted INVITE's transaction (for its CANCEL and ACK; `key`, when the caller has
     it) and a new dialog (for its in-dialog requests) are remembered."""
     msg, st = ctx.msg, ctx.st
+    method = msg.method
+    invite = method == b"INVITE"
+    creating = method in DIALOG_CREATING and not msg.to.tag
+    if not (invite or creating):
+        return  # nothing to remember (REGISTER, in-dialog requests...): no Admission built
     admission = Admission(ctx.ip, info.trunk, info.user)
-    if msg.method == b"INVITE":
+    if invite:
         if key is None:
             key = transaction_key(msg, ctx.ip)
         st.transactions.put(key, admission, ctx.now + INVITE_TRANSACTION_TTL)
-    if msg.method in DIALOG_CREATING and not msg.to.tag:
+    if creating:
         st.dialogs.put(msg.call_id, admission, ctx.now + DIALOG_TTL)
 
 

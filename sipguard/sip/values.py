@@ -124,9 +124,12 @@ class Via(Parameters):
 
     @property
     def has_rport(self) -> bool:
-        # parameters that do not spell `rport` (any case) hold none: known without splitting
-        # them (most UAs send no rport)
-        return self._params_raw.lower().find(b"rport") >= 0 and self.has_param(b"rport")
+        # parameters that do not spell `rport` (in any case) hold none: known without
+        # splitting them (many UAs send none)
+        raw = self._params_raw
+        if b"rport" not in raw and b"rport" not in raw.lower():
+            return False
+        return self.has_param(b"rport")
 
     @property
     def rport(self) -> int | None:
