@@ -107,7 +107,8 @@ def _our_credentials(ctx: Context) -> tuple[list[tuple[bytes, Credentials]], dic
         lines = [(raw.count(b"\r\n", first, x.start), x.value) for x in found if x.key == key]
     for index, value in lines:
         credentials = parse_credentials(value)
-        mine = credentials.is_digest and credentials.params.get("realm") == realm
+        # another scheme has no params (`parse_credentials`): its realm is None, never ours
+        mine = credentials.params.get("realm") == realm
         parsed[index] = mine
         if mine:
             ours.append((value, credentials))
