@@ -57,6 +57,7 @@ __all__ = [  # our_routes, record_routes: proxy/routes.py, read here by the writ
 
 # Methods that create a dialog and so get our Record-Route (RFC 3261 §16.6 step 4; RFC 6665).
 DIALOG_CREATING = frozenset({b"INVITE", b"SUBSCRIBE", b"REFER"})
+_NONE_STRIPPED: frozenset[int] = frozenset()  # `Changes.strip` of a request that loses no line
 
 
 # ------------------------------------------------------------------------- to the upstream
@@ -118,7 +119,7 @@ def write_request(
         found = edited_lines(msg, cfg.needs_index)  # a context built without the scan
     if found is None:
         popped = 0 if plain else our_routes(cfg, msg)[0]
-        strip: frozenset[int] = frozenset() if plain else _stripped(ctx, admitted)
+        strip = _NONE_STRIPPED if plain else _stripped(ctx, admitted)
     else:
         popped = found_routes(cfg, msg, found)[0]
         strip = _stripped_found(ctx, admitted, found)
@@ -287,7 +288,7 @@ def _upstream_request(
             route_name=b"Record-Route",
             route_lines=[name + b": " + value for name, value in record_route],
             popped=popped,
-            strip=frozenset(),
+            strip=_NONE_STRIPPED,
             attach=[],
             via_last=True,
         )
