@@ -145,9 +145,7 @@ def _new_request(ctx: Context, info: Info) -> Verdict:
         return [reply(ctx, 200, b"OK", Cause.OPTIONS_ANSWERED, info)]
     trunk = plan.ip_trunk
     if trunk is not None:
-        return _admit(
-            ctx, Admitted(Cause.ADMITTED_IP, Info(info.method, info.call_id, trunk.name))
-        )
+        return _admit(ctx, Admitted(Cause.ADMITTED_IP, Info(info.method, info.call_id, trunk.name)))
     return _authenticate(ctx, plan, info)
 
 
