@@ -11,7 +11,9 @@ reply.
 Never does: write forwarded bytes or choose where they go (forwarding does), I/O, clocks.
 
 Where a request can still be refused once its trunk is known (per-trunk limits): `_admit`, the
-one exit every admitted new request passes.
+one exit every admitted new request passes. What the config implies for a source address (its
+trunks, the one trusting it by address, the challenge's algorithms, the trunks whose secrets
+count, its rate bucket) is derived once per address and config: `plan_for`.
 """
 
 from __future__ import annotations
@@ -135,6 +137,7 @@ def _dialog(ctx: Context, info: Info) -> Admitted | None:
 
 def _new_request(ctx: Context, info: Info) -> Verdict:
     """A request that starts a transaction: trunk by address, sanity, then IP trust or digest."""
+    # the source's plan, derived from the config on its first request (`plan_for`)
     plan = ctx.cfg.plans.get(ctx.source.host) or plan_for(ctx.cfg, ctx.source.host)
     if not plan.trunks:
         return refuse(ctx, Cause.ACL_DENIED, info)
