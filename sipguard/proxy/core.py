@@ -151,6 +151,7 @@ def compile_config(
         inbound=inbound,
         needs_index=needs_index(inbound.alternation),
         route_to_us=route_to_us(fragments.values()),
+        plans={},
     )
 
 
@@ -319,7 +320,7 @@ class Core:
             info = pending.info
             return [reply(ctx, 503, b"Service Unavailable", Cause.STATE_ERROR, info, extra=extra)]
         outcome = digest_check.counted(ctx, pending, shared)
-        verdict = admission.conclude(ctx, outcome, pending.check, pending.algorithms, pending.info)
+        verdict = admission.conclude(ctx, outcome, pending.check, pending.plan, pending.info)
         if not isinstance(verdict, Admitted):
             return verdict
         return self._routing.to_upstream(ctx, verdict)

@@ -32,6 +32,7 @@ from sipguard.proxy.replies import CREDENTIAL_KEYS, is_our_credential, reply, te
 from sipguard.proxy.routes import found_routes, our_routes, record_routes, route_destination
 from sipguard.proxy.via import (
     FLOW_PARAM,
+    TransactionKey,
     branch_on,
     flow_token,
     received_params,
@@ -53,6 +54,7 @@ __all__ = [  # our_routes: proxy/routes.py, read here by the writer's tests
 
 # Methods that create a dialog and so get our Record-Route (RFC 3261 §16.6 step 4; RFC 6665).
 DIALOG_CREATING = frozenset({b"INVITE", b"SUBSCRIBE", b"REFER"})
+_NONE_STRIPPED: frozenset[int] = frozenset()  # `Changes.strip` of a request that loses no line
 
 
 # ------------------------------------------------------------------------- to the upstream
@@ -69,10 +71,11 @@ def to_upstream(
     admitted: Admitted,
     destination: Address | None = None,
     branch: bytes | None = None,
+    key: TransactionKey | None = None,
 ) -> list[Action]:
     """RFC 3261 §16.6: forward an admitted request to the upstream: to `destination` on our
     `branch` when the upstream pool chose them (core.py), else the primary upstream on the
-    stateless branch."""
+    stateless branch. `key`: its `transaction_key`, when the caller has it."""
     msg, info = ctx.msg, admitted.info
     max_forwards = msg.max_forwards
     if max_forwards <= 0:
@@ -85,7 +88,7 @@ def to_upstream(
         return [reply(ctx, 503, b"Service Unavailable", Cause.UPSTREAM_ERROR, info)]
     out_local = listener_for(ctx.cfg, destination)
     data = write_request(ctx, admitted, out_local or ctx.cfg.listeners[0], max_forwards, branch)
-    _remember(ctx, info)
+    _remember(ctx, info, key)
     origin = Origin(msg, ctx.source, ctx.local, ctx.connection)
     return [Forward(data, destination, out_local, None, admitted.cause, info, origin)]
 
@@ -113,7 +116,7 @@ def write_request(
         found = edited_lines(msg, cfg.needs_index)  # a context built without the scan
     if found is None:
         popped = 0 if plain else our_routes(cfg, msg)[0]
-        strip: frozenset[int] = frozenset() if plain else _stripped(ctx, admitted)
+        strip = _NONE_STRIPPED if plain else _stripped(ctx, admitted)
     else:
         popped = found_routes(cfg, msg, found)[0]
         strip = _stripped_found(ctx, admitted, found)
@@ -147,12 +150,12 @@ def _route_lines(
         return b"", []
     fragments = ctx.cfg.fragments
     local = ctx.local
-    prev = fragments[local.transport, local.host, local.port].uri_head
-    back = b"%s: %s;%s=%s>" % (name, prev, FLOW_PARAM, token)
-    if via_local == local:
+    prev = fragments[local.transport, local.host, local.port]
+    back = b"%s: %s;%s=%s>" % (name, prev.uri_head, FLOW_PARAM, token)
+    ahead = fragments[via_local.transport, via_local.host, via_local.port]
+    if ahead is prev:  # one listener both sides (one `Fragments` per address): one line
         return name, [back]
-    ahead = fragments[via_local.transport, via_local.host, via_local.port].uri_head
-    return name, [b"%s: %s>" % (name, ahead), back]
+    return name, [b"%s: %s>" % (name, ahead.uri_head), back]
 
 
 def _stripped(ctx: Context, admitted: Admitted) -> frozenset[int]:
@@ -171,24 +174,28 @@ def _stripped(ctx: Context, admitted: Admitted) -> frozenset[int]:
 def _stripped_found(ctx: Context, admitted: Admitted, found: list[Line]) -> frozenset[int]:
     """`_stripped` for the lines a fast-path request's scan found (positions in `found`): on
     that path each header is one line, so a line's header index is the count of line ends
-    before it."""
+    before it (counted for a credential line only: `known` holds no other)."""
     known = admitted.credentials or {}
     raw, first = ctx.msg.raw, ctx.msg.start_line_end
-    return frozenset(
-        j
-        for j, line in enumerate(found)
-        if _strips(ctx, known, raw.count(b"\r\n", first, line.start), line.key, line.value)
-    )
+    strip: list[int] = []
+    for j, line in enumerate(found):
+        key = line.key
+        i = raw.count(b"\r\n", first, line.start) if key in CREDENTIAL_KEYS else -1
+        if _strips(ctx, known, i, key, line.value):
+            strip.append(j)
+    return frozenset(strip)
 
 
 def _strips(ctx: Context, known: dict[int, bool], i: int, key: bytes, value: bytes) -> bool:
     """Header `i` is not forwarded: `known` holds what admission found of its credential
-    headers (index -> ours)."""
+    headers (index -> ours; `i` is read for a credential header only)."""
     if ctx.cfg.inbound.strips(key):
         return True
+    if key not in CREDENTIAL_KEYS:
+        return False
     if i in known:
         return known[i]
-    return key in CREDENTIAL_KEYS and is_our_credential(value, ctx.cfg.realm)
+    return is_our_credential(value, ctx.cfg.realm)
 
 
 def _outgoing_headers(ctx: Context, admitted: Admitted) -> list[bytes]:
@@ -204,16 +211,21 @@ def _outgoing_headers(ctx: Context, admitted: Admitted) -> list[bytes]:
     )
 
 
-def _remember(ctx: Context, info: Info) -> None:
-    """An admitted INVITE's transaction (for its CANCEL and ACK) and a new dialog (for its
-    in-dialog requests) are remembered."""
+def _remember(ctx: Context, info: Info, key: TransactionKey | None) -> None:
+    """An admitted INVITE's transaction (for its CANCEL and ACK; `key`, when the caller has
+    it) and a new dialog (for its in-dialog requests) are remembered."""
     msg, st = ctx.msg, ctx.st
+    method = msg.method
+    invite = method == b"INVITE"
+    creating = method in DIALOG_CREATING and not msg.to.tag
+    if not (invite or creating):
+        return  # nothing to remember (REGISTER, in-dialog requests...): no Admission built
     admission = Admission(ctx.ip, info.trunk, info.user)
-    if msg.method == b"INVITE":
-        st.transactions.put(
-            transaction_key(msg, admission.source_ip), admission, ctx.now + INVITE_TRANSACTION_TTL
-        )
-    if msg.method in DIALOG_CREATING and not msg.to.tag:
+    if invite:
+        if key is None:
+            key = transaction_key(msg, ctx.ip)
+        st.transactions.put(key, admission, ctx.now + INVITE_TRANSACTION_TTL)
+    if creating:
         st.dialogs.put(msg.call_id, admission, ctx.now + DIALOG_TTL)
 
 
@@ -275,7 +287,7 @@ def _upstream_request(
             route_name=b"Record-Route",
             route_lines=[name + b": " + value for name, value in record_route],
             popped=popped,
-            strip=frozenset(),
+            strip=_NONE_STRIPPED,
             attach=[],
             via_last=True,
         )

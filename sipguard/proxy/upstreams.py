@@ -57,9 +57,9 @@ class Routing:
         key = transaction_key(msg, ctx.ip)
         attempt = pool.cancelled(key) if msg.method == b"CANCEL" else pool.current(key)
         if attempt is not None:
-            return forwarding.to_upstream(ctx, verdict, attempt.to, attempt.branch)
+            return forwarding.to_upstream(ctx, verdict, attempt.to, attempt.branch, key)
         if msg.method in (b"ACK", b"CANCEL") or msg.to.tag:
-            return forwarding.to_upstream(ctx, verdict, self._dialog_upstream(ctx))
+            return forwarding.to_upstream(ctx, verdict, self._dialog_upstream(ctx), None, key)
         candidates = pool.candidates(msg.call_id)
         if not candidates:
             retry = ((b"Retry-After", RETRY_AFTER),)
@@ -67,7 +67,7 @@ class Routing:
             return [reply(ctx, 503, b"Service Unavailable", Cause.UPSTREAM_ERROR, info, retry)]
         first, *others = candidates
         branch = branch_for(ctx.st.branch_key, msg, ctx.source)
-        actions = forwarding.to_upstream(ctx, verdict, first.address, branch)
+        actions = forwarding.to_upstream(ctx, verdict, first.address, branch, key)
         sent = actions[-1] if actions else None
         if isinstance(sent, Forward):
             pool.started(key, (ctx, verdict), sent, branch, others, ctx.now)

@@ -35,6 +35,9 @@ BRANCH_DIGEST_HEX = 20  # 80 bits: forging a branch is out of reach, the Via sta
 TAG_PREFIX = b"sg"  # To-tags of the replies sipguard builds (RFC 3261 §8.2.6.2)
 FLOW_PARAM = b"sgf"  # URI parameter carrying the client's flow in our Record-Route/Path
 
+# An INVITE transaction as its CANCEL and ACK find it: source IP, top Via branch, Call-ID.
+TransactionKey = tuple[str, bytes, bytes]
+
 
 def branch_key(secret: bytes) -> bytes:
     """A key for branches and tags derived from the nonce key, so one secret serves both and
@@ -191,7 +194,7 @@ def tag_for(key: bytes, msg: Request) -> bytes:
     return compute_tag(key, msg.call_id, msg.from_.tag, msg.top_via.branch)
 
 
-def transaction_key(msg: Request, ip: str) -> tuple[str, bytes, bytes]:
+def transaction_key(msg: Request, ip: str) -> TransactionKey:
     """INVITE, its CANCEL and its non-2xx ACK share the top Via branch (RFC 3261 §17.2.3)."""
     via = msg.top_via
     return (ip, via.branch or b"%d" % msg.cseq.number, msg.call_id)

@@ -11,10 +11,19 @@ from sipguard.proxy.actions import Address, Cause, Forward, Transport
 from sipguard.proxy.core import Core
 from sipguard.settings import Listener, Trunk
 from sipguard.sip import Request, parse_message
-from tests.unit.proxy.playbook import CLIENT, NOW, UPSTREAM, core, forwarded, only, request, settings
+from tests.unit.proxy.playbook import (
+    CLIENT,
+    NOW,
+    UPSTREAM,
+    core,
+    forwarded,
+    only,
+    request,
+    settings,
+)
 from tests.unit.proxy.test_core_routing import response_to
 
-WILDCARD = Address(Transport.UDP, "0.0.0.0", 5060)  # noqa: S104  # the socket's address
+WILDCARD = Address(Transport.UDP, "0.0.0.0", 5060)  # the socket's address
 NAMED = b"203.0.113.5:5080"
 IP_TRUNK = Trunk("office", whitelist=parse_rules(("127.0.0.1",)))
 
