@@ -158,11 +158,6 @@ class Upstreams(Generic[C]):
         txn = self.table.find(key)
         return txn.current if txn is not None else None
 
-    def first_branch(self, branch: bytes) -> bytes | None:
-        """The first attempt's branch of the transaction `branch` belongs to."""
-        found = self.table.match(branch)
-        return found[0].attempts[0].branch if found is not None else None
-
     def cancelled(self, key: Hashable) -> Attempt | None:
         """The client cancelled the request `key`: no failover from now on; the CANCEL goes to
         the attempt in progress (RFC 3261 §9.1: the CANCEL's branch is the INVITE's)."""
@@ -194,9 +189,9 @@ class Upstreams(Generic[C]):
     def on_response(self, msg: Response, source: Address, now: float) -> list[Action] | Relay:
         """A response from `source`: the actions when it ends here (a probe's answer, a failed
         branch, an abandoned one); `Relay.MATCHED` when it is a transaction's response for the
-        client (relay it without the stateless branch check: later attempts' branches are
-        not stateless); `Relay.UNKNOWN` when no transaction knows its branch (the core's
-        stateless checks decide, as before)."""
+        client (relay it: its Via is checked against the request sent on its branch, which
+        `table.match` finds; a later attempt's branch is not stateless); `Relay.UNKNOWN` when
+        no transaction knows its branch (the core's stateless checks decide, as before)."""
         branch = msg.top_via.branch
         if branch is None:
             return Relay.UNKNOWN

@@ -267,6 +267,17 @@ def response_destination(key: bytes, msg: Response, first: bytes | None = None) 
     return destination if hmac.compare_digest(expected, first or ours) else None
 
 
+def is_sent_via(top: Via, sent: bytes) -> bool:
+    """`top`, a response's top Via carrying the branch of a request we sent as `sent`, is the
+    Via we wrote there, byte for byte (a Via line of its own, as the request writers put ours).
+    Then it is ours (RFC 3261 §16.7 step 3) with no MAC to recompute: the branch (80 bits of
+    MAC, which no one but us and the hops it went through can know) found the request, and the
+    rest of the value, sent-by and flow token included, is what we wrote. A value an upstream
+    changed (a filled `rport`, an added `received`: RFC 3581 §4, RFC 3261 §18.2.1) is not:
+    `response_destination` checks it as any other."""
+    return b"\nVia: " + top.raw + b"\r\n" in sent
+
+
 def uri_destination(uri: SipUri) -> Address | None:
     """RFC 3263 without DNS: an IP-literal SIP URI's transport, host and port."""
     if not uri.is_sip or not uri.host:
