@@ -195,18 +195,19 @@ class Upstreams(Generic[C]):
         branch = msg.top_via.branch
         if branch is None:
             return Relay.UNKNOWN
+        # the table first: most responses are its transactions' (a probe's branch never is)
+        decision = self.table.decide(branch, msg.status, now)
+        if decision is not None:
+            if decision.verdict is Verdict.RELAY:
+                return Relay.MATCHED
+            return self._act(decision, now, msg)
         if is_probe_branch(branch):
             matched, change = self.prober.answered(self.pool, branch, source, msg.status, now)
             if change is not None:
                 self._event(change)
             info = Info("OPTIONS", msg.call_id.decode("latin-1"), status=msg.status)
             return [Drop(Cause.PROBE if matched else Cause.STRAY, info)]
-        decision = self.table.decide(branch, msg.status, now)
-        if decision is None:
-            return Relay.UNKNOWN
-        if decision.verdict is Verdict.RELAY:
-            return Relay.MATCHED
-        return self._act(decision, now, msg)
+        return Relay.UNKNOWN
 
     def upstream_failed(self, forward: Forward, branch: bytes, now: float) -> list[Action] | None:
         """A Forward of ours with top Via `branch` was not delivered. None when it is no probe
