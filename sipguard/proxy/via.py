@@ -14,7 +14,10 @@ The branch is deterministic and signed: `z9hG4bK` + `sg` + 20 hex digits of
 HMAC-SHA-256(key, the previous hop's branch and sent-by, Call-ID [, From tag and CSeq number for
 RFC 2543 peers]). A retransmission, the CANCEL of an INVITE and the ACK of a non-2xx final
 response all get the INVITE's branch (§16.11), and a response is accepted only when its top Via
-carries the branch recomputed from the Via below it: no state, and no forged responses.
+carries the branch recomputed from the Via below it: no state, and no forged responses. When
+the upstream pool holds the request sent on a response's branch (a client transaction), that
+request is the proof instead: the response's top Via must be, byte for byte, the Via we wrote
+in it (`is_sent_via`); a Via changed on the way is checked by its MAC as above.
 """
 
 from __future__ import annotations
