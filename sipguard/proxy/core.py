@@ -259,8 +259,10 @@ class Core:
         try:
             if isinstance(msg, Response):
                 relayed = self._routing.on_response(st, msg, source, now)
-                if from_upstream and relayed and relayed[0].cause is Cause.RESPONSE:
-                    limiting.answered(st, msg, now)  # a 2xx or a failure of a counted call
+                # a final answer from the upstream to a counted call: a 2xx or a failure
+                final = msg.status >= 200 and msg.cseq.method == b"INVITE"
+                if final and from_upstream and relayed and relayed[0].cause is Cause.RESPONSE:
+                    limiting.answered(st, msg, now)
                 return relayed
             # one scan for the lines admission and forwarding read (none: a plain request)
             found = (

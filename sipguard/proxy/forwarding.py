@@ -20,7 +20,7 @@ from __future__ import annotations
 from sipguard.policy.sources import normalise_source_text
 from sipguard.proxy import limiting
 from sipguard.proxy.actions import Action, Address, Cause, Drop, Forward, Info, Origin, Transport
-from sipguard.proxy.context import Admitted, Config, Context, State
+from sipguard.proxy.context import Admitted, Config, Context
 from sipguard.proxy.memory import (
     DIALOG_LINGER,
     DIALOG_TTL,
@@ -36,7 +36,6 @@ from sipguard.proxy.via import (
     branch_on,
     flow_token,
     received_params,
-    response_destination,
     transaction_key,
 )
 from sipguard.sip import Edits, Request, Response, without_top_via
@@ -305,17 +304,14 @@ def _upstream_request(
 # ------------------------------------------------------------------------- responses
 
 
-def relay_response(
-    cfg: Config, st: State, msg: Response, first_branch: bytes | None = None
-) -> list[Action]:
-    """RFC 3261 §16.7: relay a response whose top Via is ours, to the flow recorded in it.
-    `first_branch`: the response came on a later attempt of a failover, whose branch is not the
-    stateless one; the Via below must still yield the transaction's first branch."""
+def relay_response(cfg: Config, msg: Response, destination: Address | None) -> list[Action]:
+    """RFC 3261 §16.7: relay a response to `destination`, the flow recorded in its top Via
+    when that Via is ours (None: it is not, SECURITY-CASES 34; proxy/upstreams.py checks it),
+    without that Via (step 3)."""
     # (`text`, inlined: every response passes here)
     info = Info(
         msg.cseq.method.decode("latin-1"), msg.call_id.decode("latin-1"), "", "", msg.status
     )
-    destination = response_destination(st.branch_key, msg, first_branch)
     if destination is None:
         return [Drop(Cause.STRAY, info)]
     if msg.cseq.method == b"CANCEL":

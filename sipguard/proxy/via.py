@@ -14,7 +14,10 @@ The branch is deterministic and signed: `z9hG4bK` + `sg` + 20 hex digits of
 HMAC-SHA-256(key, the previous hop's branch and sent-by, Call-ID [, From tag and CSeq number for
 RFC 2543 peers]). A retransmission, the CANCEL of an INVITE and the ACK of a non-2xx final
 response all get the INVITE's branch (§16.11), and a response is accepted only when its top Via
-carries the branch recomputed from the Via below it: no state, and no forged responses.
+carries the branch recomputed from the Via below it: no state, and no forged responses. When
+the upstream pool holds the request sent on a response's branch (a client transaction), that
+request is the proof instead: the response's top Via must be, byte for byte, the Via we wrote
+in it (`is_sent_via`); a Via changed on the way is checked by its MAC as above.
 """
 
 from __future__ import annotations
@@ -255,6 +258,17 @@ def response_destination(key: bytes, msg: Response, first: bytes | None = None) 
     # the MAC covers the token as we wrote it (`flow_token` of the source): read as it is
     expected = branch(key, below, msg.call_id, msg.from_.tag, msg.cseq.number, token)
     return destination if hmac.compare_digest(expected, first or ours) else None
+
+
+def is_sent_via(top: Via, sent: bytes) -> bool:
+    """`top`, a response's top Via carrying the branch of a request we sent as `sent`, is the
+    Via we wrote there, byte for byte (a Via line of its own, as the request writers put ours).
+    Then it is ours (RFC 3261 §16.7 step 3) with no MAC to recompute: the branch (80 bits of
+    MAC, which no one but us and the hops it went through can know) found the request, and the
+    rest of the value, sent-by and flow token included, is what we wrote. A value an upstream
+    changed (a filled `rport`, an added `received`: RFC 3581 §4, RFC 3261 §18.2.1) is not:
+    `response_destination` checks it as any other."""
+    return b"\nVia: " + top.raw + b"\r\n" in sent
 
 
 def uri_destination(uri: SipUri) -> Address | None:
