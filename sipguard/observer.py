@@ -26,13 +26,9 @@ from typing import IO, Any, Final
 from structlog.typing import FilteringBoundLogger
 
 from sipguard import __version__
+from sipguard.labels import DROPPED_RESPONSE_CAUSES, is_dropped_response
 from sipguard.logs import configure_logging
-from sipguard.metrics import (
-    DROPPED_RESPONSE_CAUSES,
-    Metrics,
-    is_dropped_response,
-    serve_metrics,
-)
+from sipguard.metrics import Metrics, serve_metrics
 from sipguard.notify import Notifier
 from sipguard.policy.sources import normalise_source_text
 from sipguard.proxy.actions import Action, Address, BanEvent, Cause, Drop, Forward, Reply
@@ -80,7 +76,7 @@ EVENTS: Final[dict[Cause, tuple[str, int]]] = {
     Cause.BUG: ("bug_dropped", DEBUG),  # `bug()` writes the error line with the traceback
 }
 
-# A response received and not relayed (`metrics.is_dropped_response`), whatever its cause.
+# A response received and not relayed (`labels.is_dropped_response`), whatever its cause.
 DROPPED_RESPONSE_EVENT: Final = ("response_dropped", DEBUG)
 
 # Lines per second per event name, and the burst allowed above it (see the module docstring).
