@@ -3,9 +3,9 @@
 Owns: the event vocabulary of the decisions (`EVENTS`: which `Cause` is which log event at which
 level, and `DROPPED_RESPONSE_EVENT`), the levels, and `EventLog`, the base of the `Observer`: the
 logger's methods bound once per level that is on (`set_logger`), the causes whose lines the
-level lets through, and the budget of each event: `log_rate` lines per second (burst
-`log_burst`) so a flood cannot fill the disk; the next line written carries `suppressed=N` and
-the metric `sipguard_log_suppressed_total{event}` counts the rest.
+level lets through, and the budget of each event (`Pacing`: `DEFAULT_LOG_RATE` lines per
+second, bursts of `DEFAULT_LOG_BURST`) so a flood cannot fill the disk; the next line written
+carries `suppressed=N` and the metric `sipguard_log_suppressed_total{event}` counts the rest.
 
 Never does: decide what a line says (the observer and its reports build the fields), or
 configure logging (`sipguard.logs`). Event names are a stable interface (README "Log events").
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Final
 
 from structlog.typing import FilteringBoundLogger
@@ -69,6 +70,16 @@ DEFAULT_LOG_RATE: Final = 100.0
 DEFAULT_LOG_BURST: Final = 1000.0
 
 
+@dataclass(frozen=True, slots=True)
+class Pacing:
+    """How many lines each event may write: `rate` per second (None: no limit), with bursts
+    of `burst`, timed on `monotonic`."""
+
+    rate: float | None = DEFAULT_LOG_RATE
+    burst: float = DEFAULT_LOG_BURST
+    monotonic: Callable[[], float] = time.monotonic
+
+
 class _Budget:
     """Token bucket for the lines of one event name."""
 
@@ -82,22 +93,13 @@ class _Budget:
 
 class EventLog:
     """Writes the lines of events at their level, each within its budget (see the module
-    docstring). `metrics` (None: not configured) counts the lines not written; `monotonic`
-    paces the budget, `log_rate` None turns it off."""
+    docstring). `metrics` (None: not configured) counts the lines not written."""
 
     def __init__(
-        self,
-        metrics: Metrics | None,
-        logger: FilteringBoundLogger | None,
-        *,
-        monotonic: Callable[[], float] = time.monotonic,
-        log_rate: float | None = DEFAULT_LOG_RATE,
-        log_burst: float = DEFAULT_LOG_BURST,
+        self, metrics: Metrics | None, logger: FilteringBoundLogger | None, pacing: Pacing
     ) -> None:
         self.metrics = metrics
-        self._monotonic = monotonic
-        self._log_rate = log_rate
-        self._log_burst = log_burst
+        self._pacing = pacing
         self._budgets: dict[str, _Budget] = {}
         self._emit: dict[int, Callable[..., Any]] = {}
         # The causes whose decisions may write a line at the level set: the others are only
@@ -128,16 +130,15 @@ class EventLog:
 
     def _allow(self, event: str) -> int | None:
         """None: drop this line; else the number of lines of `event` dropped since the last."""
-        if self._log_rate is None:
+        pacing = self._pacing
+        if pacing.rate is None:
             return 0
-        now = self._monotonic()
+        now = pacing.monotonic()
         budget = self._budgets.get(event)
         if budget is None:
-            budget = self._budgets[event] = _Budget(self._log_burst, now)
+            budget = self._budgets[event] = _Budget(pacing.burst, now)
         else:
-            budget.tokens = min(
-                self._log_burst, budget.tokens + (now - budget.stamp) * self._log_rate
-            )
+            budget.tokens = min(pacing.burst, budget.tokens + (now - budget.stamp) * pacing.rate)
             budget.stamp = now
         if budget.tokens < 1.0:
             budget.suppressed += 1

@@ -35,6 +35,7 @@ from sipguard.events import (
     ERROR,
     EVENTS,
     INFO,
+    Pacing,
 )
 from sipguard.labels import is_dropped_response
 from sipguard.logs import configure_logging
@@ -87,15 +88,7 @@ class Observer(Reports):
         `settings`: the configuration running now; `config_reloaded` then says what changed.
         `serve_endpoint`: serve /metrics and /healthz on `endpoint` once `started()` runs in the
         loop, and follow `metrics.listen` on reloads; False leaves the endpoint to the caller."""
-        super().__init__(
-            metrics,
-            logger,
-            notifier,
-            clock=clock,
-            monotonic=monotonic,
-            log_rate=log_rate,
-            log_burst=log_burst,
-        )
+        super().__init__(clock, notifier, metrics, logger, Pacing(log_rate, log_burst, monotonic))
         self._log_settings = log_settings
         self._log_stream = log_stream
         self._serve = serve_endpoint

@@ -15,7 +15,6 @@ state outage's `detail` is why, never a credential.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -23,12 +22,11 @@ from structlog.typing import FilteringBoundLogger
 
 from sipguard.events import (
     DEBUG,
-    DEFAULT_LOG_BURST,
-    DEFAULT_LOG_RATE,
     ERROR,
     INFO,
     WARNING,
     EventLog,
+    Pacing,
 )
 from sipguard.metrics import Metrics
 from sipguard.notify import Notifier
@@ -49,21 +47,16 @@ class Reports(EventLog):
 
     def __init__(
         self,
+        clock: Callable[[], float],
+        notifier: Notifier | None,
         metrics: Metrics | None,
         logger: FilteringBoundLogger | None,
-        notifier: Notifier | None,
-        *,
-        clock: Callable[[], float] = time.time,
-        monotonic: Callable[[], float] = time.monotonic,
-        log_rate: float | None = DEFAULT_LOG_RATE,
-        log_burst: float = DEFAULT_LOG_BURST,
+        pacing: Pacing,
     ) -> None:
         self.notifier = notifier
         self._clock = clock
         self._bans: dict[str, float] = {}
-        super().__init__(
-            metrics, logger, monotonic=monotonic, log_rate=log_rate, log_burst=log_burst
-        )
+        super().__init__(metrics, logger, pacing)
 
     # -- connections and errors -------------------------------------------------------------
 
