@@ -69,7 +69,14 @@ class Families:
 
     def __init__(self, *, version: str = __version__) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
+        # in this order in the scrape
+        self._declare_decisions(self.registry)
+        self._declare_daemon(self.registry)
+        self._declare_trunks_and_upstreams(self.registry)
+        self.build_info.labels(version).set(1)
+
+    def _declare_decisions(self, r: CollectorRegistry) -> None:
+        """What the core decides about each message (moved by `sipguard.decisions`)."""
         self.requests = CounterFamily(
             "sipguard_requests",
             "Requests (and unparseable messages) decided by the core, by outcome (the Cause).",
@@ -104,6 +111,9 @@ class Families:
             PROCESSING_BUCKETS,
             r,
         )
+
+    def _declare_daemon(self, r: CollectorRegistry) -> None:
+        """The rare events of the daemon (moved by `sipguard.metrics`)."""
         self.connections = Gauge(
             "sipguard_connections", "Open TCP/TLS connections.", ["transport"], registry=r
         )
@@ -141,6 +151,10 @@ class Families:
             ["event"],
             registry=r,
         )
+
+    def _declare_trunks_and_upstreams(self, r: CollectorRegistry) -> None:
+        """Per trunk and per upstream (label values from the config, capped): the trunks' series
+        move with the decisions, the upstreams' with the reports of the pool."""
         self.admitted = CounterFamily(
             "sipguard_admitted",
             "Requests admitted, by trunk (names from the config).",
@@ -169,5 +183,3 @@ class Families:
         )
         self.trunk_calls = _TrunkCalls()
         r.register(self.trunk_calls)
-
-        self.build_info.labels(version).set(1)
