@@ -8,9 +8,10 @@ per-upstream counts), `state_outage` / `state_errors`, and the bans (`banned`, w
 `sipguard_bans_active` gauge computed at scrape time from the bans remembered here, at most
 `MAX_TRACKED_BANS`).
 
-Never does: log a header value as the source: `src_ip`/`src_port` are always the socket peer
-handed in by the shell (fail2ban-style tools ban on them). Never puts a secret in a line: a
-state outage's `detail` is why, never a credential.
+Never does: a SIP decision, or log a header value as the source: `src_ip`/`src_port` are
+always the socket peer handed in by the shell (fail2ban-style tools ban on them). A `detail`
+(of an upstream error, a state outage) is written as the caller gives it: the caller keeps
+secrets out of it.
 """
 
 from __future__ import annotations
