@@ -49,10 +49,10 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from sipguard.aggregate import AggregateEndpoint
+from sipguard.endpoint import serve_http
 from sipguard.errors import ConfigError
 from sipguard.exits import EX_OK, EX_SOFTWARE
 from sipguard.logs import configure_logging
-from sipguard.metrics import serve_http
 from sipguard.notify import Notifier
 from sipguard.settings import Settings
 from sipguard.worker import CONTROL_ENV, METRICS_ENV, SUPERVISOR_ENV, WORKER_ENV
