@@ -26,7 +26,7 @@ import contextlib
 from collections.abc import Callable, Sequence
 from typing import Final
 
-from sipguard.metrics import Responder, answer_http
+from sipguard.endpoint import Responder, answer_http
 
 READ_TIMEOUT: Final = 2.0  # seconds for one worker's answer; a slow one is left out
 MAX_BODY: Final = 16 * 1024 * 1024  # bytes read from a worker at most

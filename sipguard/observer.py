@@ -1,16 +1,18 @@
 """What the daemon reports: each core decision and lifecycle event, to metrics, logs and systemd.
 
-Owns: the `Observer` the shell (`sipguard.server`) calls, and the event vocabulary: which
-`Cause` is which log event at which level (`EVENTS`), which series it moves (through
-`Metrics.record_decision`), when systemd hears READY/RELOADING/STOPPING.
+Owns: the `Observer` the shell (`sipguard.server`) calls, and its rooms: here the decisions
+(`decision`, the hot path: the series through `Metrics.record_decision`, the line of the
+decision's event), the lifecycle (when systemd hears READY/RELOADING/STOPPING, what a reload
+changed: `reload_fields`), the /metrics endpoint it serves, and `build_observer`; the other
+reports of the shell (connections, errors, the upstream pool, the shared state, bans) in
+`sipguard.reports`; the event vocabulary and the budget of lines in `sipguard.events`.
 
 Never does: a SIP decision, or log a header value as the source: `src_ip`/`src_port` are always
 the socket peer handed in by the shell (fail2ban-style tools ban on them; a Via or Contact can say
 anything). Never logs per packet at info: relayed responses, in-dialog requests, keep-alives and
 answered OPTIONS are debug; admissions, challenges, failures and denials are info or warning.
-Each decision event is bounded to `log_rate` lines per second (burst `log_burst`) so a flood
-cannot fill the disk; the next line written carries `suppressed=N` and the metric
-`sipguard_log_suppressed_total{event}` counts the rest. Metrics count every decision regardless.
+Each decision event is bounded to `log_rate` lines per second (burst `log_burst`, see
+`sipguard.events`). Metrics count every decision regardless.
 
 RFC 3261 §16.10 (the 200 to a CANCEL accompanies its forwarding: `Reply.accompanies`).
 """
@@ -26,71 +28,29 @@ from typing import IO, Any, Final
 from structlog.typing import FilteringBoundLogger
 
 from sipguard import __version__
-from sipguard.logs import configure_logging
-from sipguard.metrics import (
-    DROPPED_RESPONSE_CAUSES,
-    Metrics,
-    is_dropped_response,
-    serve_metrics,
+from sipguard.events import (
+    DEFAULT_LOG_BURST,
+    DEFAULT_LOG_RATE,
+    DROPPED_RESPONSE_EVENT,
+    ERROR,
+    EVENTS,
+    INFO,
+    Pacing,
 )
+from sipguard.labels import is_dropped_response
+from sipguard.logs import configure_logging
+from sipguard.metrics import Metrics, serve_metrics
 from sipguard.notify import Notifier
 from sipguard.policy.sources import normalise_source_text
-from sipguard.proxy.actions import Action, Address, BanEvent, Cause, Drop, Forward, Reply
-from sipguard.proxy.failover import FailoverEvent, UpstreamReport
-from sipguard.proxy.pool import Health
+from sipguard.proxy.actions import Action, Address, Drop, Forward, Reply
+from sipguard.reports import Reports
 from sipguard.settings import LogSettings, MetricsSettings, Settings
 from sipguard.settings.diff import diff_settings
 from sipguard.worker import WORKER_ENV
 
-DEBUG: Final = 10
-INFO: Final = 20
-WARNING: Final = 30
-ERROR: Final = 40
-
-# Cause -> (event name, level). Event names are a stable interface (README "Log events").
-EVENTS: Final[dict[Cause, tuple[str, int]]] = {
-    Cause.ADMITTED_IP: ("admitted", INFO),
-    Cause.ADMITTED_DIGEST: ("admitted", INFO),
-    Cause.IN_DIALOG: ("in_dialog", DEBUG),
-    Cause.CHALLENGED: ("challenged", INFO),
-    Cause.STALE_NONCE: ("challenged", INFO),  # cause=stale_nonce tells them apart
-    Cause.AUTH_FAILED: ("auth_failed", WARNING),
-    Cause.ACL_DENIED: ("acl_denied", WARNING),
-    Cause.PARSE_ERROR: ("parse_error", INFO),
-    Cause.TOO_LARGE: ("too_large", INFO),
-    Cause.TOO_MANY_HOPS: ("too_many_hops", INFO),
-    Cause.LOOP_DETECTED: ("loop_detected", WARNING),  # usually a routing misconfiguration
-    Cause.BAD_EXTENSION: ("bad_extension", INFO),
-    Cause.UNSUPPORTED_URI_SCHEME: ("unsupported_uri_scheme", INFO),
-    Cause.OPTIONS_ANSWERED: ("options_answered", DEBUG),  # providers ping every few seconds
-    Cause.ACK_ABSORBED: ("ack_absorbed", DEBUG),
-    Cause.CANCEL_FORWARDED: ("cancel_forwarded", INFO),
-    Cause.STRAY: ("stray", DEBUG),
-    Cause.BANNED: ("ban_dropped", DEBUG),  # the ban itself is the `banned` event
-    Cause.RATE_LIMITED: ("rate_limited", WARNING),
-    Cause.TRUNK_LIMITED: ("trunk_limited", WARNING),
-    Cause.SCANNER: ("scanner_dropped", WARNING),
-    Cause.KEEPALIVE: ("keepalive", DEBUG),
-    Cause.FROM_UPSTREAM: ("from_upstream", DEBUG),
-    Cause.RESPONSE: ("response_relayed", DEBUG),
-    Cause.UPSTREAM_ERROR: ("upstream_unavailable", WARNING),
-    Cause.FAILOVER: ("failover_sent", DEBUG),  # the `failover` event is the decision's line
-    Cause.PROBE: ("probe", DEBUG),
-    Cause.STATE_ERROR: ("state_unavailable", WARNING),
-    Cause.BUG: ("bug_dropped", DEBUG),  # `bug()` writes the error line with the traceback
-}
-
-# A response received and not relayed (`metrics.is_dropped_response`), whatever its cause.
-DROPPED_RESPONSE_EVENT: Final = ("response_dropped", DEBUG)
-
-# Lines per second per event name, and the burst allowed above it (see the module docstring).
-DEFAULT_LOG_RATE: Final = 100.0
-DEFAULT_LOG_BURST: Final = 1000.0
 # Seconds a stop may take beyond `limits.shutdown_grace`: the server's flush of open connections
 # (`server.CLOSE_WAIT`, 1 s) and the exit itself, with room for a loaded machine.
 STOP_MARGIN: Final = 5.0
-# Bans remembered for the `sipguard_bans_active` gauge; expired ones are pruned beyond this.
-MAX_TRACKED_BANS: Final = 100_000
 
 _ACTION_KIND: Final[dict[type, str]] = {Reply: "reply", Forward: "forward", Drop: "drop"}
 
@@ -100,18 +60,7 @@ def reply_status(action: Action) -> int:
     return action.info.status
 
 
-class _Budget:
-    """Token bucket for the lines of one event name."""
-
-    __slots__ = ("stamp", "suppressed", "tokens")
-
-    def __init__(self, tokens: float, stamp: float) -> None:
-        self.tokens = tokens
-        self.stamp = stamp
-        self.suppressed = 0
-
-
-class Observer:
+class Observer(Reports):
     """Turns what the shell reports into metrics, log lines and systemd notifications.
 
     Any of `metrics`, `logger`, `notifier` may be None (not configured / not under systemd).
@@ -139,18 +88,7 @@ class Observer:
         `settings`: the configuration running now; `config_reloaded` then says what changed.
         `serve_endpoint`: serve /metrics and /healthz on `endpoint` once `started()` runs in the
         loop, and follow `metrics.listen` on reloads; False leaves the endpoint to the caller."""
-        self.metrics = metrics
-        self.notifier = notifier
-        self._clock = clock
-        self._monotonic = monotonic
-        self._log_rate = log_rate
-        self._log_burst = log_burst
-        self._budgets: dict[str, _Budget] = {}
-        self._bans: dict[str, float] = {}
-        self._emit: dict[int, Callable[..., Any]] = {}
-        # The causes whose decisions may write a line at the level set: the others are only
-        # counted, at the price of one set lookup (see `decision`).
-        self._logged: frozenset[Cause] = frozenset()
+        super().__init__(clock, notifier, metrics, logger, Pacing(log_rate, log_burst, monotonic))
         self._log_settings = log_settings
         self._log_stream = log_stream
         self._serve = serve_endpoint
@@ -158,30 +96,8 @@ class Observer:
         self._endpoint: asyncio.Server | None = None
         self._endpoint_tasks: set[asyncio.Task[None]] = set()
         self._settings = settings
-        self.set_logger(logger)
         if metrics is not None:
             metrics.bans_active.set_function(self.active_bans)
-
-    def set_logger(self, logger: FilteringBoundLogger | None) -> None:
-        """Use `logger` from now on (after `configure_logging` ran again on a reload)."""
-        self.logger = logger
-        self._emit = {}
-        self._logged = frozenset()
-        if logger is None:
-            return
-        is_enabled = getattr(logger, "is_enabled_for", lambda level: True)
-        methods = {DEBUG: "debug", INFO: "info", WARNING: "warning", ERROR: "error"}
-        # Bound once: the per-call attribute lookup through structlog's lazy proxy costs ~0.5 µs;
-        # a level that is off has no emitter, so its fields are never even built.
-        for level, name in methods.items():
-            if is_enabled(level):
-                self._emit[level] = getattr(logger, name)
-        self._logged = frozenset(
-            cause
-            for cause, (_, level) in EVENTS.items()
-            if level in self._emit
-            or (cause in DROPPED_RESPONSE_CAUSES and DROPPED_RESPONSE_EVENT[1] in self._emit)
-        )
 
     # -- the hot path -----------------------------------------------------------------------
 
@@ -235,182 +151,6 @@ class Observer:
         if suppressed:
             fields["suppressed"] = suppressed
         emit(event, **fields)
-
-    def _allow(self, event: str) -> int | None:
-        """None: drop this line; else the number of lines of `event` dropped since the last."""
-        if self._log_rate is None:
-            return 0
-        now = self._monotonic()
-        budget = self._budgets.get(event)
-        if budget is None:
-            budget = self._budgets[event] = _Budget(self._log_burst, now)
-        else:
-            budget.tokens = min(
-                self._log_burst, budget.tokens + (now - budget.stamp) * self._log_rate
-            )
-            budget.stamp = now
-        if budget.tokens < 1.0:
-            budget.suppressed += 1
-            if self.metrics is not None:
-                self.metrics.log_suppressed(event)
-            return None
-        budget.tokens -= 1.0
-        suppressed, budget.suppressed = budget.suppressed, 0
-        return suppressed
-
-    def _log(self, level: int, event: str, **fields: Any) -> None:
-        emit = self._emit.get(level)
-        if emit is not None:
-            emit(event, **fields)
-
-    # -- connections and errors -------------------------------------------------------------
-
-    def connection_opened(self, transport: str) -> None:
-        if self.metrics is not None:
-            self.metrics.connection_opened(transport)
-
-    def connection_closed(self, transport: str) -> None:
-        if self.metrics is not None:
-            self.metrics.connection_closed(transport)
-
-    def upstream_error(self, to: Address, detail: str) -> None:
-        """Sending to the upstream `to` failed (connection refused, TLS error, ...)."""
-        if self.metrics is not None:
-            self.metrics.upstream_error()
-        if ERROR in self._emit and (suppressed := self._allow("upstream_error")) is not None:
-            self._log(
-                ERROR,
-                "upstream_error",
-                upstream_ip=to.host,
-                upstream_port=to.port,
-                transport=to.transport.value,
-                detail=detail,
-                **({"suppressed": suppressed} if suppressed else {}),
-            )
-
-    def bug(self, exc: BaseException, source: Address) -> None:
-        """An exception escaped the handling of one message from `source`: a defect."""
-        if self.metrics is not None:
-            self.metrics.bug()
-        if ERROR in self._emit and (suppressed := self._allow("bug")) is not None:
-            self._log(
-                ERROR,
-                "bug",
-                src_ip=normalise_source_text(source.host),
-                src_port=source.port,
-                transport=source.transport.value,
-                exc_type=type(exc).__name__,
-                exc_info=exc,
-                **({"suppressed": suppressed} if suppressed else {}),
-            )
-
-    def peer_unreachable(self, peer: Address, reason: str) -> None:
-        """A datagram to `peer` came back ICMP unreachable and was no Forward of ours: a client
-        that left before its reply. Ordinary traffic: counted, and logged at debug only."""
-        if self.metrics is not None:
-            self.metrics.peer_unreachable(reason)
-        if DEBUG in self._emit and (suppressed := self._allow("peer_unreachable")) is not None:
-            self._log(
-                DEBUG,
-                "peer_unreachable",
-                src_ip=normalise_source_text(peer.host),
-                src_port=peer.port,
-                transport=peer.transport.value,
-                reason=reason,
-                **({"suppressed": suppressed} if suppressed else {}),
-            )
-
-    def listener_error(self, listener: str, detail: str) -> None:
-        self._log(ERROR, "listener_error", listener=listener, detail=detail)
-        if self.notifier is not None:
-            self.notifier.status(f"listener {listener} failed: {detail}")
-
-    # -- the upstream pool ------------------------------------------------------------------
-
-    def upstream_report(self, report: UpstreamReport) -> None:
-        """What the core's upstream side did since the last tick: health changes
-        (`upstream_down` / `upstream_up` with the probe outcome as `reason`), failovers
-        (`failover` with the Call-ID, both upstreams and the reason), the per-upstream request
-        outcomes and the current health of each upstream (the gauge)."""
-        metrics = self.metrics
-        for event in report.events:
-            if isinstance(event, FailoverEvent):
-                self._log(
-                    WARNING,
-                    "failover",
-                    call_id=event.call_id,
-                    method=event.method,
-                    upstream=event.from_uri,
-                    next_upstream=event.to_uri or None,
-                    reason=event.reason,
-                )
-            else:
-                down = event.health is Health.DOWN
-                self._log(
-                    ERROR if down else WARNING,
-                    "upstream_down" if down else "upstream_up",
-                    upstream=event.member.uri,
-                    reason=event.reason,
-                )
-        if report.lost:
-            self._log(WARNING, "upstream_events_lost", count=report.lost)
-        if metrics is None:
-            return
-        for uri, up in report.health:
-            metrics.upstream_health(uri, up)
-        for (uri, outcome), count in report.counts.items():
-            metrics.upstream_requests_add(uri, outcome.value, count)
-
-    # -- shared state -----------------------------------------------------------------------
-
-    def state_outage(self, operation: str, detail: str) -> None:
-        """The shared state stopped answering (`detail`: why, never a secret) or answers again
-        (`detail` empty): one line each way, not one per failed call."""
-        if detail:
-            self._log(WARNING, "state_unreachable", operation=operation, detail=detail)
-        else:
-            self._log(INFO, "state_restored", operation=operation)
-
-    def state_errors(self, count: int) -> None:
-        if self.metrics is not None:
-            self.metrics.state_failed(count)
-
-    # -- bans -------------------------------------------------------------------------------
-
-    def banned(self, event: BanEvent | Any) -> None:
-        """The guard banned `event.ip` until `event.until` (after `event.failures` failures), or a
-        ban ended: `until` == 0 (`actions.BanEvent`), or an event with a `reason` (the guard's
-        `UnbanEvent`: expired, evicted; its `until` is when the ban was due to end)."""
-        reason = getattr(event, "reason", None)
-        if event.until and reason is None:
-            if self.metrics is not None:
-                self.metrics.banned()
-            if len(self._bans) >= MAX_TRACKED_BANS:
-                self._prune_bans()
-            self._bans[event.ip] = event.until
-            self._log(
-                WARNING,
-                "banned",
-                src_ip=normalise_source_text(event.ip),
-                failures=getattr(event, "failures", 0),
-                until=event.until,
-                ban_seconds=max(0, round(event.until - self._clock())),
-            )
-        else:
-            self._bans.pop(event.ip, None)
-            why = {} if reason is None else {"reason": str(getattr(reason, "value", reason))}
-            self._log(INFO, "unbanned", src_ip=normalise_source_text(event.ip), **why)
-
-    def active_bans(self) -> float:
-        """Bans not yet expired (the `sipguard_bans_active` gauge, computed at scrape time)."""
-        now = self._clock()
-        return float(sum(1 for until in self._bans.values() if until > now))
-
-    def _prune_bans(self) -> None:
-        now = self._clock()
-        self._bans = {ip: until for ip, until in self._bans.items() if until > now}
-        while len(self._bans) >= MAX_TRACKED_BANS:  # all still active: forget the oldest
-            del self._bans[next(iter(self._bans))]
 
     # -- lifecycle --------------------------------------------------------------------------
 

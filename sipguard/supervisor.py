@@ -49,10 +49,10 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from sipguard.aggregate import AggregateEndpoint
+from sipguard.endpoint import serve_http
 from sipguard.errors import ConfigError
 from sipguard.exits import EX_OK, EX_SOFTWARE
 from sipguard.logs import configure_logging
-from sipguard.metrics import serve_http
 from sipguard.notify import Notifier
 from sipguard.restarts import DEATH_WINDOW, MAX_DEATHS, RESTART_DELAY, DeathRule, restart_delay
 from sipguard.settings import Settings

@@ -14,7 +14,8 @@ integers are exact. Kamailio's statistics work the same way: counters bumped in 
 whoever asks.
 
 Never does: locking (one thread increments and collects), or create a series on its own: the
-owner (`sipguard.metrics`) decides which label values exist, from bounded sets only.
+owners (`sipguard.decisions`, `sipguard.metrics`) decide which label values exist, from bounded
+sets only.
 """
 
 from __future__ import annotations

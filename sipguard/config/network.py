@@ -30,24 +30,31 @@ _UPSTREAM = re.compile(
 )
 
 
+LISTENER_KEYS = ("url", "advertise")
+
+
 def read_listeners(
     r: Reader, value: object, done: Mapping[str, Any]
 ) -> tuple[Listener, ...] | None:
-    """`listen`: at least one `transport://address:port`, no two alike."""
+    """`listen`: at least one `transport://address:port`, or a mapping with `url` and the
+    `advertise` address our Via and Record-Route name (needed by a wildcard listener); no two
+    alike."""
     if value is None:
         r.error("listen", "missing: give at least one transport://address:port")
         return None
-    items = r.string_list(value, "listen")
-    if items is None:
+    if not isinstance(value, list):
+        r.error("listen", f"expected a list, got {describe(value)}")
         return None
-    if not items and not value:
+    if not value:
         r.error("listen", "give at least one transport://address:port")
     found: list[Listener] = []
     seen: dict[tuple[str, int, int], str] = {}
-    for where, text in items:
-        listener = listener_url(r, text, where)
-        if listener is None:
+    for index, item in enumerate(value):
+        where = f"listen[{index}]"
+        read = _listener_item(r, item, where)
+        if read is None:
             continue
+        listener, text = read
         identity = (listener.transport, int(ipaddress.ip_address(listener.host)), listener.port)
         if identity in seen:
             r.error(where, f"{text!r}: duplicate of {seen[identity]}")
@@ -60,8 +67,65 @@ def read_listeners(
                 f"{text!r} receives IPv6 only; "
                 f"add {listener.transport}://0.0.0.0:{listener.port} for IPv4",
             )
+        if listener.is_wildcard and listener.advertise is None:
+            r.warn(
+                where,
+                f"{text!r} listens on every local address, so our Via and Record-Route name "
+                f"{listener.host}, which peers on other hosts cannot send to (their in-dialog "
+                "requests and their answers to our requests fail); give the address they reach "
+                f"us at: {{url: {text}, advertise: 203.0.113.5}}, or listen on that address",
+            )
         found.append(listener)
     return tuple(found)
+
+
+def _listener_item(r: Reader, item: object, where: str) -> tuple[Listener, str] | None:
+    """One `listen` entry, and its URL as written: a URL, or a mapping with `url` and
+    `advertise` (the address our Via and Record-Route name: a wildcard listener needs one)."""
+    if isinstance(item, dict):
+        section = r.mapping(item, where, LISTENER_KEYS)
+        if section is None or "url" not in section:
+            r.error(f"{where}.url", "missing: transport://address:port")
+            return None
+        text = r.string(section["url"], f"{where}.url")
+        listener = None if text is None else listener_url(r, text, f"{where}.url")
+        advertise = _advertise(r, section.get("advertise"), f"{where}.advertise", listener)
+        if advertise is None and section.get("advertise") is not None:
+            return None
+    else:
+        text = r.string(item, where)  # a URL item is a string
+        listener = None if text is None else listener_url(r, text, where)
+        advertise = None
+    if listener is None or text is None:
+        return None
+    return dataclasses.replace(listener, advertise=advertise), text
+
+
+_HOSTPORT = re.compile(r"(?:\[(?P<v6>[^\]]*)\]|(?P<host>[^\[\]:/]*))(?::(?P<port>[^:]*))?\Z")
+
+
+def _advertise(
+    r: Reader, value: object, where: str, listener: Listener | None
+) -> tuple[str, int] | None:
+    """`advertise`: `address` or `address:port` (IPv6 in brackets); the port defaults to the
+    listener's. Never an address nobody can send to (unspecified, multicast)."""
+    if value is None:
+        return None
+    text = r.string(value, where)
+    match = None if text is None else _HOSTPORT.match(text)
+    if text is None or match is None:
+        if text is not None:
+            r.error(where, f"{text!r}: expected address or address:port, e.g. 203.0.113.5:5060")
+        return None
+    host = r.ip_literal(match["v6"], match["host"], where, text)
+    port = r.port(match["port"], where, text) if match["port"] is not None else None
+    if host is None or (match["port"] is not None and port is None):
+        return None
+    ip = ipaddress.ip_address(host)
+    if ip.is_unspecified or ip.is_multicast:
+        r.error(where, f"{text!r}: peers cannot send to it; give the address they reach us at")
+        return None
+    return host, port or (listener.port if listener is not None else 5060)
 
 
 def listener_url(r: Reader, text: str, where: str) -> Listener | None:

@@ -1,128 +1,40 @@
-"""Ban, rate-limit and scanner decisions for the edge, given the source IP and `now`.
+"""The edge guard: bans, the request throttle and the scanner list under one set of settings.
 
-Owns: the per-source state that protects the edge (SECURITY-CASES 26, 33): failed-authentication
-counters and the bans they trigger, a token bucket per source for unauthenticated requests, and the
-User-Agent scanner list. Every method takes `now` (seconds, from a monotonic clock owned by the
-shell) and answers with a value; the shell logs `BanEvent`/`UnbanEvent` and exports the sizes.
+Owns: `Guard`, what the core asks about a source (SECURITY-CASES 26, 33): is it banned, may it
+send one more unauthenticated request, is its User-Agent a scanner's, and what its failures and
+successes change; its reload (`configure`), housekeeping (`expire`) and sizes (`GuardSizes`).
+The parts live by concern: `sipguard.policy.bans` (failures counted per source, bans and their
+events), `sipguard.policy.throttle` (a token bucket per source), `sipguard.policy.scanners`
+(User-Agent names) and `sipguard.policy.guard_settings` (`GuardSettings`); their names are
+handed on here, where the core and the shell import them.
 
-Must never: read a clock, sleep, log, touch sockets or parse SIP (the core hands over the source IP
-and the raw User-Agent bytes). Stdlib only.
+Never does: read a clock, sleep, log, touch sockets or parse SIP (the core hands over the source
+IP and the raw User-Agent bytes; every method takes `now`). Stdlib only.
 
-Memory: each table is an `OrderedDict` capped at `max_tracked_sources`; when full the oldest entry
-is evicted (O(1) `popitem(last=False)`; a plain dict would rescan its deleted prefix on every
-pop-front and go quadratic under a flood of distinct sources). Tables that are updated keep
-least-recently-updated order with `move_to_end`, so `expire()` only pops from the front: every
-call is amortised O(1) and nothing is ever sorted.
-
-RFC 3261 §22 (a failed digest is the signal counted), §17.1.1.2 / §17.1.2.2 (Timers A/E: how many
-unauthenticated retransmissions a well-behaved phone sends), §21.5.4 (503 + Retry-After is the
-shell's answer to a refused request).
+The cost per message is the parts' own: `Guard` is the ban table (`Core.handle` asks
+`is_banned` for every message, a method of `Bans`), and the questions asked of every request
+(`is_scanner`, `allow_request`) are the parts' bound methods, so asking the guard takes no call
+more than asking the part.
 """
 
 from __future__ import annotations
 
-import re
-from collections import OrderedDict
-from collections.abc import Callable, Container
-from dataclasses import dataclass, field
-from enum import Enum
+from dataclasses import dataclass
 
-DEFAULT_SCANNER_USER_AGENTS: tuple[str, ...] = (
-    "friendly-scanner",  # sipvicious svmap/svwar/svcrack default
-    "sipvicious",
-    "sipcli",
-    "VaxSIPUserAgent",
-    "pplsip",
-    "sip-scan",
-)
+from sipguard.policy.bans import BanEvent, BanRecord, Bans, UnbanEvent, UnbanReason
+from sipguard.policy.guard_settings import GuardSettings
+from sipguard.policy.scanners import ScannerList
+from sipguard.policy.throttle import Throttle
 
-
-# Two bans of one source whose ends differ by less than this are one ban (decided by two
-# instances a few milliseconds apart, or our own heard back from the shared state).
-SAME_BAN = 5.0
-
-
-def _nobody_exempt(ip: str) -> bool:
-    return False
-
-
-@dataclass(frozen=True, slots=True)
-class GuardSettings:
-    """Thresholds of the guard; `sipguard.settings.Protection` maps onto it."""
-
-    # Wrong answers to a challenge from one source within `ban_window` seconds that ban it.
-    ban_failures: int = 5
-    ban_window: float = 60.0
-    # Seconds a ban lasts: long enough to make online password guessing pointless. 0 disables
-    # bans (failures are still counted): sipguard.config accepts 0, so the guard must too.
-    ban_duration: float = 600.0
-    # Sources never banned nor rate limited: the whitelist's compiled matcher (ip -> bool) or any
-    # container of IP strings. Excluded from eq/hash: a matcher has no useful equality.
-    never_ban: Callable[[str], bool] | Container[str] = field(
-        default=_nobody_exempt, compare=False, hash=False
-    )
-    # A source where someone authenticated within `proven_for` seconds hosts real users (a NAT
-    # office): it tolerates this many failures per window instead (see `Guard.record_success`);
-    # None = twice ban_failures, so raising ban_failures alone never makes the settings invalid.
-    ban_failures_proven: int | None = None
-    proven_for: float = 600.0
-    # Token bucket for unauthenticated requests per source; arithmetic in `Guard.allow_request`.
-    rate: float = 50.0
-    burst: int = 400
-    # Cap of every per-source table: ~100 k entries cost tens of MB, see the module docstring.
-    max_tracked_sources: int = 100_000
-    # Case-insensitive substrings of User-Agent that mark a well-known scanner.
-    scanner_user_agents: tuple[str, ...] = DEFAULT_SCANNER_USER_AGENTS
-
-    def __post_init__(self) -> None:
-        # Guards against programming errors; sipguard.config validates operator input.
-        if self.ban_failures < 1:
-            raise ValueError("guard: ban_failures must be >= 1")
-        if self.ban_failures_proven is not None and self.ban_failures_proven < self.ban_failures:
-            raise ValueError("guard: ban_failures_proven must be >= ban_failures")
-        if not (self.ban_window > 0 and self.ban_duration >= 0 and self.proven_for >= 0):
-            raise ValueError("guard: ban_window must be > 0, ban_duration and proven_for >= 0")
-        if not (self.rate > 0 and self.burst >= 1):
-            raise ValueError("guard: rate must be > 0 and burst >= 1")
-        if self.max_tracked_sources < 1:
-            raise ValueError("guard: max_tracked_sources must be >= 1")
-        if any(not ua or not ua.isascii() for ua in self.scanner_user_agents):
-            raise ValueError("guard: scanner_user_agents must be non-empty ASCII strings")
-
-
-@dataclass(frozen=True, slots=True)
-class BanEvent:
-    """A source was banned until `until` after `failures` failures (log event `banned`); the
-    core also reports an unban with `until` == 0."""
-
-    ip: str
-    until: float
-    failures: int = 0
-
-
-class UnbanReason(Enum):
-    EXPIRED = "expired"
-    EVICTED = "evicted"  # the ban table was full and this was the ban closest to expiry
-    LIFTED = "lifted"  # an operator lifted it (admin API)
-
-
-@dataclass(frozen=True, slots=True)
-class UnbanEvent:
-    """A ban ended (log event `unbanned`); `until` is when it was due to end."""
-
-    ip: str
-    until: float
-    reason: UnbanReason
-
-
-@dataclass(frozen=True, slots=True)
-class BanRecord:
-    """A ban in force, for the admin API: since and until on the clock of `now`."""
-
-    ip: str
-    since: float
-    until: float
-    failures: int  # failures that triggered it; 0 for a ban placed by an operator
+__all__ = [
+    "BanEvent",
+    "BanRecord",
+    "Guard",
+    "GuardSettings",
+    "GuardSizes",
+    "UnbanEvent",
+    "UnbanReason",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,324 +49,41 @@ class GuardSizes:
     exempted: int  # bans not placed because the source is in never_ban
 
 
-class _Bucket:
-    """Token bucket state of one source; `exempt` caches the never_ban answer for it."""
-
-    __slots__ = ("exempt", "stamp", "tokens")
-
-    def __init__(self, tokens: float, stamp: float, exempt: bool) -> None:
-        self.tokens = tokens
-        self.stamp = stamp
-        self.exempt = exempt
-
-
-class Guard:
+class Guard(Bans):
     """Per-source bans, failure counting, rate limiting and scanner detection (sans-IO)."""
 
     def __init__(self, settings: GuardSettings | None = None) -> None:
-        # ip -> ban end; insertion order is expiry order (constant duration, monotonic now).
-        self._bans: OrderedDict[str, float] = OrderedDict()
-        # ip -> (since, failures) of each ban, for `bans()`; kept off the hot path's table.
-        self._ban_details: dict[str, tuple[float, int]] = {}
-        # ip -> times of recent failures, ascending, at most _proven_failures long.
-        self._failures: OrderedDict[str, list[float]] = OrderedDict()
-        # ip -> end of the "someone authenticated here" period.
-        self._proven: OrderedDict[str, float] = OrderedDict()
-        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
-        # Unbans found lazily (is_banned) or by eviction, handed out by the next expire().
-        self._pending: list[UnbanEvent] = []
-        # Bound method fetched once: `od.get` looks the method up through the subclass each call.
-        self._ban_get = self._bans.get
-        self._evicted = 0
-        self._exempted = 0
-        self.configure(settings or GuardSettings())
+        settings = settings or GuardSettings()
+        self._throttle = Throttle(settings)
+        # Token bucket per source for unauthenticated requests: `Throttle.allow_request`.
+        self.allow_request = self._throttle.allow_request
+        super().__init__(settings)  # configures the bans and, through `configure`, the rest
 
     def configure(self, settings: GuardSettings) -> None:
         """Apply new settings (config reload) keeping bans and counters; trims to a lower cap.
 
-        Cached never_ban answers live in the buckets, so the buckets are forgotten: a forgotten
-        bucket is a full one, which only errs on the side of serving. What can fail (the
-        scanner pattern) is built before anything is assigned, so a failure changes nothing."""
-        # One alternation over the ASCII-lowered bytes: measured ~2x faster than one `in` per
-        # name, and faster than re.IGNORECASE.
-        names = sorted({ua.encode("ascii").lower() for ua in settings.scanner_user_agents})
-        scanners = re.compile(b"|".join(re.escape(name) for name in names)) if names else None
-        self._settings = settings
-        self._proven_failures = settings.ban_failures_proven or 2 * settings.ban_failures
-        never_ban = settings.never_ban
-        if callable(never_ban):
-            self._exempt: Callable[[str], bool] = never_ban
-        else:
-            self._exempt = never_ban.__contains__
-        self._scanners: re.Pattern[bytes] | None = scanners
-        # Seconds after which an idle bucket is full again, i.e. no different from no bucket.
-        self._refill_time = settings.burst / settings.rate
-        self._buckets.clear()
-        cap = settings.max_tracked_sources
-        for table in (self._failures, self._proven):
-            while len(table) > cap:
-                table.popitem(last=False)
-                self._evicted += 1
-        while len(self._bans) > cap:
-            self._evict_ban()
-
-    @property
-    def settings(self) -> GuardSettings:
-        return self._settings
-
-    # -- bans ---------------------------------------------------------------------------------
-
-    def is_banned(self, ip: str, now: float) -> bool:
-        """True while `ip` is banned. The hot path: one dict lookup for the unbanned majority."""
-        until = self._ban_get(ip)
-        if until is None:
-            return False
-        if now < until:
-            return True
-        del self._bans[ip]
-        self._ban_details.pop(ip, None)
-        self._note_unban(UnbanEvent(ip, until, UnbanReason.EXPIRED))
-        return False
-
-    def record_failure(self, ip: str, now: float) -> BanEvent | None:
-        """Count a wrong answer to a challenge from `ip`; ban it when the count is reached.
-
-        Sliding window, exact: the source is banned when `ban_failures` failures (or
-        `ban_failures_proven` for a proven source, see `record_success`) fall within the last
-        `ban_window` seconds; N failures spread over more than the window never ban. The log per
-        source holds at most `ban_failures_proven` floats. never_ban sources are counted but not
-        banned (`GuardSizes.exempted` counts the bans not placed)."""
-        settings = self._settings
-        if self.is_banned(ip, now):
-            return None  # the core drops banned sources first; nothing more to learn
-        failures = self._failures
-        times = failures.get(ip)
-        if times is None:
-            if len(failures) >= settings.max_tracked_sources:
-                failures.popitem(last=False)
-                self._evicted += 1
-            times = failures[ip] = [now]
-        else:
-            failures.move_to_end(ip)
-            horizon = now - settings.ban_window
-            while times and times[0] <= horizon:
-                del times[0]
-            times.append(now)
-            if len(times) > self._proven_failures:
-                del times[0]
-        proven_until = self._proven.get(ip)
-        if proven_until is not None and now < proven_until:
-            threshold = self._proven_failures
-        else:
-            threshold = settings.ban_failures
-        if len(times) < threshold or settings.ban_duration <= 0:
-            return None  # below the threshold, or bans disabled (ban_duration 0)
-        if self._exempt(ip):
-            self._exempted += 1
-            return None
-        del failures[ip]
-        return self._place_ban(ip, now, now + settings.ban_duration, len(times))
-
-    def record_success(self, ip: str, now: float) -> None:
-        """Note that a request from `ip` authenticated. It does NOT reset the failure counter.
-
-        Why not reset: the counter is per source IP, and a success proves only that one user
-        behind that IP knows one password. If a success wiped the count, an attacker holding any
-        valid account (a customer, a leaked phone config) could interleave one good login per
-        N-1 guesses and brute-force every other account from the same IP without ever being
-        banned; a NAT office would give the same cover to anyone inside it.
-
-        What it does instead: the source becomes *proven* for `proven_for` seconds (default 10
-        min, so a small office whose phones refresh every few minutes stays proven), and a
-        proven source is banned at `ban_failures_proven` failures per window (default twice
-        `ban_failures`: 10) instead of `ban_failures` (5). One misconfigured phone behind a NAT
-        retries its REGISTER on a timer (typically every 20-60 s, one failure per attempt: a
-        few per minute), far below 10 per minute, so it does not get the office banned while
-        the other phones authenticate; a runaway client or a guesser still is. The price is
-        bounded: an attacker with a valid account gets at most 9 guesses per window instead of
-        4 (a ban limits the guessing *rate* in any case; one pacing itself under the threshold
-        is never banned). Offices that must never be banned belong in `never_ban`."""
-        proven = self._proven
-        if ip in proven:
-            proven.move_to_end(ip)
-        elif len(proven) >= self._settings.max_tracked_sources:
-            proven.popitem(last=False)
-            self._evicted += 1
-        proven[ip] = now + self._settings.proven_for
-
-    def ban(self, ip: str, now: float, duration: float | None = None) -> BanEvent | None:
-        """Ban `ip` from outside the failure counter (an operator, another instance). None if
-        the source is exempt or the duration is not positive (bans disabled)."""
-        if duration is None:
-            duration = self._settings.ban_duration
-        if duration <= 0:
-            return None
-        if self._exempt(ip):
-            self._exempted += 1
-            return None
-        self._failures.pop(ip, None)
-        return self._place_ban(ip, now, now + duration, 0)
-
-    def unban(self, ip: str) -> UnbanEvent | None:
-        """Lift the ban of `ip` at once (an operator); None if it was not banned. Its failure
-        count starts again from zero."""
-        until = self._bans.pop(ip, None)
-        self._ban_details.pop(ip, None)
-        self._failures.pop(ip, None)
-        if until is None:
-            return None
-        return UnbanEvent(ip, until, UnbanReason.LIFTED)
-
-    def bans(self, now: float) -> list[BanRecord]:
-        """The bans in force at `now`, oldest first (O(bans): for the admin API, not per packet)."""
-        records = []
-        for ip, until in self._bans.items():
-            if until > now:
-                since, failures = self._ban_details.get(ip, (now, 0))
-                records.append(BanRecord(ip, since, until, failures))
-        return records
-
-    def shared_ban(self, ip: str, count: int, now: float) -> BanEvent | None:
-        """The ban that `count` failures of `ip` across every instance (shared state) call for,
-        by the threshold `record_failure` applies (proven sources, never_ban, bans off alike):
-        a new one, or the one already in place here (so that the others learn it). Places
-        nothing: the shell publishes it and every instance applies it with `ban_until`."""
-        current = self._ban_get(ip)
-        if current is not None and now < current:
-            return BanEvent(ip, current, count)
-        proven_until = self._proven.get(ip)
-        proven = proven_until is not None and now < proven_until
-        threshold = self._proven_failures if proven else self._settings.ban_failures
-        if count < threshold or self._settings.ban_duration <= 0 or self._exempt(ip):
-            return None
-        return BanEvent(ip, now + self._settings.ban_duration, count)
-
-    def ban_until(self, ip: str, until: float, now: float) -> BanEvent | None:
-        """A ban placed elsewhere (another instance), ending at `until`: None if it is over,
-        the source is exempt here, or a ban ending at most SAME_BAN seconds earlier is already
-        in place (the same ban, decided on two instances or heard back)."""
-        current = self._ban_get(ip)
-        if not now < until or (current is not None and current >= until - SAME_BAN):
-            return None
-        if self._exempt(ip):
-            self._exempted += 1
-            return None
-        self._failures.pop(ip, None)
-        return self._place_ban(ip, now, until, 0)
-
-    def active_bans(self) -> int:
-        """Bans in the table (including expired ones not yet swept; `expire()` first if exact)."""
-        return len(self._bans)
-
-    def _place_ban(self, ip: str, now: float, until: float, failures: int) -> BanEvent:
-        bans = self._bans
-        if bans.pop(ip, None) is None and len(bans) >= self._settings.max_tracked_sources:
-            self._evict_ban()
-        bans[ip] = until
-        self._ban_details[ip] = (now, failures)
-        return BanEvent(ip, until, failures)
-
-    def _evict_ban(self) -> None:
-        ip, until = self._bans.popitem(last=False)
-        self._ban_details.pop(ip, None)
-        self._evicted += 1
-        self._note_unban(UnbanEvent(ip, until, UnbanReason.EVICTED))
-
-    def _note_unban(self, event: UnbanEvent) -> None:
-        # Bounded like the tables: if the shell stops calling expire(), events are dropped.
-        if len(self._pending) < self._settings.max_tracked_sources:
-            self._pending.append(event)
-
-    # -- rate limit ---------------------------------------------------------------------------
-
-    def allow_request(self, ip: str, now: float, cost: float = 1.0) -> bool:
-        """Token bucket per source for unauthenticated requests (those the core would challenge).
-
-        Sizing (defaults rate=50/s, burst=400), for 200 phones behind one NAT re-registering at
-        once after an outage:
-          - each phone sends REGISTER without credentials -> 401 -> REGISTER with credentials;
-            only the first is unauthenticated and costs a token: 200 tokens;
-          - over UDP a phone retransmits (RFC 3261 §17.1.2.2 Timer E: T1 = 0.5 s, then 1, 2 s)
-            only while no response arrived; the 401 is sent at once, so at most the one
-            retransmission that crosses it in flight (or follows a lost 401): +200 tokens;
-          - worst case all at the same instant: 2 x 200 = 400 = burst, nothing refused;
-          - spread over ~5 s: 400 / 5 s = 80/s on average, of which the bucket refills 50/s:
-            400 + 5 x 50 = 650 tokens available >= 400 needed;
-          - then refreshes: 200 phones with a 60 s expiry re-register every ~30 s: ~7/s << 50/s.
-        A flood of 1000/s from one source gets the 400 burst, then 50/s: 900 of 10 000 in 10 s.
-        `cost` > `burst` is never allowed. never_ban sources are never limited (the answer of
-        the matcher is cached in the bucket, so it runs once per tracked source)."""
-        buckets = self._buckets
-        bucket = buckets.get(ip)
-        if bucket is None:
-            if len(buckets) >= self._settings.max_tracked_sources:
-                buckets.popitem(last=False)  # least recently seen: the likeliest to be full
-                self._evicted += 1
-            bucket = buckets[ip] = _Bucket(float(self._settings.burst), now, self._exempt(ip))
-        else:
-            buckets.move_to_end(ip)
-            elapsed = now - bucket.stamp
-            if elapsed > 0:  # a clock that steps back must not mint tokens
-                tokens = bucket.tokens + elapsed * self._settings.rate
-                burst = self._settings.burst
-                bucket.tokens = burst if tokens > burst else tokens
-                bucket.stamp = now
-        if bucket.exempt:
-            return True
-        if bucket.tokens >= cost:
-            bucket.tokens -= cost
-            return True
-        return False
-
-    # -- scanners -----------------------------------------------------------------------------
-
-    def is_scanner(self, user_agent: bytes | None) -> bool:
-        """True if the User-Agent contains a configured scanner name (ASCII case-insensitive)."""
-        if not user_agent or self._scanners is None:
-            return False
-        return self._scanners.search(user_agent.lower()) is not None
-
-    # -- housekeeping -------------------------------------------------------------------------
+        The throttle forgets its buckets (they cache never_ban answers; a forgotten bucket is a
+        full one, which only errs on the side of serving). What can fail (the scanner pattern)
+        is built before anything is assigned, so a failure changes nothing."""
+        scanners = ScannerList(settings.scanner_user_agents)
+        super().configure(settings)
+        self._throttle.configure(settings)
+        # True if the User-Agent contains a configured scanner name: `ScannerList.is_scanner`.
+        self.is_scanner = scanners.is_scanner
 
     def expire(self, now: float) -> list[UnbanEvent]:
-        """Forget what has expired; return the bans that ended (for the `unbanned` log).
-
-        Each table is ordered by its expiry key, so this pops from the front until the first
-        live entry: O(entries removed). Entries of a clock that stepped back are left to the
-        lazy checks."""
-        events = self._pending
-        self._pending = []
-        bans = self._bans
-        while bans:
-            ip, until = next(iter(bans.items()))
-            if until > now:
-                break
-            bans.popitem(last=False)
-            self._ban_details.pop(ip, None)
-            events.append(UnbanEvent(ip, until, UnbanReason.EXPIRED))
-        horizon = now - self._settings.ban_window
-        failures = self._failures
-        while failures:
-            times = next(iter(failures.values()))
-            if times and times[-1] > horizon:
-                break
-            failures.popitem(last=False)
-        proven = self._proven
-        while proven and next(iter(proven.values())) <= now:
-            proven.popitem(last=False)
-        # A bucket idle for burst/rate seconds is full: forgetting it changes nothing.
-        idle_since = now - self._refill_time
-        buckets = self._buckets
-        while buckets and next(iter(buckets.values())).stamp <= idle_since:
-            buckets.popitem(last=False)
+        """Forget what has expired; return the bans that ended (for the `unbanned` log)."""
+        events = super().expire(now)
+        self._throttle.expire(now)
         return events
 
     def sizes(self) -> GuardSizes:
+        throttle = self._throttle
         return GuardSizes(
             bans=len(self._bans),
             failures=len(self._failures),
             proven=len(self._proven),
-            buckets=len(self._buckets),
-            evicted=self._evicted,
+            buckets=throttle.tracked,
+            evicted=self._evicted + throttle.evicted,
             exempted=self._exempted,
         )

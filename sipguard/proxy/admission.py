@@ -11,7 +11,31 @@ reply.
 Never does: write forwarded bytes or choose where they go (forwarding does), I/O, clocks.
 
 Where a request can still be refused once its trunk is known (per-trunk limits): `_admit`, the
-one exit every admitted new request passes.
+one exit every admitted new request passes. What the config implies for a source address (its
+trunks, the one trusting it by address, the challenge's algorithms, the trunks whose secrets
+count, its rate bucket) is derived once per address and config: `plan_for`.
+
+Decisions where the contract is silent, and why:
+- A digest failure (wrong password, unknown user, expired credential, replayed nonce-count,
+  digest `uri` other than the Request-URI, a nonce we never issued to this source) is answered
+  `403 Forbidden` (or nothing, when `auth.refuse` is `drop`), the same bytes apart from the
+  To-tag whatever the reason, after the same work: an unknown user is checked against a dummy
+  HA1 (SECURITY-CASES 26).
+- A request repeated with the same digest answer, source, top Via branch, Call-ID and CSeq
+  within 32 s (Timer F) is a retransmission and is forwarded again on the same branch; any
+  other reuse of a nonce-count is a replay and a failure.
+- An answer we cannot use (malformed parameters, an algorithm or qop we did not offer, no qop)
+  gets a fresh challenge and counts no failure (SECURITY-CASES 23).
+- In-dialog requests (a To-tag) of a dialog we admitted, from the address that set it up, are
+  forwarded without a new challenge, even after a reload that changed the whitelist; any other
+  in-dialog request is admitted like a new one (so a forged To-tag earns nothing).
+- OPTIONS addressed to sipguard itself (no user part, our address) is answered `200` for any
+  source that a trunk's whitelist admits, without a challenge: it is a keep-alive ping.
+- Replies to sources that no trunk admits are never larger than their request when it came in a
+  datagram (SECURITY-CASES 8, no amplification; a stream peer's address is verified by its
+  handshake, and a stream whose framing fails gets its 400/513, SECURITY-CASES 3, 5, 7); the
+  username of a digest answer is not compared with From/To (trunks and PBXs commonly
+  authenticate as an account name that is not the caller).
 """
 
 from __future__ import annotations
@@ -25,7 +49,7 @@ from sipguard.auth.digest import (
 )
 from sipguard.proxy import limiting
 from sipguard.proxy.actions import Action, Cause, Drop, Info, ShareFailure
-from sipguard.proxy.context import Admitted, Context, Pending
+from sipguard.proxy.context import Admitted, Config, Context, Pending, SourcePlan
 from sipguard.proxy.digest_check import DigestCheck, DigestOutcome, check_digest
 from sipguard.proxy.memory import DIALOG_LINGER, DIALOG_TTL
 from sipguard.proxy.replies import TRAILER, head, rate_limited, refuse, reply, sent, text
@@ -39,6 +63,7 @@ from sipguard.proxy.via import (
 from sipguard.settings import Trunk
 
 URI_SCHEMES = frozenset({b"sip", b"sips", b"tel"})
+_PLANS_SIZE = 4096  # source addresses whose `SourcePlan` is kept (`Config.plans`)
 
 
 Verdict = Admitted | Pending | list[Action]
@@ -134,20 +159,19 @@ def _dialog(ctx: Context, info: Info) -> Admitted | None:
 
 def _new_request(ctx: Context, info: Info) -> Verdict:
     """A request that starts a transaction: trunk by address, sanity, then IP trust or digest."""
-    candidates = ctx.cfg.matcher.candidates(ctx.source.host)
-    if not candidates:
+    # the source's plan, derived from the config on its first request (`plan_for`)
+    plan = ctx.cfg.plans.get(ctx.source.host) or plan_for(ctx.cfg, ctx.source.host)
+    if not plan.trunks:
         return refuse(ctx, Cause.ACL_DENIED, info)
     refusal = _sanity(ctx, info)
     if refusal is not None:
         return refusal
     if ctx.msg.method == b"OPTIONS" and _is_for_us(ctx):
         return [reply(ctx, 200, b"OK", Cause.OPTIONS_ANSWERED, info)]
-    for trunk in candidates:
-        if not trunk.requires_auth:
-            return _admit(
-                ctx, Admitted(Cause.ADMITTED_IP, Info(info.method, info.call_id, trunk.name))
-            )
-    return _authenticate(ctx, candidates, info)
+    trunk = plan.ip_trunk
+    if trunk is not None:
+        return _admit(ctx, Admitted(Cause.ADMITTED_IP, Info(info.method, info.call_id, trunk.name)))
+    return _authenticate(ctx, plan, info)
 
 
 def _admit(ctx: Context, admitted: Admitted) -> Admitted | list[Action]:
@@ -218,27 +242,24 @@ def _is_for_us(ctx: Context) -> bool:
 # ---------------------------------------------------------------------------------- digest
 
 
-def _authenticate(ctx: Context, candidates: Sequence[Trunk], info: Info) -> Verdict:
+def _authenticate(ctx: Context, plan: SourcePlan, info: Info) -> Verdict:
     """DESIGN §4 step 3: check the digest answer, then map the outcome through `OUTCOMES`."""
-    algorithms = _algorithms(ctx, candidates)
-    check = check_digest(ctx, candidates, algorithms, info.method)
+    check = check_digest(ctx, plan, info.method)
     if check.outcome is DigestOutcome.ASK:
         assert check.expiry is not None
-        return Pending(check, algorithms, info, check.expiry)
-    return conclude(ctx, check.outcome, check, algorithms, info, candidates)
+        return Pending(check, plan, info, check.expiry)
+    return conclude(ctx, check.outcome, check, plan, info)
 
 
 def conclude(
     ctx: Context,
     outcome: DigestOutcome,
     check: DigestCheck,
-    algorithms: tuple[str, ...],
+    plan: SourcePlan,
     info: Info,
-    candidates: Sequence[Trunk] | None = None,
 ) -> Admitted | list[Action]:
     """What a digest outcome means (`OUTCOMES`); also the end of a `Pending` verdict, whose
-    `outcome` is `counted`'s (the check keeps its ASK). `candidates`: the source's trunks when
-    the caller has them (else looked up again)."""
+    `outcome` is `counted`'s (the check keeps its ASK). `plan`: the source's (`plan_for`)."""
     step = OUTCOMES[outcome]
     answer = check.answer
     user = answer.username[:64] if answer is not None else ""
@@ -250,10 +271,10 @@ def conclude(
     if step is Step.CHALLENGE:
         if check.detail:
             info = Info(info.method, info.call_id, detail=check.detail)
-        return _challenge(ctx, candidates, algorithms, False, Cause.CHALLENGED, info)
+        return _challenge(ctx, plan, False, Cause.CHALLENGED, info)
     if step is Step.STALE_CHALLENGE:
         info = Info(info.method, info.call_id, "", user)
-        return _challenge(ctx, candidates, algorithms, True, Cause.STALE_NONCE, info)
+        return _challenge(ctx, plan, True, Cause.STALE_NONCE, info)
     if step is Step.REJECT:
         return [reply(ctx, 400, b"Duplicate Credentials", Cause.PARSE_ERROR, info)]
     ban = ctx.st.guard.record_failure(ctx.ip, ctx.now)
@@ -269,10 +290,34 @@ def conclude(
     return refuse(ctx, Cause.AUTH_FAILED, info, counted=True)
 
 
-def _algorithms(ctx: Context, candidates: Sequence[Trunk]) -> tuple[str, ...]:
+def plan_for(cfg: Config, host: str) -> SourcePlan:
+    """The `SourcePlan` of source address `host` under `cfg`: derived on its first request and
+    kept in `cfg.plans` (a new config starts empty; cleared when full, as the matcher's cache
+    is, so that a flood of spoofed sources cannot grow it)."""
+    plan = cfg.plans.get(host)
+    if plan is not None:
+        return plan
+    trunks = cfg.matcher.candidates(host)
+    ip_trunk = next((trunk for trunk in trunks if not trunk.requires_auth), None)
+    names = frozenset(trunk.name for trunk in trunks)
+    holders = {trunk.name for trunk in cfg.settings.trunks if trunk.requires_auth}
+    plan = SourcePlan(
+        trunks,
+        ip_trunk,
+        _algorithms(cfg, trunks),
+        None if holders <= names else names,
+        _throttled(trunks),
+    )
+    if len(cfg.plans) >= _PLANS_SIZE:
+        cfg.plans.clear()
+    cfg.plans[host] = plan
+    return plan
+
+
+def _algorithms(cfg: Config, candidates: Sequence[Trunk]) -> tuple[str, ...]:
     """The challenge order: the first credential trunk's, then the others' (DESIGN §3).
-    Every candidate here requires credentials (`_new_request` admitted the source otherwise)."""
-    default = ctx.cfg.settings.auth.algorithms
+    Read only when no candidate admits the source by address, i.e. all require credentials."""
+    default = cfg.settings.auth.algorithms
     seen: list[str] = []
     for trunk in candidates:
         for algorithm in trunk.algorithms or default:
@@ -287,10 +332,7 @@ def _throttled(candidates: Sequence[Trunk]) -> bool:
     trunks), i.e. an open trunk (or none) admits it. A named source is its trunk's to limit
     (issue 12 item 6), so a carrier sending hundreds of calls a second from one address is
     never throttled by it."""
-    for trunk in candidates:  # noqa: SIM110 - a loop: no generator object per challenge
-        if trunk.whitelist:
-            return False
-    return True
+    return not any(trunk.whitelist for trunk in candidates)
 
 
 @functools.lru_cache(maxsize=64)
@@ -314,17 +356,14 @@ def _challenge_lines(
 
 def _challenge(
     ctx: Context,
-    candidates: Sequence[Trunk] | None,
-    algorithms: tuple[str, ...],
+    plan: SourcePlan,
     stale: bool,
     cause: Cause,
     info: Info,
 ) -> list[Action]:
     """401 + WWW-Authenticate for REGISTER, else 407 + Proxy-Authenticate (RFC 3261 §22.1)."""
     cfg, st = ctx.cfg, ctx.st
-    if candidates is None:
-        candidates = cfg.matcher.candidates(ctx.source.host)
-    if _throttled(candidates) and not st.guard.allow_request(ctx.ip, ctx.now):
+    if plan.throttled and not st.guard.allow_request(ctx.ip, ctx.now):
         return rate_limited(ctx, info)
     nonce = st.issuer.issue_bytes(
         cfg.realm, ctx.ip, ctx.now, cfg.settings.auth.nonce_ttl, st.next_unique()
@@ -334,5 +373,5 @@ def _challenge(
         status, reason = 401, b"Unauthorized"
     else:
         status, reason = 407, b"Proxy Authentication Required"
-    lines = _challenge_lines(cfg.realm, cfg.opaque, algorithms, stale, register)
+    lines = _challenge_lines(cfg.realm, cfg.opaque, plan.algorithms, stale, register)
     return [sent(ctx, head(ctx, status, reason) + nonce.join(lines), status, cause, info)]

@@ -3,8 +3,9 @@
 Owns: `Config` (everything derived from `Settings` once per load, swapped whole by
 `Core.reconfigure`), `State` (what outlives a reload: keys, memory tables, nonce counts, the
 guard) and `Context` (one request being decided: the message, where it came from, `now`, the
-config it is decided under), and `Admitted`, the verdict admission hands to forwarding.
-Passing one `Context` replaces long argument lists.
+config it is decided under), `SourcePlan` (what the config implies for one source address,
+derived once per address and config: `Config.plans`), and `Admitted`, the verdict admission
+hands to forwarding. Passing one `Context` replaces long argument lists.
 
 Never does: I/O, clocks, SIP decisions. Nothing here is built per message but `Context`.
 """
@@ -24,12 +25,25 @@ from sipguard.policy.whitelist import SourceMatcher
 from sipguard.proxy.actions import Address, Cause, Info, Question, Transport
 from sipguard.proxy.memory import Admission, ExpiringTable
 from sipguard.proxy.outgoing import Fragments, Line
-from sipguard.settings import Settings
+from sipguard.settings import Settings, Trunk
 from sipguard.sip import ParserLimits, Request
 
 # What a retransmission repeats and a new request changes (`digest_check.retransmission_key`): the
 # source, the digest nonce, nonce-count and cnonce, the top Via branch, Call-ID, CSeq number.
 RetransmissionKey = tuple[str, str, int, str, bytes, bytes, int]
+
+
+class SourcePlan(NamedTuple):
+    """What the config implies for requests from one source address, derived once per address
+    and config (`admission.plan_for`, kept in `Config.plans`) instead of once per request."""
+
+    trunks: tuple[Trunk, ...]  # the candidate trunks (`SourceMatcher.candidates`), in order
+    ip_trunk: Trunk | None  # the first that admits the source by address alone; None: digest
+    algorithms: tuple[str, ...]  # the challenge's, in order (DESIGN §3)
+    # the trunks whose secrets an answer is checked against (`CredentialStore.check`): None
+    # when they hold every configured credential (no filter to apply)
+    names: frozenset[str] | None
+    throttled: bool  # its challenges pass the anonymous per-source rate bucket
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +71,8 @@ class Config:
     inbound: InboundFilter  # the header lines a request from outside loses
     needs_index: re.Pattern[bytes]  # outgoing.needs_index: a request with lines to strip or edit
     route_to_us: re.Pattern[bytes]  # outgoing.route_to_us: our Record-Route values as written
+    # source address -> its `SourcePlan`, filled on first use (bounded: `admission.plan_for`)
+    plans: dict[str, SourcePlan]
 
 
 class State:
@@ -130,7 +146,7 @@ class Pending(NamedTuple):
     (shared state): the core asks the shell (`AskNonceCount`) and concludes with the answer."""
 
     check: Any  # digest_check.DigestCheck
-    algorithms: tuple[str, ...]
+    plan: SourcePlan
     info: Info
     expiry: float
 

@@ -13,7 +13,6 @@ Never does: build replies or verdicts, I/O, clocks (`now` comes in the context).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from enum import Enum
 from typing import NamedTuple
 
@@ -21,9 +20,8 @@ from sipguard.auth.credentials import Entry, SecretCheck
 from sipguard.auth.digest import MAX_PARAM_LENGTH, DigestAnswer, MalformedAnswer
 from sipguard.auth.nonce import NonceVerdict
 from sipguard.errors import ParseError
-from sipguard.proxy.context import Context, Pending, RetransmissionKey
+from sipguard.proxy.context import Context, Pending, RetransmissionKey, SourcePlan
 from sipguard.proxy.memory import RETRANSMISSION_TTL
-from sipguard.settings import Trunk
 from sipguard.sip import Credentials, Request, parse_credentials, parse_uri
 
 __all__ = [
@@ -96,29 +94,25 @@ def _our_credentials(ctx: Context) -> tuple[list[tuple[bytes, Credentials]], dic
     -> ours)."""
     ours: list[tuple[bytes, Credentials]] = []
     parsed: dict[int, bool] = {}
-    if ctx.plain:
-        return ours, parsed  # `Config.needs_index` found no credential header: none to read
-    msg = ctx.msg
+    msg, found = ctx.msg, ctx.found
     key = b"authorization" if msg.method == b"REGISTER" else b"proxy-authorization"
     realm = ctx.cfg.realm
-    for index, value in _lines_of(ctx, key):
+    # (header index, value) of every line of that name: from the lines the core's scan found
+    # on the fast path (one header per line there, so its index is the count of line ends
+    # before it), else from the header index
+    if found is None:
+        lines = [(i, msg.value_at(i)) for i in msg.indices(key)]
+    else:
+        raw, first = msg.raw, msg.start_line_end
+        lines = [(raw.count(b"\r\n", first, x.start), x.value) for x in found if x.key == key]
+    for index, value in lines:
         credentials = parse_credentials(value)
-        mine = credentials.is_digest and credentials.params.get("realm") == realm
+        # another scheme has no params (`parse_credentials`): its realm is None, never ours
+        mine = credentials.params.get("realm") == realm
         parsed[index] = mine
         if mine:
             ours.append((value, credentials))
     return ours, parsed
-
-
-def _lines_of(ctx: Context, key: bytes) -> list[tuple[int, bytes]]:
-    """(header index, value) of every line of header `key`: from the lines the core's scan
-    found on the fast path (one header per line there, so its index is the count of line ends
-    before it), else from the header index."""
-    msg, found = ctx.msg, ctx.found
-    if found is None:
-        return [(i, msg.value_at(i)) for i in msg.indices(key)]
-    raw, first = msg.raw, msg.start_line_end
-    return [(raw.count(b"\r\n", first, x.start), x.value) for x in found if x.key == key]
 
 
 def _answer(value: bytes, credentials: Credentials) -> DigestAnswer:
@@ -130,12 +124,13 @@ def _answer(value: bytes, credentials: Credentials) -> DigestAnswer:
     return DigestAnswer.from_params(credentials.params, latin1=True)
 
 
-def check_digest(
-    ctx: Context, candidates: Sequence[Trunk], algorithms: Sequence[str], method: str
-) -> DigestCheck:
-    """The outcome of the request's digest answer (`method`: the request's, as text). The same
-    work whatever the outcome once an answer is usable: look up, hash, compare
+def check_digest(ctx: Context, plan: SourcePlan, method: str) -> DigestCheck:
+    """The outcome of the request's digest answer (`method`: the request's, as text; `plan`:
+    its source's, which names the algorithms offered and the trunks whose secrets count). The
+    same work whatever the outcome once an answer is usable: look up, hash, compare
     (SECURITY-CASES 26)."""
+    if ctx.plain:  # `Config.needs_index` found no credential header: none to read
+        return DigestCheck(DigestOutcome.NO_CREDENTIALS, {})
     ours, parsed = _our_credentials(ctx)
     if len(ours) > 1:
         return DigestCheck(DigestOutcome.DUPLICATE, parsed)  # never pick one (SECURITY-CASES 11)
@@ -145,15 +140,14 @@ def check_digest(
         answer = _answer(*ours[0])
     except MalformedAnswer as exc:
         return DigestCheck(DigestOutcome.MALFORMED, parsed, detail=str(exc)[:80])
-    if answer.algorithm not in algorithms or answer.qop != "auth":
+    if answer.algorithm not in plan.algorithms or answer.qop != "auth":
         return DigestCheck(
             DigestOutcome.NOT_OFFERED, parsed, detail=DigestOutcome.NOT_OFFERED.value
         )
     cfg, st, msg = ctx.cfg, ctx.st, ctx.msg
     # Every secret of the username (several during a rotation), at the same cost whatever the
     # outcome; a secret that is not current is refused like a wrong one (issue 16).
-    trunks = [t.name for t in candidates]
-    secret = cfg.store.check(answer, method, msg.body, trunks, ctx.now)
+    secret = cfg.store.check(answer, method, msg.body, plan.names, ctx.now)
     verdict, expiry = st.issuer.check_with_expiry(answer.nonce, cfg.realm, ctx.ip, ctx.now)
     outcome = _outcome(ctx, answer, secret.outcome, verdict)
     killed = False

@@ -158,11 +158,6 @@ class Upstreams(Generic[C]):
         txn = self.table.find(key)
         return txn.current if txn is not None else None
 
-    def first_branch(self, branch: bytes) -> bytes | None:
-        """The first attempt's branch of the transaction `branch` belongs to."""
-        found = self.table.match(branch)
-        return found[0].attempts[0].branch if found is not None else None
-
     def cancelled(self, key: Hashable) -> Attempt | None:
         """The client cancelled the request `key`: no failover from now on; the CANCEL goes to
         the attempt in progress (RFC 3261 §9.1: the CANCEL's branch is the INVITE's)."""
@@ -194,24 +189,25 @@ class Upstreams(Generic[C]):
     def on_response(self, msg: Response, source: Address, now: float) -> list[Action] | Relay:
         """A response from `source`: the actions when it ends here (a probe's answer, a failed
         branch, an abandoned one); `Relay.MATCHED` when it is a transaction's response for the
-        client (relay it without the stateless branch check: later attempts' branches are
-        not stateless); `Relay.UNKNOWN` when no transaction knows its branch (the core's
-        stateless checks decide, as before)."""
+        client (relay it: its Via is checked against the request sent on its branch, which
+        `table.match` finds; a later attempt's branch is not stateless); `Relay.UNKNOWN` when
+        no transaction knows its branch (the core's stateless checks decide, as before)."""
         branch = msg.top_via.branch
         if branch is None:
             return Relay.UNKNOWN
+        # the table first: most responses are its transactions' (a probe's branch never is)
+        decision = self.table.decide(branch, msg.status, now)
+        if decision is not None:
+            if decision.verdict is Verdict.RELAY:
+                return Relay.MATCHED
+            return self._act(decision, now, msg)
         if is_probe_branch(branch):
             matched, change = self.prober.answered(self.pool, branch, source, msg.status, now)
             if change is not None:
                 self._event(change)
             info = Info("OPTIONS", msg.call_id.decode("latin-1"), status=msg.status)
             return [Drop(Cause.PROBE if matched else Cause.STRAY, info)]
-        decision = self.table.decide(branch, msg.status, now)
-        if decision is None:
-            return Relay.UNKNOWN
-        if decision.verdict is Verdict.RELAY:
-            return Relay.MATCHED
-        return self._act(decision, now, msg)
+        return Relay.UNKNOWN
 
     def upstream_failed(self, forward: Forward, branch: bytes, now: float) -> list[Action] | None:
         """A Forward of ours with top Via `branch` was not delivered. None when it is no probe

@@ -20,7 +20,7 @@ from __future__ import annotations
 from sipguard.policy.sources import normalise_source_text
 from sipguard.proxy import limiting
 from sipguard.proxy.actions import Action, Address, Cause, Drop, Forward, Info, Origin, Transport
-from sipguard.proxy.context import Admitted, Config, Context, State
+from sipguard.proxy.context import Admitted, Config, Context
 from sipguard.proxy.memory import (
     DIALOG_LINGER,
     DIALOG_TTL,
@@ -32,22 +32,19 @@ from sipguard.proxy.replies import CREDENTIAL_KEYS, is_our_credential, reply, te
 from sipguard.proxy.routes import found_routes, our_routes, record_routes, route_destination
 from sipguard.proxy.via import (
     FLOW_PARAM,
-    branch_for,
+    TransactionKey,
     branch_on,
     flow_token,
     received_params,
-    response_destination,
     transaction_key,
-    via_value_with_flow,
 )
 from sipguard.sip import Edits, Request, Response, without_top_via
 
-__all__ = [  # our_routes, record_routes: proxy/routes.py, read here by the writer's tests
+__all__ = [  # our_routes: proxy/routes.py, read here by the writer's tests
     "DIALOG_CREATING",
     "from_upstream",
     "listener_for",
     "our_routes",
-    "record_routes",
     "relay_response",
     "to_upstream",
     "upstream_for",
@@ -56,6 +53,7 @@ __all__ = [  # our_routes, record_routes: proxy/routes.py, read here by the writ
 
 # Methods that create a dialog and so get our Record-Route (RFC 3261 §16.6 step 4; RFC 6665).
 DIALOG_CREATING = frozenset({b"INVITE", b"SUBSCRIBE", b"REFER"})
+_NONE_STRIPPED: frozenset[int] = frozenset()  # `Changes.strip` of a request that loses no line
 
 
 # ------------------------------------------------------------------------- to the upstream
@@ -72,10 +70,11 @@ def to_upstream(
     admitted: Admitted,
     destination: Address | None = None,
     branch: bytes | None = None,
+    key: TransactionKey | None = None,
 ) -> list[Action]:
     """RFC 3261 §16.6: forward an admitted request to the upstream: to `destination` on our
     `branch` when the upstream pool chose them (core.py), else the primary upstream on the
-    stateless branch."""
+    stateless branch. `key`: its `transaction_key`, when the caller has it."""
     msg, info = ctx.msg, admitted.info
     max_forwards = msg.max_forwards
     if max_forwards <= 0:
@@ -88,7 +87,7 @@ def to_upstream(
         return [reply(ctx, 503, b"Service Unavailable", Cause.UPSTREAM_ERROR, info)]
     out_local = listener_for(ctx.cfg, destination)
     data = write_request(ctx, admitted, out_local or ctx.cfg.listeners[0], max_forwards, branch)
-    _remember(ctx, info)
+    _remember(ctx, info, key)
     origin = Origin(msg, ctx.source, ctx.local, ctx.connection)
     return [Forward(data, destination, out_local, None, admitted.cause, info, origin)]
 
@@ -116,7 +115,7 @@ def write_request(
         found = edited_lines(msg, cfg.needs_index)  # a context built without the scan
     if found is None:
         popped = 0 if plain else our_routes(cfg, msg)[0]
-        strip: frozenset[int] = frozenset() if plain else _stripped(ctx, admitted)
+        strip = _NONE_STRIPPED if plain else _stripped(ctx, admitted)
     else:
         popped = found_routes(cfg, msg, found)[0]
         strip = _stripped_found(ctx, admitted, found)
@@ -150,12 +149,12 @@ def _route_lines(
         return b"", []
     fragments = ctx.cfg.fragments
     local = ctx.local
-    prev = fragments[local.transport, local.host, local.port].uri_head
-    back = b"%s: %s;%s=%s>" % (name, prev, FLOW_PARAM, token)
-    if via_local == local:
+    prev = fragments[local.transport, local.host, local.port]
+    back = b"%s: %s;%s=%s>" % (name, prev.uri_head, FLOW_PARAM, token)
+    ahead = fragments[via_local.transport, via_local.host, via_local.port]
+    if ahead is prev:  # one listener both sides (one `Fragments` per address): one line
         return name, [back]
-    ahead = fragments[via_local.transport, via_local.host, via_local.port].uri_head
-    return name, [b"%s: %s>" % (name, ahead), back]
+    return name, [b"%s: %s>" % (name, ahead.uri_head), back]
 
 
 def _stripped(ctx: Context, admitted: Admitted) -> frozenset[int]:
@@ -174,24 +173,28 @@ def _stripped(ctx: Context, admitted: Admitted) -> frozenset[int]:
 def _stripped_found(ctx: Context, admitted: Admitted, found: list[Line]) -> frozenset[int]:
     """`_stripped` for the lines a fast-path request's scan found (positions in `found`): on
     that path each header is one line, so a line's header index is the count of line ends
-    before it."""
+    before it (counted for a credential line only: `known` holds no other)."""
     known = admitted.credentials or {}
     raw, first = ctx.msg.raw, ctx.msg.start_line_end
-    return frozenset(
-        j
-        for j, line in enumerate(found)
-        if _strips(ctx, known, raw.count(b"\r\n", first, line.start), line.key, line.value)
-    )
+    strip: list[int] = []
+    for j, line in enumerate(found):
+        key = line.key
+        i = raw.count(b"\r\n", first, line.start) if key in CREDENTIAL_KEYS else -1
+        if _strips(ctx, known, i, key, line.value):
+            strip.append(j)
+    return frozenset(strip)
 
 
 def _strips(ctx: Context, known: dict[int, bool], i: int, key: bytes, value: bytes) -> bool:
     """Header `i` is not forwarded: `known` holds what admission found of its credential
-    headers (index -> ours)."""
+    headers (index -> ours; `i` is read for a credential header only)."""
     if ctx.cfg.inbound.strips(key):
         return True
+    if key not in CREDENTIAL_KEYS:
+        return False
     if i in known:
         return known[i]
-    return key in CREDENTIAL_KEYS and is_our_credential(value, ctx.cfg.realm)
+    return is_our_credential(value, ctx.cfg.realm)
 
 
 def _outgoing_headers(ctx: Context, admitted: Admitted) -> list[bytes]:
@@ -207,16 +210,21 @@ def _outgoing_headers(ctx: Context, admitted: Admitted) -> list[bytes]:
     )
 
 
-def _remember(ctx: Context, info: Info) -> None:
-    """An admitted INVITE's transaction (for its CANCEL and ACK) and a new dialog (for its
-    in-dialog requests) are remembered."""
+def _remember(ctx: Context, info: Info, key: TransactionKey | None) -> None:
+    """An admitted INVITE's transaction (for its CANCEL and ACK; `key`, when the caller has
+    it) and a new dialog (for its in-dialog requests) are remembered."""
     msg, st = ctx.msg, ctx.st
+    method = msg.method
+    invite = method == b"INVITE"
+    creating = method in DIALOG_CREATING and not msg.to.tag
+    if not (invite or creating):
+        return  # nothing to remember (REGISTER, in-dialog requests...): no Admission built
     admission = Admission(ctx.ip, info.trunk, info.user)
-    if msg.method == b"INVITE":
-        st.transactions.put(
-            transaction_key(msg, admission.source_ip), admission, ctx.now + INVITE_TRANSACTION_TTL
-        )
-    if msg.method in DIALOG_CREATING and not msg.to.tag:
+    if invite:
+        if key is None:
+            key = transaction_key(msg, ctx.ip)
+        st.transactions.put(key, admission, ctx.now + INVITE_TRANSACTION_TTL)
+    if creating:
         st.dialogs.put(msg.call_id, admission, ctx.now + DIALOG_TTL)
 
 
@@ -241,13 +249,15 @@ def from_upstream(ctx: Context) -> list[Action]:
         return [reply(ctx, 503, b"Service Unavailable", Cause.FROM_UPSTREAM, info)]
     record_route: list[tuple[bytes, bytes]] = []
     if msg.method in DIALOG_CREATING and not msg.to.tag:
-        record_route = record_routes(b"Record-Route", ctx.local, out_local, destination)
+        record_route = record_routes(cfg, b"Record-Route", ctx.local, out_local, destination)
         admission = Admission(normalise_source_text(destination.host), "", "")
         st.dialogs.put(msg.call_id, admission, ctx.now + DIALOG_TTL)
     elif msg.method == b"BYE":
         st.dialogs.expire_at_most(msg.call_id, ctx.now + DIALOG_LINGER)
         limiting.ended(st, msg)
-    via = via_value_with_flow(out_local, branch_for(st.branch_key, msg, ctx.source), ctx.source)
+    ours = cfg.fragments[out_local.transport, out_local.host, out_local.port]
+    token = flow_token(ctx.source)
+    via = ours.via(branch_on(st.branch_key, msg, token), token)
     actions: list[Action] = []
     if msg.method == b"CANCEL":
         actions.append(reply(ctx, 200, b"OK", Cause.CANCEL_FORWARDED, info))
@@ -276,7 +286,7 @@ def _upstream_request(
             route_name=b"Record-Route",
             route_lines=[name + b": " + value for name, value in record_route],
             popped=popped,
-            strip=frozenset(),
+            strip=_NONE_STRIPPED,
             attach=[],
             via_last=True,
         )
@@ -294,17 +304,14 @@ def _upstream_request(
 # ------------------------------------------------------------------------- responses
 
 
-def relay_response(
-    cfg: Config, st: State, msg: Response, first_branch: bytes | None = None
-) -> list[Action]:
-    """RFC 3261 §16.7: relay a response whose top Via is ours, to the flow recorded in it.
-    `first_branch`: the response came on a later attempt of a failover, whose branch is not the
-    stateless one; the Via below must still yield the transaction's first branch."""
+def relay_response(cfg: Config, msg: Response, destination: Address | None) -> list[Action]:
+    """RFC 3261 §16.7: relay a response to `destination`, the flow recorded in its top Via
+    when that Via is ours (None: it is not, SECURITY-CASES 34; proxy/upstreams.py checks it),
+    without that Via (step 3)."""
     # (`text`, inlined: every response passes here)
     info = Info(
         msg.cseq.method.decode("latin-1"), msg.call_id.decode("latin-1"), "", "", msg.status
     )
-    destination = response_destination(st.branch_key, msg, first_branch)
     if destination is None:
         return [Drop(Cause.STRAY, info)]
     if msg.cseq.method == b"CANCEL":

@@ -62,9 +62,8 @@ def check(ctx: Context, admitted: Admitted) -> list[Action] | None:
 
 
 def answered(st: State, msg: Response, now: float) -> None:
-    """A final response from the upstream to an INVITE, being relayed to the caller."""
-    if msg.cseq.method != b"INVITE" or msg.status < 200:
-        return
+    """A final response from the upstream to an INVITE, being relayed to the caller (the core
+    calls it for those alone)."""
     if msg.status < 300:
         st.limiter.established(caller_key(msg), msg.to.tag or b"", now)
     else:

@@ -85,15 +85,15 @@ def edited_lines(msg: Request, pattern: re.Pattern[bytes]) -> list[Line] | None:
     return lines
 
 
-def route_to_us(listeners: Iterable[Address]) -> re.Pattern[bytes]:
+def route_to_us(fragments: Iterable[Fragments]) -> re.Pattern[bytes]:
     """Our Record-Route and Path values as we write them (`Fragments.uri_head`, then our flow
     token or not), for every listener and upstream-facing socket: a Route element it matches in
     full names us (RFC 3261 §16.4) and is a valid name-addr by construction, so it is
-    recognised without parsing; group 1 is the flow token. A listener whose host is not
-    written in lower case is left out (its URIs are parsed as any other)."""
-    heads = [
-        re.escape(fragments_for(x).uri_head) for x in listeners if x.host == x.host.lower()
-    ] or [rb"(?!)"]
+    recognised without parsing; group 1 is the flow token. A name not written in lower case is
+    left out (its URIs are parsed as any other)."""
+    heads = [re.escape(x.uri_head) for x in fragments if x.uri_head == x.uri_head.lower()] or [
+        rb"(?!)"
+    ]
     return re.compile(
         rb"(?:" + rb"|".join(heads) + rb")(?:;" + FLOW_PARAM + rb"=([A-Za-z0-9.:\-]+))?>"
     )
@@ -104,20 +104,34 @@ USER_AGENT = re.compile(rb"\nUser-Agent[ \t]*:[ \t]*([^\r]*)", re.IGNORECASE)
 
 
 class Fragments(NamedTuple):
-    """What our lines start with for one listener, built when the config is loaded."""
+    """What our lines start with for one listener or upstream-facing socket, built when the
+    config is loaded, naming the address peers reach it at (`Listener.advertise`, else the
+    socket's own): every Via, Record-Route and Path of ours is written from these."""
 
     via_head: bytes  # b"Via: SIP/2.0/UDP host:port;branch="
     via_tail: bytes  # b";rport;sgf=" (UDP) or b";sgf="
     uri_head: bytes  # b"<sip:host:port;transport=udp;lr"
 
+    def via(self, branch: bytes, token: bytes) -> bytes:
+        """Our Via value (without `Via: `), carrying the flow `token` (`via.flow_token`)."""
+        return self.via_head[5:] + branch + self.via_tail + token
 
-def fragments_for(listener: Address) -> Fragments:
-    transport = listener.transport.value.encode("ascii")
-    rport = b";rport" if listener.transport is Transport.UDP else b""
+    def uri(self, token: bytes | None) -> bytes:
+        """Our Record-Route or Path value, with the flow `token` or without."""
+        if token is None:
+            return self.uri_head + b">"
+        return self.uri_head + b";" + FLOW_PARAM + b"=" + token + b">"
+
+
+def fragments_for(socket: Address, named: tuple[str, int]) -> Fragments:
+    """The fragments of the socket `socket`, naming `named` (host, port)."""
+    transport = socket.transport.value.encode("ascii")
+    rport = b";rport" if socket.transport is Transport.UDP else b""
+    name = hostport(Address(socket.transport, *named))
     return Fragments(
-        b"Via: SIP/2.0/%s %s;branch=" % (transport.upper(), hostport(listener)),
+        b"Via: SIP/2.0/%s %s;branch=" % (transport.upper(), name),
         rport + b";" + FLOW_PARAM + b"=",
-        b"<sip:%s;transport=%s;lr" % (hostport(listener), transport),
+        b"<sip:%s;transport=%s;lr" % (name, transport),
     )
 
 

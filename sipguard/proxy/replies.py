@@ -34,7 +34,8 @@ def is_our_credential(value: bytes, realm: str) -> bool:
         credentials = parse_credentials(value)
     except ParseError:
         return False
-    return credentials.is_digest and credentials.params.get("realm") == realm
+    # another scheme has no params (`parse_credentials`): its realm is None, never ours
+    return credentials.params.get("realm") == realm
 
 
 def reply(

@@ -18,7 +18,7 @@ from sipguard.proxy.actions import Address
 from sipguard.proxy.context import Config
 from sipguard.proxy.outgoing import Line
 from sipguard.proxy.replies import text
-from sipguard.proxy.via import FLOW_PARAM, our_uri, parse_flow_token, uri_destination
+from sipguard.proxy.via import FLOW_PARAM, flow_token, parse_flow_token, uri_destination
 from sipguard.sip import Request
 from sipguard.sip.lists import split_list
 from sipguard.sip.values import NameAddr
@@ -47,14 +47,17 @@ def _our_routes(cfg: Config, routes: list[NameAddr]) -> tuple[int, Address | Non
 
 
 def record_routes(
-    name: bytes, toward_next: Address, toward_prev: Address, prev: Address
+    cfg: Config, name: bytes, toward_next: Address, toward_prev: Address, prev: Address
 ) -> list[tuple[bytes, bytes]]:
     """One Record-Route (or Path) entry, or two when the two sides differ in transport or
     address family (RFC 5658): the top one faces the next hop, the other the previous one
     and carries the previous hop's flow so that requests back reach it."""
+    fragments = cfg.fragments
+    back = fragments[toward_prev.transport, toward_prev.host, toward_prev.port]
     if toward_next == toward_prev:
-        return [(name, our_uri(toward_prev, prev))]
-    return [(name, our_uri(toward_next, None)), (name, our_uri(toward_prev, prev))]
+        return [(name, back.uri(flow_token(prev)))]
+    ahead = fragments[toward_next.transport, toward_next.host, toward_next.port]
+    return [(name, ahead.uri(None)), (name, back.uri(flow_token(prev)))]
 
 
 def found_routes(cfg: Config, msg: Request, found: list[Line]) -> tuple[int, Address | None]:

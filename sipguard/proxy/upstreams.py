@@ -25,7 +25,14 @@ from sipguard.proxy.context import Admitted, Config, Context, State
 from sipguard.proxy.failover import Relay, UpstreamReport, Upstreams
 from sipguard.proxy.outgoing import Line, edited_lines
 from sipguard.proxy.replies import RETRY_AFTER, reply, text
-from sipguard.proxy.via import branch_for, transaction_key, uri_destination
+from sipguard.proxy.via import (
+    branch_for,
+    checked_destination,
+    is_sent_via,
+    response_destination,
+    transaction_key,
+    uri_destination,
+)
 from sipguard.settings import Settings
 from sipguard.sip import Request, Response, SipUri, parse_message
 from sipguard.sip.lists import split_list
@@ -57,9 +64,9 @@ class Routing:
         key = transaction_key(msg, ctx.ip)
         attempt = pool.cancelled(key) if msg.method == b"CANCEL" else pool.current(key)
         if attempt is not None:
-            return forwarding.to_upstream(ctx, verdict, attempt.to, attempt.branch)
+            return forwarding.to_upstream(ctx, verdict, attempt.to, attempt.branch, key)
         if msg.method in (b"ACK", b"CANCEL") or msg.to.tag:
-            return forwarding.to_upstream(ctx, verdict, self._dialog_upstream(ctx))
+            return forwarding.to_upstream(ctx, verdict, self._dialog_upstream(ctx), None, key)
         candidates = pool.candidates(msg.call_id)
         if not candidates:
             retry = ((b"Retry-After", RETRY_AFTER),)
@@ -67,7 +74,7 @@ class Routing:
             return [reply(ctx, 503, b"Service Unavailable", Cause.UPSTREAM_ERROR, info, retry)]
         first, *others = candidates
         branch = branch_for(ctx.st.branch_key, msg, ctx.source)
-        actions = forwarding.to_upstream(ctx, verdict, first.address, branch)
+        actions = forwarding.to_upstream(ctx, verdict, first.address, branch, key)
         sent = actions[-1] if actions else None
         if isinstance(sent, Forward):
             pool.started(key, (ctx, verdict), sent, branch, others, ctx.now)
@@ -95,14 +102,31 @@ class Routing:
 
     def on_response(self, st: State, msg: Response, source: Address, now: float) -> list[Action]:
         """A response: a probe's answer or a failed branch ends here; the others are relayed
-        (a later attempt's branch is checked against its transaction's first one)."""
+        to where their top Via, when it is ours, says (`_held_destination` when a client
+        transaction holds the request; else `via.response_destination`)."""
         pooled = self.pool.on_response(msg, source, now)
-        if pooled is Relay.UNKNOWN:
-            return forwarding.relay_response(self._config, st, msg)
         if pooled is Relay.MATCHED:
-            first = self.pool.first_branch(msg.top_via.branch or b"")
-            return forwarding.relay_response(self._config, st, msg, first)
-        return pooled
+            destination = self._held_destination(st, msg)
+        elif pooled is Relay.UNKNOWN:
+            destination = response_destination(st.branch_key, msg)
+        else:
+            return pooled
+        return forwarding.relay_response(self._config, msg, destination)
+
+    def _held_destination(self, st: State, msg: Response) -> Address | None:
+        """Where a response on a branch of a client transaction goes: its top Via is the one we
+        wrote in the request sent on that branch (`via.is_sent_via`: no MAC recomputed, no Via
+        below parsed), so to the client that request came from (the address our flow token
+        names, as `response_destination` would read it); else the stateless check, whose MAC
+        is the transaction's first branch (a later attempt's branch is not stateless)."""
+        found = self.pool.table.match(msg.top_via.branch or b"")
+        if found is None:  # not reached: the pool matched it just now
+            return response_destination(st.branch_key, msg)
+        txn, attempt = found
+        if is_sent_via(msg.top_via, attempt.data):
+            client = txn.context[0].source
+            return checked_destination(client.transport, client.host, client.port)
+        return response_destination(st.branch_key, msg, txn.attempts[0].branch)
 
     def upstream_failed(self, forward: Forward, now: float) -> list[Action] | None:
         """A Forward not delivered: a probe's failure, or an attempt's (failover, or our

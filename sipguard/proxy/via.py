@@ -14,7 +14,10 @@ The branch is deterministic and signed: `z9hG4bK` + `sg` + 20 hex digits of
 HMAC-SHA-256(key, the previous hop's branch and sent-by, Call-ID [, From tag and CSeq number for
 RFC 2543 peers]). A retransmission, the CANCEL of an INVITE and the ACK of a non-2xx final
 response all get the INVITE's branch (§16.11), and a response is accepted only when its top Via
-carries the branch recomputed from the Via below it: no state, and no forged responses.
+carries the branch recomputed from the Via below it: no state, and no forged responses. When
+the upstream pool holds the request sent on a response's branch (a client transaction), that
+request is the proof instead: the response's top Via must be, byte for byte, the Via we wrote
+in it (`is_sent_via`); a Via changed on the way is checked by its MAC as above.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ BRANCH_PREFIX = MAGIC_COOKIE + b"sg"
 BRANCH_DIGEST_HEX = 20  # 80 bits: forging a branch is out of reach, the Via stays short
 TAG_PREFIX = b"sg"  # To-tags of the replies sipguard builds (RFC 3261 §8.2.6.2)
 FLOW_PARAM = b"sgf"  # URI parameter carrying the client's flow in our Record-Route/Path
+
+# An INVITE transaction as its CANCEL and ACK find it: source IP, top Via branch, Call-ID.
+TransactionKey = tuple[str, bytes, bytes]
 
 
 def branch_key(secret: bytes) -> bytes:
@@ -121,14 +127,6 @@ def parse_flow_token(token: bytes) -> Address | None:
     return address
 
 
-def our_uri(local: Address, flow: Address | None) -> bytes:
-    """A Record-Route or Path URI naming the listener `local` (loose routing, RFC 3261 §16.6)."""
-    params = b";transport=%s;lr" % local.transport.value.encode("ascii")
-    if flow is not None:
-        params += b";%s=%s" % (FLOW_PARAM, flow_token(flow))
-    return b"<sip:%s%s>" % (hostport(local), params)
-
-
 def checked_destination(transport: Transport, host: str, port: int) -> Address | None:
     """An address we may send to, or None: never broadcast, multicast, unspecified, or port 0."""
     key = (transport, host, port)
@@ -199,12 +197,7 @@ def tag_for(key: bytes, msg: Request) -> bytes:
     return compute_tag(key, msg.call_id, msg.from_.tag, msg.top_via.branch)
 
 
-def via_value_with_flow(local: Address, branch: bytes, flow: Address) -> bytes:
-    """Our Via, carrying the flow the answer must go back to (covered by the branch's MAC)."""
-    return via_value(local, branch) + b";" + FLOW_PARAM + b"=" + flow_token(flow)
-
-
-def transaction_key(msg: Request, ip: str) -> tuple[str, bytes, bytes]:
+def transaction_key(msg: Request, ip: str) -> TransactionKey:
     """INVITE, its CANCEL and its non-2xx ACK share the top Via branch (RFC 3261 §17.2.3)."""
     via = msg.top_via
     return (ip, via.branch or b"%d" % msg.cseq.number, msg.call_id)
@@ -265,6 +258,17 @@ def response_destination(key: bytes, msg: Response, first: bytes | None = None) 
     # the MAC covers the token as we wrote it (`flow_token` of the source): read as it is
     expected = branch(key, below, msg.call_id, msg.from_.tag, msg.cseq.number, token)
     return destination if hmac.compare_digest(expected, first or ours) else None
+
+
+def is_sent_via(top: Via, sent: bytes) -> bool:
+    """`top`, a response's top Via carrying the branch of a request we sent as `sent`, is the
+    Via we wrote there, byte for byte (a Via line of its own, as the request writers put ours).
+    Then it is ours (RFC 3261 §16.7 step 3) with no MAC to recompute: the branch (80 bits of
+    MAC, which no one but us and the hops it went through can know) found the request, and the
+    rest of the value, sent-by and flow token included, is what we wrote. A value an upstream
+    changed (a filled `rport`, an added `received`: RFC 3581 §4, RFC 3261 §18.2.1) is not:
+    `response_destination` checks it as any other."""
+    return b"\nVia: " + top.raw + b"\r\n" in sent
 
 
 def uri_destination(uri: SipUri) -> Address | None:

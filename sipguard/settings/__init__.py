@@ -35,6 +35,7 @@ RATE_ACTIONS: tuple[str, ...] = ("503", "drop")
 LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error")
 LOG_FORMATS: tuple[str, ...] = ("json", "console", "auto")
 DEFAULT_PORTS: Mapping[str, int] = {"udp": 5060, "tcp": 5060, "tls": 5061}  # RFC 3261 §19.1.2
+WILDCARD_HOSTS: tuple[str, ...] = ("0.0.0.0", "::")  # noqa: S104  # the unspecified addresses
 
 
 def _bracket(host: str) -> str:
@@ -51,11 +52,16 @@ def _check_endpoint(kind: str, transport: str, port: int) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Listener:
-    """Where sipguard accepts SIP traffic. `host` is an IP literal without brackets or zone."""
+    """Where sipguard accepts SIP traffic. `host` is an IP literal without brackets or zone.
+
+    `advertise`: the (host, port) our Via, Record-Route and Path name for this listener, where
+    it differs from the socket's: a wildcard listener (`0.0.0.0`, `::`), an address behind
+    NAT. None: the socket's own."""
 
     transport: str  # "udp" | "tcp" | "tls"
     host: str
     port: int
+    advertise: tuple[str, int] | None = None
 
     def __post_init__(self) -> None:
         _check_endpoint("listener", self.transport, self.port)
@@ -64,6 +70,16 @@ class Listener:
     def url(self) -> str:
         """The config spelling: `udp://127.0.0.1:5060`, `tls://[::1]:5061`."""
         return f"{self.transport}://{_bracket(self.host)}:{self.port}"
+
+    @property
+    def named(self) -> tuple[str, int]:
+        """The (host, port) peers reach this listener at: `advertise`, else the socket's."""
+        return self.advertise or (self.host, self.port)
+
+    @property
+    def is_wildcard(self) -> bool:
+        """Bound to every local address (`0.0.0.0`, `::`): not an address a peer can send to."""
+        return self.host in WILDCARD_HOSTS
 
     @property
     def is_stream(self) -> bool:
@@ -370,7 +386,7 @@ class Limits:
 
 
 DEFAULT_SCANNER_USER_AGENTS: tuple[str, ...] = (
-    "friendly-scanner",
+    "friendly-scanner",  # sipvicious svmap/svwar/svcrack default
     "sipvicious",
     "sipcli",
     "VaxSIPUserAgent",

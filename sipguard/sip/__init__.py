@@ -23,7 +23,8 @@ from sipguard.sip.limits import DEFAULT_LIMITS, ParserLimits
 from sipguard.sip.lists import split_list
 from sipguard.sip.message import Message, RecoveredHeaders, Request, Response
 from sipguard.sip.names import canonical_key
-from sipguard.sip.parser import parse_message, recover_headers
+from sipguard.sip.parser import parse_message
+from sipguard.sip.recovery import recover_headers
 from sipguard.sip.uri import SipUri, parse_uri
 from sipguard.sip.values import CSeq, NameAddr, Via
 

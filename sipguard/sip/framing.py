@@ -20,7 +20,7 @@ from enum import Enum
 
 from sipguard.errors import MessageTooLarge, ParseError
 from sipguard.sip.limits import DEFAULT_LIMITS, ParserLimits
-from sipguard.sip.parser import recover_headers
+from sipguard.sip.recovery import recover_headers
 
 __all__ = ["Frame", "KeepAlive", "StreamFramer"]
 

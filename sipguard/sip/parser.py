@@ -1,10 +1,10 @@
 """Parsing one SIP message (one UDP datagram, or one frame cut by `StreamFramer`).
 
 Owns: `parse_message`, the strict RFC 3261 reading of the start line, the header section and the
-Content-Length framing of a datagram, plus the recovery of the headers needed to answer a
-malformed request. Raises `ParseError` (or its subclasses `MessageTooLarge`,
-`VersionNotSupported`) and nothing else, whatever the input. Never decodes to str, never
-re-serialises, never does I/O.
+Content-Length framing of a datagram; the error for a request it refuses carries the headers that
+`recovery.recover_headers` can still read, to answer it. Raises `ParseError` (or its subclasses
+`MessageTooLarge`, `VersionNotSupported`) and nothing else, whatever the input. Never decodes to
+str, never re-serialises, never does I/O.
 
 Two paths. The fast path reads a message of the common shape in ONE regex match
 (`fast.FAST_MESSAGE_RE`): start line, every header line, and in place the values that decide
@@ -34,16 +34,16 @@ from sipguard.sip.limits import DEFAULT_LIMITS, ParserLimits
 from sipguard.sip.message import (
     DEFAULT_MAX_FORWARDS,
     Message,
-    RecoveredHeaders,
     Request,
     Response,
     parse_max_forwards,
 )
-from sipguard.sip.names import HEADER_RE, canonical_key, index_keys, key_of
+from sipguard.sip.names import HEADER_RE, index_keys, key_of
+from sipguard.sip.recovery import recover_headers
 from sipguard.sip.uri import check_request_uri
 from sipguard.sip.values import CSeq, NameAddr, parse_cseq, parse_via_values
 
-__all__ = ["parse_message", "parse_message_general", "recover_headers"]
+__all__ = ["parse_message", "parse_message_general"]
 
 _MANDATORY = frozenset({b"via", b"from", b"to", b"call-id", b"cseq"})
 _KNOWN_METHODS = frozenset(
@@ -380,58 +380,3 @@ def _validate(msg: Message, index: dict[bytes, list[int]], values: Sequence[byte
             raise ParseError("CSeq method does not match the request method")
         # RFC 4475 escruri, RFC 5118 ipv6-bad; other schemes are the core's (416)
         check_request_uri(msg.uri, uri_max)
-
-
-def recover_headers(
-    data: bytes, limits: ParserLimits = DEFAULT_LIMITS, start: int = 0
-) -> RecoveredHeaders | None:
-    """Leniently read the request method and the Via, From, To, Call-ID and CSeq values of a
-    request that failed to parse, so that a 400/505/513 reply can be built (RFC 3261 §8.2.6).
-    None for a response, or when any of them is missing or holds CR, LF or NUL."""
-    end = data.find(b"\r\n\r\n", start)
-    block = data[start:] if end < 0 else data[start:end]
-    lines = block.split(b"\r\n")
-    method = lines[0].split(b" ", 1)[0]
-    if method[:4].upper() == b"SIP/" or TOKEN_RE.fullmatch(method) is None:
-        return None
-    found: dict[bytes, bytes] = {}
-    vias: list[bytes] = []
-    current: list[bytes] | None = None
-    groups: list[list[bytes]] = []
-    for line in lines[1 : limits.max_headers + 1]:
-        if line[:1] in (b" ", b"\t") and current is not None:
-            current.append(line)
-        else:
-            current = [line]
-            groups.append(current)
-    for group in groups:
-        first = group[0]
-        colon = first.find(b":")
-        if colon <= 0:
-            continue
-        name = first[:colon].rstrip(b" \t")
-        if TOKEN_RE.fullmatch(name) is None:
-            continue
-        key = canonical_key(name)
-        if key not in (b"via", b"from", b"to", b"call-id", b"cseq"):
-            continue
-        parts = [first[colon + 1 :].strip(b" \t")]
-        parts.extend(part.strip(b" \t") for part in group[1:])
-        value = b" ".join(part for part in parts if part)
-        if (
-            not value
-            or len(value) > limits.max_line_bytes
-            or value.find(b"\r") >= 0
-            or value.find(b"\n") >= 0
-            or value.find(b"\x00") >= 0
-        ):
-            continue
-        if key == b"via":
-            vias.append(value)
-        elif key not in found:
-            found[key] = value
-    if not vias or len(found) != 4:
-        return None
-    return RecoveredHeaders(
-        method, tuple(vias), found[b"from"], found[b"to"], found[b"call-id"], found[b"cseq"]
-    )

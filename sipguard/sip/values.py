@@ -124,6 +124,11 @@ class Via(Parameters):
 
     @property
     def has_rport(self) -> bool:
+        # parameters that do not spell `rport` (in any case) hold none: known without
+        # splitting them (many UAs send none)
+        raw = self._params_raw
+        if b"rport" not in raw and b"rport" not in raw.lower():
+            return False
         return self.has_param(b"rport")
 
     @property

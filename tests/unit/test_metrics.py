@@ -8,15 +8,11 @@ import asyncio
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sipguard import metrics as metrics_module
-from sipguard.metrics import (
-    MAX_HTTP_REQUEST_BYTES,
-    METHODS,
-    Metrics,
-    answer_http,
-    method_label,
-    serve_metrics,
-)
+from sipguard import decisions as decisions_module
+from sipguard import endpoint as endpoint_module
+from sipguard.endpoint import MAX_HTTP_REQUEST_BYTES, answer_http
+from sipguard.labels import METHODS, method_label
+from sipguard.metrics import Metrics, serve_metrics
 from sipguard.proxy.actions import Action, Address, Cause, Drop, Forward, Info, Reply, Transport
 
 PEER = Address(Transport.UDP, "203.0.113.99", 5080)
@@ -242,7 +238,7 @@ def test_labels_never_carry_peer_data() -> None:
 
 
 def test_trunk_series_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(metrics_module, "MAX_TRUNK_SERIES", 2)
+    monkeypatch.setattr(decisions_module, "MAX_TRUNK_SERIES", 2)
     m = Metrics(trunks=["a", "b"])
     m.record_decision(forward(Cause.ADMITTED_IP, trunk="c"), PEER, 1e-5)
     m.record_decision(forward(Cause.ADMITTED_IP, trunk="d"), PEER, 1e-5)
@@ -253,7 +249,7 @@ def test_trunk_series_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_invented_methods_keep_the_decision_cache_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     """A peer inventing a method per request: the decisions are all counted (as "other"), and
     the plans cached per kind of decision stay within MAX_PLANS."""
-    monkeypatch.setattr(metrics_module, "MAX_PLANS", 8)
+    monkeypatch.setattr(decisions_module, "MAX_PLANS", 8)
     m = Metrics()
     for n in range(50):
         m.record_decision(
@@ -379,7 +375,7 @@ async def test_serve_metrics_end_to_end() -> None:
 
 
 async def test_serve_metrics_slow_client_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(metrics_module, "HTTP_READ_DEADLINE", 0.2)
+    monkeypatch.setattr(endpoint_module, "HTTP_READ_DEADLINE", 0.2)
     server = await serve_metrics(Metrics(), "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:

@@ -18,10 +18,11 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from sipguard.events import EVENTS
 from sipguard.logs import REDACTED, configure_logging
 from sipguard.metrics import Metrics
 from sipguard.notify import Notifier
-from sipguard.observer import EVENTS, STOP_MARGIN, Observer, build_observer
+from sipguard.observer import STOP_MARGIN, Observer, build_observer
 from sipguard.policy.whitelist import parse_rules
 from sipguard.proxy.actions import Address, BanEvent, Cause, Drop, Forward, Info, Reply, Transport
 from sipguard.settings import (
@@ -314,9 +315,9 @@ def test_dropped_response_is_debug() -> None:
 
 
 def test_tracked_bans_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    import sipguard.observer as observer_module
+    import sipguard.reports as reports_module
 
-    monkeypatch.setattr(observer_module, "MAX_TRACKED_BANS", 3)
+    monkeypatch.setattr(reports_module, "MAX_TRACKED_BANS", 3)
     rig = Rig()
     for i in range(10):
         rig.observer.banned(BanEvent(f"192.0.2.{i}", rig.clock.now + 600))
@@ -585,7 +586,8 @@ def test_readme_event_table_names_every_event() -> None:
     table = readme.split("\n## Log events\n")[1].split("\n## ")[0]
     named = set(re.findall(r"`([a-z_]+)`", table))
     emitted = {name for name, _ in EVENTS.values()} | {"response_dropped"}
-    for module in [root / "sipguard/observer.py", *sorted((root / "sipguard/server").glob("*.py"))]:
+    server = sorted((root / "sipguard/server").glob("*.py"))
+    for module in [root / "sipguard/observer.py", root / "sipguard/reports.py", *server]:
         source = module.read_text()
         emitted |= set(re.findall(r'_log\(\s*[A-Z]+,\s*"([a-z_]+)"', source))
         emitted |= set(re.findall(r'\bnote\([^,]+,\s*"[a-z]+",\s*"([a-z_]+)"', source))

@@ -463,6 +463,65 @@ def test_ipv6_listener(write: Write) -> None:
     assert settings.listen[0].url == "tcp://[::1]:5060"
 
 
+def test_listener_mapping_with_advertise(write: Write) -> None:
+    text = replace(
+        "listen: [udp://127.0.0.1:5060]",
+        "listen:\n"
+        "  - {url: udp://0.0.0.0:5060, advertise: 203.0.113.5}\n"
+        "  - {url: 'tls://[::]:5061', advertise: '[2001:db8::5]:5071'}\n"
+        "  - udp://127.0.0.1:5062\n"
+        "tls: {certificate: CERT, private_key: KEY}",
+    )
+    path = write(text)
+    cert, key = (Path(path).parent / name for name in ("cert.pem", "key.pem"))
+    for file in (cert, key):
+        file.write_text("x")
+        file.chmod(0o600)
+    path = write(text.replace("CERT", str(cert)).replace("KEY", str(key)))
+    settings, warnings = load_settings_with_warnings(path, environ={}, now=NOW)
+    assert settings.listen == (
+        Listener("udp", "0.0.0.0", 5060, advertise=("203.0.113.5", 5060)),
+        Listener("tls", "::", 5061, advertise=("2001:db8::5", 5071)),
+        Listener("udp", "127.0.0.1", 5062),
+    )
+    assert [x.named for x in settings.listen] == [
+        ("203.0.113.5", 5060),
+        ("2001:db8::5", 5071),
+        ("127.0.0.1", 5062),
+    ]
+    assert not [x for x in warnings if "listens on every local address" in x]
+
+
+def test_wildcard_listener_without_advertise_is_warned(write: Write) -> None:
+    text = replace("listen: [udp://127.0.0.1:5060]", "listen: [udp://0.0.0.0:5060]")
+    settings, warnings = load_settings_with_warnings(write(text), environ={}, now=NOW)
+    assert settings.listen == (Listener("udp", "0.0.0.0", 5060),)
+    assert [x for x in warnings if "every local address" in x] == [
+        f"{settings.source}: listen[0]: 'udp://0.0.0.0:5060' listens on every local address, "
+        "so our Via and Record-Route name 0.0.0.0, which peers on other hosts cannot send to "
+        "(their in-dialog requests and their answers to our requests fail); give the address "
+        "they reach us at: {url: udp://0.0.0.0:5060, advertise: 203.0.113.5}, or listen on "
+        "that address"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("entry", "problem"),
+    [
+        ("{url: udp://0.0.0.0:5060, advertise: 0.0.0.0}", "listen[0].advertise: '0.0.0.0': peers"),
+        ("{url: udp://0.0.0.0:5060, advertise: 'x.example'}", "listen[0].advertise: 'x.example'"),
+        ("{url: udp://0.0.0.0:5060, advertise: '1.2.3.4:0'}", "the port must be 1..65535"),
+        ("{url: udp://0.0.0.0:5060, advertize: 1.2.3.4}", "did you mean 'advertise'?"),
+        ("{advertise: 1.2.3.4}", "listen[0].url: missing"),
+    ],
+)
+def test_listener_mapping_errors(write: Write, entry: str, problem: str) -> None:
+    text = replace("listen: [udp://127.0.0.1:5060]", f"listen: [{entry}]")
+    with pytest.raises(ConfigError) as caught:
+        load_settings_with_warnings(write(text), environ={}, now=NOW)
+    assert problem in str(caught.value)
+
+
 def test_ipv6_wildcard_listener_says_it_is_ipv6_only(write: Write) -> None:
     text = replace(
         "listen: [udp://127.0.0.1:5060]",

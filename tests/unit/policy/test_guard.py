@@ -5,6 +5,10 @@ Time is a plain float handed in; nothing here sleeps.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+from types import FrameType
+
 import pytest
 
 from sipguard.policy.guard import (
@@ -246,6 +250,44 @@ def test_scanner_list_configurable() -> None:
     assert not guard.is_scanner(b"friendly-scanner")
     guard = Guard(GuardSettings(scanner_user_agents=("EvilTool",)))
     assert guard.is_scanner(b"eviltool 2")
+
+
+def test_reload_replaces_scanner_list_and_forgets_buckets() -> None:
+    guard = Guard(GuardSettings(burst=1))
+    assert guard.allow_request(IP, 0.0)
+    assert not guard.allow_request(IP, 0.0)
+    guard.configure(GuardSettings(burst=1, scanner_user_agents=("EvilTool",)))
+    assert guard.is_scanner(b"EvilTool/2") and not guard.is_scanner(b"friendly-scanner")
+    assert guard.allow_request(IP, 0.0)  # a forgotten bucket is a full one
+
+
+# -- cost per message -----------------------------------------------------------------------
+
+
+def _python_calls(question: Callable[[], object]) -> list[str]:
+    """The Python functions that answering `question` enters (C functions left out)."""
+    entered: list[str] = []
+
+    def profile(frame: FrameType, event: str, arg: object) -> None:
+        if event == "call":
+            entered.append(frame.f_code.co_qualname)
+
+    sys.setprofile(profile)
+    try:
+        question()
+    finally:
+        sys.setprofile(None)
+    return entered[1:]  # the lambda that asks
+
+
+def test_per_message_questions_take_one_call() -> None:
+    """Core.handle asks is_banned of every message and admission is_scanner of every request
+    (allow_request of every challenge): the guard answers each in one Python call, its part's."""
+    guard = Guard()
+    guard.allow_request(IP, 0.0)  # the source has a bucket, as after its first challenge
+    assert _python_calls(lambda: guard.is_banned(IP, 0.0)) == ["Bans.is_banned"]
+    assert _python_calls(lambda: guard.is_scanner(b"Yealink")) == ["ScannerList.is_scanner"]
+    assert _python_calls(lambda: guard.allow_request(IP, 1.0)) == ["Throttle.allow_request"]
 
 
 # -- memory bounds --------------------------------------------------------------------------

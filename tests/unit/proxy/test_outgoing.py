@@ -19,15 +19,17 @@ from sipguard.errors import ParseError
 from sipguard.policy.whitelist import parse_rules
 from sipguard.proxy.actions import Address, Cause, Info, Transport
 from sipguard.proxy.context import Admitted, Context
-from sipguard.proxy.forwarding import (
-    DIALOG_CREATING,
-    our_routes,
-    record_routes,
-    write_request,
-)
+from sipguard.proxy.forwarding import DIALOG_CREATING, our_routes, write_request
 from sipguard.proxy.outgoing import Changes, write_indexed, write_plain
 from sipguard.proxy.replies import CREDENTIAL_KEYS, is_our_credential
-from sipguard.proxy.via import branch_for, received_params, via_value_with_flow
+from sipguard.proxy.via import (
+    FLOW_PARAM,
+    branch_for,
+    flow_token,
+    hostport,
+    received_params,
+    via_value,
+)
 from sipguard.settings import Trunk
 from sipguard.sip import Edits, Request, parse_message
 from tests.conftest import CORPORA
@@ -47,6 +49,28 @@ ADMITTED = [
     Admitted(Cause.ADMITTED_DIGEST, Info("", "", "acme", "alice")),
     Admitted(Cause.IN_DIALOG, Info("", "", "", "")),
 ]
+
+
+def via_value_with_flow(local: Address, branch: bytes, flow: Address) -> bytes:
+    """Our Via as it was written before issue 13 (the reference)."""
+    return via_value(local, branch) + b";" + FLOW_PARAM + b"=" + flow_token(flow)
+
+
+def our_uri(local: Address, flow: Address | None) -> bytes:
+    """Our Record-Route or Path URI as it was written before issue 13 (the reference)."""
+    params = b";transport=%s;lr" % local.transport.value.encode("ascii")
+    if flow is not None:
+        params += b";%s=%s" % (FLOW_PARAM, flow_token(flow))
+    return b"<sip:%s%s>" % (hostport(local), params)
+
+
+def record_routes(
+    name: bytes, toward_next: Address, toward_prev: Address, prev: Address
+) -> list[tuple[bytes, bytes]]:
+    """Our Record-Route or Path lines as they were written before issue 13 (the reference)."""
+    if toward_next == toward_prev:
+        return [(name, our_uri(toward_prev, prev))]
+    return [(name, our_uri(toward_next, None)), (name, our_uri(toward_prev, prev))]
 
 
 def edited_request(ctx: Context, admitted: Admitted, via_local: Address) -> bytes:

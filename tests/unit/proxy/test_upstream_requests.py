@@ -13,16 +13,11 @@ from hypothesis import strategies as st
 from sipguard.errors import ParseError
 from sipguard.proxy.actions import Address, Forward
 from sipguard.proxy.context import Context
-from sipguard.proxy.forwarding import (
-    DIALOG_CREATING,
-    from_upstream,
-    our_routes,
-    record_routes,
-)
-from sipguard.proxy.via import branch_for, via_value_with_flow
+from sipguard.proxy.forwarding import DIALOG_CREATING, from_upstream, our_routes
+from sipguard.proxy.via import branch_for
 from sipguard.sip import Edits, Request, parse_message
 from tests.unit.proxy.playbook import LOCAL, NOW, UPSTREAM
-from tests.unit.proxy.test_outgoing import CORE
+from tests.unit.proxy.test_outgoing import CORE, record_routes, via_value_with_flow
 
 
 def edited(ctx: Context, destination: Address, out_local: Address) -> bytes:

@@ -77,6 +77,15 @@ def test_via_rport_flag_and_absent() -> None:
     assert flag.has_rport and flag.rport is None
     (absent,) = parse_via_values(b"SIP/2.0/UDP h;branch=z9hG4bK1")
     assert not absent.has_rport and absent.rport is None and absent.received is None
+    # `rport` spelled only in a value or a longer name, or in another case: read as a name
+    for value, expected in (
+        (b"SIP/2.0/UDP h;branch=z9hG4bKrport;x=rport", False),
+        (b"SIP/2.0/UDP h;rports=1;branch=z9hG4bK1", False),
+        (b"SIP/2.0/UDP h;RPort;branch=z9hG4bK1", True),
+        (b"SIP/2.0/UDP h ; rPORT = 5 ;branch=z9hG4bK1", True),
+    ):
+        (via,) = parse_via_values(value)
+        assert via.has_rport is expected, value
 
 
 def test_via_list() -> None:
