@@ -53,13 +53,12 @@ from sipguard.endpoint import serve_http
 from sipguard.errors import ConfigError
 from sipguard.exits import EX_OK, EX_SOFTWARE
 from sipguard.logs import configure_logging
-from sipguard.notify import Notifier
+from sipguard.notify import STOP_MARGIN, Notifier
 from sipguard.restarts import DEATH_WINDOW, MAX_DEATHS, RESTART_DELAY, DeathRule, restart_delay
 from sipguard.settings import Settings
 from sipguard.worker import CONTROL_ENV, METRICS_ENV, SUPERVISOR_ENV, WORKER_ENV
 
 RELOAD_TIMEOUT: Final = 30.0  # seconds to wait for every worker's READY=1 after SIGHUP
-STOP_MARGIN: Final = 5.0  # seconds beyond shutdown_grace before a worker is killed
 NOTIFY_MAX: Final = 4096  # bytes of one notification datagram
 
 

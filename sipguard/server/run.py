@@ -22,6 +22,7 @@ Never does: SIP decisions (the core's), per-packet logging (the observer logs de
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import sys
 import time
@@ -109,6 +110,10 @@ async def _serve(
         if metrics is not None:  # sipguard_trunk_calls_active, read at each scrape
             metrics.watch_trunk_calls(core.calls_active)
         admin = await _start_admin(server, core, path, role)
+        # What startup built (modules, compiled patterns, the config) lives as long as the
+        # process: kept out of the collector's full passes, which then walk only what traffic
+        # builds (a full pass over the ~48,000 objects of startup paused the loop ~0.1 s).
+        gc.freeze()
         try:
             signals.serving(server)
             await signals.stop.wait()

@@ -21,8 +21,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from sipguard.events import EVENTS
 from sipguard.logs import REDACTED, configure_logging
 from sipguard.metrics import Metrics
-from sipguard.notify import Notifier
-from sipguard.observer import STOP_MARGIN, Observer, build_observer
+from sipguard.notify import STOP_MARGIN, Notifier
+from sipguard.observer import Observer, build_observer
 from sipguard.policy.whitelist import parse_rules
 from sipguard.proxy.actions import Address, BanEvent, Cause, Drop, Forward, Info, Reply, Transport
 from sipguard.settings import (
