@@ -229,15 +229,17 @@ def _inserts(
 def _popped_routes(live: Sequence[Line], popped: int) -> list[tuple[int, int, bytes]]:
     """The cuts removing the first `popped` Route values (RFC 3261 §16.4): a line whose values
     all go is dropped (an empty one counts as one value, as the indexed writer pops), the
-    first line keeping some is written from its next value on."""
+    first line keeping some is written from its next value on. A line without a comma holds one
+    value, as `routes.found_routes` reads it: only a comma list is split."""
     cuts: list[tuple[int, int, bytes]] = []
     for line in live:
         if line.key != b"route":
             continue
-        spans = list_spans(line.value)
-        count = len(spans) or 1
-        if count > popped:
-            value = line.value[spans[popped][0] :]
+        value = line.value
+        spans = list_spans(value) if value.find(b",") >= 0 else None
+        count = len(spans) if spans else 1
+        if spans is not None and count > popped:
+            value = value[spans[popped][0] :]
             cuts.append((line.start, line.end, line.name + b": " + value))
             break
         cuts.append((line.start, line.end + 2, b""))
