@@ -71,10 +71,12 @@ def to_upstream(
     destination: Address | None = None,
     branch: bytes | None = None,
     key: TransactionKey | None = None,
+    token: bytes | None = None,
 ) -> list[Action]:
     """RFC 3261 §16.6: forward an admitted request to the upstream: to `destination` on our
     `branch` when the upstream pool chose them (core.py), else the primary upstream on the
-    stateless branch. `key`: its `transaction_key`, when the caller has it."""
+    stateless branch. `key`: its `transaction_key`, `token`: the source's `flow_token`, when
+    the caller has them."""
     msg, info = ctx.msg, admitted.info
     max_forwards = msg.max_forwards
     if max_forwards <= 0:
@@ -86,7 +88,8 @@ def to_upstream(
     if destination is None:
         return [reply(ctx, 503, b"Service Unavailable", Cause.UPSTREAM_ERROR, info)]
     out_local = listener_for(ctx.cfg, destination)
-    data = write_request(ctx, admitted, out_local or ctx.cfg.listeners[0], max_forwards, branch)
+    via_local = out_local or ctx.cfg.listeners[0]
+    data = write_request(ctx, admitted, via_local, max_forwards, branch, token)
     _remember(ctx, info, key)
     origin = Origin(msg, ctx.source, ctx.local, ctx.connection)
     return [Forward(data, destination, out_local, None, admitted.cause, info, origin)]
@@ -98,13 +101,16 @@ def write_request(
     via_local: Address,
     max_forwards: int,
     branch: bytes | None = None,
+    token: bytes | None = None,
 ) -> bytes:
     """The outgoing bytes of an admitted request: what changes is decided here, then written in
-    one pass (proxy/outgoing.py). `branch`: ours, when not the stateless one (a failover)."""
+    one pass (proxy/outgoing.py). `branch`: ours, when not the stateless one (a failover);
+    `token`: the source's `flow_token`, when the caller has it (it computed the branch)."""
     msg, source, cfg = ctx.msg, ctx.source, ctx.cfg
     method = msg.method
     plain = ctx.plain
-    token = flow_token(source)
+    if token is None:
+        token = flow_token(source)
     ours = cfg.fragments[via_local.transport, via_local.host, via_local.port]
     if branch is None:
         branch = branch_on(ctx.st.branch_key, msg, token)

@@ -26,8 +26,9 @@ from sipguard.proxy.failover import Relay, UpstreamReport, Upstreams
 from sipguard.proxy.outgoing import Line, edited_lines
 from sipguard.proxy.replies import RETRY_AFTER, reply, text
 from sipguard.proxy.via import (
-    branch_for,
+    branch_on,
     checked_destination,
+    flow_token,
     is_sent_via,
     response_destination,
     transaction_key,
@@ -73,8 +74,9 @@ class Routing:
             info = verdict.info
             return [reply(ctx, 503, b"Service Unavailable", Cause.UPSTREAM_ERROR, info, retry)]
         first, *others = candidates
-        branch = branch_for(ctx.st.branch_key, msg, ctx.source)
-        actions = forwarding.to_upstream(ctx, verdict, first.address, branch, key)
+        token = flow_token(ctx.source)  # once: for the branch and for our Via
+        branch = branch_on(ctx.st.branch_key, msg, token)
+        actions = forwarding.to_upstream(ctx, verdict, first.address, branch, key, token)
         sent = actions[-1] if actions else None
         if isinstance(sent, Forward):
             pool.started(key, (ctx, verdict), sent, branch, others, ctx.now)
