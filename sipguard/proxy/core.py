@@ -266,7 +266,7 @@ class Core:
                 return relayed
             # one scan for the lines admission and forwarding read (none: a plain request)
             found = (
-                edited_lines(msg, cfg.needs_index) if msg.matched_span("via") is not None else None
+                edited_lines(msg, cfg.needs_index) if msg.fast_match is not None else None
             )
             plain = found == []
             ip = ip or normalise_source_text(source.host)  # from the upstream: not read before

@@ -117,7 +117,7 @@ def write_request(
     via = ours.via_head + branch + ours.via_tail + token
     route_name, route_lines = _route_lines(ctx, method, via_local, token)
     found = None if plain else ctx.found  # plain: nothing found, nothing popped or stripped
-    if found is None and not plain and msg.matched_span("via") is not None:
+    if found is None and not plain and msg.fast_match is not None:
         found = edited_lines(msg, cfg.needs_index)  # a context built without the scan
     if found is None:
         popped = 0 if plain else our_routes(cfg, msg)[0]
@@ -244,7 +244,7 @@ def from_upstream(ctx: Context) -> list[Action]:
     if msg.method != b"ACK" and msg.max_forwards <= 0:
         return [reply(ctx, 483, b"Too Many Hops", Cause.TOO_MANY_HOPS, info)]
     found = ctx.found
-    if found is None and msg.matched_span("via") is not None:
+    if found is None and msg.fast_match is not None:
         found = edited_lines(msg, cfg.needs_index)  # a context built without the scan
     popped, flow_hint = our_routes(cfg, msg) if found is None else found_routes(cfg, msg, found)
     destination = flow_hint or route_destination(msg, popped)

@@ -194,7 +194,7 @@ def _route_values(cfg: Config, msg: Request, found: list[Line] | None) -> list[b
     """The Route header values, in order: on the parser's fast path from the lines the core
     scanned (`Context.found`, `outgoing.edited_lines`), so that no header index is built for
     them."""
-    if found is None and msg.matched_span("via") is not None:
+    if found is None and msg.fast_match is not None:
         found = edited_lines(msg, cfg.needs_index)  # a context built without the scan
     if found is None:
         return msg.get_all(b"route")
