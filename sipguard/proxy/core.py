@@ -265,9 +265,7 @@ class Core:
                     limiting.answered(st, msg, now)
                 return relayed
             # one scan for the lines admission and forwarding read (none: a plain request)
-            found = (
-                edited_lines(msg, cfg.needs_index) if msg.fast_match is not None else None
-            )
+            found = edited_lines(msg, cfg.needs_index) if msg.fast_match is not None else None
             plain = found == []
             ip = ip or normalise_source_text(source.host)  # from the upstream: not read before
             ctx = Context(cfg, st, msg, source, local, connection, now, ip, plain, found)
