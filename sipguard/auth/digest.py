@@ -217,6 +217,30 @@ def _required(params: Mapping[str, str], name: str) -> str:
     return value
 
 
+def _qop_fields(
+    params: Mapping[str, str], algorithm: str
+) -> tuple[str | None, str | None, str | None]:
+    """An answer's qop, nc and cnonce (RFC 7616 §3.4): with a qop, nc is 8 hex digits and a
+    cnonce is present; without one, no -sess algorithm (its A1 needs the cnonce, §3.4.2)."""
+    get = params.get
+    qop = get("qop")
+    if qop is None:
+        if algorithm in _SESSIONS:
+            raise MalformedAnswer("a -sess algorithm needs qop")
+        return None, None, None
+    if qop not in _QOPS:
+        raise MalformedAnswer("qop must be auth or auth-int")
+    nc = get("nc")
+    if not nc:
+        raise MalformedAnswer("missing nc")
+    if len(nc) != 8 or _HEX_RE.fullmatch(nc) is None:
+        raise MalformedAnswer("nc must be 8 hex digits")
+    cnonce = get("cnonce")
+    if not cnonce:
+        raise MalformedAnswer("missing cnonce")
+    return qop, nc, cnonce
+
+
 @dataclass(frozen=True, slots=True)
 class DigestAnswer:
     """The parameters of one Digest answer, validated (RFC 7616 §3.4, RFC 3261 §25.1).
@@ -280,23 +304,7 @@ class DigestAnswer:
         if len(response) != HEX_LENGTH[algorithm] or _HEX_RE.fullmatch(response) is None:
             raise MalformedAnswer("response is not a hex digest of the algorithm's length")
 
-        qop = get("qop")
-        nc = cnonce = None
-        if qop is not None:
-            if qop not in _QOPS:
-                raise MalformedAnswer("qop must be auth or auth-int")
-            nc = get("nc")
-            if not nc:
-                raise MalformedAnswer("missing nc")
-            if len(nc) != 8 or _HEX_RE.fullmatch(nc) is None:
-                raise MalformedAnswer("nc must be 8 hex digits")
-            cnonce = get("cnonce")
-            if not cnonce:
-                raise MalformedAnswer("missing cnonce")
-        elif algorithm in _SESSIONS:
-            # RFC 7616 §3.4.2: the session A1 needs a cnonce, which exists only with qop.
-            raise MalformedAnswer("a -sess algorithm needs qop")
-
+        qop, nc, cnonce = _qop_fields(params, algorithm)
         userhash = get("userhash")
         if userhash is not None:
             userhash = userhash.lower()

@@ -14,6 +14,28 @@ Where a request can still be refused once its trunk is known (per-trunk limits):
 one exit every admitted new request passes. What the config implies for a source address (its
 trunks, the one trusting it by address, the challenge's algorithms, the trunks whose secrets
 count, its rate bucket) is derived once per address and config: `plan_for`.
+
+Decisions where the contract is silent, and why:
+- A digest failure (wrong password, unknown user, expired credential, replayed nonce-count,
+  digest `uri` other than the Request-URI, a nonce we never issued to this source) is answered
+  `403 Forbidden` (or nothing, when `auth.refuse` is `drop`), the same bytes apart from the
+  To-tag whatever the reason, after the same work: an unknown user is checked against a dummy
+  HA1 (SECURITY-CASES 26).
+- A request repeated with the same digest answer, source, top Via branch, Call-ID and CSeq
+  within 32 s (Timer F) is a retransmission and is forwarded again on the same branch; any
+  other reuse of a nonce-count is a replay and a failure.
+- An answer we cannot use (malformed parameters, an algorithm or qop we did not offer, no qop)
+  gets a fresh challenge and counts no failure (SECURITY-CASES 23).
+- In-dialog requests (a To-tag) of a dialog we admitted, from the address that set it up, are
+  forwarded without a new challenge, even after a reload that changed the whitelist; any other
+  in-dialog request is admitted like a new one (so a forged To-tag earns nothing).
+- OPTIONS addressed to sipguard itself (no user part, our address) is answered `200` for any
+  source that a trunk's whitelist admits, without a challenge: it is a keep-alive ping.
+- Replies to sources that no trunk admits are never larger than their request when it came in a
+  datagram (SECURITY-CASES 8, no amplification; a stream peer's address is verified by its
+  handshake, and a stream whose framing fails gets its 400/513, SECURITY-CASES 3, 5, 7); the
+  username of a digest answer is not compared with From/To (trunks and PBXs commonly
+  authenticate as an account name that is not the caller).
 """
 
 from __future__ import annotations

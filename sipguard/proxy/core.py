@@ -4,7 +4,9 @@ Owns: the entry points (`handle`, `upstream_failed`, `tick`) and `reconfigure`; 
 message to the module that decides it, and mapping a verdict to actions. The SIP decisions
 themselves (DESIGN §4, the admission contract, and the RFC 3261 §16 proxy rules) live below:
 
-    core.py        entry points, reconfigure, parse errors, verdict -> actions
+    core.py        entry points, reconfigure, verdict -> actions
+    compiled.py    settings -> Config, once per load (our names: listen[].advertise)
+    unreadable.py  the answer to a message that could not be read (400/513 or silence)
     upstreams.py   which upstream an admitted request goes to; the pool's verdicts as actions
     failover.py    the upstream pool: health, selection, probes, client transactions (and below
                    it pool.py, probe.py, transactions.py, originate.py)
@@ -30,27 +32,7 @@ Who is who:
 - Everything else comes from outside and passes admission: source address against the trunks'
   whitelists, then digest where the candidate trunk has credentials.
 
-Decisions where the contract is silent, and why:
-- A digest failure (wrong password, unknown user, expired credential, replayed nonce-count,
-  digest `uri` other than the Request-URI, a nonce we never issued to this source) is answered
-  `403 Forbidden` (or nothing, when `auth.refuse` is `drop`), the same bytes apart from the
-  To-tag whatever the reason, after the same work: an unknown user is checked against a dummy
-  HA1 (SECURITY-CASES 26).
-- A request repeated with the same digest answer, source, top Via branch, Call-ID and CSeq
-  within 32 s (Timer F) is a retransmission and is forwarded again on the same branch; any
-  other reuse of a nonce-count is a replay and a failure.
-- An answer we cannot use (malformed parameters, an algorithm or qop we did not offer, no qop)
-  gets a fresh challenge and counts no failure (SECURITY-CASES 23).
-- In-dialog requests (a To-tag) of a dialog we admitted, from the address that set it up, are
-  forwarded without a new challenge, even after a reload that changed the whitelist; any other
-  in-dialog request is admitted like a new one (so a forged To-tag earns nothing).
-- OPTIONS addressed to sipguard itself (no user part, our address) is answered `200` for any
-  source that a trunk's whitelist admits, without a challenge: it is a keep-alive ping.
-- Replies to sources that no trunk admits are never larger than their request when it came in a
-  datagram (SECURITY-CASES 8, no amplification; a stream peer's address is verified by its
-  handshake, and a stream whose framing fails gets its 400/513, SECURITY-CASES 3, 5, 7); the
-  username of a digest answer is not compared with From/To (trunks and PBXs commonly
-  authenticate as an account name that is not the caller).
+Decisions where the contract is silent, and why they were taken: `admission`'s docstring.
 """
 
 from __future__ import annotations
@@ -58,14 +40,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import partial
 
-from sipguard.auth.credentials import CredentialStore
 from sipguard.auth.nonce import NonceIssuer, NonceTracker
-from sipguard.errors import MessageTooLarge, ParseError
-from sipguard.identity import InboundFilter, Stamper
-from sipguard.policy.guard import BanEvent, BanRecord, Guard, GuardSettings, UnbanEvent
+from sipguard.errors import ParseError
+from sipguard.policy.guard import BanEvent, BanRecord, Guard, UnbanEvent
 from sipguard.policy.limits import TrunkUsage
 from sipguard.policy.sources import normalise_source_text
-from sipguard.policy.whitelist import RuleSet, SourceMatcher
 from sipguard.proxy import admission, digest_check, forwarding, limiting
 from sipguard.proxy.actions import (
     Action,
@@ -76,83 +55,18 @@ from sipguard.proxy.actions import (
     Forward,
     Info,
     Question,
-    Reply,
-    Transport,
 )
-from sipguard.proxy.context import Admitted, Config, Context, Pending, State
+from sipguard.proxy.compiled import compile_config, guard_settings, trunk_limits
+from sipguard.proxy.context import Admitted, Context, Pending, State
 from sipguard.proxy.failover import UpstreamReport, UpstreamStatus
 from sipguard.proxy.memory import Admission, ExpiringTable
-from sipguard.proxy.outgoing import edited_lines, fragments_for, needs_index, route_to_us
+from sipguard.proxy.outgoing import edited_lines
 from sipguard.proxy.replies import RETRY_AFTER, reply
+from sipguard.proxy.unreadable import Arrival, answer_unreadable
 from sipguard.proxy.upstreams import Routing
 from sipguard.proxy.via import branch_key, tag_for
-from sipguard.settings import Settings, TrunkLimits
-from sipguard.sip import (
-    ParserLimits,
-    Request,
-    Response,
-    build_error_response,
-    build_response,
-    parse_message,
-)
-
-
-def _guard_settings(settings: Settings) -> GuardSettings:
-    protection = settings.protection
-    return GuardSettings(
-        ban_failures=protection.ban_failures,
-        ban_window=protection.ban_window,
-        ban_duration=protection.ban_duration,
-        never_ban=RuleSet(protection.never_ban).__contains__,
-        rate=protection.rate,
-        burst=protection.burst,
-        scanner_user_agents=tuple(protection.scanner_user_agents),
-    )
-
-
-def _trunk_limits(settings: Settings) -> dict[str, TrunkLimits]:
-    return {trunk.name: trunk.limits for trunk in settings.trunks}
-
-
-def compile_config(
-    settings: Settings,
-    issuer: NonceIssuer,
-    nonce_key: bytes,
-    upstream_sockets: tuple[Address, ...] = (),
-) -> Config:
-    """Everything a message is decided under, derived from `settings` once per load, and the
-    shell's own upstream-facing sockets (`Core.use_upstream_sockets`)."""
-    parser_limits = ParserLimits.from_settings(settings.limits)
-    upstreams = tuple(Address(Transport(u.transport), u.host, u.port) for u in settings.upstream)
-    listeners = tuple(Address(Transport(x.transport), x.host, x.port) for x in settings.listen)
-    ours = (*listeners, *upstream_sockets)
-    named = {(Transport(x.transport), x.host, x.port): x.named for x in settings.listen}
-    fragments = {}
-    for x in ours:
-        key = (x.transport, x.host, x.port)
-        fragments[key] = fragments_for(x, named.get(key, (x.host, x.port)))
-    inbound = InboundFilter(settings.identity)
-    return Config(
-        settings=settings,
-        parser_limits=parser_limits,
-        matcher=SourceMatcher.from_trunks(settings.trunks),
-        store=CredentialStore.build(settings.trunks, settings.auth.realm, secret=nonce_key),
-        realm=settings.auth.realm,
-        opaque=issuer.opaque(settings.auth.realm),
-        refuse_drop=settings.auth.refuse == "drop",
-        rate_drop=settings.protection.rate_action == "drop",
-        upstreams=upstreams,
-        upstream_endpoints=frozenset((u.host, u.port) for u in upstreams),
-        listeners=listeners,
-        upstream_sockets=upstream_sockets,
-        own=frozenset((x.host, x.port) for x in ours) | frozenset(named.values()),
-        fragments=fragments,
-        stamper=Stamper(settings.identity, settings.trunks),
-        inbound=inbound,
-        needs_index=needs_index(inbound.alternation),
-        route_to_us=route_to_us(fragments.values()),
-        plans={},
-    )
+from sipguard.settings import Settings
+from sipguard.sip import ParserLimits, Response, build_response, parse_message
 
 
 class Core:
@@ -180,11 +94,11 @@ class Core:
             branch_key(nonce_key),
             (boot_id + b"\x00" * 4)[:4],
             tracker,
-            Guard(_guard_settings(settings)),
+            Guard(guard_settings(settings)),
             limits.transaction_table_size,
         )
         self._routing = Routing(settings, nonce_key, self._config)
-        self._state.limiter.configure(_trunk_limits(settings))
+        self._state.limiter.configure(trunk_limits(settings))
 
     # ------------------------------------------------------------------ configuration
 
@@ -196,12 +110,12 @@ class Core:
         config = compile_config(
             settings, self._state.issuer, self._nonce_key, self._config.upstream_sockets
         )
-        guard_settings = _guard_settings(settings)
-        trunk_limits = _trunk_limits(settings)
+        guard = guard_settings(settings)
+        limits = trunk_limits(settings)
         # ---- nothing below may fail: the swap
         self._config = config
-        self._state.guard.configure(guard_settings)
-        self._state.limiter.configure(trunk_limits)
+        self._state.guard.configure(guard)
+        self._state.limiter.configure(limits)
         self._routing.reconfigure(settings, config)  # keeps health and transactions
 
     def use_upstream_sockets(self, sockets: Sequence[Address]) -> None:
@@ -254,8 +168,8 @@ class Core:
         try:
             msg = parse_message(data, cfg.parser_limits)
         except ParseError as exc:
-            where = (source, local, connection)
-            return self._on_parse_error(exc, data, where, from_upstream)
+            arrival = Arrival(source, local, connection, from_upstream)
+            return answer_unreadable(cfg, st.branch_key, exc, data, arrival)
         try:
             if isinstance(msg, Response):
                 relayed = self._routing.on_response(st, msg, source, now)
@@ -274,8 +188,8 @@ class Core:
             return self._on_client_request(ctx)
         except ParseError as exc:
             # A header parsed on demand (Via, From, URI...) was malformed.
-            where = (source, local, connection)
-            return self._on_parse_error(exc, data, where, from_upstream, msg)
+            arrival = Arrival(source, local, connection, from_upstream)
+            return answer_unreadable(cfg, st.branch_key, exc, data, arrival, msg)
 
     def _on_client_request(self, ctx: Context) -> list[Action]:
         """A request from outside: admission's verdict, and what it means."""
@@ -363,7 +277,8 @@ class Core:
             normalise_source_text(source.host), now
         ):
             return [Drop(Cause.BANNED)]
-        return self._on_parse_error(error, b"", (source, local, connection), from_upstream)
+        arrival = Arrival(source, local, connection, from_upstream)
+        return answer_unreadable(self._config, self._state.branch_key, error, b"", arrival)
 
     def upstream_failed(self, forward: Forward, now: float) -> list[Action]:
         """A Forward could not be delivered (refused, unreachable, TLS failure, connection lost):
@@ -437,50 +352,3 @@ class Core:
         """Calls in progress per configured trunk (`sipguard_trunk_calls_active`)."""
         limiter = self._state.limiter
         return {trunk.name: limiter.active(trunk.name) for trunk in self.settings.trunks}
-
-    # ------------------------------------------------------------------ errors
-
-    def _on_parse_error(
-        self,
-        exc: ParseError,
-        data: bytes,
-        where: tuple[Address, Address, int | None],
-        from_upstream: bool,
-        msg: Request | Response | None = None,
-    ) -> list[Action]:
-        """A message we could not read: 400/513 when a reply can be routed (never to a stranger
-        when it would be larger than what it sent, SECURITY-CASES 8), else silence. `where`:
-        the source, the listener and the connection it came on."""
-        source, local, connection = where
-        cause = Cause.TOO_LARGE if isinstance(exc, MessageTooLarge) else Cause.PARSE_ERROR
-        info = Info(status=exc.status, detail=exc.detail[:120])
-        if isinstance(msg, Response):
-            return [Drop(cause, info)]  # a broken response is never answered (RFC 4475 3.1.2.5)
-        reply_data: bytes | None = None
-        try:
-            if isinstance(msg, Request):
-                if msg.method == b"ACK":
-                    return [Drop(cause, info)]
-                reply_data = build_response(
-                    msg,
-                    exc.status,
-                    exc.reason.encode("ascii"),
-                    to_tag=tag_for(self._state.branch_key, msg),
-                )
-            elif exc.routable:
-                recovered = exc.headers
-                if getattr(recovered, "method", b"ACK") == b"ACK":
-                    return [Drop(cause, info)]
-                reply_data = build_error_response(exc, to_tag=b"sgerr")
-        except ParseError:
-            reply_data = None
-        if reply_data is None:
-            return [Drop(cause, info)]
-        cfg = self._config
-        unknown = not from_upstream and not cfg.matcher.candidates(source.host)
-        # No reply bigger than the request to an unverified source (SECURITY-CASES 8); a stream
-        # peer's address was verified by its handshake.
-        amplifies = connection is None and len(reply_data) > len(data)
-        if unknown and (cfg.refuse_drop or amplifies):
-            return [Drop(cause, info)]
-        return [Reply(reply_data, source, local, connection, cause, info)]
