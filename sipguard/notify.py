@@ -26,6 +26,11 @@ from typing import Final
 SEND_TIMEOUT: Final = 0.5
 # STATUS= is one line shown by `systemctl status`; keep it a line.
 MAX_STATUS_CHARS: Final = 200
+# Seconds a stop may take beyond `limits.shutdown_grace`, as told to the service manager
+# (`stopping(needs=)`) and as the supervisor waits before it kills a worker: the server's flush
+# of open connections (`server.lifecycle.CLOSE_WAIT`, 1 s) and the exit itself, with room for a
+# loaded machine.
+STOP_MARGIN: Final = 5.0
 
 
 class Notifier:

@@ -40,17 +40,13 @@ from sipguard.events import (
 from sipguard.labels import is_dropped_response
 from sipguard.logs import configure_logging
 from sipguard.metrics import Metrics, serve_metrics
-from sipguard.notify import Notifier
+from sipguard.notify import STOP_MARGIN, Notifier
 from sipguard.policy.sources import normalise_source_text
 from sipguard.proxy.actions import Action, Address, Drop, Forward, Reply
 from sipguard.reports import Reports
 from sipguard.settings import LogSettings, MetricsSettings, Settings
 from sipguard.settings.diff import diff_settings
 from sipguard.worker import WORKER_ENV
-
-# Seconds a stop may take beyond `limits.shutdown_grace`: the server's flush of open connections
-# (`server.CLOSE_WAIT`, 1 s) and the exit itself, with room for a loaded machine.
-STOP_MARGIN: Final = 5.0
 
 _ACTION_KIND: Final[dict[type, str]] = {Reply: "reply", Forward: "forward", Drop: "drop"}
 
@@ -294,7 +290,7 @@ def build_observer(settings: Settings, *, stream: IO[Any] | None = None) -> Obse
 
     In a worker of `workers: N` (`sipguard.worker.WORKER_ENV` set) the supervisor serves the
     host's /metrics: the worker always keeps its `Metrics` (served to the supervisor on a Unix
-    socket, see `server._serve`), never opens `metrics.listen`, and its log lines carry
+    socket, see `server.run._serve`), never opens `metrics.listen`, and its log lines carry
     `worker=INDEX`."""
     worker = os.environ.get(WORKER_ENV)
     logger = configure_logging(settings.log.level, settings.log.format, stream)

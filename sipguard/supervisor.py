@@ -17,11 +17,12 @@ supervised host:
   exited (a worker still there after its `shutdown_grace` + STOP_MARGIN is killed). A second
   SIGTERM is passed on (the workers stop waiting);
 - a worker that dies is logged (`worker_exited`: index, pid, exit code or signal) and started
-  again after a back-off (RESTART_DELAY doubling up to MAX_RESTART_DELAY, reset once it served
-  STABLE_AFTER seconds), logged `worker_started`. Give-up rule: more than MAX_DEATHS deaths
-  within DEATH_WINDOW seconds (all workers together) stop every worker and exit 70
-  (EX_SOFTWARE). A worker that fails before the host was ever ready ends the start at once with
-  its exit code (78 config, 71 port in use): a restart would not fix it;
+  again after a back-off (`sipguard.restarts`: RESTART_DELAY doubling up to MAX_RESTART_DELAY,
+  reset once it served STABLE_AFTER seconds), logged `worker_started`. Give-up rule
+  (`sipguard.restarts.DeathRule`): more than MAX_DEATHS deaths within DEATH_WINDOW seconds (all
+  workers together) stop every worker and exit 70 (EX_SOFTWARE). A worker that fails before the
+  host was ever ready ends the start at once with its exit code (78 config, 71 port in use): a
+  restart would not fix it;
 - one /metrics on `metrics.listen` for the host (`sipguard.aggregate`);
 - one admin API on `admin.listen` for the host (`sipguard.admin.host`): the same token, bounds
   and JSON as a lone daemon's, each request asked of every worker over its control socket (a
@@ -43,7 +44,6 @@ import socket
 import sys
 import tempfile
 import time
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -53,42 +53,13 @@ from sipguard.endpoint import serve_http
 from sipguard.errors import ConfigError
 from sipguard.exits import EX_OK, EX_SOFTWARE
 from sipguard.logs import configure_logging
-from sipguard.notify import Notifier
+from sipguard.notify import STOP_MARGIN, Notifier
+from sipguard.restarts import DEATH_WINDOW, MAX_DEATHS, RESTART_DELAY, DeathRule, restart_delay
 from sipguard.settings import Settings
 from sipguard.worker import CONTROL_ENV, METRICS_ENV, SUPERVISOR_ENV, WORKER_ENV
 
-RESTART_DELAY: Final = 0.2  # seconds before the first restart of a worker that died
-MAX_RESTART_DELAY: Final = 10.0
-STABLE_AFTER: Final = 30.0  # a worker that served this long starts its back-off afresh
-MAX_DEATHS: Final = 5  # give up when more than this many deaths fall
-DEATH_WINDOW: Final = 60.0  # within this many seconds
 RELOAD_TIMEOUT: Final = 30.0  # seconds to wait for every worker's READY=1 after SIGHUP
-STOP_MARGIN: Final = 5.0  # seconds beyond shutdown_grace before a worker is killed
 NOTIFY_MAX: Final = 4096  # bytes of one notification datagram
-
-
-class DeathRule:
-    """The give-up rule: more than `limit` deaths within `window` seconds (all workers)."""
-
-    def __init__(self, limit: int = MAX_DEATHS, window: float = DEATH_WINDOW) -> None:
-        self.limit = limit
-        self.window = window
-        self._deaths: deque[float] = deque()
-
-    def died(self, now: float) -> bool:
-        """Count a death at `now` (monotonic seconds); True when it is time to give up."""
-        self._deaths.append(now)
-        while self._deaths and now - self._deaths[0] > self.window:
-            self._deaths.popleft()
-        return len(self._deaths) > self.limit
-
-
-def restart_delay(previous: float, served: float) -> float:
-    """The back-off before a restart: RESTART_DELAY after a worker that served STABLE_AFTER
-    seconds, else double the previous delay, at most MAX_RESTART_DELAY."""
-    if served >= STABLE_AFTER:
-        return RESTART_DELAY
-    return min(previous * 2, MAX_RESTART_DELAY)
 
 
 @dataclass(slots=True)

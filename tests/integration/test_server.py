@@ -240,7 +240,7 @@ async def test_reload_unexpected_loader_error_keeps_running(
             def broken_loader(path: str) -> object:
                 raise RuntimeError(f"loader defect on {path}")
 
-            monkeypatch.setattr("sipguard.server._load", broken_loader)
+            monkeypatch.setattr("sipguard.server.lifecycle._load", broken_loader)
             problems = await server.reload_from_file("new.yaml")
             assert problems == ["new.yaml: reload failed: RuntimeError: loader defect on new.yaml"]
             assert core.reconfigured == []

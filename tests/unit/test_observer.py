@@ -21,8 +21,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from sipguard.events import EVENTS
 from sipguard.logs import REDACTED, configure_logging
 from sipguard.metrics import Metrics
-from sipguard.notify import Notifier
-from sipguard.observer import STOP_MARGIN, Observer, build_observer
+from sipguard.notify import STOP_MARGIN, Notifier
+from sipguard.observer import Observer, build_observer
 from sipguard.policy.whitelist import parse_rules
 from sipguard.proxy.actions import Address, BanEvent, Cause, Drop, Forward, Info, Reply, Transport
 from sipguard.settings import (
@@ -586,10 +586,11 @@ def test_readme_event_table_names_every_event() -> None:
     table = readme.split("\n## Log events\n")[1].split("\n## ")[0]
     named = set(re.findall(r"`([a-z_]+)`", table))
     emitted = {name for name, _ in EVENTS.values()} | {"response_dropped"}
-    for module in ("sipguard/observer.py", "sipguard/reports.py", "sipguard/server.py"):
-        source = (root / module).read_text()
+    server = sorted((root / "sipguard/server").glob("*.py"))
+    for module in [root / "sipguard/observer.py", root / "sipguard/reports.py", *server]:
+        source = module.read_text()
         emitted |= set(re.findall(r'_log\(\s*[A-Z]+,\s*"([a-z_]+)"', source))
-        emitted |= set(re.findall(r'_note\([^,]+,\s*"[a-z]+",\s*"([a-z_]+)"', source))
+        emitted |= set(re.findall(r'\bnote\([^,]+,\s*"[a-z]+",\s*"([a-z_]+)"', source))
     assert {"metrics_listening", "stopped", "upstream_error", "banned"} <= emitted
     assert sorted(emitted - named) == []
 

@@ -1,11 +1,11 @@
-"""`sipguard.supervisor`'s rules: when to give up, how long to wait before a restart; and the
-worker's side of the contract (`sipguard.worker.WorkerRole`)."""
+"""`sipguard.supervisor`'s rules (`sipguard.restarts`): when to give up, how long to wait
+before a restart; and the worker's side of the contract (`sipguard.worker.WorkerRole`)."""
 
 from __future__ import annotations
 
 import io
 
-from sipguard.supervisor import (
+from sipguard.restarts import (
     DEATH_WINDOW,
     MAX_DEATHS,
     MAX_RESTART_DELAY,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from sipguard.exits import EX_CONFIG
-from sipguard.observer import STOP_MARGIN
+from sipguard.notify import STOP_MARGIN
 from sipguard.settings import Limits
 
 ROOT = Path(__file__).resolve().parents[2]
