@@ -150,10 +150,13 @@ def _dialog(ctx: Context, info: Info) -> Admitted | None:
     dialog = dialogs.get(call_id, ctx.now)
     if dialog is None or dialog.source_ip != ctx.ip:
         return None
-    dialogs.touch(call_id, ctx.now + DIALOG_TTL)
     if ctx.msg.method == b"BYE":
-        dialogs.expire_at_most(call_id, ctx.now + DIALOG_LINGER)
+        # kept DIALOG_LINGER (< DIALOG_TTL) for its retransmissions, at the end of the table as
+        # any dialog in use: what a touch then `expire_at_most` leave, in one step
+        dialogs.put(call_id, dialog, ctx.now + DIALOG_LINGER)
         limiting.ended(ctx.st, ctx.msg)
+    else:
+        dialogs.touch(call_id, ctx.now + DIALOG_TTL)
     return Admitted(Cause.IN_DIALOG, Info(info.method, info.call_id, dialog.trunk, dialog.user))
 
 

@@ -161,7 +161,7 @@ class Core:
         """Decide what to do with one message (a datagram, or one framed stream message)."""
         cfg, st = self._config, self._state
         from_upstream = (source.host, source.port) in cfg.upstream_endpoints
-        ip = normalise_source_text(source.host)
+        ip = "" if from_upstream else normalise_source_text(source.host)  # requests read it
         if not from_upstream and st.guard.is_banned(ip, now):
             # The cheapest path: no parsing for a banned source (issue 7).
             return [Drop(Cause.BANNED)]
@@ -179,10 +179,9 @@ class Core:
                     limiting.answered(st, msg, now)
                 return relayed
             # one scan for the lines admission and forwarding read (none: a plain request)
-            found = (
-                edited_lines(msg, cfg.needs_index) if msg.matched_span("via") is not None else None
-            )
+            found = edited_lines(msg, cfg.needs_index) if msg.fast_match is not None else None
             plain = found == []
+            ip = ip or normalise_source_text(source.host)  # from the upstream: not read before
             ctx = Context(cfg, st, msg, source, local, connection, now, ip, plain, found)
             if from_upstream:
                 return forwarding.from_upstream(ctx)

@@ -71,10 +71,12 @@ def to_upstream(
     destination: Address | None = None,
     branch: bytes | None = None,
     key: TransactionKey | None = None,
+    token: bytes | None = None,
 ) -> list[Action]:
     """RFC 3261 §16.6: forward an admitted request to the upstream: to `destination` on our
     `branch` when the upstream pool chose them (core.py), else the primary upstream on the
-    stateless branch. `key`: its `transaction_key`, when the caller has it."""
+    stateless branch. `key`: its `transaction_key`, `token`: the source's `flow_token`, when
+    the caller has them."""
     msg, info = ctx.msg, admitted.info
     max_forwards = msg.max_forwards
     if max_forwards <= 0:
@@ -86,7 +88,8 @@ def to_upstream(
     if destination is None:
         return [reply(ctx, 503, b"Service Unavailable", Cause.UPSTREAM_ERROR, info)]
     out_local = listener_for(ctx.cfg, destination)
-    data = write_request(ctx, admitted, out_local or ctx.cfg.listeners[0], max_forwards, branch)
+    via_local = out_local or ctx.cfg.listeners[0]
+    data = write_request(ctx, admitted, via_local, max_forwards, branch, token)
     _remember(ctx, info, key)
     origin = Origin(msg, ctx.source, ctx.local, ctx.connection)
     return [Forward(data, destination, out_local, None, admitted.cause, info, origin)]
@@ -98,20 +101,23 @@ def write_request(
     via_local: Address,
     max_forwards: int,
     branch: bytes | None = None,
+    token: bytes | None = None,
 ) -> bytes:
     """The outgoing bytes of an admitted request: what changes is decided here, then written in
-    one pass (proxy/outgoing.py). `branch`: ours, when not the stateless one (a failover)."""
+    one pass (proxy/outgoing.py). `branch`: ours, when not the stateless one (a failover);
+    `token`: the source's `flow_token`, when the caller has it (it computed the branch)."""
     msg, source, cfg = ctx.msg, ctx.source, ctx.cfg
     method = msg.method
     plain = ctx.plain
-    token = flow_token(source)
+    if token is None:
+        token = flow_token(source)
     ours = cfg.fragments[via_local.transport, via_local.host, via_local.port]
     if branch is None:
         branch = branch_on(ctx.st.branch_key, msg, token)
     via = ours.via_head + branch + ours.via_tail + token
     route_name, route_lines = _route_lines(ctx, method, via_local, token)
     found = None if plain else ctx.found  # plain: nothing found, nothing popped or stripped
-    if found is None and not plain and msg.matched_span("via") is not None:
+    if found is None and not plain and msg.fast_match is not None:
         found = edited_lines(msg, cfg.needs_index)  # a context built without the scan
     if found is None:
         popped = 0 if plain else our_routes(cfg, msg)[0]
@@ -238,7 +244,7 @@ def from_upstream(ctx: Context) -> list[Action]:
     if msg.method != b"ACK" and msg.max_forwards <= 0:
         return [reply(ctx, 483, b"Too Many Hops", Cause.TOO_MANY_HOPS, info)]
     found = ctx.found
-    if found is None and msg.matched_span("via") is not None:
+    if found is None and msg.fast_match is not None:
         found = edited_lines(msg, cfg.needs_index)  # a context built without the scan
     popped, flow_hint = our_routes(cfg, msg) if found is None else found_routes(cfg, msg, found)
     destination = flow_hint or route_destination(msg, popped)

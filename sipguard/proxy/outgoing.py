@@ -169,7 +169,8 @@ def write_plain(msg: Request, changes: Changes, found: Sequence[Line] = ()) -> b
     does."""
     raw = msg.raw
     strip = changes.strip
-    via_start, via_end = msg.matched_span("via") or (-1, -1)
+    m = msg.fast_match  # the parser's match: the spans of the top Via and Max-Forwards
+    via_start, via_end = m.span("via") if m is not None else (-1, -1)
     line_start = via_start - 5
     if raw[line_start:via_start] != b"Via: ":
         line_start = raw.rfind(b"\n", 0, via_start) + 1
@@ -185,7 +186,7 @@ def write_plain(msg: Request, changes: Changes, found: Sequence[Line] = ()) -> b
         else:  # a quoted parameter value may hold a ';'
             value = _with_params(raw[via_start:line_end], changes.received)
         cuts.append((line_start, line_end, b"Via: " + value))
-    mf_start, mf_end = msg.matched_span("mf") or (-1, -1)
+    mf_start, mf_end = m.span("mf") if m is not None else (-1, -1)
     if changes.max_forwards >= 0 and mf_start >= 0:
         mf_line = mf_start - 14
         if raw[mf_line:mf_start] != b"Max-Forwards: ":
@@ -229,15 +230,17 @@ def _inserts(
 def _popped_routes(live: Sequence[Line], popped: int) -> list[tuple[int, int, bytes]]:
     """The cuts removing the first `popped` Route values (RFC 3261 §16.4): a line whose values
     all go is dropped (an empty one counts as one value, as the indexed writer pops), the
-    first line keeping some is written from its next value on."""
+    first line keeping some is written from its next value on. A line without a comma holds one
+    value, as `routes.found_routes` reads it: only a comma list is split."""
     cuts: list[tuple[int, int, bytes]] = []
     for line in live:
         if line.key != b"route":
             continue
-        spans = list_spans(line.value)
-        count = len(spans) or 1
-        if count > popped:
-            value = line.value[spans[popped][0] :]
+        value = line.value
+        spans = list_spans(value) if value.find(b",") >= 0 else None
+        count = len(spans) if spans else 1
+        if spans is not None and count > popped:
+            value = value[spans[popped][0] :]
             cuts.append((line.start, line.end, line.name + b": " + value))
             break
         cuts.append((line.start, line.end + 2, b""))

@@ -65,9 +65,8 @@ def head(ctx: Context, status: int, reason: bytes) -> bytes:
     if not single_via(msg):
         return build_response(msg, status, reason, to_tag=tag)[: -len(TRAILER)]
     to = msg.to
-    cseq_start = msg.matched_span("cn")
-    cseq_end = msg.matched_span("cm")
-    assert cseq_start is not None and cseq_end is not None  # set with the Via span
+    m = msg.fast_match
+    assert m is not None  # `single_via`: read on the fast path
     return b"SIP/2.0 %d %s\r\nVia: %s\r\nFrom: %s\r\nTo: %s%s\r\nCall-ID: %s\r\nCSeq: %s\r\n" % (
         status,
         reason,
@@ -76,7 +75,7 @@ def head(ctx: Context, status: int, reason: bytes) -> bytes:
         to.raw,
         b"" if to.tag is not None else b";tag=" + tag,
         msg.call_id,
-        msg.raw[cseq_start[0] : cseq_end[1]],
+        msg.raw[m.start("cn") : m.end("cm")],
     )
 
 

@@ -147,6 +147,8 @@ class ClientTransactions(Generic[C]):
         "_max_entries",
         "_seq",
         "failover_timeout",
+        "find",
+        "match",
         "timer_c",
         "waited",
     )
@@ -163,17 +165,16 @@ class ClientTransactions(Generic[C]):
         self._branches: dict[bytes, tuple[ClientTransaction[C], Attempt]] = {}
         self._heap: list[tuple[float, int, int, ClientTransaction[C]]] = []
         self._seq = 0
+        # The lookups, read for every forwarded request and relayed response, are the dicts'
+        # own `get` (both dicts live as long as the table): no Python frame of ours around them.
+        # `find`: the transaction of a request key; `match`: the transaction and attempt a
+        # branch of ours belongs to; None when there is none.
+        self.find: Callable[[Hashable], ClientTransaction[C] | None] = self._entries.get
+        self.match: Callable[[bytes], tuple[ClientTransaction[C], Attempt] | None]
+        self.match = self._branches.get
 
     def __len__(self) -> int:
         return len(self._entries)
-
-    # ------------------------------------------------------------------ lookups
-
-    def find(self, key: Hashable) -> ClientTransaction[C] | None:
-        return self._entries.get(key)
-
-    def match(self, branch: bytes) -> tuple[ClientTransaction[C], Attempt] | None:
-        return self._branches.get(branch)
 
     # ------------------------------------------------------------------ life cycle
 

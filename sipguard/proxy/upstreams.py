@@ -26,8 +26,9 @@ from sipguard.proxy.failover import Relay, UpstreamReport, Upstreams
 from sipguard.proxy.outgoing import Line, edited_lines
 from sipguard.proxy.replies import RETRY_AFTER, reply, text
 from sipguard.proxy.via import (
-    branch_for,
+    branch_on,
     checked_destination,
+    flow_token,
     is_sent_via,
     response_destination,
     transaction_key,
@@ -62,7 +63,11 @@ class Routing:
         """Forward an admitted request (see the module docstring for where it goes)."""
         msg, pool = ctx.msg, self.pool
         key = transaction_key(msg, ctx.ip)
-        attempt = pool.cancelled(key) if msg.method == b"CANCEL" else pool.current(key)
+        if msg.method == b"CANCEL":
+            attempt = pool.cancelled(key)
+        else:  # `pool.current(key)` in one lookup (every forwarded request asks)
+            txn = pool.table.find(key)
+            attempt = txn.current if txn is not None else None
         if attempt is not None:
             return forwarding.to_upstream(ctx, verdict, attempt.to, attempt.branch, key)
         if msg.method in (b"ACK", b"CANCEL") or msg.to.tag:
@@ -73,8 +78,9 @@ class Routing:
             info = verdict.info
             return [reply(ctx, 503, b"Service Unavailable", Cause.UPSTREAM_ERROR, info, retry)]
         first, *others = candidates
-        branch = branch_for(ctx.st.branch_key, msg, ctx.source)
-        actions = forwarding.to_upstream(ctx, verdict, first.address, branch, key)
+        token = flow_token(ctx.source)  # once: for the branch and for our Via
+        branch = branch_on(ctx.st.branch_key, msg, token)
+        actions = forwarding.to_upstream(ctx, verdict, first.address, branch, key, token)
         sent = actions[-1] if actions else None
         if isinstance(sent, Forward):
             pool.started(key, (ctx, verdict), sent, branch, others, ctx.now)
@@ -188,7 +194,7 @@ def _route_values(cfg: Config, msg: Request, found: list[Line] | None) -> list[b
     """The Route header values, in order: on the parser's fast path from the lines the core
     scanned (`Context.found`, `outgoing.edited_lines`), so that no header index is built for
     them."""
-    if found is None and msg.matched_span("via") is not None:
+    if found is None and msg.fast_match is not None:
         found = edited_lines(msg, cfg.needs_index)  # a context built without the scan
     if found is None:
         return msg.get_all(b"route")

@@ -227,11 +227,11 @@ def one_via_value(msg: Request) -> bool:
 def single_via(msg: Request) -> bool:
     """A message read on the fast path has exactly one Via value: its top Via line holds no
     comma list and no other Via line follows (a false "no" only costs the general check)."""
-    span = msg.matched_span("via")
-    if span is None:
+    m = msg.fast_match
+    if m is None:
         return False
     raw = msg.raw
-    end = span[1]
+    end = m.end("via")
     return raw[end : end + 2] == b"\r\n" and raw.find(b"\nVia", end, msg.header_end) < 0
 
 

@@ -67,16 +67,17 @@ class Message(HeaderIndex):
 
     `top_via`, `from_`, `to`, `call_id` and `cseq` are set by `parse_message` (on its fast path
     built from the match, which validated them; on the general path from the values it
-    validated). A message read on the fast path carries `_fast`, the match.
+    validated). A message read on the fast path carries `fast_match`, the match (None on the
+    general path): its spans place an editor's cuts without a header index (`matched_span`).
     """
 
     __slots__ = (
         "_contacts",
-        "_fast",
         "_vias",
         "body",
         "call_id",
         "cseq",
+        "fast_match",
         "from_",
         "limits_uri",
         "max_forwards",
@@ -93,7 +94,7 @@ class Message(HeaderIndex):
     to: NameAddr
     call_id: bytes
     cseq: CSeq
-    _fast: re.Match[bytes] | None
+    fast_match: re.Match[bytes] | None
     _vias: list[Via] | None
     _contacts: list[NameAddr] | None
 
@@ -121,7 +122,7 @@ class Message(HeaderIndex):
         self.header_end = header_end
         self.limits_uri = max_uri_bytes
         self._headers = None
-        self._fast = None
+        self.fast_match = None
         self._vias = None
         self._contacts = None
 
@@ -139,8 +140,8 @@ class Message(HeaderIndex):
         `top_via`, already built, and the others are found from where it ends, without the
         header index."""
         vias = self._vias
-        if vias is None and self._fast is not None:
-            vias = self._vias = self._vias_after_top(self._fast)
+        if vias is None and self.fast_match is not None:
+            vias = self._vias = self._vias_after_top(self.fast_match)
         if vias is None:
             lines = self.line_values(b"via")
             if not lines:
@@ -201,7 +202,7 @@ class Message(HeaderIndex):
         """Where the parser's fast match found `group` (a name in `fast.FAST_GROUPS`) in `raw`:
         (-1, -1) when the group matched nothing; None when the message was not read on the fast
         path. Lets an editor place its cuts without building the header index."""
-        m = self._fast
+        m = self.fast_match
         return None if m is None else m.span(group)
 
     @property
@@ -212,7 +213,7 @@ class Message(HeaderIndex):
         two matter (RFC 3261 §16.7 step 3, §18.2.2). On the fast path the match validated every
         Via, so the second value alone is read (from where the top one ends) and parsed; on the
         general path every Via was parsed already."""
-        m = self._fast
+        m = self.fast_match
         if m is None or self._vias is not None:
             vias = self.vias
             return vias[1] if len(vias) > 1 else None
@@ -234,7 +235,7 @@ class Message(HeaderIndex):
         separator after it. From the parser's fast match, no header index; None when the
         message was not read on the fast path or the line is not spelled `Via: ` (the edit
         writer then rewrites the line)."""
-        m = self._fast
+        m = self.fast_match
         if m is None:
             return None
         raw = self.raw
@@ -255,7 +256,7 @@ class Message(HeaderIndex):
 
     @property
     def user_agent(self) -> bytes | None:
-        if self._fast is not None and self._index is None:
+        if self.fast_match is not None and self._index is None:
             m = _USER_AGENT_RE.search(self.raw, self.start_line_end - 2, self.header_end + 2)
             return None if m is None else m.group(1)
         return self.get(b"user-agent")

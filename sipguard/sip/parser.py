@@ -140,7 +140,7 @@ def parse_message(data: bytes, limits: ParserLimits = DEFAULT_LIMITS) -> Request
                 msg.body = data[hend:end]
                 msg.header_end = hend - 2
                 uri_max = msg.limits_uri = limits.max_uri_bytes
-                msg._fast = m
+                msg.fast_match = m
                 msg.max_forwards = DEFAULT_MAX_FORWARDS if mf is None else int(mf)
                 msg._names = None
                 msg._values = None

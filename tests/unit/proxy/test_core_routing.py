@@ -9,6 +9,7 @@ import pytest
 from sipguard.policy.whitelist import parse_rules
 from sipguard.proxy.actions import Address, Cause, Drop, Forward, Reply, Transport
 from sipguard.proxy.core import Core
+from sipguard.proxy.memory import DIALOG_LINGER
 from sipguard.settings import Credential, Trunk
 from sipguard.sip import Response, parse_message
 from tests.unit.proxy.playbook import (
@@ -216,6 +217,24 @@ def test_in_dialog_bye_survives_reload_that_removes_the_source() -> None:
     assert out.get_all(b"route") == []  # our own Route entry is consumed
     fresh = request("INVITE", call_id="call-2")
     assert status_of(only(c.handle(fresh, CLIENT, LOCAL, None, NOW + 11))) == 403
+
+
+def test_client_bye_lingers_for_its_retransmissions_then_the_dialog_is_gone() -> None:
+    """A BYE of the client ends its dialog: its retransmissions pass for DIALOG_LINGER (not the
+    DIALOG_TTL every other in-dialog request renews), then it is a request like any other."""
+    c, invite = invite_through()
+    c.handle(response_to(invite), UPSTREAM, LOCAL, None, NOW)
+    c.reconfigure(settings(Trunk("office", whitelist=parse_rules(("10.0.0.1",)))))
+    route = "Route: <sip:127.0.0.1:5060;transport=udp;lr;sgf=udp-127.0.0.1-5061>"
+    info = request("INFO", cseq=2, branch="z9hG4bK-info", to_tag="up-1", extra=[route])
+    action = only(c.handle(info, CLIENT, LOCAL, None, NOW + 10))
+    assert isinstance(action, Forward) and action.cause is Cause.IN_DIALOG
+    bye = request("BYE", cseq=3, branch="z9hG4bK-bye", to_tag="up-1", extra=[route])
+    last = NOW + 20 + DIALOG_LINGER - 1
+    for at in (NOW + 20, last):  # the BYE, then a retransmission (which lingers as long)
+        action = only(c.handle(bye, CLIENT, LOCAL, None, at))
+        assert isinstance(action, Forward) and action.cause is Cause.IN_DIALOG
+    assert status_of(only(c.handle(bye, CLIENT, LOCAL, None, last + DIALOG_LINGER))) == 403
 
 
 def test_bye_from_upstream_reaches_the_client_flow() -> None:

@@ -107,7 +107,7 @@ def test_fast_path_matches_general_path(data: bytes) -> None:
 
 def test_fast_path_taken_for_common_messages() -> None:
     for data in SAMPLES:
-        assert parse_message(data)._fast is not None
+        assert parse_message(data).fast_match is not None
 
 
 EDITS = st.sampled_from(
@@ -173,4 +173,4 @@ def test_fast_path_near_limits(limits: ParserLimits, delta: int) -> None:
         data, lambda d: parse_message_general(d, limits)
     )
     if limits.max_uri_bytes > 40 and limits.max_line_bytes > 60 and limits.max_headers > 5:
-        assert (parse_message(data, limits)._fast is not None) == (delta <= 0)
+        assert (parse_message(data, limits).fast_match is not None) == (delta <= 0)

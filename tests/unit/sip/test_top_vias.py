@@ -66,7 +66,7 @@ def test_second_via_and_cut_match_full_reading(data: bytes) -> None:
 def test_fast_path_layouts_are_cut_without_index() -> None:
     for data in MESSAGES[:7]:
         msg = parse_message(data)
-        assert msg._fast is not None
+        assert msg.fast_match is not None
         assert msg.top_via_cut() is not None or not data.startswith(HEAD + b"Via: ")
         assert msg.second_via is None or msg._index is None  # nothing built the index
     msg = parse_message(MESSAGES[2])
