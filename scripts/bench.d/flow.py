@@ -71,12 +71,25 @@ def core() -> Core:
     return c
 
 
-def request(method: str, i: int, cseq: int, branch: str, extra: list[str], body: bytes) -> bytes:
-    """A request of call `i` as SIPp's bench UAC writes it."""
+def request(
+    method: str,
+    i: int,
+    cseq: int,
+    branch: str,
+    extra: list[str],
+    body: bytes,
+    *,
+    uri: str = "sip:service@127.0.0.1:5060",
+    route: str = "",
+) -> bytes:
+    """A request of call `i` as SIPp's bench UAC writes it: an in-dialog one to the Contact
+    of the 200 (`uri`), its route set (`route`: the Record-Route reversed, one line) after
+    the Via, as SIPp's [routes] writes it."""
     to_tag = extra.pop(0) if extra and extra[0].startswith(";tag=") else ""
     lines = [
-        f"{method} sip:service@127.0.0.1:5060 SIP/2.0",
+        f"{method} {uri} SIP/2.0",
         f"Via: SIP/2.0/UDP 127.0.0.1:5063;branch=z9hG4bK-7-{i}-{branch}",
+        *([f"Route: {route}"] if route else []),
         f"From: <sip:alice@sipguard.test>;tag={i}i7",
         f"To: <sip:service@sipguard.test>{to_tag}",
         f"Call-ID: {i}-7@127.0.0.1",
@@ -84,7 +97,7 @@ def request(method: str, i: int, cseq: int, branch: str, extra: list[str], body:
         *extra,
         "Max-Forwards: 70",
         *(["Content-Type: application/sdp"] if body else []),
-        f"Content-Length: {len(body):5d}",
+        f"Content-Length: {len(body):5d}" if body else "Content-Length: 0",
         "",
         "",
     ]
@@ -115,18 +128,19 @@ def authorization(challenge: bytes, method: str, header: str) -> str:
 
 def answer(forward: bytes, status: str, i: int, *, dialog: bool, body: bytes = b"") -> bytes:
     """The bench UAS's response to a request we forwarded: its Vias echoed on one line
-    (SIPp's [last_Via:]), its Record-Route echoed, our To-tag."""
+    (SIPp's [last_Via:]), its Record-Route values echoed on one line ([last_Record-Route:]),
+    our To-tag."""
     head = forward.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
     vias = [line.split(b":", 1)[1].strip() for line in head if line.startswith(b"Via:")]
-    rrs = [line for line in head if line.startswith(b"Record-Route:")]
+    rrs = [line.split(b":", 1)[1].strip() for line in head if line.startswith(b"Record-Route:")]
     pick = {
         name: next(line for line in head if line.startswith(name))
         for name in (b"From:", b"To:", b"Call-ID:", b"CSeq:")
     }
     to = pick[b"To:"] + (b";tag=u%d" % i if dialog and b"tag=" not in pick[b"To:"] else b"")
     lines = [b"SIP/2.0 " + status.encode(), b"Via: " + b", ".join(vias)]
-    if dialog:
-        lines += rrs
+    if dialog and rrs:
+        lines.append(b"Record-Route: " + b", ".join(rrs))
     lines += [pick[b"From:"], to, pick[b"Call-ID:"], pick[b"CSeq:"]]
     if dialog:
         lines.append(b"Contact: <sip:upstream@127.0.0.1:5070;transport=UDP>")
@@ -169,14 +183,18 @@ class Recorder:
             ("200 OK", True, SDP),
         ):
             ok = self.one(answer(sent, status, i, dialog=dialog, body=body), UAS, Forward)
-        routes = [
-            line[len(b"Record-Route: ") :].decode()
+        route_set = [
+            value.strip()
             for line in ok.split(b"\r\n")
             if line.startswith(b"Record-Route:")
+            for value in line[len(b"Record-Route:") :].decode().split(",")
         ]
-        in_dialog = [f";tag=u{i}", *(f"Route: {r}" for r in routes)]
-        self.one(request("ACK", i, 2, "8", list(in_dialog), b""), CLIENT, Forward)
-        bye = self.one(request("BYE", i, 3, "9", list(in_dialog), b""), CLIENT, Forward)
+        in_dialog = {
+            "uri": "sip:upstream@127.0.0.1:5070;transport=UDP",
+            "route": ", ".join(reversed(route_set)),
+        }
+        self.one(request("ACK", i, 2, "8", [f";tag=u{i}"], b"", **in_dialog), CLIENT, Forward)
+        bye = self.one(request("BYE", i, 3, "9", [f";tag=u{i}"], b"", **in_dialog), CLIENT, Forward)
         self.one(answer(bye, "200 OK", i, dialog=False), UAS, Forward)
 
     def register_call(self, i: int) -> None:
