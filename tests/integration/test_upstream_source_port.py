@@ -224,11 +224,10 @@ def test_bye_from_upstream_reaches_client_after_a_restart(
         call_id = first.wait_event("admitted", DEADLINE, method="INVITE")["call_id"]
         assert {int(p) for p in _TOP_VIA.findall(uas.messages())} == {base}
         assert first.stop() == 0
-        second = daemon_factory(config, name="second")
+        second = daemon_factory(config, name="second")  # same config, new process
         _trigger(uas.port, call_id)
-        caller.join(40)
     finally:
-        caller.join(40)
+        caller.join(40)  # SIPp's own -timeout (30 s) ends the call first
     assert not caller.is_alive()
     (result,) = results
     assert result.ok, result.explain() + "\n--- sipguard ---\n" + second.describe()
