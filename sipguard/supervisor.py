@@ -5,8 +5,9 @@ environment, the host's nonce key on stdin), following them, and the process con
 supervised host:
 - every worker binds every listener with SO_REUSEPORT; the kernel spreads UDP datagrams (by
   source address and port) and TCP/TLS connections over them. Each worker sends upstream from
-  an ephemeral UDP socket of its own (never SO_REUSEPORT) named in its Via and Record-Route, so
-  responses and in-dialog requests from the upstream come back to the worker holding them;
+  a UDP socket of its own (never SO_REUSEPORT; `upstream_source_port` + its index, else an
+  ephemeral port) named in its Via and Record-Route, so responses and in-dialog requests from
+  the upstream come back to the worker holding them, after a restart of it too;
 - READY=1 to systemd once every worker said READY=1 (each worker's NOTIFY_SOCKET is the
   supervisor's socket for it);
 - SIGHUP: the file is validated here once; a refused file is logged (`config_reload_failed`)

@@ -2,10 +2,11 @@
 told, and how it differs from a lone daemon.
 
 Owns: the environment contract between `sipguard.supervisor` and its workers (`WORKER_ENV`:
-the worker's index; `METRICS_ENV`: the Unix socket on which the worker answers /metrics for the
-supervisor to aggregate; `CONTROL_ENV`: the Unix socket on which the worker serves the admin
-API's routes without the token, given only when the config has an `admin` section: the
-supervisor serves the admin listener and asks every worker there; `NOTIFY_SOCKET`: the
+the worker's index, from 0, which a restarted worker keeps: its upstream-facing port is
+`upstream_source_port` + it; `METRICS_ENV`: the Unix socket on which the worker answers
+/metrics for the supervisor to aggregate; `CONTROL_ENV`: the Unix socket on which the worker
+serves the admin API's routes without the token, given only when the config has an `admin`
+section: the supervisor serves the admin listener and asks every worker there; `NOTIFY_SOCKET`: the
 supervisor's, so READY=1/RELOADING=1/STOPPING=1 of each worker reach it), and `WorkerRole`,
 read once at start. The shared nonce key arrives on stdin (64 hex digits, then EOF) rather than
 in the environment, which other processes of the same user can read: every worker then issues

@@ -20,7 +20,12 @@ from sipguard.config.auth import read_auth, read_trunks
 from sipguard.config.document import parse_yaml
 from sipguard.config.health import read_upstream_health
 from sipguard.config.identity import read_identity
-from sipguard.config.network import read_listeners, read_tls, read_upstreams
+from sipguard.config.network import (
+    read_listeners,
+    read_tls,
+    read_upstream_source_port,
+    read_upstreams,
+)
 from sipguard.config.observability import read_log, read_metrics
 from sipguard.config.protection import read_limits, read_protection
 from sipguard.config.reader import Reader
@@ -63,6 +68,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("admin", read_admin),  # reads metrics
     Section("identity", read_identity),
     Section("workers", read_workers),
+    Section("upstream_source_port", read_upstream_source_port),  # reads listen, upstream, workers
 )
 
 

@@ -1,11 +1,14 @@
-"""The network sections: `listen`, `tls` and `upstream` (DESIGN §3).
+"""The network sections: `listen`, `tls`, `upstream` and `upstream_source_port` (DESIGN §3).
 
 Owns: listener URLs (`transport://address:port`), the TLS files and options, upstream SIP URIs
 (`sip:HOST[:PORT][;transport=...]`, RFC 3261 §19.1) given as a string or as a mapping with
-`uri`, `priority` and `weight` (the upstream pool, issue 14), duplicates among them.
+`uri`, `priority` and `weight` (the upstream pool, issue 14), duplicates among them; the fixed
+port range of the upstream-facing UDP sockets (one port per worker) and its clashes with the UDP
+listeners that the config alone can tell.
 
 Never does: open a socket or load a certificate (it only checks that the files can be read),
-resolve a name (sipguard does no DNS at runtime: addresses are IP literals).
+resolve a name (sipguard does no DNS at runtime: addresses are IP literals), ask the routing
+table which local address faces an upstream (the server does, when it binds).
 """
 
 from __future__ import annotations
@@ -268,3 +271,53 @@ def upstream_uri(r: Reader, text: str, where: str) -> Upstream | None:
     if host is None or port is None:
         return None
     return Upstream(text, transport, host, port)
+
+
+SOURCE_PORT_KEY = "upstream_source_port"
+# Linux's default net.ipv4.ip_local_port_range: any program's outgoing socket may hold such a port.
+EPHEMERAL_PORTS = range(32768, 61000)
+
+
+def read_upstream_source_port(r: Reader, value: object, done: Mapping[str, Any]) -> int | None:
+    """`upstream_source_port`: the port of the upstream-facing UDP socket (one per address family
+    with a UDP upstream) of worker 0; worker i binds it + i, so `workers` ports from it must
+    exist and be no UDP listener's of that family. Absent: an ephemeral port (as before)."""
+    if value is None:
+        return None
+    base = r.integer(value, SOURCE_PORT_KEY, 1, 65535)
+    if base is None:
+        return None
+    workers = done.get("workers") or 1
+    last = base + workers - 1
+    if last > 65535:
+        r.error(
+            SOURCE_PORT_KEY,
+            f"{base}: worker {workers - 1} of {workers} would bind {last}, above 65535; "
+            f"give at most {65536 - workers}",
+        )
+        return None
+    ports = str(base) if workers == 1 else f"{base}..{last} (one per worker)"
+    families = {":" in u.host for u in done.get("upstream") or () if u.transport == "udp"}
+    if not families:
+        r.warn(SOURCE_PORT_KEY, "no UDP upstream: sipguard opens no upstream-facing UDP socket")
+    for index, listener in enumerate(done.get("listen") or ()):
+        if listener.transport != "udp" or not base <= listener.port <= last:
+            continue
+        if (":" in listener.host) not in families:
+            continue
+        clash = f"{ports}: listen[{index}] {listener.url!r} uses port {listener.port}"
+        if listener.is_wildcard:
+            r.error(SOURCE_PORT_KEY, f"{clash} on every address; give ports no UDP listener uses")
+        else:
+            r.warn(
+                SOURCE_PORT_KEY,
+                f"{clash}: if {listener.host} is the address toward the upstream, sipguard "
+                "cannot start; give ports no UDP listener uses",
+            )
+    if base in EPHEMERAL_PORTS or last in EPHEMERAL_PORTS:
+        r.warn(
+            SOURCE_PORT_KEY,
+            f"{ports} overlaps the kernel's ephemeral ports (32768..60999 by default): another "
+            "program's socket may hold one when sipguard starts; give ports below 32768",
+        )
+    return base

@@ -127,6 +127,8 @@ class Core:
         self._config = compile_config(
             cfg.settings, self._state.issuer, self._nonce_key, tuple(sockets)
         )
+        # Probes and failover's new branches too (they read the pool's copy of the config).
+        self._routing.use_config(self._config)
 
     @property
     def settings(self) -> Settings:

@@ -57,6 +57,10 @@ class Routing:
         self._config = config
         self.pool.reconfigure(settings)
 
+    def use_config(self, config: Config) -> None:
+        """The same settings compiled again (the shell's upstream-facing sockets changed)."""
+        self._config = config
+
     # ------------------------------------------------------------------ requests
 
     def to_upstream(self, ctx: Context, verdict: Admitted) -> list[Action]:

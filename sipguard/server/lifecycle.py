@@ -51,10 +51,12 @@ class Server:
         observer: ObserverProtocol | None = None,
         client_tls: ssl.SSLContext | None = None,
         reuse_port: bool = False,
+        worker: int = 0,
     ) -> None:
         """`client_tls` replaces the context built from the settings for TLS upstreams (tests
         use it to trust a throw-away CA); None builds one that verifies (see transport.upstream).
-        `reuse_port`: every listener with SO_REUSEPORT (a worker of `workers: N`)."""
+        `reuse_port`: every listener with SO_REUSEPORT (a worker of `workers: N`); `worker`: its
+        index (0 for a lone daemon), which picks its upstream-facing port."""
         self.settings = settings
         self.core = core
         self.observer: ObserverProtocol = observer if observer is not None else NullObserver()
@@ -67,7 +69,9 @@ class Server:
             client_tls=client_tls,
         )
         self.dispatcher.streams.reserved = reserved_sources(settings)
-        self.listeners = Listeners(self.dispatcher, self.observer, reuse_port=reuse_port)
+        self.listeners = Listeners(
+            self.dispatcher, self.observer, reuse_port=reuse_port, worker=worker
+        )
         self._tick: asyncio.Task[None] | None = None
         self._bridge: StateBridge | None = None
         self._reload_lock = asyncio.Lock()
@@ -196,7 +200,7 @@ class Server:
             staged = await self.listeners.stage(settings, server_tls)
         except ListenerError as exc:
             self.observer.listener_error(exc.listener, exc.detail)
-            return [f"{settings.source}: listen: {exc.listener}: {exc.detail}"]
+            return [f"{settings.source}: {exc.key}: {exc.listener}: {exc.detail}"]
         try:
             self.core.reconfigure(settings)
         except BaseException:  # a defect in the core, or cancelled by the shutdown

@@ -4,7 +4,9 @@ Owns: `Listeners` (every configured listener and our own upstream-facing UDP soc
 start, a reload's new ones staged and then committed or undone, closed at stop; the server TLS
 context new TLS connections take), `ListenerError` (a listener that cannot be opened, by its
 URL), `Bound` (one open listener), `bind_stream` (a listening TCP socket with its options),
-`upstream_socket_hosts`, `LISTEN_BACKLOG`.
+`upstream_socket_hosts` and `upstream_source_port` (where our upstream-facing sockets bind: the
+address toward the upstream, `upstream_source_port` + the worker's index or an ephemeral port),
+`LISTEN_BACKLOG`.
 
 Never does: read or write SIP (the dispatcher's transports do), decide whether a reload is
 applied (`Server.reload` does: a staged set is committed only once the core took the new
@@ -28,11 +30,13 @@ LISTEN_BACKLOG = 1024  # pending TCP accepts per listener: absorbs a reconnect s
 
 
 class ListenerError(Exception):
-    """A listener could not be opened. `listener` is its URL (`tcp://127.0.0.1:5060`)."""
+    """A listener could not be opened. `listener` is its URL (`tcp://127.0.0.1:5060`); `key`
+    the config key that asked for it (`listen`, `upstream`, `upstream_source_port`)."""
 
-    def __init__(self, listener: str, detail: str) -> None:
+    def __init__(self, listener: str, detail: str, key: str = "listen") -> None:
         self.listener = listener
         self.detail = detail
+        self.key = key
         super().__init__(f"{listener}: {detail}")
 
 
@@ -67,12 +71,15 @@ class Listeners:
     """The open sockets of one server, each added to the dispatcher that sends from it."""
 
     def __init__(
-        self, dispatcher: Dispatcher, observer: ObserverProtocol, *, reuse_port: bool
+        self, dispatcher: Dispatcher, observer: ObserverProtocol, *, reuse_port: bool, worker: int
     ) -> None:
-        """`reuse_port`: every listener with SO_REUSEPORT (a worker of `workers: N`)."""
+        """`reuse_port`: every listener with SO_REUSEPORT (a worker of `workers: N`); `worker`:
+        this process's index among them (0 for a lone daemon), the offset of its upstream-facing
+        port from `upstream_source_port`."""
         self.dispatcher = dispatcher
         self.observer = observer
         self.reuse_port = reuse_port
+        self.worker = worker
         self.server_tls: ssl.SSLContext | None = None  # what a new TLS connection takes
         self.bound: dict[Listener, Bound] = {}
         # Our own upstream-facing UDP sockets, by the local address they are bound to.
@@ -85,8 +92,9 @@ class Listeners:
         try:
             for listener in settings.listen:
                 self.bound[listener] = await self.bind(listener)
+            port = upstream_source_port(settings, self.worker)
             for host in upstream_socket_hosts(settings):
-                self.upstream_udp[host] = await self.bind_upstream_udp(host)
+                self.upstream_udp[host] = await self.bind_upstream_udp(host, port)
         except ListenerError:
             for bound in self.bound.values():
                 bound.close()
@@ -117,9 +125,12 @@ class Listeners:
             for listener in settings.listen:
                 if listener not in self.bound:
                     staged.opened[listener] = await self.bind(listener)
+            port = upstream_source_port(settings, self.worker)
             for host in upstream_socket_hosts(settings):
                 kept = self.upstream_udp.get(host)
-                staged.upstream_udp[host] = kept or await self.bind_upstream_udp(host)
+                if kept is None or port not in (0, kept.local.port):
+                    kept = await self.bind_upstream_udp(host, port)
+                staged.upstream_udp[host] = kept
         except BaseException:
             self.undo(staged)
             raise
@@ -127,9 +138,9 @@ class Listeners:
 
     def commit(self, staged: Staged) -> None:
         """Swap `staged` in: close the upstream-facing sockets and the listeners that its
-        settings no longer name."""
+        settings no longer name (an upstream-facing socket moved to another port included)."""
         for host, endpoint in self.upstream_udp.items():
-            if host not in staged.upstream_udp:
+            if staged.upstream_udp.get(host) is not endpoint:
                 self.dispatcher.remove_udp(endpoint)
                 endpoint.close()
         self.upstream_udp = staged.upstream_udp
@@ -148,6 +159,17 @@ class Listeners:
                 self.dispatcher.remove_udp(endpoint)
                 endpoint.close()
 
+    def _upstream_error(self, host: str, port: int, exc: OSError) -> ListenerError:
+        where = f"[{host}]" if ":" in host else host
+        if port == 0:
+            return ListenerError(f"udp://{where}:0 (toward the upstream)", str(exc), "upstream")
+        return ListenerError(
+            f"udp://{where}:{port} (toward the upstream, worker {self.worker})",
+            f"{exc.strerror or exc}; worker N binds upstream_source_port + N: free the port or "
+            "give upstream_source_port ports no other socket holds",
+            "upstream_source_port",
+        )
+
     def unbind(self, bound: Bound) -> None:
         if bound.udp is not None:
             self.dispatcher.remove_udp(bound.udp)
@@ -156,14 +178,16 @@ class Listeners:
     def current_tls(self) -> ssl.SSLContext | None:
         return self.server_tls
 
-    async def bind_upstream_udp(self, host: str) -> UdpEndpoint:
-        """Our own UDP socket toward the upstreams of one address family, on an ephemeral port
-        of `host`: it sends what goes to them and receives their responses and requests."""
+    async def bind_upstream_udp(self, host: str, port: int) -> UdpEndpoint:
+        """Our own UDP socket toward the upstreams of one address family, on `port` of `host`
+        (0: an ephemeral one): it sends what goes to them and receives their responses and
+        requests. Neither SO_REUSEPORT nor SO_REUSEADDR: no other socket may share its port (a
+        worker receives only its own responses; a sipguard still running makes the bind fail
+        rather than split the traffic), and a UDP port is free again once its socket closed."""
         try:
-            sock = bind_udp(host, 0)
+            sock = bind_udp(host, port)
         except OSError as exc:
-            where = f"[{host}]" if ":" in host else host
-            raise ListenerError(f"udp://{where}:0 (toward the upstream)", str(exc)) from exc
+            raise self._upstream_error(host, port, exc) from exc
         endpoint = UdpEndpoint(
             self.dispatcher,
             self.observer,
@@ -202,6 +226,13 @@ class Listeners:
             raise ListenerError(listener.url, exc.strerror or str(exc)) from exc
 
 
+def upstream_source_port(settings: Settings, worker: int) -> int:
+    """The port worker `worker`'s upstream-facing sockets bind: `upstream_source_port` + its
+    index, or 0 (ephemeral) when the config gives none."""
+    base = settings.upstream_source_port
+    return 0 if base is None else base + worker
+
+
 def upstream_socket_hosts(settings: Settings) -> list[str]:
     """Where sipguard's own upstream-facing UDP sockets bind: for each address family with a UDP
     upstream, the local address the routing table picks toward the first of them (the address
@@ -214,7 +245,8 @@ def upstream_socket_hosts(settings: Settings) -> list[str]:
         try:
             hosts[family] = source_address_toward(upstream.host, upstream.port)
         except OSError as exc:
-            raise ListenerError(f"upstream {upstream.uri}", exc.strerror or str(exc)) from exc
+            detail = exc.strerror or str(exc)
+            raise ListenerError(f"upstream {upstream.uri}", detail, "upstream") from exc
     return list(hosts.values())
 
 

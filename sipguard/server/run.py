@@ -96,13 +96,20 @@ async def _serve(
     path: str, settings: Settings, observer: ObserverProtocol, role: WorkerRole | None = None
 ) -> int:
     """Serve until stopped. `role`: set when started by the supervisor (listeners with
-    SO_REUSEPORT, the host's nonce key, /metrics on its socket)."""
+    SO_REUSEPORT, the host's nonce key, /metrics on its socket, its index: the offset of its
+    upstream-facing port)."""
     signals = Signals(asyncio.get_running_loop(), path, observer)
     # Before anything can send READY=1 (server.start() does, through the observer).
     signals.install()
     try:
         core = _new_core(settings, role)
-        server = Server(settings, core, observer=observer, reuse_port=role is not None)
+        server = Server(
+            settings,
+            core,
+            observer=observer,
+            reuse_port=role is not None,
+            worker=role.index if role is not None else 0,
+        )
         failed = await _start(server, signals, role)
         if failed is not None:
             return failed

@@ -447,3 +447,5 @@ class Settings:
     source_sha256: str = ""
     identity: IdentitySettings | None = None  # None: plain X-Sipguard-Trunk/User, unsigned
     workers: int = 1  # processes serving this host; 1: no supervisor (sipguard.supervisor)
+    # Port of worker 0's upstream-facing UDP sockets (worker i: + i); None: an ephemeral port.
+    upstream_source_port: int | None = None

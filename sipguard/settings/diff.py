@@ -27,6 +27,7 @@ DIFFED_SECTIONS: tuple[str, ...] = (
     "admin",
     "identity",
     "workers",
+    "upstream_source_port",
 )
 
 

@@ -215,3 +215,24 @@ def test_in_dialog_request_goes_where_its_route_or_uri_points() -> None:
     assert bye(f"sip:up@{other.host}:{other.port}", [*ours, then], 2) == chosen
     # a next hop that is no upstream: the Call-ID's choice
     assert bye("sip:bot@198.51.100.7", ours, 3) == chosen
+
+
+def test_probes_and_failover_leave_from_the_upstream_facing_socket() -> None:
+    """What the pool sends itself (an OPTIONS probe, a failover's new branch) leaves from the
+    shell's upstream-facing socket, as a first forward does, also once that socket moved (a
+    reload that changed `upstream_source_port`): never from a listener, whose answers another
+    worker might receive, nor from a socket closed since."""
+    c = pool_core(probe_interval=1.0, probe_timeout=0.5)
+    for port in (5090, 5091):
+        own = Address(Transport.UDP, "127.0.0.1", port)
+        c.use_upstream_sockets([own])
+        probes = [a for a in c.tick(NOW + port) if isinstance(a, Forward)]
+        assert len(probes) == 2 and {p.local for p in probes} == {own}
+        assert {forwarded(p).top_via.port for p in probes} == {port}
+    first = _invite(c, NOW + 6000)
+    assert first.local == own
+    _, second = c.handle(
+        response_to(first, 503, "Service Unavailable"), first.to, LOCAL, None, NOW + 6000
+    )
+    assert isinstance(second, Forward) and second.cause is Cause.FAILOVER
+    assert second.local == own and forwarded(second).top_via.port == 5091
