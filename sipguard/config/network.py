@@ -51,14 +51,15 @@ def read_listeners(
     if not value:
         r.error("listen", "give at least one transport://address:port")
     found: list[Listener] = []
-    seen: dict[tuple[str, int, int], str] = {}
+    seen: dict[tuple[str, ipaddress.IPv4Address | ipaddress.IPv6Address, int], str] = {}
     for index, item in enumerate(value):
         where = f"listen[{index}]"
         read = _listener_item(r, item, where)
         if read is None:
             continue
         listener, text = read
-        identity = (listener.transport, int(ipaddress.ip_address(listener.host)), listener.port)
+        # the address as a value (not an int: 0.0.0.0 and :: are both 0, yet two sockets)
+        identity = (listener.transport, ipaddress.ip_address(listener.host), listener.port)
         if identity in seen:
             r.error(where, f"{text!r}: duplicate of {seen[identity]}")
             continue

@@ -522,6 +522,22 @@ def test_listener_mapping_errors(write: Write, entry: str, problem: str) -> None
     assert problem in str(caught.value)
 
 
+def test_ipv4_and_ipv6_wildcards_on_one_port_are_two_listeners(write: Write) -> None:
+    # what the IPv6-only warning below tells the operator to add: 0.0.0.0 and :: are both the
+    # integer 0, and were once refused as duplicates of each other
+    text = replace(
+        "listen: [udp://127.0.0.1:5060]",
+        'listen: ["udp://[::]:5060", "udp://0.0.0.0:5060"]',
+    )
+    settings = load_settings_with_warnings(write(text), environ={}, now=NOW)[0]
+    assert [x.url for x in settings.listen] == ["udp://[::]:5060", "udp://0.0.0.0:5060"]
+    twice = replace(
+        "listen: [udp://127.0.0.1:5060]", 'listen: ["udp://[::]:5060", "udp://[0::0]:5060"]'
+    )
+    (problem,) = problems_of(write(twice))
+    assert problem.endswith(": listen[1]: 'udp://[0::0]:5060': duplicate of listen[0]")
+
+
 def test_ipv6_wildcard_listener_says_it_is_ipv6_only(write: Write) -> None:
     text = replace(
         "listen: [udp://127.0.0.1:5060]",
