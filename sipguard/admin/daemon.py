@@ -221,7 +221,7 @@ async def start_daemon_admin(
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     url = f"http://{host}:{settings.port}"
     try:
-        listener = await start_admin(settings, backend)
+        listener = await start_admin(settings, LocalService(backend))
     except OSError as exc:
         observer.listener_error(f"{url}/v1", exc.strerror or str(exc))
         return None
