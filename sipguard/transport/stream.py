@@ -2,7 +2,8 @@
 
 Owns: `StreamConnection` (an `asyncio.Protocol`, not a StreamReader: one callback per read,
 no task per connection once open): framing, keep-alives, TLS on memory BIOs, its timers and its
-write bound. The table of every connection and the caps on them are `transport.streams`.
+write bound; and `Table`, what it asks of the table of connections (`transport.streams`, with
+the caps). Its bounds are `transport.stream_limits`.
 
 Rules it enforces (SECURITY-CASES 5, 6, 7, 9):
 - RFC 3261 §18.3: messages are framed by Content-Length through the codec's framer; a framing
@@ -29,30 +30,33 @@ import asyncio
 import contextlib
 import enum
 import ssl
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Protocol, cast
+from collections.abc import Callable
+from typing import Protocol, cast
 
 from sipguard.errors import ParseError
 from sipguard.proxy.actions import Address, Forward, Transport
 from sipguard.sip.framing import KeepAlive
+from sipguard.transport import Framer, MessageSink, ObserverProtocol
+from sipguard.transport.stream_limits import StreamLimits
 
-if TYPE_CHECKING:
-    from sipguard.transport.streams import Streams
-
-__all__ = ["CRLF", "Framer", "State", "StreamConnection"]
+__all__ = ["CRLF", "State", "StreamConnection", "Table"]
 
 CRLF = b"\r\n"  # RFC 5626 §4.4.1 pong
 
 
-class Framer(Protocol):
-    """The codec's stream framer (`sipguard.sip.framing.StreamFramer`)."""
+class Table(Protocol):
+    """What a connection asks of the table it lives in (`transport.streams.Streams`)."""
 
-    def feed(self, data: bytes) -> Sequence[bytes | KeepAlive]: ...
+    sink: MessageSink
+    observer: ObserverProtocol
+    limits: StreamLimits
+    framer_factory: Callable[[], Framer]
 
-    @property
-    def buffered(self) -> int:
-        """Bytes held for an incomplete message."""
-        ...
+    def new_id(self) -> int: ...
+
+    def admit(self, connection: StreamConnection) -> bool: ...
+
+    def remove(self, connection: StreamConnection) -> None: ...
 
 
 class State(enum.Enum):
@@ -69,7 +73,7 @@ class StreamConnection(asyncio.Protocol):
 
     def __init__(
         self,
-        streams: Streams,
+        streams: Table,
         kind: Transport,
         local: Address,
         *,
@@ -130,7 +134,6 @@ class StreamConnection(asyncio.Protocol):
         self.peer = Address(self.kind, peername[0], peername[1])
         if not streams.admit(self):
             # Over a cap: cut it before spending anything on it (SECURITY-CASES 9).
-            streams.refused += 1
             self.state = State.CLOSED
             transport.abort()
             return
