@@ -3,8 +3,8 @@ TLS context.
 
 Owns: `Streams` (every open connection by id and by peer, with the per-source and total caps on
 inbound ones and the reserve kept for whitelisted sources, SECURITY-CASES 5, 6, 9),
-`server_tls_context`. One connection's own life (framing, TLS, timers) is `transport.stream`,
-the bounds both apply `transport.stream_limits`.
+`server_tls_context`. One connection's own life (framing, timers) is `transport.stream`, its
+TLS `transport.stream_tls`, the bounds both apply `transport.stream_limits`.
 
 Never does: SIP decisions, I/O of its own (connections do theirs), logging per message.
 """
