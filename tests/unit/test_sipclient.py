@@ -13,15 +13,9 @@ from collections.abc import Iterator
 import pytest
 import trustme
 
+from sipguard.auth.answer import DigestAnswer, MalformedAnswer, verify
 from sipguard.auth.credentials import CredentialStore
-from sipguard.auth.digest import (
-    DigestAnswer,
-    MalformedAnswer,
-    build_challenges,
-    compute_ha1,
-    compute_response,
-    verify,
-)
+from sipguard.auth.digest import build_challenges, compute_ha1, compute_response
 from sipguard.auth.nonce import NonceIssuer, NonceTracker, NonceVerdict, expires_at
 from sipguard.settings import Credential, Trunk
 from tests.conftest import CORPORA
