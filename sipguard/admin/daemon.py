@@ -26,7 +26,7 @@ from sipguard.admin.api import AdminListener, start_admin, start_control
 from sipguard.admin.views import JSON, ban_view, timestamp, trunk_view, upstream_view
 from sipguard.policy.guard import BanEvent, BanRecord, UnbanEvent
 from sipguard.policy.limits import TrunkUsage
-from sipguard.proxy.failover import UpstreamStatus
+from sipguard.proxy.upstream_report import UpstreamStatus
 from sipguard.settings import Settings
 
 

@@ -16,7 +16,7 @@ from sipguard.admin.daemon import DaemonBackend, LocalService
 from sipguard.policy.guard import BanEvent, BanRecord, Guard, GuardSettings, UnbanEvent
 from sipguard.policy.limits import TrunkLimiter, TrunkUsage
 from sipguard.policy.whitelist import parse_rules
-from sipguard.proxy.failover import UpstreamStatus
+from sipguard.proxy.upstream_report import UpstreamStatus
 from sipguard.settings import (
     AdminSettings,
     AuthSettings,
