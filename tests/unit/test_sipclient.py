@@ -11,7 +11,6 @@ import time
 from collections.abc import Iterator
 
 import pytest
-import trustme
 
 from sipguard.auth.answer import DigestAnswer, MalformedAnswer, verify
 from sipguard.auth.credentials import CredentialStore
@@ -155,16 +154,6 @@ class DigestServer:
             if not chunk:
                 return
             buffer += chunk
-
-
-@pytest.fixture(scope="module")
-def tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    ca = trustme.CA()
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(server)
-    client = ssl.create_default_context()
-    ca.configure_trust(client)
-    return server, client
 
 
 @pytest.fixture(params=["udp", "tcp", "tls"])

@@ -5,19 +5,8 @@ from __future__ import annotations
 import ssl
 
 import pytest
-import trustme
 
 from sipguard.transport.stream_tls import Ending, MemoryTls
-
-
-@pytest.fixture(scope="module")
-def contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    ca = trustme.CA()
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(server)
-    client = ssl.create_default_context()
-    ca.configure_trust(client)
-    return server, client
 
 
 class Client:
@@ -52,9 +41,9 @@ def connect(contexts: tuple[ssl.SSLContext, ssl.SSLContext]) -> tuple[MemoryTls,
 
 
 def test_handshake_then_plaintext_both_ways(
-    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+    tls_contexts: tuple[ssl.SSLContext, ssl.SSLContext],
 ) -> None:
-    server, client = connect(contexts)
+    server, client = connect(tls_contexts)
     client.tls.write(b"REGISTER sip:x SIP/2.0\r\n")
     client.tls.write(b"\r\n")
     server.receive(client.records())
@@ -66,8 +55,10 @@ def test_handshake_then_plaintext_both_ways(
     assert server.records() == b""
 
 
-def test_half_a_record_reads_nothing_yet(contexts: tuple[ssl.SSLContext, ssl.SSLContext]) -> None:
-    server, client = connect(contexts)
+def test_half_a_record_reads_nothing_yet(
+    tls_contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    server, client = connect(tls_contexts)
     client.tls.write(b"OPTIONS sip:x SIP/2.0\r\n\r\n")
     record = client.records()
     server.receive(record[:10])
@@ -76,8 +67,8 @@ def test_half_a_record_reads_nothing_yet(contexts: tuple[ssl.SSLContext, ssl.SSL
     assert server.read() == (b"OPTIONS sip:x SIP/2.0\r\n\r\n", Ending.MORE)
 
 
-def test_close_notify_both_ways(contexts: tuple[ssl.SSLContext, ssl.SSLContext]) -> None:
-    server, client = connect(contexts)
+def test_close_notify_both_ways(tls_contexts: tuple[ssl.SSLContext, ssl.SSLContext]) -> None:
+    server, client = connect(tls_contexts)
     with pytest.raises(ssl.SSLWantReadError):
         client.tls.unwrap()  # sends close_notify, waits for the server's
     server.receive(client.records())
@@ -93,16 +84,16 @@ def test_close_notify_both_ways(contexts: tuple[ssl.SSLContext, ssl.SSLContext])
 
 
 def test_noise_fails_the_handshake_with_an_alert(
-    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+    tls_contexts: tuple[ssl.SSLContext, ssl.SSLContext],
 ) -> None:
-    server = MemoryTls(contexts[0])
+    server = MemoryTls(tls_contexts[0])
     server.receive(b"\x16\x03\x01\x00\x05hello" + b"\x00" * 40)
     assert server.handshake() is None
 
 
 def test_garbage_after_the_handshake_breaks_the_read(
-    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+    tls_contexts: tuple[ssl.SSLContext, ssl.SSLContext],
 ) -> None:
-    server, _client = connect(contexts)
+    server, _client = connect(tls_contexts)
     server.receive(b"\x17\x03\x03\x00\x20" + b"\x00" * 32)  # application data that is no record
     assert server.read() == (b"", Ending.BROKEN)
