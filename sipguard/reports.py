@@ -33,8 +33,8 @@ from sipguard.metrics import Metrics
 from sipguard.notify import Notifier
 from sipguard.policy.sources import normalise_source_text
 from sipguard.proxy.actions import Address, BanEvent
-from sipguard.proxy.failover import FailoverEvent, UpstreamReport
 from sipguard.proxy.pool import Health
+from sipguard.proxy.upstream_report import FailoverEvent, UpstreamReport
 
 # Bans remembered for the `sipguard_bans_active` gauge; expired ones are pruned beyond this.
 MAX_TRACKED_BANS: Final = 100_000

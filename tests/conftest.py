@@ -8,9 +8,11 @@ smaller suite.
 from __future__ import annotations
 
 import hashlib
+import ssl
 from pathlib import Path
 
 import pytest
+import trustme
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPORA = ROOT / "tests" / "data"
@@ -43,3 +45,15 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 @pytest.fixture(scope="session")
 def corpora() -> Path:
     return CORPORA
+
+
+@pytest.fixture(scope="module")
+def tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context with a certificate for 127.0.0.1 from a fresh CA, and a client context
+    that trusts that CA."""
+    ca = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server)
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    return server, client

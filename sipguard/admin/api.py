@@ -40,7 +40,6 @@ import orjson
 from aiohttp import web
 
 from sipguard.admin.views import (
-    AdminBackend,
     AdminService,
     RequestError,
     ServiceError,
@@ -302,15 +301,10 @@ async def _runner(api: AdminApi) -> web.AppRunner:
     return runner
 
 
-async def start_admin(
-    settings: AdminSettings, backend: AdminBackend | AdminService
-) -> AdminListener:
-    """Listen on `settings.host:port` (raises OSError when it cannot). `backend`: one daemon's
-    (wrapped in `LocalService`) or a service already (the supervisor's `HostService`)."""
-    from sipguard.admin.daemon import DaemonBackend, LocalService
-
-    service = LocalService(backend) if isinstance(backend, DaemonBackend) else backend
-    api = AdminApi(service)  # type: ignore[arg-type]
+async def start_admin(settings: AdminSettings, service: AdminService) -> AdminListener:
+    """Listen on `settings.host:port` (raises OSError when it cannot). `service`: one daemon's
+    (`sipguard.admin.daemon.LocalService`) or the supervisor's (`HostService`)."""
+    api = AdminApi(service)
     runner = await _runner(api)
     inner = runner.server
     assert inner is not None

@@ -26,7 +26,7 @@ from sipguard.admin.api import AdminListener, start_admin, start_control
 from sipguard.admin.views import JSON, ban_view, timestamp, trunk_view, upstream_view
 from sipguard.policy.guard import BanEvent, BanRecord, UnbanEvent
 from sipguard.policy.limits import TrunkUsage
-from sipguard.proxy.failover import UpstreamStatus
+from sipguard.proxy.upstream_report import UpstreamStatus
 from sipguard.settings import Settings
 
 
@@ -221,7 +221,7 @@ async def start_daemon_admin(
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     url = f"http://{host}:{settings.port}"
     try:
-        listener = await start_admin(settings, backend)
+        listener = await start_admin(settings, LocalService(backend))
     except OSError as exc:
         observer.listener_error(f"{url}/v1", exc.strerror or str(exc))
         return None

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from sipguard.policy.guard import BanRecord
 from sipguard.policy.limits import TrunkUsage
-from sipguard.proxy.failover import Outcome, UpstreamStatus
+from sipguard.proxy.upstream_report import Outcome, UpstreamStatus
 from sipguard.settings import Settings, Trunk, TrunkLimits
 
 # An operator ban longer than a year is a typo (or meant to be a firewall rule).

@@ -21,17 +21,16 @@ from datetime import datetime
 from enum import Enum
 from typing import Final
 
+from sipguard.auth.answer import DigestAnswer, verify
 from sipguard.auth.digest import (
     ALGORITHMS,
     BASE_ALGORITHMS,
-    DigestAnswer,
     base_algorithm,
     canonical_algorithm,
     compute_ha1,
     compute_userhash,
     hash_hex,
     is_hex_digest,
-    verify,
 )
 from sipguard.settings import Trunk
 

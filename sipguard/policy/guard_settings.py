@@ -13,7 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 
-from sipguard.settings import DEFAULT_SCANNER_USER_AGENTS
+from sipguard.settings import Protection
+
+# The defaults the operator's `protection` section has, with their reasons (one home for each).
+_PROTECTION = Protection()
 
 
 def _nobody_exempt(ip: str) -> bool:
@@ -22,14 +25,15 @@ def _nobody_exempt(ip: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class GuardSettings:
-    """Thresholds of the guard; `sipguard.settings.Protection` maps onto it."""
+    """Thresholds of the guard; `sipguard.settings.Protection` maps onto it, and the defaults of
+    the fields they share are `Protection`'s."""
 
     # Wrong answers to a challenge from one source within `ban_window` seconds that ban it.
-    ban_failures: int = 5
-    ban_window: float = 60.0
-    # Seconds a ban lasts: long enough to make online password guessing pointless. 0 disables
-    # bans (failures are still counted): sipguard.config accepts 0, so the guard must too.
-    ban_duration: float = 600.0
+    ban_failures: int = _PROTECTION.ban_failures
+    ban_window: float = _PROTECTION.ban_window
+    # Seconds a ban lasts. 0 disables bans (failures are still counted): sipguard.config
+    # accepts 0, so the guard must too.
+    ban_duration: float = _PROTECTION.ban_duration
     # Sources never banned nor rate limited: the whitelist's compiled matcher (ip -> bool) or any
     # container of IP strings. Excluded from eq/hash: a matcher has no useful equality.
     never_ban: Callable[[str], bool] | Container[str] = field(
@@ -42,12 +46,12 @@ class GuardSettings:
     proven_for: float = 600.0
     # Token bucket for unauthenticated requests per source; arithmetic in
     # `Throttle.allow_request`.
-    rate: float = 50.0
-    burst: int = 400
+    rate: float = _PROTECTION.rate
+    burst: int = _PROTECTION.burst
     # Cap of every per-source table: ~100 k entries cost tens of MB (`sipguard.policy.bans`).
     max_tracked_sources: int = 100_000
     # Case-insensitive substrings of User-Agent that mark a well-known scanner.
-    scanner_user_agents: tuple[str, ...] = DEFAULT_SCANNER_USER_AGENTS
+    scanner_user_agents: tuple[str, ...] = _PROTECTION.scanner_user_agents
 
     def __post_init__(self) -> None:
         # Guards against programming errors; sipguard.config validates operator input.

@@ -58,11 +58,11 @@ from sipguard.proxy.actions import (
 )
 from sipguard.proxy.compiled import compile_config, guard_settings, trunk_limits
 from sipguard.proxy.context import Admitted, Context, Pending, State
-from sipguard.proxy.failover import UpstreamReport, UpstreamStatus
 from sipguard.proxy.memory import Admission, ExpiringTable
 from sipguard.proxy.outgoing import edited_lines
 from sipguard.proxy.replies import RETRY_AFTER, reply
 from sipguard.proxy.unreadable import Arrival, answer_unreadable
+from sipguard.proxy.upstream_report import UpstreamReport, UpstreamStatus
 from sipguard.proxy.upstreams import Routing
 from sipguard.proxy.via import branch_key, tag_for
 from sipguard.settings import Settings

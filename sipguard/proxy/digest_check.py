@@ -16,8 +16,8 @@ from __future__ import annotations
 from enum import Enum
 from typing import NamedTuple
 
+from sipguard.auth.answer import MAX_PARAM_LENGTH, DigestAnswer, MalformedAnswer
 from sipguard.auth.credentials import Entry, SecretCheck
-from sipguard.auth.digest import MAX_PARAM_LENGTH, DigestAnswer, MalformedAnswer
 from sipguard.auth.nonce import NonceVerdict
 from sipguard.errors import ParseError
 from sipguard.proxy.context import Context, Pending, RetransmissionKey, SourcePlan

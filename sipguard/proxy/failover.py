@@ -11,7 +11,8 @@ their schedule) and the client-transaction table, and turns their decisions into
 - `upstream_failed` for a Forward the shell could not deliver;
 - `tick` for the timers: failovers on timeout, 408 on the last attempt, the CANCEL and 408 of
   an INVITE branch that rang past Timer C, probe timeouts and probes due;
-- `drain` for what the shell reports: health changes, failovers, per-upstream outcomes.
+- `report` for what the shell reports: health changes, failovers, per-upstream outcomes
+  (the values are `proxy.upstream_report`'s), and `status` for the admin API.
 
 Never does: I/O, clocks, logging or metrics (events and counts are values the shell drains),
 parse or edit a client's request (the core's `resend` and `answer` callbacks do: the context
@@ -21,14 +22,14 @@ they get is whatever the core handed to `started`).
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass, replace
-from enum import Enum, StrEnum
+from dataclasses import replace
+from enum import Enum
 from typing import Generic, TypeVar
 
 from sipguard.errors import ParseError
 from sipguard.proxy.actions import Action, Address, Cause, Drop, Forward, Info, Transport
 from sipguard.proxy.originate import build_ack, build_cancel
-from sipguard.proxy.pool import Health, HealthChange, HealthPolicy, Member, MemberStatus, Pool
+from sipguard.proxy.pool import Health, HealthPolicy, Member, Pool
 from sipguard.proxy.probe import Prober, is_probe_branch
 from sipguard.proxy.transactions import (
     TIMEOUT,
@@ -39,57 +40,23 @@ from sipguard.proxy.transactions import (
     Verdict,
     attempt_branch,
 )
+from sipguard.proxy.upstream_report import (
+    MAX_EVENTS,
+    FailoverEvent,
+    Outcome,
+    UpstreamEvent,
+    UpstreamReport,
+    UpstreamStatus,
+)
 from sipguard.settings import Settings
 from sipguard.sip import Request, Response, parse_message
 
 C = TypeVar("C")
 
-MAX_EVENTS = 10000  # events kept between two drains; beyond, they are counted as lost
-
 
 class Relay(Enum):
     MATCHED = "matched"  # a transaction's response for the client: relay it
     UNKNOWN = "unknown"  # no transaction's: the stateless path decides
-
-
-class Outcome(StrEnum):
-    """`sipguard_upstream_requests_total{outcome}`: how each attempt toward an upstream went."""
-
-    FORWARDED = "forwarded"  # an initial request (or a failover of one) was sent to it
-    FAILED_OVER = "failed_over"  # it answered 503/408/500 or could not be reached: next one
-    TIMEOUT = "timeout"  # it did not answer at all (failed over, or the client got 408)
-
-
-@dataclass(frozen=True, slots=True)
-class FailoverEvent:
-    """A request left `from_uri` for `to_uri` ("" when no candidate was left)."""
-
-    call_id: str
-    method: str
-    from_uri: str
-    to_uri: str
-    reason: str  # "503", "408", "500", "timeout", "transport_error"
-
-
-UpstreamEvent = HealthChange | FailoverEvent
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamReport:
-    """What happened since the last report, for the shell's logs and metrics."""
-
-    events: list[UpstreamEvent]
-    counts: dict[tuple[str, Outcome], int]  # (configured URI, outcome) -> attempts
-    health: list[tuple[str, bool]]  # every upstream's URI and whether it is up now
-    lost: int  # events not kept (more than MAX_EVENTS between two reports)
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamStatus:
-    """One upstream now, for the admin API: its health and probes, its attempts since start."""
-
-    health: MemberStatus
-    counts: dict[Outcome, int]
 
 
 def members_of(settings: Settings) -> list[Member]:

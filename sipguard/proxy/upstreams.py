@@ -22,9 +22,10 @@ from sipguard.errors import ParseError
 from sipguard.proxy import forwarding, limiting
 from sipguard.proxy.actions import Action, Address, Cause, Forward
 from sipguard.proxy.context import Admitted, Config, Context, State
-from sipguard.proxy.failover import Relay, UpstreamReport, Upstreams
+from sipguard.proxy.failover import Relay, Upstreams
 from sipguard.proxy.outgoing import Line, edited_lines
 from sipguard.proxy.replies import RETRY_AFTER, reply, text
+from sipguard.proxy.upstream_report import UpstreamReport
 from sipguard.proxy.via import (
     branch_on,
     checked_destination,

@@ -13,7 +13,7 @@ import contextlib
 
 from sipguard.policy.whitelist import RuleSet, parse_rule
 from sipguard.settings import Settings
-from sipguard.transport.streams import QUEUED_MESSAGES, ReservedSource, StreamLimits
+from sipguard.transport.stream_limits import QUEUED_MESSAGES, ReservedSource, StreamLimits
 
 TICK_INTERVAL = 1.0  # seconds between core.tick calls (bans, table expiry)...
 MIN_TICK_INTERVAL = 0.05  # ...or less: the upstream pool's timers need a quarter of their period

@@ -16,7 +16,9 @@ against programming errors in code that builds settings by hand (tests, tools).
 Secret fields (passwords, HA1 values, the nonce key) are `repr=False` and excluded from `hash`,
 so they never reach a log line or a traceback through a repr.
 
-What a reload changed (`diff_settings`) is `settings.diff`.
+What a reload changed (`diff_settings`) is `settings.diff`. Whole types live in sibling modules
+and are re-exported here: identity signing (`settings.identity`), the metrics endpoint, admin
+listener and log (`settings.service`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+
+# Whole types kept in sibling modules, re-exported: `from sipguard.settings import X` for every X.
+from sipguard.settings.identity import DEFAULT_HEADER_PREFIX as DEFAULT_HEADER_PREFIX
+from sipguard.settings.identity import DEFAULT_STRIP_INBOUND as DEFAULT_STRIP_INBOUND
+from sipguard.settings.identity import IdentitySettings as IdentitySettings
+from sipguard.settings.identity import SigningKey as SigningKey
+from sipguard.settings.service import MIN_ADMIN_TOKEN_BYTES as MIN_ADMIN_TOKEN_BYTES
+from sipguard.settings.service import AdminSettings as AdminSettings
+from sipguard.settings.service import LogSettings as LogSettings
+from sipguard.settings.service import MetricsSettings as MetricsSettings
 
 TRANSPORTS: tuple[str, ...] = ("udp", "tcp", "tls")
 # RFC 8760 names; RFC 7616 §3.2 order of preference is the operator's to choose.
@@ -267,89 +279,6 @@ class Trunk:
     @property
     def requires_auth(self) -> bool:
         return bool(self.credentials)
-
-
-# The header prefix of what sipguard attaches: X-Sipguard-Trunk, X-Sipguard-Attr-Org-Id...
-DEFAULT_HEADER_PREFIX = "X-Sipguard-"
-# Identity headers a caller sets to be believed by the platform (RFC 3325, RFC 7239's cousins,
-# draft-ietf-sip-privacy-04): stripped from requests from outside by default.
-DEFAULT_STRIP_INBOUND: tuple[str, ...] = (
-    "P-Asserted-Identity",
-    "P-Preferred-Identity",
-    "X-Forwarded-For",
-    "Remote-Party-ID",
-)
-
-
-@dataclass(frozen=True, slots=True)
-class SigningKey:
-    """One identity signing key (HMAC-SHA-256): `id` names it in the signature header."""
-
-    id: str
-    secret: bytes = field(repr=False, hash=False)
-    # Where the key came from, e.g. "file:/etc/sipguard/identity-k2.key"; never the key itself.
-    source: str = "given"
-
-    def __post_init__(self) -> None:
-        if not self.secret:
-            raise ValueError(f"signing key {self.id!r}: empty secret")
-
-
-@dataclass(frozen=True, slots=True)
-class IdentitySettings:
-    """Signed identity headers on the way out, stripped copies on the way in (issue 16)."""
-
-    signing_keys: tuple[SigningKey, ...]  # newest first: the first signs, all verify
-    header_prefix: str = DEFAULT_HEADER_PREFIX
-    # Seconds a signature stays valid for the verifier: covers the platform's clock skew and
-    # queueing, short enough that a captured request cannot be replayed much later.
-    max_age: int = 30
-    strip_inbound: tuple[str, ...] = DEFAULT_STRIP_INBOUND
-
-    def __post_init__(self) -> None:
-        if not self.signing_keys:
-            raise ValueError("identity: at least one signing key")
-        ids = [k.id for k in self.signing_keys]
-        if len(set(ids)) != len(ids):
-            raise ValueError("identity: signing key ids must be unique")
-        if self.max_age <= 0:
-            raise ValueError("identity: max_age must be positive")
-
-
-@dataclass(frozen=True, slots=True)
-class MetricsSettings:
-    """The Prometheus `/metrics` and `/healthz` endpoint."""
-
-    host: str
-    port: int
-
-
-@dataclass(frozen=True, slots=True)
-class AdminSettings:
-    """The admin API's own listener (issue 17): JSON over HTTP, a bearer token required.
-
-    `host` is a loopback address unless the operator set `allow_remote` (the config loader
-    refuses anything else), since the API can lift bans and reload the configuration."""
-
-    host: str
-    port: int
-    token: bytes = field(repr=False, hash=False)  # from token_file, trailing newline removed
-    token_source: str = ""  # e.g. "file:/etc/sipguard/admin.token"; never the token itself
-    allow_remote: bool = False
-
-    def __post_init__(self) -> None:
-        if len(self.token) < MIN_ADMIN_TOKEN_BYTES:
-            raise ValueError(f"admin: the token is shorter than {MIN_ADMIN_TOKEN_BYTES} bytes")
-
-
-# A bearer token shorter than this can be guessed; `openssl rand -hex 32` writes 64.
-MIN_ADMIN_TOKEN_BYTES = 16
-
-
-@dataclass(frozen=True, slots=True)
-class LogSettings:
-    level: str = "info"  # debug | info | warning | error
-    format: str = "auto"  # json | console | auto (console on a terminal, json otherwise)
 
 
 @dataclass(frozen=True, slots=True)

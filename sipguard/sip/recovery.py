@@ -21,6 +21,8 @@ from sipguard.sip.names import canonical_key
 __all__ = ["recover_headers"]
 
 _TOKEN_RE = re.compile(TOKEN)
+# The fields a reply copies from its request (RFC 3261 §8.2.6.2), by canonical name.
+_WANTED = frozenset((b"via", b"from", b"to", b"call-id", b"cseq"))
 
 
 def recover_headers(
@@ -37,36 +39,11 @@ def recover_headers(
         return None
     found: dict[bytes, bytes] = {}
     vias: list[bytes] = []
-    current: list[bytes] | None = None
-    groups: list[list[bytes]] = []
-    for line in lines[1 : limits.max_headers + 1]:
-        if line[:1] in (b" ", b"\t") and current is not None:
-            current.append(line)
-        else:
-            current = [line]
-            groups.append(current)
-    for group in groups:
-        first = group[0]
-        colon = first.find(b":")
-        if colon <= 0:
+    for group in _fields(lines[1 : limits.max_headers + 1]):
+        field = _wanted(group, limits.max_line_bytes)
+        if field is None:
             continue
-        name = first[:colon].rstrip(b" \t")
-        if _TOKEN_RE.fullmatch(name) is None:
-            continue
-        key = canonical_key(name)
-        if key not in (b"via", b"from", b"to", b"call-id", b"cseq"):
-            continue
-        parts = [first[colon + 1 :].strip(b" \t")]
-        parts.extend(part.strip(b" \t") for part in group[1:])
-        value = b" ".join(part for part in parts if part)
-        if (
-            not value
-            or len(value) > limits.max_line_bytes
-            or value.find(b"\r") >= 0
-            or value.find(b"\n") >= 0
-            or value.find(b"\x00") >= 0
-        ):
-            continue
+        key, value = field
         if key == b"via":
             vias.append(value)
         elif key not in found:
@@ -76,3 +53,44 @@ def recover_headers(
     return RecoveredHeaders(
         method, tuple(vias), found[b"from"], found[b"to"], found[b"call-id"], found[b"cseq"]
     )
+
+
+def _fields(lines: list[bytes]) -> list[list[bytes]]:
+    """Header lines grouped by field: a line that starts with SP or HTAB continues the field
+    before it (RFC 3261 §7.3.1 folding)."""
+    current: list[bytes] | None = None
+    groups: list[list[bytes]] = []
+    for line in lines:
+        if line[:1] in (b" ", b"\t") and current is not None:
+            current.append(line)
+        else:
+            current = [line]
+            groups.append(current)
+    return groups
+
+
+def _wanted(group: list[bytes], max_line_bytes: int) -> tuple[bytes, bytes] | None:
+    """The canonical name and unfolded value of one field, when it is one `recover_headers`
+    reads and its value can be echoed: not empty, at most `max_line_bytes`, no CR, LF or NUL."""
+    first = group[0]
+    colon = first.find(b":")
+    if colon <= 0:
+        return None
+    name = first[:colon].rstrip(b" \t")
+    if _TOKEN_RE.fullmatch(name) is None:
+        return None
+    key = canonical_key(name)
+    if key not in _WANTED:
+        return None
+    parts = [first[colon + 1 :].strip(b" \t")]
+    parts.extend(part.strip(b" \t") for part in group[1:])
+    value = b" ".join(part for part in parts if part)
+    if (
+        not value
+        or len(value) > max_line_bytes
+        or value.find(b"\r") >= 0
+        or value.find(b"\n") >= 0
+        or value.find(b"\x00") >= 0
+    ):
+        return None
+    return key, value

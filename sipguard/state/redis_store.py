@@ -1,7 +1,8 @@
 """The Redis `SharedState` (`state.backend: redis`): every worker and every host shares it.
 
-Owns: the key layout below `state.key_prefix`, the atomic scripts, the ban channel subscriber,
-the bounded connection pool with timeouts, and the outage handling (circuit breaker).
+Owns: the key layout below `state.key_prefix`, the atomic scripts, the bounded connection pool
+with timeouts, and the outage handling (circuit breaker). The ban channel's subscriber is
+`sipguard.state.redis_bans`; it reports its failures and reconnections to the breaker here.
 
 Keys (PREFIX = `state.key_prefix`):
   PREFIX nc:NONCE      highest accepted nonce-count; -1 once killed; TTL = the nonce's lifetime
@@ -26,8 +27,8 @@ listens on one).
 
 Outages: every call is bounded by OPERATION_TIMEOUT; a failure opens the breaker for
 RETRY_AFTER seconds, during which calls answer None at once (no queue of timeouts on the hot
-path), then the next call tries again. The subscriber reconnects with back-off on its own and,
-on each (re)connection, reads the stored bans so a ban placed during its absence still reaches it.
+path), then the next call tries again. The subscriber reconnects with back-off on its own
+(`redis_bans`); its reconnection ends an outage too.
 
 Never does: log or count in metrics itself (callbacks), SIP decisions, raise for an outage.
 """
@@ -37,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import math
 import time
 from functools import partial
 from typing import Any, Final
@@ -50,6 +50,7 @@ from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from sipguard.redis_target import CLUSTER_SCHEMES
 from sipguard.settings import StateSettings
 from sipguard.state import Answer, BanCallback, ErrorCallback
+from sipguard.state.redis_bans import BAN_KEY, BANS_CHANNEL, BanListener
 from sipguard.state.redis_url import connect
 from sipguard.state.wire import LOST, Link, ReplyError, pack
 
@@ -60,12 +61,6 @@ RETRY_AFTER: Final = 1.0
 # Connections per process: the hot path needs one at a time per request in flight; beyond this
 # a call waits (bounded by OPERATION_TIMEOUT) instead of opening more.
 POOL_SIZE: Final = 32
-# Subscriber back-off after a lost connection: doubles from the first to the last.
-SUBSCRIBE_BACKOFF: Final = (0.2, 2.0)
-# Longest wait for a ban message before the subscriber pings the server (a dead server shows up).
-SUBSCRIBE_POLL: Final = 1.0
-# Stored bans read on each (re)subscription, at most (SCAN pages of 500).
-MAX_BANS_LOADED: Final = 100_000
 
 # KEYS[1] nc key; ARGV nc, ttl ms. 1 = accepted, 0 = replayed, decreasing or killed.
 _COUNT_NONCE: Final = """
@@ -142,15 +137,13 @@ class RedisState:
         self._window_add = self._client.register_script(_WINDOW_ADD)
         self._share_calls = self._client.register_script(_SHARE_CALLS)
         self._add = self._client.register_script(_ADD)
-        self._channel = f"{self._prefix}bans"
+        self._channel = f"{self._prefix}{BANS_CHANNEL}"
         self._errors = 0
         self._down_until = 0.0
         self._down = False
         self._down_since = 0.0
-        self._on_ban: BanCallback | None = None
         self._on_error: ErrorCallback | None = None
-        self._subscriber: asyncio.Task[None] | None = None
-        self._closing = False
+        self._bans: BanListener | None = None
 
     @property
     def shared(self) -> bool:
@@ -161,19 +154,16 @@ class RedisState:
         return self._errors
 
     async def start(self, on_ban: BanCallback, on_error: ErrorCallback) -> None:
-        self._on_ban, self._on_error = on_ban, on_error
-        self._subscriber = asyncio.get_running_loop().create_task(self._subscribe_forever())
+        self._on_error = on_error
+        self._bans = BanListener(
+            self._client, self._prefix, on_ban, failed=self._failed, connected=self._resubscribed
+        )
+        self._bans.start()
 
     async def close(self) -> None:
-        self._closing = True
-        task, self._subscriber = self._subscriber, None
-        # A cancel that lands while redis-py sets up a read can be swallowed: cancel again until
-        # it ends; the loop also checks `_closing` at least every SUBSCRIBE_POLL seconds.
-        for _ in range(int(4 * SUBSCRIBE_POLL / 0.05)):
-            if task is None or task.done():
-                break
-            task.cancel()
-            await asyncio.wait({task}, timeout=0.05)
+        bans, self._bans = self._bans, None
+        if bans is not None:
+            await bans.close()
         if self._link is not None:
             await self._link.close()
         with contextlib.suppress(RedisError, OSError):
@@ -251,14 +241,14 @@ class RedisState:
         ttl = until - time.time()
         if ttl <= 0:
             return True
-        key = f"{self._prefix}ban:{ip}"
+        key = f"{self._prefix}{BAN_KEY}{ip}"
         # rare and what the others need most: tried even while the breaker is open
         return await self._store_and_tell(
             "publish_ban", ("set", key, repr(until), _ms(ttl)), f"{ip} {until!r}"
         )
 
     async def publish_unban(self, ip: str) -> bool:
-        ban, fail = f"{self._prefix}ban:{ip}", f"{self._prefix}fail:{ip}"
+        ban, fail = f"{self._prefix}{BAN_KEY}{ip}", f"{self._prefix}fail:{ip}"
         return await self._store_and_tell("publish_unban", ("delete", ban, fail), f"{ip} 0")
 
     async def _store_and_tell(self, operation: str, change: tuple[Any, ...], message: str) -> bool:
@@ -323,6 +313,13 @@ class RedisState:
             if self._on_error is not None:
                 self._on_error(operation, "")
 
+    def _resubscribed(self) -> None:
+        """The ban channel is (re)connected and the stored bans read: an outage is over."""
+        if self._down:
+            self._down = False
+            if self._on_error is not None:
+                self._on_error("subscribe", "")
+
     def _failed(self, operation: str, exc: BaseException) -> None:
         self._errors += 1
         now = time.monotonic()
@@ -332,66 +329,6 @@ class RedisState:
             self._down_since = now
             if self._on_error is not None:
                 self._on_error(operation, f"{type(exc).__name__}: {str(exc)[:120]}")
-
-    # -- bans -------------------------------------------------------------------------------
-
-    async def _subscribe_forever(self) -> None:
-        delay = SUBSCRIBE_BACKOFF[0]
-        while not self._closing:
-            try:
-                await self._subscribe_once()
-            except asyncio.CancelledError:
-                raise
-            except (RedisError, OSError, TimeoutError) as exc:
-                self._failed("subscribe", exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, SUBSCRIBE_BACKOFF[1])
-
-    async def _subscribe_once(self) -> None:
-        # A Cluster client learns the slots on its first command: before its pub/sub does.
-        await self._client.initialize()
-        pubsub = self._client.pubsub(ignore_subscribe_messages=True)
-        try:
-            await pubsub.subscribe(self._channel)
-            await self._load_bans()
-            if self._down:
-                self._down = False
-                if self._on_error is not None:
-                    self._on_error("subscribe", "")
-            while not self._closing:
-                message = await pubsub.get_message(timeout=SUBSCRIBE_POLL)
-                if message is None:
-                    await pubsub.ping()  # a dead server shows up within one timeout
-                    continue
-                self._heard(message.get("data"))
-        finally:
-            with contextlib.suppress(RedisError, OSError, asyncio.CancelledError):
-                await pubsub.aclose()
-
-    async def _load_bans(self) -> None:
-        if self._on_ban is None:
-            return
-        seen = 0
-        async for key in self._client.scan_iter(match=f"{self._prefix}ban:*", count=500):
-            value = await self._client.get(key)
-            name = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
-            ip = name[len(self._prefix) + 4 :]
-            if isinstance(value, bytes):
-                self._heard(f"{ip} {value.decode('ascii', 'replace')}".encode())
-            seen += 1
-            if seen >= MAX_BANS_LOADED:
-                return
-
-    def _heard(self, data: object) -> None:
-        if not isinstance(data, bytes) or self._on_ban is None:
-            return
-        ip, _, until = data.decode("utf-8", "replace").partition(" ")
-        try:
-            end = float(until)
-        except ValueError:
-            return
-        if ip and math.isfinite(end):
-            self._on_ban(ip, end)
 
 
 def _ms(seconds: float) -> int:

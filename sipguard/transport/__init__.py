@@ -1,6 +1,7 @@
 """The transport shell: sockets, TLS, timers and the execution of the core's actions.
 
-Owns: what the transports need from the sans-IO core (`CoreProtocol`) and what they report to
+Owns: what the transports need from the sans-IO core (`CoreProtocol`) and its stream framer
+(`Framer`), where they hand what they receive (`MessageSink`), what they report to
 observability (`ObserverProtocol`, with the do-nothing `NullObserver`), and the cheap checks every
 send path shares (`destination_family`, `family_of`).
 
@@ -19,10 +20,12 @@ from typing import Any, Protocol
 
 from sipguard.errors import ParseError
 from sipguard.proxy.actions import Action, Address, Forward
+from sipguard.sip.framing import KeepAlive
 from sipguard.sip.limits import ParserLimits
 
 __all__ = [
     "CoreProtocol",
+    "Framer",
     "MessageSink",
     "NullObserver",
     "ObserverProtocol",
@@ -61,6 +64,17 @@ class CoreProtocol(Protocol):
 
     @property
     def parser_limits(self) -> ParserLimits: ...
+
+
+class Framer(Protocol):
+    """The codec's stream framer (`sipguard.sip.framing.StreamFramer`)."""
+
+    def feed(self, data: bytes) -> Sequence[bytes | KeepAlive]: ...
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for an incomplete message."""
+        ...
 
 
 class MessageSink(Protocol):

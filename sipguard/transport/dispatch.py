@@ -23,10 +23,10 @@ from collections.abc import Callable, Iterable
 
 from sipguard.errors import ParseError
 from sipguard.proxy.actions import Address, Drop, Forward, Reply, Transport
-from sipguard.proxy.failover import UpstreamReport
-from sipguard.transport import CoreProtocol, ObserverProtocol, destination_family
-from sipguard.transport.stream import Framer
-from sipguard.transport.streams import StreamLimits, Streams
+from sipguard.proxy.upstream_report import UpstreamReport
+from sipguard.transport import CoreProtocol, Framer, ObserverProtocol, destination_family
+from sipguard.transport.stream_limits import StreamLimits
+from sipguard.transport.streams import Streams
 from sipguard.transport.udp import UdpEndpoint
 from sipguard.transport.upstream import Connector
 

@@ -1,8 +1,9 @@
 """One TCP or TLS connection, inbound or outbound.
 
 Owns: `StreamConnection` (an `asyncio.Protocol`, not a StreamReader: one callback per read,
-no task per connection once open): framing, keep-alives, TLS on memory BIOs, its timers and its
-write bound. The table of every connection and the caps on them are `transport.streams`.
+no task per connection once open): framing, keep-alives, its timers and its write bound; and
+`Table`, what it asks of the table of connections (`transport.streams`, with the caps). Its
+inbound TLS is `transport.stream_tls`, its bounds `transport.stream_limits`.
 
 Rules it enforces (SECURITY-CASES 5, 6, 7, 9):
 - RFC 3261 §18.3: messages are framed by Content-Length through the codec's framer; a framing
@@ -26,33 +27,36 @@ Never does: SIP decisions (the sink, i.e. the core, decides), logging per messag
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import ssl
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Protocol, cast
+from collections.abc import Callable
+from typing import Protocol, cast
 
 from sipguard.errors import ParseError
 from sipguard.proxy.actions import Address, Forward, Transport
 from sipguard.sip.framing import KeepAlive
+from sipguard.transport import Framer, MessageSink, ObserverProtocol
+from sipguard.transport.stream_limits import StreamLimits
+from sipguard.transport.stream_tls import Ending, MemoryTls
 
-if TYPE_CHECKING:
-    from sipguard.transport.streams import Streams
-
-__all__ = ["CRLF", "Framer", "State", "StreamConnection"]
+__all__ = ["CRLF", "State", "StreamConnection", "Table"]
 
 CRLF = b"\r\n"  # RFC 5626 §4.4.1 pong
 
 
-class Framer(Protocol):
-    """The codec's stream framer (`sipguard.sip.framing.StreamFramer`)."""
+class Table(Protocol):
+    """What a connection asks of the table it lives in (`transport.streams.Streams`)."""
 
-    def feed(self, data: bytes) -> Sequence[bytes | KeepAlive]: ...
+    sink: MessageSink
+    observer: ObserverProtocol
+    limits: StreamLimits
+    framer_factory: Callable[[], Framer]
 
-    @property
-    def buffered(self) -> int:
-        """Bytes held for an incomplete message."""
-        ...
+    def new_id(self) -> int: ...
+
+    def admit(self, connection: StreamConnection) -> bool: ...
+
+    def remove(self, connection: StreamConnection) -> None: ...
 
 
 class State(enum.Enum):
@@ -69,7 +73,7 @@ class StreamConnection(asyncio.Protocol):
 
     def __init__(
         self,
-        streams: Streams,
+        streams: Table,
         kind: Transport,
         local: Address,
         *,
@@ -90,12 +94,7 @@ class StreamConnection(asyncio.Protocol):
         self._deadline: asyncio.TimerHandle | None = None
         self._idle: asyncio.TimerHandle | None = None
         self._last_activity = self._loop.time()
-        # Inbound TLS runs on memory BIOs: the same code on asyncio and uvloop, and the caps
-        # apply before the handshake (loop.start_tls cannot: uvloop delivers the ClientHello
-        # to the plain protocol before it could be called).
-        self._tls_object: ssl.SSLObject | None = None
-        self._tls_in: ssl.MemoryBIO | None = None
-        self._tls_out: ssl.MemoryBIO | None = None
+        self._tls_session: MemoryTls | None = None  # inbound TLS (`transport.stream_tls`)
         self._pending: list[tuple[bytes, Forward | None]] = []  # queued while connecting
         self._pending_bytes = 0
         self._opened = False  # connection_opened was reported
@@ -130,7 +129,6 @@ class StreamConnection(asyncio.Protocol):
         self.peer = Address(self.kind, peername[0], peername[1])
         if not streams.admit(self):
             # Over a cap: cut it before spending anything on it (SECURITY-CASES 9).
-            streams.refused += 1
             self.state = State.CLOSED
             transport.abort()
             return
@@ -139,16 +137,14 @@ class StreamConnection(asyncio.Protocol):
             self._open()
             return
         # The caps were checked before the TLS handshake, so half-open handshakes count too.
-        self._tls_in = ssl.MemoryBIO()
-        self._tls_out = ssl.MemoryBIO()
-        self._tls_object = context.wrap_bio(self._tls_in, self._tls_out, server_side=True)
+        self._tls_session = MemoryTls(context)
         self._handshake = self._loop.call_later(
             streams.limits.handshake_timeout, self._handshake_expired
         )
 
     def data_received(self, data: bytes) -> None:
         self._last_activity = self._loop.time()
-        if self._tls_object is not None:
+        if self._tls_session is not None:
             self._tls_received(data)
         elif self.state is State.OPEN:
             self._feed(data)
@@ -208,9 +204,8 @@ class StreamConnection(asyncio.Protocol):
         if transport is None or self.state is State.CONNECTING:
             self.abort()
             return
-        if self._tls_object is not None and self.state is State.OPEN:
-            with contextlib.suppress(ssl.SSLError):
-                self._tls_object.unwrap()  # close_notify (RFC 8446 §6.1)
+        if self._tls_session is not None and self.state is State.OPEN:
+            self._tls_session.close_notify()
             self._flush_tls()
         self.state = State.CLOSING
         self._cancel_timers()
@@ -238,22 +233,17 @@ class StreamConnection(asyncio.Protocol):
 
     def _tls_received(self, data: bytes) -> None:
         """Inbound TLS (RFC 3261 §26.3.1): decrypt, then frame like TCP."""
-        tls, incoming = self._tls_object, self._tls_in
-        assert tls is not None and incoming is not None
-        incoming.write(data)
+        tls = self._tls_session
+        assert tls is not None
+        tls.receive(data)
         was_open = self.state is State.OPEN
         if self.state is State.HANDSHAKING:
-            try:
-                tls.do_handshake()
-            except ssl.SSLWantReadError:
-                self._flush_tls()
-                return
-            except (ssl.SSLError, OSError):
-                # A refused protocol version or cipher, a bad client certificate, noise.
-                self._flush_tls()  # the alert, when there is one
+            done = tls.handshake()
+            self._flush_tls()  # the next flight, or the alert of a failed handshake
+            if done is None:
                 self.close()
+            if not done:
                 return
-            self._flush_tls()
             if self._handshake is not None:
                 self._handshake.cancel()
                 self._handshake = None
@@ -261,32 +251,23 @@ class StreamConnection(asyncio.Protocol):
             self._flush_pending()
         if self.state is not State.OPEN:
             return
-        chunks: list[bytes] = []
-        while True:
-            try:
-                chunk = tls.read(65536)
-            except ssl.SSLWantReadError:
-                break
-            except ssl.SSLZeroReturnError:  # close_notify
-                self.close()
-                break
-            except ssl.SSLError:
-                self.abort()
-                return
-            if not chunk:
-                break
-            chunks.append(chunk)
+        plaintext, ending = tls.read()
+        if ending is Ending.BROKEN:
+            self.abort()
+            return
+        if ending is Ending.CLOSED:
+            self.close()
         self._flush_tls()  # TLS 1.3 tickets, key updates
-        if chunks and self.state is State.OPEN:
-            self._feed(chunks[0] if len(chunks) == 1 else b"".join(chunks))
-        if was_open and not chunks and self._deadline is None and self.state is State.OPEN:
+        if plaintext and self.state is State.OPEN:
+            self._feed(plaintext)
+        if was_open and not plaintext and self._deadline is None and self.state is State.OPEN:
             # Bytes without plaintext are (nearly always) part of a record: half a record is
             # half a message, and trickling one is slow-loris too. The rare record without
             # data (a TLS 1.3 KeyUpdate) only costs a connection that stays silent afterwards.
             self._arm_deadline()
 
     def _write(self, transport: asyncio.Transport, data: bytes) -> None:
-        tls = self._tls_object
+        tls = self._tls_session
         if tls is None:
             transport.write(data)
         else:
@@ -294,9 +275,11 @@ class StreamConnection(asyncio.Protocol):
             self._flush_tls()
 
     def _flush_tls(self) -> None:
-        outgoing, transport = self._tls_out, self.transport
-        if outgoing is not None and transport is not None and outgoing.pending:
-            transport.write(outgoing.read())
+        tls, transport = self._tls_session, self.transport
+        if tls is not None and transport is not None:
+            records = tls.records()
+            if records:
+                transport.write(records)
 
     def _handshake_expired(self) -> None:
         self._handshake = None

@@ -3,8 +3,8 @@ TLS context.
 
 Owns: `Streams` (every open connection by id and by peer, with the per-source and total caps on
 inbound ones and the reserve kept for whitelisted sources, SECURITY-CASES 5, 6, 9),
-`StreamLimits` (the operator's bounds as one connection applies them), `server_tls_context`.
-One connection's own life (framing, TLS, timers) is `transport.stream`.
+`server_tls_context`. One connection's own life (framing, timers) is `transport.stream`, its
+TLS `transport.stream_tls`, the bounds both apply `transport.stream_limits`.
 
 Never does: SIP decisions, I/O of its own (connections do theirs), logging per message.
 """
@@ -13,61 +13,15 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from sipguard.proxy.actions import Address, Transport
-from sipguard.settings import Limits
-from sipguard.transport import MessageSink, ObserverProtocol
-from sipguard.transport.stream import Framer, StreamConnection
+from sipguard.transport import Framer, MessageSink, ObserverProtocol
+from sipguard.transport.stream import StreamConnection
+from sipguard.transport.stream_limits import ReservedSource, StreamLimits
 
-__all__ = [
-    "QUEUED_MESSAGES",
-    "ReservedSource",
-    "StreamLimits",
-    "Streams",
-    "server_tls_context",
-]
-
-_SETTINGS = Limits()  # the defaults of the operator's bounds, with their reasons
-# Bytes queued toward a peer, in largest messages: a live peer drains 16 within a round trip.
-QUEUED_MESSAGES = 16
-
-
-@dataclass(frozen=True, slots=True)
-class StreamLimits:
-    """The bounds a stream connection lives under (from `settings.limits` and `settings.tls`;
-    the defaults are `settings.Limits`'s, where their reasons are written)."""
-
-    read_deadline: float = _SETTINGS.read_deadline  # from a message's first byte to its last
-    idle_timeout: float = _SETTINGS.idle_timeout  # seconds without traffic either way
-    # seconds for a TLS handshake (inbound and outbound)
-    handshake_timeout: float = _SETTINGS.tls_handshake_timeout
-    max_connections: int = _SETTINGS.max_connections  # inbound connections in total
-    # inbound connections from one IP address
-    max_connections_per_source: int = _SETTINGS.max_connections_per_source
-    # Bytes queued toward a peer that does not read (kernel buffer full) before we cut it off.
-    max_write_buffer: int = QUEUED_MESSAGES * _SETTINGS.max_message_bytes
-    # Bytes queued on an outbound connection that is still connecting: a burst of requests
-    # toward an upstream that is being (re)connected.
-    max_pending_bytes: int = QUEUED_MESSAGES * _SETTINGS.max_message_bytes
-    # After we decide to close, how long a peer has to read our last bytes (e.g. a 400).
-    linger: float = 2.0
-
-    @property
-    def reserved_connections(self) -> int:
-        """Inbound connections that only reserved sources (named by a trunk's whitelist or an
-        upstream) may take: 10% of `max_connections`, and at least one source's full share
-        (`max_connections_per_source`) as long as that is at most half of the total. Every
-        other source shares `max_connections - reserved_connections` (SECURITY-CASES 9)."""
-        total = self.max_connections
-        tenth = -(-total // 10)  # rounded up: any total above 0 keeps a slot
-        return max(tenth, min(self.max_connections_per_source, total // 2))
-
+__all__ = ["Streams", "server_tls_context"]
 
 PeerKey = tuple[Transport, str, int]
-
-
-ReservedSource = Callable[[str], bool]
 
 
 class Streams:
@@ -121,11 +75,13 @@ class Streams:
 
     def admit(self, connection: StreamConnection) -> bool:
         """Register an inbound connection unless it is over the total or per-source cap, or,
-        for a source that is not reserved, over the share left once the reserve is kept."""
+        for a source that is not reserved, over the share left once the reserve is kept (a
+        refusal is counted in `refused`: the connection will be cut at once)."""
         host = connection.peer.host
         count = self._per_source.get(host, 0)
         limits = self.limits
         if self._inbound >= limits.max_connections or count >= limits.max_connections_per_source:
+            self.refused += 1
             return False
         reserved = self.reserved
         if reserved is None or not reserved(host):
@@ -133,7 +89,8 @@ class Streams:
                 reserved is not None
                 and self._unreserved >= limits.max_connections - limits.reserved_connections
             ):
-                return False  # SECURITY-CASES 9: the rest is kept for whitelisted sources
+                self.refused += 1  # SECURITY-CASES 9: the rest is kept for whitelisted sources
+                return False
             self._unreserved += 1
         else:
             connection.reserved = True

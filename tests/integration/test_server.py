@@ -27,7 +27,7 @@ from sipguard.policy.whitelist import parse_rules
 from sipguard.proxy.actions import Transport
 from sipguard.server import ListenerError, Server, reserved_sources, stream_limits
 from sipguard.settings import Listener, Trunk, Upstream
-from sipguard.transport.streams import StreamLimits
+from sipguard.transport.stream_limits import StreamLimits
 from tests.integration.test_transport import (
     DEADLINE,
     EchoCore,

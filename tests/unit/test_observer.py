@@ -596,8 +596,8 @@ def test_readme_event_table_names_every_event() -> None:
 
 
 def test_upstream_report_logs_and_metrics() -> None:
-    from sipguard.proxy.failover import FailoverEvent, Outcome, UpstreamReport
     from sipguard.proxy.pool import Health, HealthChange, Member
+    from sipguard.proxy.upstream_report import FailoverEvent, Outcome, UpstreamReport
 
     rig = Rig()
     one = "sip:127.0.0.1:5070;transport=udp"

@@ -11,17 +11,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
-import trustme
 
+from sipguard.auth.answer import DigestAnswer, MalformedAnswer, verify
 from sipguard.auth.credentials import CredentialStore
-from sipguard.auth.digest import (
-    DigestAnswer,
-    MalformedAnswer,
-    build_challenges,
-    compute_ha1,
-    compute_response,
-    verify,
-)
+from sipguard.auth.digest import build_challenges, compute_ha1, compute_response
 from sipguard.auth.nonce import NonceIssuer, NonceTracker, NonceVerdict, expires_at
 from sipguard.settings import Credential, Trunk
 from tests.conftest import CORPORA
@@ -161,16 +154,6 @@ class DigestServer:
             if not chunk:
                 return
             buffer += chunk
-
-
-@pytest.fixture(scope="module")
-def tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    ca = trustme.CA()
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(server)
-    client = ssl.create_default_context()
-    ca.configure_trust(client)
-    return server, client
 
 
 @pytest.fixture(params=["udp", "tcp", "tls"])

@@ -12,11 +12,11 @@ import aiohttp
 import pytest
 
 from sipguard.admin.api import AdminListener, start_admin
-from sipguard.admin.daemon import DaemonBackend
+from sipguard.admin.daemon import DaemonBackend, LocalService
 from sipguard.policy.guard import BanEvent, BanRecord, Guard, GuardSettings, UnbanEvent
 from sipguard.policy.limits import TrunkLimiter, TrunkUsage
 from sipguard.policy.whitelist import parse_rules
-from sipguard.proxy.failover import UpstreamStatus
+from sipguard.proxy.upstream_report import UpstreamStatus
 from sipguard.settings import (
     AdminSettings,
     AuthSettings,
@@ -142,7 +142,7 @@ async def admin() -> AsyncIterator[Harness]:
     server = Reloader(make_settings(settings))
     observer = Recorder()
     backend = DaemonBackend(server, core, observer, "/etc/sipguard/sipguard.yaml")
-    listener = await start_admin(settings, backend)
+    listener = await start_admin(settings, LocalService(backend))
     harness = Harness(listener, core, server)
     harness.observer = observer
     try:

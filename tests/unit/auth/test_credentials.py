@@ -8,15 +8,14 @@ from typing import Any
 
 import pytest
 
+from sipguard.auth.answer import DigestAnswer, verify
 from sipguard.auth.credentials import CredentialStore
 from sipguard.auth.digest import (
     BASE_ALGORITHMS,
-    DigestAnswer,
     compute_ha1,
     compute_response,
     compute_userhash,
     is_hex_digest,
-    verify,
 )
 from sipguard.policy.whitelist import parse_rules
 from sipguard.settings import Credential, Trunk

@@ -11,12 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sipguard.auth.answer import MAX_PARAM_LENGTH, DigestAnswer, MalformedAnswer, verify
 from sipguard.auth.digest import (
     ALGORITHMS,
     HEX_LENGTH,
-    MAX_PARAM_LENGTH,
-    DigestAnswer,
-    MalformedAnswer,
     build_challenge,
     build_challenges,
     canonical_algorithm,
@@ -25,7 +23,6 @@ from sipguard.auth.digest import (
     compute_userhash,
     hash_hex,
     session_ha1,
-    verify,
 )
 from tests.conftest import CORPORA
 

@@ -9,8 +9,9 @@ from datetime import UTC, datetime
 import pytest
 
 import sipguard.auth.credentials as credentials_module
+from sipguard.auth.answer import DigestAnswer, verify
 from sipguard.auth.credentials import CredentialStore, SecretCheck
-from sipguard.auth.digest import DigestAnswer, compute_ha1, compute_response, verify
+from sipguard.auth.digest import compute_ha1, compute_response
 from sipguard.settings import Credential, Trunk
 
 REALM = "sipguard.test"

@@ -5,6 +5,7 @@ Time is a plain float handed in; nothing here sleeps.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable
 from types import FrameType
@@ -18,6 +19,7 @@ from sipguard.policy.guard import (
     UnbanEvent,
     UnbanReason,
 )
+from sipguard.settings import Protection
 
 IP = "203.0.113.7"
 OTHER = "198.51.100.9"
@@ -387,3 +389,18 @@ def test_ban_details_follow_eviction_and_lazy_expiry() -> None:
     assert set(guard._ban_details) == {"192.0.2.2", "192.0.2.3"}
     assert not guard.is_banned("192.0.2.2", 50.0)
     assert set(guard._ban_details) == {"192.0.2.3"}
+
+
+# -- defaults -------------------------------------------------------------------------------
+
+
+def test_guard_defaults_are_the_protection_defaults() -> None:
+    """A guard built without settings behaves as the operator's default `protection` section:
+    every field the two share has one default, `Protection`'s."""
+    guard, protection = GuardSettings(), Protection()
+    shared = {f.name for f in dataclasses.fields(GuardSettings)} & {
+        f.name for f in dataclasses.fields(Protection)
+    }
+    assert shared >= {"ban_failures", "ban_window", "ban_duration", "rate", "burst"}
+    for name in shared - {"never_ban"}:  # a rule tuple there, a matcher here
+        assert getattr(guard, name) == getattr(protection, name), name

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from sipguard.policy.whitelist import parse_rules
 from sipguard.proxy.actions import Address, Cause, Drop, Forward, Reply, Transport
 from sipguard.proxy.core import Core
-from sipguard.proxy.failover import FailoverEvent, UpstreamReport
 from sipguard.proxy.pool import Health, HealthChange
+from sipguard.proxy.upstream_report import FailoverEvent, UpstreamReport
 from sipguard.settings import Trunk, Upstream, UpstreamHealth
 from sipguard.sip import Request, Response, parse_message
 from tests.unit.proxy.playbook import (

@@ -11,7 +11,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sipguard.auth.digest import MAX_PARAM_LENGTH, DigestAnswer, MalformedAnswer
+from sipguard.auth.answer import MAX_PARAM_LENGTH, DigestAnswer, MalformedAnswer
 from sipguard.errors import ParseError
 from sipguard.proxy.digest_check import _answer
 from sipguard.sip import parse_credentials

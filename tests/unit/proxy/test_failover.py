@@ -6,10 +6,11 @@ from __future__ import annotations
 from dataclasses import replace
 
 from sipguard.proxy.actions import Action, Address, Cause, Drop, Forward, Info, Reply, Transport
-from sipguard.proxy.failover import FailoverEvent, Outcome, Relay, Upstreams
+from sipguard.proxy.failover import Relay, Upstreams
 from sipguard.proxy.pool import Health, HealthChange
 from sipguard.proxy.probe import is_probe_branch
 from sipguard.proxy.transactions import TIMER_B
+from sipguard.proxy.upstream_report import FailoverEvent, Outcome
 from sipguard.settings import Upstream, UpstreamHealth
 from sipguard.sip import Request, Response, build_response, parse_message
 from tests.unit.proxy.playbook import LOCAL, NOW, settings
