@@ -31,7 +31,7 @@ from typing import Any, Final, Protocol
 
 from sipguard.policy.guard import UnbanEvent
 from sipguard.proxy.actions import Address, AskNonceCount, BanEvent, Question, ShareFailure
-from sipguard.state import SharedState
+from sipguard.state.interface import SharedState
 
 # Questions waiting for the shared state at once (each ~0.1-1 ms): beyond this the state cannot
 # keep up and the core decides as during an outage (state.on_error).

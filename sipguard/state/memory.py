@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from sipguard.settings import StateSettings
-from sipguard.state import Answer, BanCallback, ErrorCallback
+from sipguard.state.interface import Answer, BanCallback, ErrorCallback
 
 # Entries kept per table: beyond it the oldest go first (the core's own tables fail closed; this
 # backend is only the single-process default and the tests' reference).

@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from redis.exceptions import RedisError
 
-from sipguard.state import BanCallback
+from sipguard.state.interface import BanCallback
 
 __all__ = [
     "BANS_CHANNEL",

@@ -49,7 +49,7 @@ from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from sipguard.redis_target import CLUSTER_SCHEMES
 from sipguard.settings import StateSettings
-from sipguard.state import Answer, BanCallback, ErrorCallback
+from sipguard.state.interface import Answer, BanCallback, ErrorCallback
 from sipguard.state.redis_bans import BAN_KEY, BANS_CHANNEL, BanListener
 from sipguard.state.redis_url import connect
 from sipguard.state.wire import LOST, Link, ReplyError, pack
