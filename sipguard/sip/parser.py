@@ -370,8 +370,8 @@ def _validate(msg: Message, index: dict[bytes, list[int]], values: Sequence[byte
     call_id = msg.call_id = values[index[b"call-id"][0]]
     if _CALL_ID_RE.fullmatch(call_id) is None:
         raise ParseError("malformed Call-ID")
-    idx = index.get(b"max-forwards")  # type: ignore[assignment]
-    msg.max_forwards = DEFAULT_MAX_FORWARDS if idx is None else parse_max_forwards(values[idx[0]])
+    at = index.get(b"max-forwards")
+    msg.max_forwards = DEFAULT_MAX_FORWARDS if at is None else parse_max_forwards(values[at[0]])
     if b"contact" in index:
         msg.contacts  # noqa: B018  (RFC 4475 regbadct)
     if isinstance(msg, Request):
