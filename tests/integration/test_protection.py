@@ -445,19 +445,26 @@ def _flood(target: tuple[str, int], pid: int, stats: FloodStats, stop: threading
             "Content-Length: 0\r\n\r\n"
         )
         ports = [s.getsockname()[1] for s in socks]
+        # Built before the clock starts, and only the sockets with replies read: the sender's
+        # own cost per datagram can keep it from its pace on a loaded machine (cProfile, 20 000
+        # datagrams against a loopback responder: 11.7 calls per datagram, 3.5 of them recv,
+        # all on the clock; now 8.3 on the clock, 2.0 of them recv).
+        datagrams = [
+            template.format(port=ports[n % FLOOD_SOCKETS], n=n).encode()
+            for n in range(FLOOD_MESSAGES)
+        ]
         tick = 0.01
         per_tick = int(FLOOD_MESSAGES * tick / FLOOD_SECONDS)
         stats.started = time.monotonic()
         hard_stop = stats.started + FLOOD_HARD_STOP
         next_tick = stats.started
         while stats.sent < FLOOD_MESSAGES and time.monotonic() < hard_stop and not stop.is_set():
-            for _ in range(per_tick):
-                i = stats.sent % FLOOD_SOCKETS
-                data = template.format(port=ports[i], n=stats.sent).encode()
-                with contextlib.suppress(BlockingIOError):
-                    socks[i].sendto(data, target)
+            for n in range(stats.sent, min(stats.sent + per_tick, FLOOD_MESSAGES)):
+                with contextlib.suppress(BlockingIOError):  # a full buffer loses it, as a flood
+                    socks[n % FLOOD_SOCKETS].sendto(datagrams[n], target)
                 stats.sent += 1
-            for sock in socks:
+            readable, _, _ = select.select(socks, [], [], 0)
+            for sock in readable:
                 while True:
                     try:
                         reply = sock.recv(65535)
