@@ -16,6 +16,7 @@ behaviour: Record-Route, Route), §9 (CANCEL), §17.1.1.3 (ACK to a non-2xx fina
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import json
@@ -709,6 +710,9 @@ def make_tls_files(directory: Path) -> TlsFiles:
     return files
 
 
+BRIDGE_TIMEOUT = 5.0  # seconds for a bridge to start, connect and handshake, or stop
+
+
 class TlsBridge:
     """Accepts plain TCP on loopback and relays each connection over TLS to a target.
 
@@ -720,6 +724,11 @@ class TlsBridge:
     bridge opens one TLS connection per TCP connection to the daemon, verifying the daemon's
     certificate against the trustme CA (hostname = the target IP), so the daemon sees a real
     TLS peer from the same loopback address. The Via transport SIPp writes stays "TCP".
+
+    One event loop in one thread relays every connection: an SSL object must never be used
+    by two threads at once. (The bridge once pumped each direction in its own thread; a read
+    racing a write on the same SSLSocket could see the other's state, take it for a ragged
+    EOF, read b"" and close the relay: the next answer never came, mostly under load.)
     """
 
     def __init__(
@@ -734,79 +743,78 @@ class TlsBridge:
         self.context = context  # TLS towards the target (None: plain TCP)
         self.server_context = server_context  # TLS towards the accepted peer (None: plain)
         self.host = target_host
-        self.port = free_port("tcp", target_host)
-        self._listener = socket.socket(_family(target_host), socket.SOCK_STREAM)
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind((self.host, self.port))
-        self._listener.listen(16)
-        self._listener.settimeout(0.2)
-        self._stop = threading.Event()
-        self._sockets: list[socket.socket] = []
-        self._threads: list[threading.Thread] = []
         self.handshakes = 0
         self.errors: list[str] = []
-        self._accepter = threading.Thread(target=self._accept, name="tls-bridge", daemon=True)
-        self._accepter.start()
+        self._writers: list[asyncio.StreamWriter] = []
+        self._closing = False
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="tls-bridge", daemon=True
+        )
+        self._thread.start()
+        # Listening (bound and accepting) before the constructor returns.
+        listening = asyncio.run_coroutine_threadsafe(self._listen(), self._loop)
+        self._server = listening.result(BRIDGE_TIMEOUT)
+        self.port: int = self._server.sockets[0].getsockname()[1]
 
     @property
     def remote(self) -> str:
         return hostport(self.host, self.port)
 
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                plain, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            try:
-                plain.settimeout(5)
-                if self.server_context is not None:
-                    plain = self.server_context.wrap_socket(plain, server_side=True)
-                secure = socket.create_connection(self.target, timeout=5)
-                if self.context is not None:
-                    secure = self.context.wrap_socket(secure, server_hostname=self.target[0])
-            except (OSError, ssl.SSLError) as exc:
-                self.errors.append(f"relay to {self.target}: {exc}")
-                plain.close()
-                continue
-            self.handshakes += 1
-            self._sockets += [plain, secure]
-            for src, dst in ((plain, secure), (secure, plain)):
-                t = threading.Thread(target=self._pump, args=(src, dst), daemon=True)
-                self._threads.append(t)
-                t.start()
+    async def _listen(self) -> asyncio.Server:
+        return await asyncio.start_server(self._relay, self.host, 0, family=_family(self.host))
 
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
-        src.settimeout(0.2)
-        while not self._stop.is_set():
-            try:
-                data = src.recv(65536)
-            except (TimeoutError, ssl.SSLWantReadError):
-                continue
-            except OSError:
-                break
-            if not data:
-                break
-            try:
-                dst.sendall(data)
-            except OSError:
-                break
-        for sock in (src, dst):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+    async def _relay(self, plain_r: asyncio.StreamReader, plain_w: asyncio.StreamWriter) -> None:
+        """One accepted connection: both handshakes, then both directions until either ends."""
+        self._writers.append(plain_w)
+        host, port = self.target
+        try:
+            async with asyncio.timeout(BRIDGE_TIMEOUT):
+                if self.server_context is not None:
+                    await plain_w.start_tls(self.server_context)
+                secure_r, secure_w = await asyncio.open_connection(
+                    host, port, ssl=self.context, server_hostname=host if self.context else None
+                )
+        except (OSError, ssl.SSLError) as exc:  # TimeoutError included
+            if not self._closing:
+                self.errors.append(f"relay to {self.target}: {exc}")
+            plain_w.close()
+            return
+        self._writers.append(secure_w)
+        self.handshakes += 1
+        await asyncio.gather(self._pump(plain_r, secure_w), self._pump(secure_r, plain_w))
+
+    async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        """Copy until EOF, then close the other side (whose own pump then sees EOF too)."""
+        try:
+            while data := await src.read(65536):
+                dst.write(data)
+                await dst.drain()
+        except (OSError, ssl.SSLError) as exc:
+            if not self._closing:
+                self.errors.append(f"relay: {exc!r}")
+        finally:
+            dst.close()
+
+    async def _shutdown(self) -> None:
+        self._closing = True
+        self._server.close()
+        for writer in self._writers:
+            writer.close()
+        # Closed transports end every pump with EOF (no cancel: asyncio 3.11's stream callback
+        # would log the CancelledError of a relay task as an error).
+        tasks = asyncio.all_tasks() - {asyncio.current_task()}
+        if tasks:
+            await asyncio.wait(tasks, timeout=BRIDGE_TIMEOUT)
 
     def close(self) -> None:
-        self._stop.set()
-        with contextlib.suppress(OSError):
-            self._listener.close()
-        self._accepter.join(2)
-        for t in self._threads:
-            t.join(2)
-        for sock in self._sockets:
-            with contextlib.suppress(OSError):
-                sock.close()
+        if self._loop.is_closed():
+            return
+        with contextlib.suppress(Exception):  # best effort: the loop stops below regardless
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(BRIDGE_TIMEOUT)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(BRIDGE_TIMEOUT)
+        self._loop.close()
 
     def __enter__(self) -> TlsBridge:
         return self
