@@ -23,6 +23,7 @@ import json
 import os
 import random
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -78,6 +79,25 @@ def bracket(host: str) -> str:
 
 def hostport(host: str, port: int) -> str:
     return f"{bracket(host)}:{port}"
+
+
+def send_info(port: int, user: str, call_id: str) -> None:
+    """An INFO for `call_id` sent straight to the SIPp on `port` (not through sipguard): what
+    releases a scenario that holds its call until an INFO comes (`user` in its Request-URI)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((V4, 0))
+        own = sock.getsockname()[1]
+        info = (
+            f"INFO sip:{user}@{hostport(V4, port)} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {hostport(V4, own)};branch=z9hG4bK{secrets.token_hex(8)}\r\n"
+            f"From: <sip:trigger@{V4}>;tag={secrets.token_hex(4)}\r\n"
+            f"To: <sip:{user}@sipguard.test>\r\n"
+            f"Call-ID: {call_id}\r\n"
+            "CSeq: 1 INFO\r\n"
+            "Max-Forwards: 70\r\n"
+            "Content-Length: 0\r\n\r\n"
+        )
+        sock.sendto(info.encode(), (V4, port))
 
 
 def _family(host: str) -> socket.AddressFamily:

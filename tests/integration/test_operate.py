@@ -56,6 +56,7 @@ from tests.integration.harness import (
     hostport,
     port_in_use,
     received_statuses,
+    send_info,
 )
 from tests.polling import wait_for
 from tests.sipclient import SipClient, parse_message
@@ -585,7 +586,7 @@ def test_reload_keeps_established_calls(daemon_factory: DaemonFactory, sipp: Sip
         assert response.status == 403, response.raw
 
         # release the held call: its BYE goes through sipguard
-        _trigger(uac_port, call_id)
+        send_info(uac_port, "alice", call_id)
     finally:
         caller.join(45)
     assert not caller.is_alive()
@@ -594,24 +595,6 @@ def test_reload_keeps_established_calls(daemon_factory: DaemonFactory, sipp: Sip
     assert received_statuses(result.messages)[-1] == 200
     assert uas.wait_received("BYE") == ["INVITE", "ACK", "BYE"]
     assert daemon.find_event("acl_denied", method="INVITE") is not None
-
-
-def _trigger(uac_port: int, call_id: str) -> None:
-    """The INFO that releases the held SIPp call (sent straight to it, not through sipguard)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((V4, 0))
-        port = sock.getsockname()[1]
-        info = (
-            f"INFO sip:alice@{hostport(V4, uac_port)} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP {hostport(V4, port)};branch=z9hG4bK{secrets.token_hex(8)}\r\n"
-            f"From: <sip:trigger@{V4}>;tag={secrets.token_hex(4)}\r\n"
-            "To: <sip:alice@sipguard.test>\r\n"
-            f"Call-ID: {call_id}\r\n"
-            "CSeq: 1 INFO\r\n"
-            "Max-Forwards: 70\r\n"
-            "Content-Length: 0\r\n\r\n"
-        )
-        sock.sendto(info.encode(), (V4, uac_port))
 
 
 # --------------------------------------------------------------------------- 5. bad reloads

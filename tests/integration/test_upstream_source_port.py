@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import secrets
 import signal
 import socket
 import threading
@@ -41,6 +40,7 @@ from tests.integration.harness import (
     hostport,
     received_requests,
     received_statuses,
+    send_info,
 )
 from tests.integration.test_transport import EchoCore, make_settings
 from tests.polling import wait_for, wait_for_async
@@ -167,24 +167,6 @@ async def test_reload_keeps_moves_or_refuses_the_port() -> None:
 # -- the daemon, SIPp on both sides -----------------------------------------------------------
 
 
-def _trigger(uas_port: int, call_id: str) -> None:
-    """The INFO that releases the held SIPp UAS (sent straight to it, not through sipguard)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((V4, 0))
-        port = sock.getsockname()[1]
-        info = (
-            f"INFO sip:upstream@{hostport(V4, uas_port)} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP {hostport(V4, port)};branch=z9hG4bK{secrets.token_hex(8)}\r\n"
-            f"From: <sip:trigger@{V4}>;tag={secrets.token_hex(4)}\r\n"
-            "To: <sip:upstream@sipguard.test>\r\n"
-            f"Call-ID: {call_id}\r\n"
-            "CSeq: 1 INFO\r\n"
-            "Max-Forwards: 70\r\n"
-            "Content-Length: 0\r\n\r\n"
-        )
-        sock.sendto(info.encode(), (V4, uas_port))
-
-
 # The top Via of a request the upstream received: the socket sipguard sent it from.
 _TOP_VIA = re.compile(
     r"message received[^\n]*\n\s*\n(?:INVITE|OPTIONS) [^\n]*\n(?:(?!Via:)[^\n]*\n)*?"
@@ -225,7 +207,7 @@ def test_bye_from_upstream_reaches_client_after_a_restart(
         assert {int(p) for p in _TOP_VIA.findall(uas.messages())} == {base}
         assert first.stop() == 0
         second = daemon_factory(config, name="second")  # same config, new process
-        _trigger(uas.port, call_id)
+        send_info(uas.port, "upstream", call_id)
     finally:
         caller.join(40)  # SIPp's own -timeout (30 s) ends the call first
     assert not caller.is_alive()
